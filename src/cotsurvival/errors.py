@@ -1,0 +1,52 @@
+"""Numbered, actionable errors (in the manner of spaCy's ``Errors``).
+
+Every error a user can cause carries a stable code (``E0xx``) so it can be searched for in the
+docs and in issue trackers. The CLI prints ``error[E0xx]: message`` on one line and exits with 2.
+"""
+from __future__ import annotations
+
+
+class Errors:
+    """Message templates; format with ``str.format``."""
+
+    E001 = "{path}: file not found."
+    E002 = "{path}:{line}: {reason}"
+    E003 = "{path}: unsupported chain format (use .jsonl, .json, .csv or .parquet, or the built-in corpus 'gsm8k')."
+    E004 = "Missing asset '{asset}'. Install it with: {command}"
+    E005 = "Cannot load model '{model}': {reason}"
+    E006 = "Run directory {path} was made with a different {what} ({old!r}); this run asks for {new!r}. Use a new --out directory."
+    E007 = "{path}: not a cotsurvival run directory (no manifest.json). Run `cotsurvival prune` first."
+    E008 = "{path}: cannot read Parquet file ({reason}). Delete it and re-run the stage that writes it."
+    E009 = "Invalid option: {reason}"
+    E010 = "Cannot write to {path}: {reason}. Committed chains are intact; free space and re-run the same command to resume."
+    E011 = "Refusing to load '{path}': pickled weights can run code. Convert to safetensors, or pass --allow-unsafe-weights if you trust the file."
+    E012 = "{path}: the run has no {what} yet. Run `{command}` first."
+    E013 = "Taxonomy spec {path} is invalid: {reason}"
+    E014 = "No chains to process: {reason}"
+
+
+class CotSurvivalError(Exception):
+    """An error with a stable code and a one-line message meant for the user.
+
+    Parameters
+    ----------
+    code : str
+        Attribute name in :class:`Errors`, e.g. ``"E001"``.
+    **fields
+        Values substituted into the message template.
+    """
+
+    def __init__(self, code: str, **fields: object) -> None:
+        self.code = code
+        self.fields = fields
+        template = getattr(Errors, code)
+        self.message = template.format(**fields)
+        super().__init__(f"[{code}] {self.message}")
+
+    def one_line(self) -> str:
+        """The message as the CLI prints it (newlines folded)."""
+        return f"error[{self.code}]: " + " ".join(self.message.split())
+
+
+class ChainInputError(CotSurvivalError):
+    """Bad chain input: a file or one of its lines."""

