@@ -67,3 +67,131 @@ def tiny_llama(seed: int = 0, dtype: torch.dtype = torch.float32, n_layers: int 
             if parameter.dim() == 2:
                 parameter.normal_(0.0, 0.2)
     return model.to(dtype).eval(), tokenizer
+
+
+CATEGORY_OF_LABEL = {
+    "SYMBOLIC_MATH": "symbolic_math", "VERBAL_MATH": "narration", "ENTITY_NAME": "referential",
+    "COREFERENCE": "referential", "META_DISCOURSE": "narration", "CONTENT": "narration", "FUNCTION": "grammar",
+}
+# Mean static deletion cost per label in the synthetic run (nats): math costs most, as in the study.
+_SYNTHETIC_COST = {"SYMBOLIC_MATH": 3.0, "ENTITY_NAME": 1.6, "VERBAL_MATH": 1.4, "COREFERENCE": 1.0,
+                   "CONTENT": 0.9, "META_DISCOURSE": 0.5, "FUNCTION": 0.4}
+
+
+def synthetic_run(path, n_chains: int = 6, n_tokens: int = 30, keep_ratio: float = 0.0, seed: int = 0,
+                  tagged: bool = True, baselines: bool = True):
+    """Write a small, internally consistent run directory without any model.
+
+    Token costs are drawn per fine label (symbolic math costliest) and drift as neighbours are deleted,
+    so the greedy order, traces and steps agree with each other exactly as a real run's do. Meant for
+    tests and examples of the analysis and report stages.
+
+    Returns
+    -------
+    RunDir
+    """
+    import numpy as np
+    import pandas as pd
+
+    from . import __version__
+    from .rundir import RunDir
+
+    rng = np.random.default_rng(seed)
+    run = RunDir(path)
+    run.path.mkdir(parents=True, exist_ok=True)
+    labels = list(_SYNTHETIC_COST)
+    words = {"SYMBOLIC_MATH": "48", "VERBAL_MATH": "total", "ENTITY_NAME": "clips", "COREFERENCE": "she",
+             "META_DISCOURSE": "so", "CONTENT": "sold", "FUNCTION": "the"}
+    chain_rows = []
+    for index in range(n_chains):
+        n = int(n_tokens + rng.integers(-n_tokens // 3, n_tokens // 3 + 1)) if n_tokens > 3 else n_tokens
+        token_labels = rng.choice(labels, size=n, p=[0.25, 0.08, 0.15, 0.07, 0.1, 0.1, 0.25])
+        texts = [(" " if i else "") + words[lab] for i, lab in enumerate(token_labels)]
+        reasoning = "".join(texts)
+        starts = np.cumsum([0] + [len(t) for t in texts[:-1]])
+        chain_id = f"syn-{index}"
+        chain_rows.append({"chain_index": index, "chain_id": chain_id, "question": f"Synthetic question {index}?",
+                           "reasoning": reasoning, "answer": "#### 1", "prefix_ids": [1, 2, 3],
+                           "reasoning_ids": list(range(10, 10 + n)), "answer_ids": [4, 5], "used_chat_template": False})
+        base = np.array([_SYNTHETIC_COST[lab] for lab in token_labels]) * rng.lognormal(0.0, 0.5, size=n)
+        order, traces, objectives, costs_at = _simulate_greedy(base, keep_ratio, rng)
+        n_steps = len(order)
+        deleted = {pos: step + 1 for step, pos in enumerate(order)}
+        tokens = pd.DataFrame({
+            "chain_index": index, "chain_id": chain_id, "position": np.arange(n), "token_id": np.arange(10, 10 + n),
+            "text": texts, "char_start": starts + np.array([1 if i else 0 for i in range(n)]),
+            "char_end": starts + np.array([len(t) for t in texts]), "is_whitespace": False,
+            "deleted_step": pd.array([deleted.get(i) for i in range(n)], dtype="Int64"), "n_tokens": n,
+        })
+        tokens["survival"] = tokens["deleted_step"].fillna(n_steps).astype(float) / n
+        tokens["censored"] = tokens["deleted_step"].isna()
+        tokens["deletion_cost"] = [costs_at.get(i, np.nan) for i in range(n)]
+        if tagged:
+            tokens["label"] = token_labels
+            tokens["category"] = [CATEGORY_OF_LABEL[lab] for lab in token_labels]
+        run.write_part("tokens", index, tokens)
+        steps = pd.DataFrame({"chain_index": index, "chain_id": chain_id, "step": np.arange(n_steps + 1),
+                              "position_deleted": pd.array([None] + list(order), dtype="Int64"),
+                              "objective": objectives, "n_remaining": n - np.arange(n_steps + 1)})
+        run.write_part("steps", index, steps)
+        trace = pd.DataFrame(traces, columns=["step", "position", "cost"])
+        trace.insert(0, "chain_id", chain_id)
+        trace.insert(0, "chain_index", index)
+        trace["cost"] = trace["cost"].astype("float32")
+        run.write_part("traces", index, trace)
+        if baselines:
+            run.write_part("baselines", index, _synthetic_baselines(index, chain_id, base, n_steps, rng))
+    run.write_chains(pd.DataFrame(chain_rows))
+    run.write_manifest({
+        "cotsurvival_version": __version__, "model": {"spec": "synthetic"}, "objective": "joint",
+        "keep_ratio": keep_ratio, "seed": seed, "n_chains": n_chains, "skipped": [],
+        "engine": {"method": "synthetic"}, "baselines": ["random", "surprisal", "loo", "attention"] if baselines else [],
+        "taxonomy": {"name": "synthetic", "version": "0"} if tagged else None, "timings": {},
+    })
+    return run
+
+
+def _simulate_greedy(base, keep_ratio, rng):
+    """Greedy deletion over costs that grow when a neighbour goes (importance is dynamic)."""
+    import math
+
+    import numpy as np
+
+    n = len(base)
+    cost = base.copy()
+    alive = list(range(n))
+    n_delete = n - math.floor(n * keep_ratio)
+    objective = -float(base.sum()) - 5.0
+    order, traces, objectives, costs_at = [], [], [objective], {}
+    for step in range(1, n_delete + 1):
+        current = cost[alive]
+        traces.extend((step, pos, float(np.float32(cost[pos]))) for pos in alive)
+        pick = alive[int(np.argmin(np.float32(current)))]  # ties: lowest position (alive is sorted)
+        order.append(pick)
+        costs_at[pick] = float(np.float32(cost[pick]))
+        objective -= float(np.float32(cost[pick]))
+        objectives.append(objective)
+        where = alive.index(pick)
+        alive.remove(pick)
+        for neighbour in alive[max(0, where - 1): where + 1]:
+            cost[neighbour] += 0.3 * rng.random()
+    return order, traces, objectives, costs_at
+
+
+def _synthetic_baselines(index, chain_id, base, n_steps, rng):
+    import numpy as np
+    import pandas as pd
+
+    n = len(base)
+    orders = {"random": rng.permutation(n), "surprisal": np.argsort(base + rng.normal(0, 1.0, n), kind="stable"),
+              "loo": np.argsort(base, kind="stable"), "attention": np.argsort(base + rng.normal(0, 0.5, n), kind="stable")}
+    frames = []
+    for name, order in orders.items():
+        step_of = {int(pos): s + 1 for s, pos in enumerate(order[:n_steps])}
+        steps = pd.array([step_of.get(i) for i in range(n)], dtype="Int64")
+        frame = pd.DataFrame({"chain_index": index, "chain_id": chain_id, "ordering": name, "position": np.arange(n),
+                              "deleted_step": steps, "n_tokens": n})
+        frame["survival"] = frame["deleted_step"].fillna(n_steps).astype(float) / n
+        frame["censored"] = frame["deleted_step"].isna()
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
