@@ -1,0 +1,1 @@
+"""Greedy survival pruning: exact deletion order and per-step cost traces."""

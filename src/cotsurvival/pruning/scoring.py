@@ -1,0 +1,227 @@
+"""Scoring one greedy step: the objective of the current chain and of every single deletion.
+
+Notation for a step: the sequence is ``S = prefix ⊕ kept ⊕ answer`` of length ``T = p + n + a``.
+Deleting kept token ``k`` gives ``Y_k = S`` without ``S[p+k]``, re-indexed contiguously (RoPE
+positions shift by one after the gap, as in a newly written text). ``log p`` terms are summed
+over the scored targets: kept reasoning and answer tokens (``joint``) or answer tokens
+(``answer``).
+
+Why prefix reuse is exact: in ``Y_k`` every token before position ``p+k`` has the same left
+context and position as in ``S``, so its keys, values and log-probabilities are those of one
+pass over ``S``. The target right after the gap, ``S[p+k+1]``, is predicted by the same hidden
+state that predicted ``S[p+k]`` in ``S``: one more entry of the same softmax row. Only the
+suffix ``S[p+k+1:]`` must be recomputed, attending to the first ``p+k`` cached keys of ``S``.
+This turns a step's work from ``n·T`` token passes into ``T + Σ_k (n+a-k-2)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .forward import DecoderForward, GenericForward, supports_prefix_reuse
+
+OBJECTIVES = ("joint", "answer")
+
+
+@dataclass
+class StepScores:
+    """Scores of one greedy step.
+
+    Attributes
+    ----------
+    objective : float
+        Objective of the current (not yet pruned at this step) sequence.
+    candidate_objectives : np.ndarray, shape (n,)
+        Objective after deleting each kept token, in kept order.
+    next_logprobs : np.ndarray, shape (n,)
+        ``log p`` of each kept reasoning token given its left context in the current sequence.
+    tokens_processed : int
+        Token rows run through the decoder for this step (for benchmarks).
+    """
+
+    objective: float
+    candidate_objectives: np.ndarray
+    next_logprobs: np.ndarray
+    tokens_processed: int
+
+
+def target_weights(n_kept: int, n_answer: int, objective: str) -> np.ndarray:
+    """Weight of each target ``S[p+j]`` for ``j`` in ``0..n+a-1``: 1 if scored, else 0."""
+    weights = np.ones(n_kept + n_answer, dtype=np.float64)
+    if objective == "answer":
+        weights[:n_kept] = 0.0
+    return weights
+
+
+def duplicate_of_previous(kept: list[int]) -> np.ndarray:
+    """True where deleting kept token k gives the same sequence as deleting k-1 (same token id)."""
+    ids = np.asarray(kept)
+    same = np.zeros(len(ids), dtype=bool)
+    same[1:] = ids[1:] == ids[:-1]
+    return same
+
+
+class Scorer:
+    """Base class: ``score(prefix, kept, answer) -> StepScores``."""
+
+    def __init__(self, model, objective: str = "joint", max_batch_tokens: int = 4096) -> None:
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}")
+        self.model = model
+        self.objective = objective
+        self.max_batch_tokens = max_batch_tokens
+        self.device = next(model.parameters()).device
+
+    def score(self, prefix: list[int], kept: list[int], answer: list[int]) -> StepScores:
+        raise NotImplementedError
+
+    def _run_with_oom_retry(self, work, *args):
+        """Run a batch; on CUDA out-of-memory halve the batch budget and retry."""
+        while True:
+            try:
+                return work(*args)
+            except torch.OutOfMemoryError:
+                if self.max_batch_tokens <= 64:
+                    raise
+                self.max_batch_tokens //= 2
+                torch.cuda.empty_cache()
+
+
+class PrefixReuseScorer(Scorer):
+    """One pass over ``S`` per step, then each candidate's suffix on the cached prefix."""
+
+    def __init__(self, model, objective: str = "joint", max_batch_tokens: int = 4096) -> None:
+        super().__init__(model, objective, max_batch_tokens)
+        self.forward = DecoderForward(model)
+
+    @torch.inference_mode()
+    def score(self, prefix, kept, answer) -> StepScores:
+        p, n, a = len(prefix), len(kept), len(answer)
+        sequence = torch.tensor(prefix + kept + answer, device=self.device)
+        total = len(sequence)
+        hidden, cache = self.forward.run(sequence[None], torch.arange(total, device=self.device)[None], keep_cache=True)
+        rows = self.forward.log_softmax(hidden[0, p - 1: total - 1])  # (n+a, V): predicts S[p+j]
+        targets = sequence[p:]
+        lp_next = rows.gather(1, targets[:, None])[:, 0].double().cpu().numpy()
+        skip_targets = sequence[p + 1: p + n + 1]  # S[p+k+1], predicted where S[p+k] was
+        lp_skip = rows[:n].gather(1, skip_targets[:, None])[:, 0].double().cpu().numpy()
+        weights = target_weights(n, a, self.objective)
+        weighted = weights * lp_next
+        before = np.concatenate([[0.0], np.cumsum(weighted)])  # before[k] = Σ_{j<k}
+        candidate = before[:n] + weights[1: n + 1] * lp_skip
+        suffix, processed = self._suffix_scores(sequence, cache, p, n, a, weights)
+        candidate = candidate + suffix
+        duplicate = duplicate_of_previous(kept)
+        for k in np.nonzero(duplicate)[0]:
+            candidate[k] = candidate[k - 1]
+        return StepScores(float(weighted.sum()), candidate, lp_next[:n], total + processed)
+
+    def _suffix_scores(self, sequence, cache, p, n, a, weights) -> tuple[np.ndarray, int]:
+        scores = np.zeros(n, dtype=np.float64)
+        duplicate = duplicate_of_previous(sequence[p: p + n].tolist())
+        # Longest suffixes last: consecutive candidates have similar lengths, so padding is small.
+        todo = [k for k in range(n - 1, -1, -1) if not duplicate[k] and n + a - k - 2 > 0]
+        processed = 0
+        start = 0
+        while start < len(todo):
+            stop = start + 1
+            while stop < len(todo) and (stop - start + 1) * (n + a - todo[stop] - 2) <= self.max_batch_tokens:
+                stop += 1
+            batch = todo[start:stop]
+            processed += self._run_with_oom_retry(self._score_batch, sequence, cache, p, n, a, weights, batch, scores)
+            start = stop
+        return scores, processed
+
+    def _score_batch(self, sequence, cache, p, n, a, weights, batch, scores) -> int:
+        lengths = [n + a - k - 2 for k in batch]
+        width = max(lengths)
+        rows = len(batch)
+        ids = torch.zeros(rows, width, dtype=torch.long, device=self.device)
+        positions = torch.zeros(rows, width, dtype=torch.long, device=self.device)
+        valid = torch.zeros(rows, width, dtype=torch.bool, device=self.device)
+        targets = torch.zeros(rows, width, dtype=torch.long, device=self.device)
+        target_w = np.zeros((rows, width))
+        total = len(sequence)
+        for row, (k, length) in enumerate(zip(batch, lengths)):
+            ids[row, :length] = sequence[p + k + 1: total - 1]
+            positions[row, :length] = torch.arange(p + k, p + k + length, device=self.device)
+            valid[row, :length] = True
+            targets[row, :length] = sequence[p + k + 2:]
+            target_w[row, :length] = weights[k + 2:]
+        prefix_lengths = torch.tensor([p + k for k in batch], device=self.device)
+        hidden, _ = self.forward.run(ids, positions, prefix=cache, prefix_lengths=prefix_lengths, query_valid=valid)
+        needed = torch.from_numpy(target_w > 0).to(self.device)
+        logp = self.forward.log_probs(hidden[needed], targets[needed]).double().cpu().numpy()
+        per_row = np.zeros(rows)
+        np.add.at(per_row, np.nonzero(target_w > 0)[0], logp * target_w[target_w > 0])
+        for row, k in enumerate(batch):
+            scores[k] = per_row[row]
+        return rows * width
+
+
+class NaiveScorer(Scorer):
+    """Every candidate's full sequence run from scratch (the study's method, batched).
+
+    Uses the sparse vocabulary head when the architecture allows, so it is compared like with
+    like against :class:`PrefixReuseScorer`; otherwise full ``model(...)`` logits.
+    """
+
+    def __init__(self, model, objective: str = "joint", max_batch_tokens: int = 4096) -> None:
+        super().__init__(model, objective, max_batch_tokens)
+        self.decoder = DecoderForward(model) if supports_prefix_reuse(model) else None
+        self.generic = None if self.decoder else GenericForward(model)
+
+    @torch.inference_mode()
+    def score(self, prefix, kept, answer) -> StepScores:
+        p, n, a = len(prefix), len(kept), len(answer)
+        base = torch.tensor([prefix + kept + answer], device=self.device)
+        base_lp = self._target_logprobs(base, p, target_weights(n, a, "joint"))[0]
+        weights = target_weights(n, a, self.objective)
+        objective = float((weights * base_lp).sum())
+        candidates = np.zeros(n)
+        processed = base.shape[1]
+        per_batch = max(1, self.max_batch_tokens // max(1, len(prefix + kept + answer) - 1))
+        duplicate = duplicate_of_previous(kept)
+        todo = [k for k in range(n) if not duplicate[k]]
+        for start in range(0, len(todo), per_batch):
+            batch = todo[start: start + per_batch]
+            rows = torch.tensor([prefix + kept[:k] + kept[k + 1:] + answer for k in batch], device=self.device)
+            w = target_weights(n - 1, a, self.objective)
+            lp = self._run_with_oom_retry(self._target_logprobs, rows, p, w)
+            candidates[batch] = (lp * w).sum(axis=1)
+            processed += rows.numel()
+        for k in np.nonzero(duplicate)[0]:
+            candidates[k] = candidates[k - 1]
+        return StepScores(objective, candidates, base_lp[:n], processed)
+
+    def _target_logprobs(self, rows: torch.Tensor, p: int, weights: np.ndarray) -> np.ndarray:
+        """``log p(rows[:, p+j])`` for scored j (others 0), shape ``(B, len - p)``."""
+        batch, length = rows.shape
+        targets = rows[:, p:]
+        out = np.zeros((batch, length - p))
+        needed_cols = torch.from_numpy(weights > 0).to(self.device)
+        if self.decoder is not None:
+            positions = torch.arange(length, device=self.device).expand(batch, -1)
+            hidden, _ = self.decoder.run(rows, positions)
+            hidden = hidden[:, p - 1: length - 1][:, needed_cols]
+            logp = self.decoder.log_probs(hidden.reshape(-1, hidden.shape[-1]), targets[:, needed_cols].reshape(-1))
+            out[:, weights > 0] = logp.reshape(batch, -1).double().cpu().numpy()
+        else:
+            logsm = self.generic.log_softmax_rows(rows)[:, p - 1: length - 1]
+            out[:] = logsm.gather(2, targets[..., None])[..., 0].double().cpu().numpy()
+            out[:, weights == 0] = 0.0
+        return out
+
+
+METHODS = {"prefix": PrefixReuseScorer, "naive": NaiveScorer}
+
+
+def make_scorer(model, method: str = "auto", objective: str = "joint", max_batch_tokens: int = 4096) -> Scorer:
+    """``auto`` = prefix reuse where the architecture is supported, naive otherwise."""
+    if method == "auto":
+        method = "prefix" if supports_prefix_reuse(model) else "naive"
+    if method == "prefix" and not supports_prefix_reuse(model):
+        raise ValueError(f"method 'prefix' does not support model_type {model.config.model_type!r}; use 'naive'")
+    return METHODS[method](model, objective=objective, max_batch_tokens=max_batch_tokens)

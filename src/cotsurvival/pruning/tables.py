@@ -1,0 +1,96 @@
+"""ChainTrace <-> the run directory's per-chain tables (tokens, steps, traces) and checkpoints."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..encoding import EncodedChain
+from .engine import ChainTrace
+
+
+def null_if_zero(steps: np.ndarray) -> pd.Series:
+    """Deletion steps as nullable integers: 0 (never deleted) becomes null."""
+    return pd.Series(steps).where(steps > 0).astype("Int64")
+
+
+def tokens_frame(encoded: EncodedChain, trace: ChainTrace, chain_index: int) -> pd.DataFrame:
+    n = len(encoded.reasoning_ids)
+    deleted = np.zeros(n, dtype=np.int64)
+    cost_at = np.full(n, np.nan)
+    for step, (position, costs, alive) in enumerate(zip(trace.order, trace.step_costs, trace.step_positions), 1):
+        deleted[position] = step
+        cost_at[position] = costs[int(np.searchsorted(alive, position))]
+    texts = encoded.token_texts()
+    frame = pd.DataFrame({
+        "chain_index": chain_index, "chain_id": encoded.chain.id, "position": np.arange(n),
+        "token_id": np.asarray(encoded.reasoning_ids, dtype=np.int64), "text": texts,
+        "char_start": [a for a, _ in encoded.offsets], "char_end": [b for _, b in encoded.offsets],
+        "is_whitespace": [not t.strip() for t in texts],
+        "deleted_step": null_if_zero(deleted), "n_tokens": n,
+    })
+    frame["survival"] = frame["deleted_step"].fillna(trace.n_steps).astype(float) / n
+    frame["censored"] = frame["deleted_step"].isna()
+    frame["deletion_cost"] = cost_at
+    # log p of the token in the unpruned chain: the surprisal baseline, kept so a run can be continued.
+    frame["static_logprob"] = trace.static_logprobs if trace.static_logprobs is not None else np.nan
+    return frame
+
+
+def steps_frame(encoded: EncodedChain, trace: ChainTrace, chain_index: int) -> pd.DataFrame:
+    n = len(encoded.reasoning_ids)
+    return pd.DataFrame({
+        "chain_index": chain_index, "chain_id": encoded.chain.id, "step": np.arange(trace.n_steps + 1),
+        "position_deleted": pd.array([None] + list(trace.order), dtype="Int64"),
+        "objective": np.asarray(trace.objectives, dtype=np.float64), "n_remaining": n - np.arange(trace.n_steps + 1),
+    })
+
+
+def traces_frame(encoded: EncodedChain, trace: ChainTrace, chain_index: int) -> pd.DataFrame:
+    lengths = [len(c) for c in trace.step_costs]
+    return pd.DataFrame({
+        "chain_index": chain_index, "chain_id": encoded.chain.id,
+        "step": np.repeat(np.arange(1, trace.n_steps + 1, dtype=np.int32), lengths),
+        "position": np.concatenate(trace.step_positions) if lengths else np.array([], dtype=np.int32),
+        "cost": np.concatenate(trace.step_costs).astype(np.float32) if lengths else np.array([], dtype=np.float32),
+    })
+
+
+def trace_from_tables(steps: pd.DataFrame, traces: pd.DataFrame, static_logprobs: np.ndarray | None) -> ChainTrace:
+    """Rebuild a committed chain's trace, to continue it to a lower keep ratio."""
+    steps = steps.sort_values("step")
+    trace = ChainTrace(order=[int(x) for x in steps["position_deleted"].iloc[1:]],
+                       objectives=[float(x) for x in steps["objective"]], static_logprobs=static_logprobs)
+    for _, group in traces.sort_values(["step", "position"]).groupby("step", sort=True):
+        trace.step_positions.append(group["position"].to_numpy(np.int32))
+        trace.step_costs.append(group["cost"].to_numpy(np.float32))
+    return trace
+
+
+def save_checkpoint(path: Path, trace: ChainTrace) -> None:
+    """Arrays only (``np.savez``, loaded with ``allow_pickle=False``): a checkpoint never runs code."""
+    from ..rundir import atomic_write_bytes
+    import io
+
+    lengths = np.array([len(c) for c in trace.step_costs], dtype=np.int64)
+    buffer = io.BytesIO()
+    np.savez(buffer, order=np.asarray(trace.order, dtype=np.int64), objectives=np.asarray(trace.objectives),
+             lengths=lengths,
+             costs=np.concatenate(trace.step_costs) if len(lengths) else np.zeros(0, np.float32),
+             positions=np.concatenate(trace.step_positions) if len(lengths) else np.zeros(0, np.int32),
+             static=trace.static_logprobs if trace.static_logprobs is not None else np.zeros(0),
+             tokens_processed=np.array(trace.tokens_processed), seconds=np.array(trace.seconds))
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Path) -> ChainTrace:
+    with np.load(path, allow_pickle=False) as data:
+        bounds = np.concatenate([[0], np.cumsum(data["lengths"])])
+        return ChainTrace(
+            order=[int(x) for x in data["order"]], objectives=[float(x) for x in data["objectives"]],
+            step_costs=[data["costs"][a:b].astype(np.float32) for a, b in zip(bounds[:-1], bounds[1:])],
+            step_positions=[data["positions"][a:b].astype(np.int32) for a, b in zip(bounds[:-1], bounds[1:])],
+            static_logprobs=data["static"] if data["static"].size else None,
+            tokens_processed=int(data["tokens_processed"]), seconds=float(data["seconds"]),
+        )

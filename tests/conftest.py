@@ -1,0 +1,40 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """(model, tokenizer) of the tiny random Llama in float32."""
+    from cotsurvival.testing import tiny_llama
+
+    return tiny_llama()
+
+
+@pytest.fixture(scope="session")
+def tiny64():
+    from cotsurvival.testing import tiny_llama
+
+    return tiny_llama(dtype=torch.float64)
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny):
+    """The tiny model as ``prune(loaded_model=...)`` takes it."""
+    from cotsurvival.models import ModelInfo
+
+    model, tokenizer = tiny
+    info = ModelInfo("tiny-llama", "in-code", None, None, "llama", "float32", "cpu", 0, 512)
+    return model, tokenizer, info
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real SmolLM2-135M (float32, CPU). Integration tests only."""
+    from cotsurvival.models import load_model
+
+    return load_model("smollm2-135m", device="cpu", dtype="float32")

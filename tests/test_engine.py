@@ -1,0 +1,128 @@
+"""The greedy engine against the naive oracle, and its run-directory bookkeeping."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cotsurvival.encoding import encode_chain
+from cotsurvival.pruning.engine import greedy_prune, n_deletions
+from cotsurvival.pruning.scoring import NaiveScorer, PrefixReuseScorer
+from cotsurvival.testing import EXAMPLE_CHAINS
+
+from naive_greedy import naive_greedy
+
+
+def pruned_sequences(reasoning, order):
+    """The sequence after each step: orders that differ only between identical tokens are equal."""
+    alive = list(range(len(reasoning)))
+    out = []
+    for position in order:
+        alive.remove(position)
+        out.append(tuple(reasoning[i] for i in alive))
+    return out
+
+
+@pytest.mark.parametrize("objective", ["joint", "answer"])
+@pytest.mark.parametrize("batch", [7, 4096])
+def test_prefix_reuse_matches_naive_oracle_float64(tiny64, objective, batch):
+    model, tokenizer = tiny64
+    encoded = encode_chain(EXAMPLE_CHAINS[1], tokenizer)
+    steps = 12
+    oracle_order, oracle_scores = naive_greedy(model, encoded.prefix_ids, encoded.reasoning_ids,
+                                               encoded.answer_ids, steps, objective)
+    trace = greedy_prune(PrefixReuseScorer(model, objective, max_batch_tokens=batch), encoded, steps)
+    assert pruned_sequences(encoded.reasoning_ids, trace.order) == pruned_sequences(encoded.reasoning_ids, oracle_order)
+    # Every candidate's cost at every step, not only the winner's.
+    for step, scores in enumerate(oracle_scores):
+        expected = trace.objectives[step] - np.asarray(scores)
+        np.testing.assert_allclose(trace.step_costs[step], expected, rtol=0, atol=1e-4)
+
+
+def test_naive_scorer_matches_prefix_scorer(tiny64):
+    model, tokenizer = tiny64
+    encoded = encode_chain(EXAMPLE_CHAINS[0], tokenizer)
+    args = (encoded.prefix_ids, encoded.reasoning_ids, encoded.answer_ids)
+    fast = PrefixReuseScorer(model, "joint", 64).score(*args)
+    slow = NaiveScorer(model, "joint", 64).score(*args)
+    np.testing.assert_allclose(fast.candidate_objectives, slow.candidate_objectives, atol=1e-9)
+    assert fast.tokens_processed < slow.tokens_processed
+
+
+def test_identical_adjacent_tokens_tie_to_lowest_position(tiny64):
+    model, tokenizer = tiny64
+    encoded = encode_chain(EXAMPLE_CHAINS[0], tokenizer)
+    reasoning = encoded.reasoning_ids[:6] + [encoded.reasoning_ids[6]] * 3 + encoded.reasoning_ids[6:]
+    scores = PrefixReuseScorer(model).score(encoded.prefix_ids, reasoning, encoded.answer_ids)
+    assert scores.candidate_objectives[6] == scores.candidate_objectives[7] == scores.candidate_objectives[8]
+
+
+def test_keep_ratio_step_count():
+    assert n_deletions(10, 0.0) == 10
+    assert n_deletions(10, 0.45) == 6  # floor(4.5) = 4 kept
+    assert n_deletions(7, 0.5) == 4
+
+
+def test_deterministic(tiny):
+    model, tokenizer = tiny
+    encoded = encode_chain(EXAMPLE_CHAINS[2], tokenizer)
+    first = greedy_prune(PrefixReuseScorer(model), encoded, 10)
+    second = greedy_prune(PrefixReuseScorer(model, max_batch_tokens=33), encoded, 10)
+    assert first.order == second.order
+
+
+def test_prune_writes_consistent_run(tmp_path, tiny_loaded):
+    from cotsurvival.pruning.run import prune
+
+    run = prune(EXAMPLE_CHAINS, tmp_path / "run", loaded_model=tiny_loaded, keep_ratio=0.5,
+                baselines=["random", "surprisal", "loo", "attention"], progress=False)
+    tokens = pd.read_parquet(run.path / "tokens.parquet")
+    steps = pd.read_parquet(run.path / "steps.parquet")
+    traces = pd.read_parquet(run.path / "traces.parquet")
+    base = pd.read_parquet(run.path / "baselines.parquet")
+    for index, group in tokens.groupby("chain_index"):
+        n = len(group)
+        d = n_deletions(n, 0.5)
+        assert group["deleted_step"].notna().sum() == d
+        assert sorted(group["deleted_step"].dropna()) == list(range(1, d + 1))
+        assert group.loc[group.censored, "survival"].eq(d / n).all()
+        chain_steps = steps[steps.chain_index == index].sort_values("step")
+        # the winner of each step is the lowest-cost candidate in the trace
+        chain_traces = traces[traces.chain_index == index]
+        for step, candidates in chain_traces.groupby("step"):
+            winner = chain_steps.loc[chain_steps.step == step, "position_deleted"].item()
+            best = candidates.loc[candidates.cost.idxmin(), "position"]
+            assert candidates.loc[candidates.position == winner, "cost"].item() == candidates.cost.min()
+            assert winner == best
+            assert len(candidates) == n - step + 1
+        # objective drop of each step equals the chosen cost (same numbers, two tables)
+        drops = -np.diff(chain_steps["objective"].to_numpy())
+        chosen = group.set_index("deleted_step")["deletion_cost"].dropna().sort_index().to_numpy()
+        np.testing.assert_allclose(drops, chosen, atol=1e-4)
+        # loo baseline = ascending step-1 costs
+        step1 = chain_traces[chain_traces.step == 1].sort_values(["cost", "position"])
+        loo = base[(base.chain_index == index) & (base.ordering == "loo")].dropna(subset=["deleted_step"])
+        assert list(loo.sort_values("deleted_step").position) == list(step1.position[:d])
+    # surprisal baseline: highest static log-prob first
+    chain0 = tokens[tokens.chain_index == 0]
+    sur = base[(base.chain_index == 0) & (base.ordering == "surprisal")].dropna(subset=["deleted_step"])
+    first = sur.sort_values("deleted_step").position.iloc[0]
+    assert first == chain0.static_logprob.idxmax() - chain0.index[0]
+
+
+def test_resume_continue_and_refuse(tmp_path, tiny_loaded):
+    from cotsurvival.errors import CotSurvivalError
+    from cotsurvival.pruning.run import prune
+
+    full = prune(EXAMPLE_CHAINS[:2], tmp_path / "full", loaded_model=tiny_loaded, keep_ratio=0.2, progress=False)
+    half = prune(EXAMPLE_CHAINS[:2], tmp_path / "cont", loaded_model=tiny_loaded, keep_ratio=0.6, progress=False)
+    prune(EXAMPLE_CHAINS[:2], half.path, loaded_model=tiny_loaded, keep_ratio=0.2, progress=False)
+    for table in ("tokens", "steps", "traces"):
+        a = pd.read_parquet(full.path / f"{table}.parquet")
+        b = pd.read_parquet(half.path / f"{table}.parquet")
+        pd.testing.assert_frame_equal(a, b, check_exact=False, atol=1e-5)
+    with pytest.raises(CotSurvivalError, match="objective"):
+        prune(EXAMPLE_CHAINS[:2], full.path, loaded_model=tiny_loaded, objective="answer", progress=False)
+    with pytest.raises(CotSurvivalError, match="set of chains"):
+        prune(EXAMPLE_CHAINS[1:], full.path, loaded_model=tiny_loaded, keep_ratio=0.2, progress=False)
