@@ -22,11 +22,227 @@ def cli() -> None:
 
 
 # ----------------------------------------------------------------------------- pruning (engine)
+_MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (default)."
+
+
+@cli.command()
+@click.argument("chains")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory (created or resumed).")
+@click.option("--model", default="smollm2-135m", show_default=True, help=_MODEL_HELP)
+@click.option("--objective", type=click.Choice(["joint", "answer"]), default="joint", show_default=True)
+@click.option("--keep-ratio", type=float, default=0.0, show_default=True, help="Stop after N - floor(N*R) deletions; 0 ranks every token.")
+@click.option("--limit", type=int, default=None, help="Only the first N valid chains.")
+@click.option("--baselines", default="", help="Comma-separated: random,surprisal,loo,attention.")
+@click.option("--max-batch-tokens", type=int, default=4096, show_default=True, help="Token rows per forward batch.")
+@click.option("--method", type=click.Choice(["auto", "prefix", "naive"]), default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="auto", show_default=True)
+@click.option("--on-error", type=click.Choice(["fail", "skip"]), default=None,
+              help="Bad input lines: fail (default) or skip. Chains the model cannot take: skip (default) or fail.")
+@click.option("--keep-annotations", is_flag=True, help="Keep GSM8K <<...>> calculator annotations.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random baseline.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model's repository.")
+@click.option("--allow-unsafe-weights", is_flag=True, help="Allow pickled (.bin) weights, which can run code.")
+def prune(chains, out, model, objective, keep_ratio, limit, baselines, max_batch_tokens, method, device, dtype,
+          on_error, keep_annotations, seed, trust_remote_code, allow_unsafe_weights):
+    """Greedy survival pruning of CHAINS (a file or 'gsm8k') into a run directory."""
+    from .pruning import prune as run_prune
+
+    names = [b.strip() for b in baselines.split(",") if b.strip()]
+    run = run_prune(chains, out, model=model, objective=objective, keep_ratio=keep_ratio, limit=limit,
+                    baselines=names, max_batch_tokens=max_batch_tokens, method=method, device=device, dtype=dtype,
+                    on_error=on_error, keep_annotations=keep_annotations, seed=seed,
+                    trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights)
+    manifest = run.read_manifest()
+    click.echo(f"pruned {manifest['n_chains']} chains into {run.path} ({len(manifest['skipped'])} skipped)")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--keep-ratio", type=float, required=True, help="Keep ratio to export (the run must reach it).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output JSONL.")
+def export(run, keep_ratio, out):
+    """Write the pruned chains of RUN as text at a keep ratio."""
+    from .pruning import export_pruned
+
+    count = export_pruned(run, keep_ratio, out)
+    click.echo(f"wrote {count} pruned chains to {out}")
+
+
 # ----------------------------------------------------------------------------- taxonomy
+@cli.command("tag-eval")
+@click.argument("gold")
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Write every metric to this JSON file.")
+@click.option("--taxonomy", "taxonomy", type=click.Path(dir_okay=False), default=None, help="Taxonomy spec JSON (default: the packaged spec).")
+@click.option("--top", type=int, default=10, show_default=True, help="How many top confusions to print.")
+def tag_eval(gold, out, taxonomy, top):
+    """Score the rule tagger on a gold file (GOLD.jsonl, or 'builtin' for the packaged gold set)."""
+    from .taxonomy.evaluate import evaluate_tagger
+
+    report = evaluate_tagger(gold, taxonomy=taxonomy)
+    click.echo(report.to_text(top=top))
+    if out:
+        report.to_json(out)
+        click.echo(f"\nwrote {out}")
+
+
+@cli.command("tag")
+@click.argument("source")
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+              help="With a chains file: write spans here as JSONL ({id, spans}). Omit when SOURCE is a run directory.")
+@click.option("--taxonomy", "taxonomy", type=click.Path(dir_okay=False), default=None,
+              help="Taxonomy spec JSON (default: the packaged spec).")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Texts per spaCy batch.")
+@click.option("--judge", "judge", default=None,
+              help="Also label RUN's tokens with an LLM judge: a model spec (local chat model) or, with --judge-url, "
+                   "the model name at that endpoint.")
+@click.option("--judge-url", default=None, help="OpenAI-compatible endpoint base URL (.../v1) for --judge.")
+@click.option("--judge-retries", type=int, default=2, show_default=True, help="Re-asks per chain after invalid output.")
+@click.option("--device", default="auto", show_default=True, help="Device of a local judge model.")
+def tag_command(source, out, taxonomy, batch_size, judge, judge_url, judge_retries, device):
+    """Label reasoning tokens: SOURCE is a run directory (fills tokens' label/category) or a chains file / 'gsm8k'."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from .taxonomy import load_spec
+
+    spec = load_spec(taxonomy)
+    if Path(source).is_dir():
+        from .rundir import RunDir
+        from .taxonomy.runs import tag_run
+
+        run = RunDir(source).require()
+        with tqdm(total=len(run.part_indices("tokens")), unit="chain", desc="tag", disable=None) as bar:
+            summary = tag_run(run, spec=spec, batch_size=batch_size, progress=bar.update)
+        click.echo(f"labelled {summary['n_tokens']} tokens of {summary['n_chains']} chains in {source}/tokens.parquet "
+                   f"({spec.name} {spec.version})")
+        if judge:
+            from .taxonomy.judge import judge_run
+
+            with tqdm(total=summary["n_chains"], unit="chain", desc="judge", disable=None) as bar:
+                result = judge_run(run, judge, url=judge_url, spec=spec, retries=judge_retries, device=device,
+                                   progress=bar.update)
+            click.echo(f"judge {judge}: labelled {result['n_tokens']} tokens; {result['n_fallback']} fell back to "
+                       f"the rule label (flagged judge_fallback) in {source}/tokens.parquet")
+        return
+    if judge:
+        raise CotSurvivalError("E009", reason="--judge needs a run directory as SOURCE")
+    if not out:
+        raise CotSurvivalError("E009", reason="tagging a chains file needs --out SPANS.jsonl")
+    from .taxonomy.tagger import write_spans
+
+    with tqdm(unit="chain", desc="tag", disable=None) as bar:
+        count = write_spans(source, out, spec=spec, batch_size=batch_size, progress=bar.update)
+    click.echo(f"wrote spans of {count} chains to {out}")
+
+
+@cli.command("tag-agree")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--level", type=click.Choice(["label", "category"]), default="label", show_default=True)
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Write kappa and confusion as JSON.")
+def tag_agree(run, level, out):
+    """Agreement (Cohen's kappa, confusion matrix) between judge and rule labels of RUN."""
+    from .taxonomy.judge import judge_agreement
+
+    result = judge_agreement(run, level=level)
+    click.echo(result.to_text())
+    if out:
+        result.to_json(out)
+        click.echo(f"wrote {out}")
+
+
 # ----------------------------------------------------------------------------- analysis
+@cli.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--out", "out", type=click.Path(file_okay=False), default=None, help="Output folder (default: RUN/stats).")
+@click.option("--n-boot", type=int, default=1000, show_default=True, help="Chain-bootstrap resamples for CIs (0: none).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and the probe's folds.")
+@click.option("--no-mixed", is_flag=True, help="Skip the mixed-effects models (slowest on large runs).")
+@click.option("--level", "levels", type=click.Choice(["category", "label"]), multiple=True,
+              help="Label columns to analyse (repeatable; default both).")
+@click.option("--reference", default=None, help="Reference category of the Cox and mixed models (default: the largest).")
+def analyze(run, out, n_boot, seed, no_mixed, levels, reference):
+    """Statistics of RUN: survival by category, dynamics, attention; writes RUN/stats/."""
+    from .analysis import analyze as run_analysis
+
+    result = run_analysis(run, out, n_boot=n_boot, seed=seed, mixed=not no_mixed,
+                          levels=tuple(levels) or ("category", "label"), reference=reference)
+    folder = out or result.run / "stats"
+    click.echo(f"wrote {len(result.tables_)} tables, stats.json and citations.md to {folder}")
+    for note in result.notes_:
+        click.echo(f"  note: {note}")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--model", "model", default=None, help="Model spec (default: the model recorded in RUN/manifest.json).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="auto", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Recompute chains that already have attention features.")
+def attention(run, model, device, dtype, overwrite):
+    """Attention received (from answer / later reasoning tokens, per layer) and surprisal per token of RUN."""
+    from .analysis import compute_attention_features
+
+    count = compute_attention_features(run, model, device=device, dtype=dtype, overwrite=overwrite, progress=True)
+    click.echo(f"wrote attention features for {count} chains to {run}/attention.parquet")
+
+
 # ----------------------------------------------------------------------------- reports
+@cli.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Output folder (figures and index.html).")
+@click.option("--width", type=click.Choice(["one", "two", "both"]), default="both", show_default=True,
+              help="Figure layout: one column (3.3 in), two columns (6.9 in), or both.")
+@click.option("--chain", "chain_index", type=int, default=None, help="chain_index drawn as text (default: median length).")
+@click.option("--no-analyze", is_flag=True, help="Do not run `analyze` when RUN/stats/ is missing.")
+def report(run, out, width, chain_index, no_analyze):
+    """Figures (PNG 300 dpi + PDF) and a self-contained OUT/index.html for RUN."""
+    from .reports import build_report
+
+    widths = ("one", "two") if width == "both" else (width,)
+    result = build_report(run, out, widths=widths, chain_index=chain_index, run_analysis=not no_analyze)
+    click.echo(f"wrote {len(result.figures)} figures and {result.index}")
+    for stem, reason in result.skipped.items():
+        click.echo(f"  skipped {stem}: {reason}")
+    if result.stats_note:
+        click.echo(f"  {result.stats_note}")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+@click.option("--chains", default="", help="Comma-separated chain_index values (default: the first --max-chains).")
+@click.option("--max-chains", type=int, default=50, show_default=True, help="Chains embedded when --chains is not given.")
+@click.option("--no-traces", is_flag=True, help="Leave out per-step costs (hover); a much smaller file.")
+def view(run, out, chains, max_chains, no_traces):
+    """One self-contained, offline HTML page to watch RUN's chains shrink step by step."""
+    from .reports import build_viewer
+
+    try:
+        selected = [int(c) for c in chains.split(",") if c.strip()] or None
+    except ValueError:
+        raise CotSurvivalError("E009", reason=f"--chains takes integers separated by commas, got {chains!r}") from None
+    path = build_viewer(run, out, chains=selected, max_chains=max_chains, traces=not no_traces)
+    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
 # ----------------------------------------------------------------------------- generation
 # ----------------------------------------------------------------------------- demo
+@cli.command()
+@click.option("--out", "out", default="demo-run", show_default=True, type=click.Path(file_okay=False))
+@click.option("--limit", type=int, default=6, show_default=True, help="How many (shortest) built-in chains.")
+@click.option("--keep-ratio", type=float, default=0.0, show_default=True)
+@click.option("--model", default="smollm2-135m", show_default=True, help=_MODEL_HELP)
+def demo(out, limit, keep_ratio, model):
+    """Run the whole study (prune, tag, attention, analyze, report, view) on the built-in corpus."""
+    from .demo import run_demo
+
+    paths = run_demo(out, limit=limit, keep_ratio=keep_ratio, model=model)
+    click.echo(f"\ndone in {paths['seconds']:.0f} s")
+    for name in ("run", "stats", "citations", "report", "viewer"):
+        click.echo(f"  {name:<10} {paths[name]}")
+
 
 
 def main(argv: list[str] | None = None) -> int:

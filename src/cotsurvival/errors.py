@@ -23,7 +23,25 @@ class Errors:
     E012 = "{path}: the run has no {what} yet. Run `{command}` first."
     E013 = "Taxonomy spec {path} is invalid: {reason}"
     E014 = "No chains to process: {reason}"
-
+    E040 = "{path}: tokens have no category labels ({detail}). Run `cotsurvival tag {path}` first, or load with require_tags=False to analyse untagged tokens."
+    E041 = "Cannot analyse: {reason}"
+    E042 = "Column {column!r} not in the table (available: {available})."
+    E050 = "Unknown figure width {value!r}; choose from: {allowed}."
+    E051 = "Chain {chain} is not in the run ({n_chains} chains; chain_index runs from 0 to {last})."
+    E052 = "{path}: the run has no pruned tokens to show. Run `cotsurvival prune` first."
+    E060 = "Cannot read questions from {source!r}: {reason}"
+    E061 = "'{source}' is not a file or a built-in corpus (gsm8k); reading it as a Hugging Face dataset needs the `datasets` package: pip install datasets (and network access)."
+    E062 = "Cannot load the Hugging Face dataset '{source}': {reason}"
+    E063 = "Unknown prompt '{prompt}': use one of {choices} or the path of a prompt file."
+    E064 = "Prompt file {path} is invalid: {reason}"
+    E065 = "{path} was generated with a different {what} ({old!r}); this run asks for {new!r}. Use a new --out file or the same settings."
+    E066 = "{path}:{line}: cannot resume from this line ({reason}). Fix or delete the line and re-run."
+    E030 = "{path}:{line}: bad gold record ({reason})."
+    E031 = "No predicted spans for gold chain {chain_id!r}; tag every gold reasoning before evaluating."
+    E032 = "Predicted span {span!r} of chain {chain_id!r} is outside its reasoning ({length} characters)."
+    E020 = "{path}: cannot tag chain {chain}: {reason}. Re-run `cotsurvival prune` for this run."
+    E021 = "Judge {judge}: {reason}"
+    E022 = "{path}: the run has no judge labels yet. Run `cotsurvival tag {path} --judge MODEL` first."
 
 class CotSurvivalError(Exception):
     """An error with a stable code and a one-line message meant for the user.

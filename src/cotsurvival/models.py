@@ -104,7 +104,9 @@ def load_model(
     info : ModelInfo
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a per-tensor bar on every load is noise; conversions re-enable it
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     source, revision, sha, load_kwargs = _locate(spec, allow_unsafe_weights)
@@ -169,6 +171,10 @@ def _smollm2_cache() -> Path:
     gguf = smollm2_gguf_path()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()
+    print(f"converting {gguf.name} to a safetensors cache in {target} (once, ~20 s) ...", flush=True)
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

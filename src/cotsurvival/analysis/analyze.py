@@ -1,0 +1,334 @@
+"""``analyze``: every statistic of a run, written to ``RUN/stats/``.
+
+Each section runs on its own; a section that the data cannot support (one category, no
+events, no baselines, no traces, no attention, ...) leaves a sentence in ``notes_`` instead
+of failing the whole analysis.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from ..errors import CotSurvivalError
+from ..rundir import RunDir
+from . import attention as attn
+from . import dynamics as dyn
+from . import survival as surv
+from .citations import write_citations
+from .data import as_rundir, baseline_orderings, load_run, orderings_long
+
+LEVELS = ("category", "label")
+# Tables too long for Markdown/LaTeX are written as CSV only.
+CSV_ONLY = ("km_", "rank_shift_tokens", "attention_per_chain")
+
+
+@dataclass
+class AnalysisResult:
+    """Everything :func:`analyze` computed.
+
+    Attributes
+    ----------
+    run : Path
+        The run directory.
+    config : dict
+        Settings used (``n_boot``, ``seed``, ``mixed`` ...).
+    counts_ : dict
+        ``n_tokens, n_chains, n_censored, full_ranking, keep_ratio, categories, labels, orderings``.
+    tables_ : dict of str to DataFrame
+        Named result tables (``km_category``, ``summary_category``, ``cox_category`` ...).
+    tests_ : dict of str to dict
+        Named scalar tests (``logrank_category``, ``kruskal_category``, ``tau`` ...), each with
+        ``n_tokens`` and ``n_chains``, or a ``note`` saying why it was not computed.
+    notes_ : list of str
+        Why something was skipped or should be read with care.
+    citations_ : list of str
+        One sentence per finding, wording following significance.
+    """
+
+    run: Path
+    config: dict
+    counts_: dict = field(default_factory=dict)
+    tables_: dict[str, pd.DataFrame] = field(default_factory=dict)
+    tests_: dict[str, dict] = field(default_factory=dict)
+    notes_: list[str] = field(default_factory=list)
+    citations_: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Machine-readable form (the content of ``stats.json``): NaN becomes null."""
+        return _jsonable({
+            "run": str(self.run), "config": self.config, "counts": self.counts_, "tests": self.tests_,
+            "tables": {name: table.to_dict(orient="records") for name, table in self.tables_.items()},
+            "table_notes": {name: table.attrs.get("notes", []) for name, table in self.tables_.items()
+                            if table.attrs.get("notes")},
+            "notes": self.notes_, "citations": self.citations_,
+        })
+
+    def save(self, out: str | os.PathLike | None = None) -> Path:
+        """Write ``stats.json``, tables as CSV/Markdown/LaTeX, and ``citations.md`` to ``out``.
+
+        Returns
+        -------
+        Path
+            The folder written (default ``RUN/stats``).
+        """
+        folder = Path(out) if out is not None else RunDir(self.run).stats_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "stats.json").write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False), encoding="utf-8")
+        for name, table in self.tables_.items():
+            table.to_csv(folder / f"{name}.csv", index=False)
+            if not name.startswith(CSV_ONLY):
+                _write_md_tex(table, folder, name)
+        write_citations(folder / "citations.md", self)
+        return folder
+
+
+def analyze(
+    run: str | os.PathLike | RunDir,
+    out: str | os.PathLike | None = None,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    mixed: bool = True,
+    levels: tuple[str, ...] = LEVELS,
+    reference: str | None = None,
+    probe_alpha: float = 1.0,
+    n_folds: int = 5,
+    categories: list[str] | None = None,
+    save: bool = True,
+) -> AnalysisResult:
+    """Run every analysis of a run directory and (by default) write ``RUN/stats/``.
+
+    Parameters
+    ----------
+    run : str, PathLike or RunDir
+    out : str or PathLike, optional
+        Output folder (default ``RUN/stats``).
+    n_boot : int, default 1000
+        Chain-bootstrap resamples for the median/mean CIs (0 = no CIs).
+    seed : int, default 0
+        Seed of the bootstrap and of the probe's folds.
+    mixed : bool, default True
+        Fit the mixed-effects models (the slowest part on large runs).
+    levels : tuple of str
+        Label columns to analyse: ``category`` (coarse) and/or ``label`` (fine).
+    reference : str, optional
+        Reference category of the Cox and mixed models (default the largest).
+    probe_alpha, n_folds : float, int
+        Ridge penalty and number of chain-grouped folds of the attention probe.
+    categories : list of str, optional
+        Categories the taxonomy defines (default ``manifest["taxonomy"]["categories"]`` when
+        recorded); any with no tokens is named in the notes.
+    save : bool, default True
+        Write the outputs.
+
+    Returns
+    -------
+    AnalysisResult
+    """
+    run = as_rundir(run)
+    manifest = run.read_manifest()
+    table = load_run(run, require_tags=False)
+    config = {"n_boot": n_boot, "seed": seed, "mixed": mixed, "levels": list(levels), "reference": reference,
+              "probe_alpha": probe_alpha, "n_folds": n_folds,
+              "expected_categories": categories or ((manifest.get("taxonomy") or {}).get("categories"))}
+    result = AnalysisResult(run=run.path, config=config)
+    result.counts_ = _counts(table, manifest)
+    _note_degenerate(table, result)
+    tagged = table["category"].notna().any()
+    if not tagged:
+        result.notes_.append(f"Tokens are not tagged, so no category statistics: run `cotsurvival tag {run.path}`.")
+    # One-token chains carry no ranking (their token is always deleted at normalized time 1).
+    ranked = table[table["n_tokens"] > 1]
+    if tagged and ranked.empty:
+        result.notes_.append("No chain has 2 or more reasoning tokens: no survival comparison is possible.")
+    for level in levels if tagged and not ranked.empty else ():
+        _by_group(result, ranked.dropna(subset=[level]), level, n_boot, seed, mixed,
+                  reference if level == "category" else None)
+    if tagged and not ranked.empty:
+        _orderings(result, ranked)
+    _dynamics(result, run, table)
+    _attention(result, table, probe_alpha, n_folds, seed)
+    result.notes_ = list(dict.fromkeys(result.notes_))
+    from .citations import citations
+
+    result.citations_ = citations(result)
+    if save:
+        result.save(out)
+    return result
+
+
+# --------------------------------------------------------------------------- sections
+def _run(result: AnalysisResult, name: str, func: Callable, *args, **kwargs) -> Any:
+    """Run one statistic; a reason it cannot be computed goes to ``notes_`` and ``tests_[name]``."""
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("ignore", RuntimeWarning)
+            warnings.simplefilter("always", ConvergenceWarning)
+            value = func(*args, **kwargs)
+        for message in sorted({str(w.message).split(chr(10))[0] for w in caught
+                               if issubclass(w.category, ConvergenceWarning)}):
+            result.notes_.append(f"{name}: {message}")
+    except CotSurvivalError as exc:
+        note = exc.message
+    except (np.linalg.LinAlgError, ValueError, FloatingPointError, ZeroDivisionError) as exc:
+        note = f"could not be computed ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+    else:
+        if isinstance(value, pd.DataFrame):
+            result.tables_[name] = value
+            result.notes_.extend(f"{name}: {n}" for n in value.attrs.get("notes", []))
+        elif isinstance(value, dict):
+            result.tests_[name] = value
+            if "note" in value:
+                result.notes_.append(f"{name}: {value['note']}")
+        return value
+    result.tests_[name] = {"note": note}
+    result.notes_.append(f"{name}: {note}")
+    return None
+
+
+def _by_group(result, table, level, n_boot, seed, mixed, reference) -> None:
+    full = not table["censored"].any()
+    result.tables_[f"km_{level}"] = surv.kaplan_meier(table, group=level)
+    _run(result, f"logrank_{level}", surv.logrank_test, table, level)
+    _run(result, f"logrank_pairwise_{level}", surv.pairwise_logrank, table, level)
+    cox = _run(result, f"cox_{level}", surv.cox_ph, table, level, reference=reference)
+    if cox is not None:
+        result.tests_.setdefault("cox_reference", {})[level] = cox.attrs.get("reference")
+    _run(result, f"ph_test_{level}", surv.ph_test, table, level, reference=reference)
+    _run(result, f"summary_{level}", surv.survival_summary, table, level, n_boot=n_boot, seed=seed)
+    if not full:
+        result.notes_.append(
+            f"{level}: the run stopped before every token was deleted (censored survivors), so the rank tests "
+            "(Kruskal-Wallis, Mann-Whitney) and the mixed model are skipped; log-rank and Cox handle censoring.")
+        return
+    _run(result, f"kruskal_{level}", surv.kruskal_test, table, level)
+    _run(result, f"mannwhitney_{level}", surv.pairwise_mannwhitney, table, level)
+    if mixed:
+        _run(result, f"mixed_{level}", surv.mixed_model, table, level, reference=reference)
+
+
+def _orderings(result, table) -> None:
+    names = baseline_orderings(table)
+    if not names:
+        result.notes_.append("No baseline orderings in the run (prune with --baselines), so no comparison with "
+                             "random/surprisal/leave-one-out/attention orderings.")
+        return
+    long = orderings_long(table).dropna(subset=["category"])
+    _run(result, "orderings_category", surv.ordering_effects, long, "category")
+    _run(result, "ordering_interaction", surv.ordering_interaction, long, "category")
+    if long["censored"].any():
+        result.notes_.append("orderings_category: medians, Cliff's deltas and Kruskal-Wallis treat censored "
+                             "survivors as tied at the run's end.")
+
+
+def _dynamics(result, run, table) -> None:
+    try:
+        per_token, per_chain = dyn.static_vs_greedy(run, table)
+    except CotSurvivalError as exc:
+        result.notes_.append(f"dynamics: {exc.message}")
+        result.tests_["tau"] = {"note": exc.message}
+    else:
+        result.tables_["tau_per_chain"] = per_chain
+        tau = dyn.mean_ci(per_chain["kendall_tau"])
+        result.tests_["tau"] = {**tau, "n_chains": tau["n"], "n_tokens": int(per_chain["n_tokens"].sum())}
+        if tau["n"] == 0:
+            result.notes_.append("tau: no chain has 3 or more tokens with varying costs; Kendall's tau undefined.")
+        if per_token["category"].notna().any():
+            shift, test = dyn.rank_shift_by_group(per_token, "category")
+            result.tables_["rank_shift_category"] = shift
+            _run(result, "rank_shift_test", lambda: test)
+            rescue, rtest = dyn.bottom_quartile_rescue(per_token, "category")
+            result.tables_["rescue_category"] = rescue
+            _run(result, "rescue_test", lambda: rtest)
+        result.tests_["rank_shift_overall"] = {
+            **dyn.mean_ci(per_token["rank_shift"].abs()), "n_tokens": int(per_token["rank_shift"].notna().sum()),
+            "n_chains": int(per_token.dropna(subset=["rank_shift"])["chain_index"].nunique())}
+    try:
+        _, pooled = dyn.degradation_curves(run)
+    except CotSurvivalError as exc:
+        result.notes_.append(f"degradation: {exc.message}")
+    else:
+        result.tables_["degradation"] = pooled
+
+
+def _attention(result, table, alpha, n_folds, seed) -> None:
+    if not attn.feature_columns(table):
+        result.notes_.append(f"No attention features: run `cotsurvival attention {result.run}` for the "
+                             "attention and surprisal predictor analysis.")
+        return
+    try:
+        predictors = attn.attention_predictors(table, alpha=alpha, n_folds=n_folds, seed=seed)
+    except (CotSurvivalError, np.linalg.LinAlgError, ValueError) as exc:
+        result.notes_.append(f"attention: {getattr(exc, 'message', str(exc))}")
+        return
+    result.tables_["attention_correlations"] = predictors.pop("correlations")
+    for name, value in predictors.items():
+        result.tests_[f"attention_{name}"] = value
+        if isinstance(value, dict) and "note" in value:
+            result.notes_.append(f"attention_{name}: {value['note']}")
+
+
+# --------------------------------------------------------------------------- helpers
+def _counts(table: pd.DataFrame, manifest: dict) -> dict:
+    return {"n_tokens": int(len(table)), "n_chains": int(table["chain_index"].nunique()),
+            "n_censored": int(table["censored"].sum()), "full_ranking": bool(not table["censored"].any()),
+            "keep_ratio": manifest.get("keep_ratio"), "model": (manifest.get("model") or {}).get("spec"),
+            "objective": manifest.get("objective"),
+            "categories": {str(k): int(v) for k, v in table["category"].value_counts().sort_index().items()},
+            "labels": {str(k): int(v) for k, v in table["label"].value_counts().sort_index().items()},
+            "orderings": baseline_orderings(table)}
+
+
+def _note_degenerate(table: pd.DataFrame, result: AnalysisResult) -> None:
+    if table["censored"].all():
+        result.notes_.append("Every token is censored (no deletions): survival tests have no events.")
+    singles = table.loc[table["n_tokens"] == 1, "chain_index"].nunique()
+    if singles:
+        result.notes_.append(f"{singles} chain(s) have a single reasoning token: they carry no ranking information "
+                             "(rel_position 0, survival 1) and are left out of the category statistics.")
+    if table["category"].nunique() == 1:
+        result.notes_.append(f"Only one category ({table['category'].dropna().iloc[0]}): no between-category comparison.")
+    taxonomy = result.config.get("expected_categories")
+    for name in taxonomy or ():
+        if name not in result.counts_["categories"]:
+            result.notes_.append(f"Category {name!r} has no tokens in this run.")
+
+
+def _write_md_tex(table: pd.DataFrame, folder: Path, name: str) -> None:
+    shown = table.copy()
+    for column in shown.columns:
+        if shown[column].dtype == object:
+            shown[column] = shown[column].map(lambda v: v if not isinstance(v, (list, dict)) else json.dumps(v))
+    (folder / f"{name}.md").write_text(shown.to_markdown(index=False, floatfmt=".4g") + "\n", encoding="utf-8")
+    latex = shown.to_latex(index=False, float_format=lambda v: f"{v:.4g}", escape=True)  # booktabs rules by default
+    (folder / f"{name}.tex").write_text(latex, encoding="utf-8")
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, pd.DataFrame):
+        return _jsonable(value.to_dict(orient="records"))
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -1,0 +1,172 @@
+"""The joined token table every analysis starts from.
+
+:func:`load_run` reads ``tokens.parquet`` chain by chain and joins, when present, the baseline
+orderings (as wide ``survival_<ordering>`` / ``censored_<ordering>`` columns) and the attention
+features. :func:`orderings_long` stacks the greedy order and the baselines into one long table
+with ``ordering`` as a factor.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from ..errors import CotSurvivalError
+from ..rundir import RunDir
+
+TOKEN_COLUMNS = [
+    "chain_index", "chain_id", "position", "n_tokens", "rel_position", "text", "token_len", "is_whitespace",
+    "label", "category", "deleted_step", "survival", "censored", "deletion_cost",
+]
+_READ_COLUMNS = ["chain_index", "chain_id", "position", "n_tokens", "text", "is_whitespace", "deleted_step",
+                 "survival", "censored", "deletion_cost", "label", "category"]
+GREEDY = "greedy"
+
+
+def as_rundir(run: str | os.PathLike | RunDir) -> RunDir:
+    """A :class:`RunDir` for a path or a RunDir; raises E007 if it is not a run directory."""
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    return run.require()
+
+
+def load_run(
+    run: str | os.PathLike | RunDir,
+    *,
+    require_tags: bool = True,
+    baselines: bool = True,
+    attention: bool = True,
+) -> pd.DataFrame:
+    """One row per reasoning token, with its survival, labels and (when present) extra features.
+
+    Parameters
+    ----------
+    run : str, PathLike or RunDir
+        The run directory.
+    require_tags : bool, default True
+        Raise E040 when tokens have no ``label``/``category`` (``cotsurvival tag`` has not run).
+        With ``False`` the columns are filled with missing values instead.
+    baselines : bool, default True
+        Join ``baselines.parquet`` when it exists, as ``survival_<ordering>``,
+        ``censored_<ordering>`` and ``deleted_step_<ordering>``.
+    attention : bool, default True
+        Join ``attention.parquet`` (``surprisal``, ``attn_answer_LXX``, ``attn_later_LXX``) when it exists.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``chain_index, chain_id, position, n_tokens, rel_position, text, token_len,
+        is_whitespace, label, category, deleted_step, survival, censored, deletion_cost`` and
+        the optional joined columns. ``rel_position`` is ``position / (n_tokens - 1)`` (0 for a
+        one-token chain); ``token_len`` is the token's length in characters.
+    """
+    run = as_rundir(run)
+    indices = run.part_indices("tokens")
+    if not indices:
+        raise CotSurvivalError("E012", path=run.path, what="tokens", command="cotsurvival prune")
+    # Part by part keeps memory flat and tolerates parts written before/after tagging.
+    frames = [_read_tokens_part(run, i) for i in indices]
+    tokens = pd.concat(frames, ignore_index=True)
+    _check_tags(tokens, run, require_tags)
+    tokens = _derive(tokens)
+    if baselines and run.part_indices("baselines"):
+        tokens = tokens.merge(_wide_baselines(run), on=["chain_index", "position"], how="left", validate="1:1")
+    if attention and run.part_indices("attention"):
+        features = run.read_table("attention").drop(columns=["chain_id"], errors="ignore")
+        tokens = tokens.merge(features, on=["chain_index", "position"], how="left", validate="1:1")
+    return tokens
+
+
+def baseline_orderings(frame: pd.DataFrame) -> list[str]:
+    """Names of the baseline orderings joined in a :func:`load_run` table."""
+    return [c[len("survival_"):] for c in frame.columns if c.startswith("survival_")]
+
+
+def attention_layers(frame: pd.DataFrame, kind: str = "answer") -> list[str]:
+    """The ``attn_<kind>_LXX`` columns of a table, in layer order."""
+    return sorted(c for c in frame.columns if c.startswith(f"attn_{kind}_L"))
+
+
+def orderings_long(run: str | os.PathLike | RunDir | pd.DataFrame, *, require_tags: bool = True) -> pd.DataFrame:
+    """Greedy and baseline orderings stacked, one row per (ordering, token).
+
+    Parameters
+    ----------
+    run : str, PathLike, RunDir or DataFrame
+        A run directory, or a table from :func:`load_run`.
+    require_tags : bool, default True
+        As in :func:`load_run`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``ordering`` (``greedy`` first, then the baselines), ``chain_index, chain_id,
+        position, n_tokens, rel_position, token_len, label, category, deleted_step, survival,
+        censored``.
+    """
+    frame = run if isinstance(run, pd.DataFrame) else load_run(run, require_tags=require_tags, attention=False)
+    keys = ["chain_index", "chain_id", "position", "n_tokens", "rel_position", "token_len", "label", "category"]
+    blocks = [frame[keys + ["deleted_step", "survival", "censored"]].assign(ordering=GREEDY)]
+    for name in baseline_orderings(frame):
+        block = frame[keys].assign(deleted_step=frame[f"deleted_step_{name}"], survival=frame[f"survival_{name}"],
+                                   censored=frame[f"censored_{name}"], ordering=name)
+        blocks.append(block.dropna(subset=["survival"]))
+    long = pd.concat(blocks, ignore_index=True)
+    order = [GREEDY] + baseline_orderings(frame)
+    long["ordering"] = pd.Categorical(long["ordering"], categories=order)
+    return long[["ordering"] + keys + ["deleted_step", "survival", "censored"]]
+
+
+# --------------------------------------------------------------------------- helpers
+def _read_tokens_part(run: RunDir, index: int) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    names = set(pq.read_schema(run.part_path("tokens", index)).names)
+    part = run.read_part("tokens", index, columns=[c for c in _READ_COLUMNS if c in names])
+    for column in ("label", "category"):
+        if column not in part:
+            part[column] = pd.Series([None] * len(part), dtype="object")
+    return part
+
+
+def _check_tags(tokens: pd.DataFrame, run: RunDir, require_tags: bool) -> None:
+    if not require_tags:
+        return
+    missing = tokens["category"].isna()
+    if missing.all():
+        raise CotSurvivalError("E040", path=run.path, detail="no 'label'/'category' columns")
+    if missing.any():
+        n_chains = tokens.loc[missing, "chain_index"].nunique()
+        raise CotSurvivalError("E040", path=run.path, detail=f"{int(missing.sum())} tokens in {n_chains} chains untagged")
+
+
+def _derive(tokens: pd.DataFrame) -> pd.DataFrame:
+    n = tokens["n_tokens"].to_numpy()
+    position = tokens["position"].to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(n > 1, position / np.maximum(n - 1, 1), 0.0)
+    tokens["rel_position"] = rel.astype(float)
+    tokens["token_len"] = tokens["text"].fillna("").str.len().astype(int)
+    tokens["censored"] = tokens["censored"].astype(bool)
+    tokens["survival"] = tokens["survival"].astype(float)
+    tokens["deletion_cost"] = tokens["deletion_cost"].astype(float)
+    for column in ("label", "category"):
+        tokens[column] = tokens[column].astype("object")
+    return tokens[TOKEN_COLUMNS]
+
+
+def _wide_baselines(run: RunDir) -> pd.DataFrame:
+    columns = ["chain_index", "ordering", "position", "deleted_step", "survival", "censored"]
+    long = run.read_table("baselines", columns=columns)
+    wide = long.pivot(index=["chain_index", "position"], columns="ordering",
+                      values=["survival", "censored", "deleted_step"])
+    wide.columns = [f"{value}_{ordering}" for value, ordering in wide.columns]
+    wide = wide.reset_index()
+    for column in wide.columns:
+        if column.startswith("censored_"):
+            wide[column] = wide[column].astype("boolean")
+        elif column.startswith("survival_"):
+            wide[column] = wide[column].astype(float)
+        elif column.startswith("deleted_step_"):
+            wide[column] = wide[column].astype("Int64")
+    return wide

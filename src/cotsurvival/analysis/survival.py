@@ -1,0 +1,612 @@
+"""Survival of tokens by category: Kaplan–Meier curves, log-rank tests and Cox models.
+
+Time is the normalized survival (``deleted_step / n_tokens``); the event is a deletion, so
+tokens still present when a run stopped at a keep ratio are right-censored.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ..errors import CotSurvivalError
+
+Z95 = float(stats.norm.ppf(0.975))
+
+
+def kaplan_meier(
+    df: pd.DataFrame,
+    group: str | None = "category",
+    *,
+    time: str = "survival",
+    censored: str = "censored",
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Kaplan–Meier survival curves with pointwise confidence bands, per group.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A token table (e.g. from :func:`~cotsurvival.analysis.load_run`).
+    group : str or None, default "category"
+        Column to split by; ``None`` gives one pooled curve (group ``"all"``). Rows whose group
+        is missing are left out.
+    time, censored : str
+        Columns with the survival time and the censoring flag (event = not censored).
+    alpha : float, default 0.05
+        Bands cover ``1 - alpha``. They use Greenwood's variance on the log(-log) scale (as
+        lifelines and R's ``survival`` with ``conf.type="log-log"``), so they stay in [0, 1].
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``group, time, survival, lower, upper, at_risk, events``: one row at time 0
+        (survival 1) and one per distinct event time. ``at_risk`` counts tokens still present
+        just before ``time``.
+    """
+    _require_columns(df, [time, censored] + ([group] if group else []))
+    frame = df.dropna(subset=[time] + ([group] if group else []))
+    keys = ["all"] * len(frame) if group is None else frame[group]
+    curves = [_km_one(sub[time].to_numpy(float), ~sub[censored].to_numpy(bool), name, alpha)
+              for name, sub in frame.groupby(keys, sort=True, observed=True)]
+    columns = ["group", "time", "survival", "lower", "upper", "at_risk", "events"]
+    if not curves:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(curves, ignore_index=True)[columns]
+
+
+def _km_one(time: np.ndarray, event: np.ndarray, name, alpha: float) -> pd.DataFrame:
+    # Written with numpy rather than SurvfuncRight so a group with no events (all censored)
+    # still yields its flat curve instead of an error; checked against lifelines in the tests.
+    order = np.argsort(time, kind="stable")
+    time, event = time[order], event[order]
+    times = np.unique(time[event])
+    at_risk = len(time) - np.searchsorted(time, times, side="left")
+    events = np.array([int(event[time == t].sum()) for t in times], dtype=int)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        survival = np.cumprod(1.0 - events / at_risk)
+        greenwood = np.cumsum(events / (at_risk * (at_risk - events)))
+        z = float(stats.norm.ppf(1 - alpha / 2))
+        log_s = np.log(survival)
+        half = z * np.sqrt(greenwood) / log_s
+        lower = np.exp(-np.exp(np.log(-log_s) - half))
+        upper = np.exp(-np.exp(np.log(-log_s) + half))
+    # S = 0 (everyone deleted): the band collapses to 0; S = 1 cannot happen at an event time.
+    lower = np.where(survival <= 0, 0.0, lower)
+    upper = np.where(survival <= 0, 0.0, upper)
+    curve = pd.DataFrame({"group": name, "time": np.r_[0.0, times], "survival": np.r_[1.0, survival],
+                          "lower": np.r_[1.0, lower], "upper": np.r_[1.0, upper],
+                          "at_risk": np.r_[len(time), at_risk].astype(int), "events": np.r_[0, events].astype(int)})
+    return curve
+
+
+def _require_columns(df: pd.DataFrame, columns: list[str]) -> None:
+    for column in columns:
+        if column not in df.columns:
+            raise CotSurvivalError("E042", column=column, available=", ".join(map(str, df.columns)))
+
+
+# --------------------------------------------------------------------------- shared helpers
+def _counts(df: pd.DataFrame) -> dict:
+    """``n_tokens`` and ``n_chains`` of a table: every statistic carries them."""
+    return {"n_tokens": int(len(df)), "n_chains": int(df["chain_index"].nunique()) if "chain_index" in df else 0}
+
+
+def _usable(df: pd.DataFrame, group: str, *, time: str = "survival", min_groups: int = 2) -> pd.DataFrame:
+    """Rows with a time and a group; raises E041 when fewer than ``min_groups`` groups remain."""
+    _require_columns(df, [group, time, "censored", "chain_index"])
+    frame = df.dropna(subset=[group, time])
+    present = frame[group].nunique()
+    if present < min_groups:
+        names = ", ".join(map(str, sorted(frame[group].unique()))) or "none"
+        raise CotSurvivalError("E041", reason=f"needs at least {min_groups} {group} groups with tokens; found {present} ({names})")
+    return frame
+
+
+def _holm(pvalues) -> np.ndarray:
+    from statsmodels.stats.multitest import multipletests
+
+    pvalues = np.asarray(pvalues, dtype=float)
+    if len(pvalues) == 0:
+        return pvalues
+    out = np.full_like(pvalues, np.nan)
+    ok = ~np.isnan(pvalues)
+    if ok.any():
+        out[ok] = multipletests(pvalues[ok], method="holm")[1]
+    return out
+
+
+def _dummies(values: pd.Series, reference, prefix: str) -> pd.DataFrame:
+    levels = sorted(values.unique(), key=str)
+    if reference is None:
+        reference = values.value_counts().sort_index().idxmax()  # largest group; ties by name
+    if reference not in levels:
+        raise CotSurvivalError("E009", reason=f"reference {reference!r} is not a {prefix} with tokens ({', '.join(map(str, levels))})")
+    columns = {f"{prefix}[{level}]": (values == level).astype(float).to_numpy() for level in levels if level != reference}
+    frame = pd.DataFrame(columns, index=values.index)
+    frame.attrs["reference"] = reference
+    return frame
+
+
+def _covariates(frame: pd.DataFrame, covariates, notes: list[str]) -> pd.DataFrame:
+    """Numeric covariate columns; constant ones are dropped (they are not identifiable) with a note."""
+    kept = {}
+    for name in covariates:
+        _require_columns(frame, [name])
+        column = frame[name].astype(float)
+        if column.nunique() < 2:
+            notes.append(f"covariate {name!r} is constant ({column.iloc[0] if len(column) else 'empty'}); left out of the model")
+            continue
+        kept[name] = column.to_numpy()
+    return pd.DataFrame(kept, index=frame.index)
+
+
+# --------------------------------------------------------------------------- log-rank
+def logrank_test(df: pd.DataFrame, group: str = "category", *, time: str = "survival") -> dict:
+    """Log-rank test that all groups share one survival curve.
+
+    Tokens are treated as independent; :func:`cox_ph` accounts for clustering by chain.
+
+    Returns
+    -------
+    dict
+        ``chi2, df, p, n_tokens, n_chains, n_events, groups``.
+    """
+    from statsmodels.duration.survfunc import survdiff
+
+    frame = _usable(df, group, time=time)
+    event = (~frame["censored"].astype(bool)).to_numpy(int)
+    if event.sum() == 0:
+        raise CotSurvivalError("E041", reason="no token was deleted (all censored); a log-rank test needs events")
+    try:
+        chi2, p = survdiff(frame[time].to_numpy(float), event, frame[group].astype(str).to_numpy())
+    except np.linalg.LinAlgError:
+        raise CotSurvivalError("E041", reason="the log-rank variance is zero (every deletion at the same normalized "
+                               "time, e.g. only one-token chains)") from None
+    groups = sorted(frame[group].astype(str).unique())
+    return {"chi2": float(chi2), "df": len(groups) - 1, "p": float(p), **_counts(frame),
+            "n_events": int(event.sum()), "groups": groups}
+
+
+def pairwise_logrank(df: pd.DataFrame, group: str = "category", *, time: str = "survival") -> pd.DataFrame:
+    """Log-rank test for every pair of groups, Holm-adjusted across pairs.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``group_a, group_b, chi2, p, p_holm, n_tokens, n_chains, n_events``.
+    """
+    frame = _usable(df, group, time=time)
+    groups = sorted(frame[group].astype(str).unique())
+    rows = []
+    for i, a in enumerate(groups):
+        for b in groups[i + 1:]:
+            pair = frame[frame[group].astype(str).isin([a, b])]
+            try:
+                result = logrank_test(pair, group, time=time)
+                rows.append({"group_a": a, "group_b": b, "chi2": result["chi2"], "p": result["p"],
+                             **_counts(pair), "n_events": result["n_events"]})
+            except CotSurvivalError:  # no events in this pair
+                rows.append({"group_a": a, "group_b": b, "chi2": np.nan, "p": np.nan, **_counts(pair), "n_events": 0})
+    table = pd.DataFrame(rows)
+    table.insert(4, "p_holm", _holm(table["p"]))
+    return table
+
+
+# --------------------------------------------------------------------------- Cox PH
+def _fit_cox(df, group, covariates, reference, time, cluster):
+    from statsmodels.duration.hazard_regression import PHReg
+
+    frame = _usable(df, group, time=time, min_groups=1)
+    notes: list[str] = []
+    event = (~frame["censored"].astype(bool)).to_numpy(int)
+    if event.sum() == 0:
+        raise CotSurvivalError("E041", reason="no token was deleted (all censored); a Cox model needs events")
+    one_group = frame[group].nunique() == 1
+    dummies = pd.DataFrame(index=frame.index) if one_group else _dummies(frame[group].astype(str), reference, group)
+    design = pd.concat([dummies, _covariates(frame, covariates, notes)], axis=1)
+    if design.shape[1] == 0:
+        raise CotSurvivalError("E041", reason=f"one {group} only and no varying covariate: nothing to model")
+    model = PHReg(frame[time].to_numpy(float), design.to_numpy(float), status=event, ties="efron")
+    result = model.fit(groups=frame[cluster].to_numpy() if cluster else None)
+    if one_group:
+        notes.append(f"only one {group} ({frame[group].iloc[0]}); the model has covariates only")
+    return frame, design, event, model, result, dummies.attrs.get("reference"), notes
+
+
+def cox_ph(
+    df: pd.DataFrame,
+    group: str = "category",
+    *,
+    covariates: tuple[str, ...] = ("rel_position", "token_len"),
+    reference: str | None = None,
+    time: str = "survival",
+    cluster: str | None = "chain_index",
+) -> pd.DataFrame:
+    """Cox proportional-hazards model of deletion with group dummies and covariates.
+
+    A hazard ratio below 1 means the tokens are deleted later (survive longer) than the
+    reference group's. Standard errors are robust (sandwich) with chains as clusters, since
+    tokens of one chain are pruned together and are not independent. Ties use Efron's method.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Token table.
+    group : str, default "category"
+    covariates : tuple of str
+        Numeric columns added to the model; constant ones are dropped with a note in
+        ``result.attrs["notes"]``.
+    reference : str, optional
+        Reference level of ``group``; default the largest group.
+    cluster : str or None, default "chain_index"
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per term: ``term, coef, se, z, p, hr, hr_lower, hr_upper, n_tokens, n_chains,
+        n_events``; ``attrs`` holds ``reference`` and ``notes``.
+    """
+    frame, design, event, _, result, ref, notes = _fit_cox(df, group, covariates, reference, time, cluster)
+    coef, se = np.asarray(result.params), np.asarray(result.bse)
+    z = coef / se
+    table = pd.DataFrame({"term": design.columns, "coef": coef, "se": se, "z": z,
+                          "p": 2 * stats.norm.sf(np.abs(z)), "hr": np.exp(coef),
+                          "hr_lower": np.exp(coef - Z95 * se), "hr_upper": np.exp(coef + Z95 * se)})
+    counts = _counts(frame)
+    table = table.assign(**counts, n_events=int(event.sum()))
+    table.attrs.update(reference=ref, notes=notes, clustered_by=cluster)
+    return table
+
+
+def ph_test(
+    df: pd.DataFrame,
+    group: str = "category",
+    *,
+    covariates: tuple[str, ...] = ("rel_position", "token_len"),
+    reference: str | None = None,
+    time: str = "survival",
+) -> pd.DataFrame:
+    """Proportional-hazards check: scaled Schoenfeld residuals against rank of event time.
+
+    The Grambsch–Therneau one-degree-of-freedom test per term, in the form lifelines'
+    ``proportional_hazard_test(..., time_transform="rank")`` computes (model-based variance,
+    residuals scaled by ``n_events * V``). A small p means the term's hazard ratio drifts over the
+    pruning (its effect is not constant in time). Holm-adjusted across terms.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``term, chi2, p, p_holm, n_tokens, n_chains, n_events``.
+    """
+    frame, design, event, model, _, _, notes = _fit_cox(df, group, covariates, reference, time, None)
+    result = model.fit()
+    resid = np.asarray(result.schoenfeld_residuals)
+    is_event = event.astype(bool)
+    resid = resid[is_event]
+    variance = np.asarray(result.cov_params())
+    n_events = int(is_event.sum())
+    scaled = n_events * resid @ variance
+    times = stats.rankdata(frame[time].to_numpy(float)[is_event])
+    centered = times - times.mean()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        chi2 = (centered @ scaled) ** 2 / (n_events * np.diag(variance) * (centered ** 2).sum())
+    table = pd.DataFrame({"term": design.columns, "chi2": chi2, "p": stats.chi2.sf(chi2, 1)})
+    table["p_holm"] = _holm(table["p"])
+    table = table.assign(**_counts(frame), n_events=n_events)
+    table.attrs["notes"] = notes
+    return table
+
+
+# --------------------------------------------------------------------------- medians and means
+def survival_summary(
+    df: pd.DataFrame,
+    group: str = "category",
+    *,
+    time: str = "survival",
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Median and mean normalized survival per group with chain-cluster bootstrap CIs.
+
+    Chains are resampled with replacement (``n_boot`` times, seeded) and every token of a drawn
+    chain comes along, so the intervals respect the dependence of tokens within a chain. The
+    bootstrap is written with numpy rather than a library because scipy's ``bootstrap``
+    resamples observations, not clusters.
+
+    With censoring (a run stopped at a keep ratio > 0) the median is the Kaplan–Meier median
+    (``nan`` with ``method`` saying so when fewer than half the group was deleted) and no mean
+    is given, since a mean of censored times would be biased.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``group, n_tokens, n_chains, n_events, median, median_lower, median_upper, mean,
+        mean_lower, mean_upper, method``.
+    """
+    frame = _usable(df, group, time=time, min_groups=1)
+    censored = bool(frame["censored"].any())
+    chains, codes = np.unique(frame["chain_index"].to_numpy(), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    draws = [np.bincount(rng.integers(0, len(chains), len(chains)), minlength=len(chains)) for _ in range(n_boot)]
+    rows = []
+    for name, sub in frame.groupby(group, sort=True):
+        idx = sub.index.to_numpy()
+        values = sub[time].to_numpy(float)
+        events = ~sub["censored"].to_numpy(bool)
+        sub_codes = codes[frame.index.get_indexer(idx)]
+        stat = _km_median if censored else _weighted_median_mean
+        point = stat(values, events, np.ones(len(values)))
+        boot = np.array([stat(values, events, counts[sub_codes]) for counts in draws]) if n_boot else np.empty((0, 2))
+        lo, hi = _percentile_ci(boot, alpha, nan_is_inf=censored)
+        method = ("Kaplan-Meier median; chain bootstrap CI; mean not estimable under censoring" if censored
+                  else "sample median and mean; chain bootstrap CI")
+        if censored and np.isnan(point[0]):
+            method = "median not reached (under half the group deleted before the run stopped)"
+            lo[0] = hi[0] = np.nan
+        elif censored and np.isnan(hi[0]) and n_boot:
+            method += "; upper CI limit not reached"
+        if not n_boot:
+            method = method.replace("chain bootstrap CI", "no CI (n_boot=0)")
+        rows.append({"group": name, **_counts(sub), "n_events": int(events.sum()), "median": point[0],
+                     "median_lower": lo[0], "median_upper": hi[0], "mean": point[1], "mean_lower": lo[1],
+                     "mean_upper": hi[1], "method": method})
+    table = pd.DataFrame(rows)
+    table.attrs.update(n_boot=n_boot, seed=seed)
+    return table
+
+
+def _percentile_ci(boot: np.ndarray, alpha: float, nan_is_inf: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval per column.
+
+    With ``nan_is_inf`` a nan is a Kaplan-Meier median 'not reached' and counts as +inf;
+    otherwise it is a resample in which the group was absent, and is dropped.
+    """
+    if len(boot) == 0:
+        return np.full(2, np.nan), np.full(2, np.nan)
+    lo, hi = [], []
+    for column in boot.T:
+        if np.isnan(column).all():
+            lo.append(np.nan), hi.append(np.nan)
+            continue
+        column = np.where(np.isnan(column), np.inf, column) if nan_is_inf else column[~np.isnan(column)]
+        q = np.quantile(column, [alpha / 2, 1 - alpha / 2])
+        lo.append(q[0] if np.isfinite(q[0]) else np.nan), hi.append(q[1] if np.isfinite(q[1]) else np.nan)
+    return np.array(lo), np.array(hi)
+
+
+def _weighted_median_mean(values, events, weights) -> tuple[float, float]:
+    """Median and mean of the sample in which value i appears ``weights[i]`` times (exactly)."""
+    total = weights.sum()
+    if total == 0:
+        return np.nan, np.nan
+    order = np.argsort(values, kind="stable")
+    cum = np.cumsum(weights[order])
+    k1, k2 = (total + 1) // 2, total // 2 + 1  # 1-based middle positions of the expanded sample
+    sorted_values = values[order]
+    median = 0.5 * (sorted_values[np.searchsorted(cum, k1)] + sorted_values[np.searchsorted(cum, k2)])
+    return float(median), float(np.dot(weights, values) / total)
+
+
+def _km_median(values, events, weights) -> tuple[float, float]:
+    """Kaplan–Meier median with frequency weights (smallest time where S(t) <= 0.5)."""
+    times, inverse = np.unique(values, return_inverse=True)
+    d = np.bincount(inverse, weights=weights * events, minlength=len(times))
+    n = np.bincount(inverse, weights=weights, minlength=len(times))
+    at_risk = n[::-1].cumsum()[::-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        surv = np.cumprod(np.where(at_risk > 0, 1 - d / at_risk, 1.0))
+    hit = np.flatnonzero(surv <= 0.5 + 1e-12)
+    if not len(hit):
+        return np.nan, np.nan
+    first = hit[0]
+    # As R's survfit: where S stays exactly 0.5 over an interval, the median is its midpoint
+    # (so with no censoring the KM median equals the sample median).
+    if abs(surv[first] - 0.5) < 1e-12:
+        later = np.flatnonzero((d > 0) & (np.arange(len(times)) > first))
+        if len(later):
+            return float(0.5 * (times[first] + times[later[0]])), np.nan
+    return float(times[first]), np.nan
+
+
+# --------------------------------------------------------------------------- rank tests
+def kruskal_test(df: pd.DataFrame, group: str = "category", *, time: str = "survival") -> dict:
+    """Kruskal–Wallis test of normalized survival across groups (tokens as independent units).
+
+    Returns
+    -------
+    dict
+        ``H, df, p, epsilon2`` (effect size ``H / (n - 1)``), ``n_tokens, n_chains, groups``.
+    """
+    frame = _usable(df, group, time=time)
+    samples = [sub[time].to_numpy(float) for _, sub in frame.groupby(group, sort=True)]
+    if np.ptp(frame[time].to_numpy(float)) == 0:
+        raise CotSurvivalError("E041", reason="every token has the same survival; nothing to rank")
+    h, p = stats.kruskal(*samples)
+    n = len(frame)
+    return {"H": float(h), "df": len(samples) - 1, "p": float(p), "epsilon2": float(h / (n - 1)),
+            **_counts(frame), "groups": sorted(map(str, frame[group].unique()))}
+
+
+def cliffs_delta(x, y) -> float:
+    """Cliff's delta, P(X > Y) - P(X < Y), from the Mann–Whitney U statistic."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    u = stats.mannwhitneyu(x, y, alternative="two-sided").statistic
+    return float(2 * u / (len(x) * len(y)) - 1)
+
+
+def pairwise_mannwhitney(df: pd.DataFrame, group: str = "category", *, time: str = "survival") -> pd.DataFrame:
+    """Two-sided Mann–Whitney U test and Cliff's delta for every pair of groups (Holm-adjusted).
+
+    ``delta > 0`` means ``group_a`` tokens tend to survive longer than ``group_b`` tokens.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``group_a, group_b, U, p, p_holm, cliffs_delta, n_a, n_b, n_tokens, n_chains``.
+    """
+    frame = _usable(df, group, time=time)
+    groups = sorted(frame[group].astype(str).unique())
+    values = {g: frame.loc[frame[group].astype(str) == g, time].to_numpy(float) for g in groups}
+    rows = []
+    for i, a in enumerate(groups):
+        for b in groups[i + 1:]:
+            x, y = values[a], values[b]
+            test = stats.mannwhitneyu(x, y, alternative="two-sided")
+            pair = frame[frame[group].astype(str).isin([a, b])]
+            rows.append({"group_a": a, "group_b": b, "U": float(test.statistic), "p": float(test.pvalue),
+                         "cliffs_delta": float(2 * test.statistic / (len(x) * len(y)) - 1),
+                         "n_a": len(x), "n_b": len(y), **_counts(pair)})
+    table = pd.DataFrame(rows)
+    table.insert(4, "p_holm", _holm(table["p"]))
+    return table
+
+
+# --------------------------------------------------------------------------- mixed model
+def mixed_model(
+    df: pd.DataFrame,
+    group: str = "category",
+    *,
+    covariates: tuple[str, ...] = ("rel_position", "token_len"),
+    reference: str | None = None,
+    time: str = "survival",
+) -> pd.DataFrame:
+    """Linear mixed model of normalized survival with a random intercept per chain (REML).
+
+    ``survival ~ group dummies + covariates + (1 | chain)``, fitted with statsmodels ``MixedLM``.
+    Coefficients are differences in normalized survival from the reference group.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``term, coef, se, z, p, lower, upper, n_tokens, n_chains``; ``attrs`` holds
+        ``reference``, ``chain_variance``, ``residual_variance``, ``converged`` and ``notes``.
+    """
+    import warnings
+
+    from statsmodels.regression.mixed_linear_model import MixedLM
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+    frame = _usable(df, group, time=time)
+    notes: list[str] = []
+    dummies = _dummies(frame[group].astype(str), reference, group)
+    design = pd.concat([pd.Series(1.0, index=frame.index, name="intercept"), dummies,
+                        _covariates(frame, covariates, notes)], axis=1)
+    if frame["chain_index"].nunique() < 2:
+        raise CotSurvivalError("E041", reason="a random intercept per chain needs at least 2 chains")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model = MixedLM(frame[time].to_numpy(float), design.to_numpy(float), groups=frame["chain_index"].to_numpy())
+        result = model.fit(reml=True)
+    messages = sorted({str(w.message).split("\n")[0] for w in caught if issubclass(w.category, ConvergenceWarning)})
+    notes.extend(f"mixed model: {m}" for m in messages)
+    k = design.shape[1]
+    coef, se = np.asarray(result.fe_params), np.asarray(result.bse)[:k]
+    z = coef / se
+    table = pd.DataFrame({"term": design.columns, "coef": coef, "se": se, "z": z, "p": 2 * stats.norm.sf(np.abs(z)),
+                          "lower": coef - Z95 * se, "upper": coef + Z95 * se}).assign(**_counts(frame))
+    table.attrs.update(reference=dummies.attrs["reference"], chain_variance=float(np.asarray(result.cov_re)[0, 0]),
+                       residual_variance=float(result.scale), converged=bool(result.converged) and not messages,
+                       notes=notes)
+    return table
+
+
+# --------------------------------------------------------------------------- orderings
+def ordering_effects(long: pd.DataFrame, group: str = "category", *, time: str = "survival") -> pd.DataFrame:
+    """Category structure under each ordering (greedy and baselines), side by side.
+
+    For each ordering: log-rank and Kruskal–Wallis across groups, and each group's median
+    normalized survival and Cliff's delta against all other tokens (``> 0``: survives longer).
+
+    Parameters
+    ----------
+    long : pandas.DataFrame
+        From :func:`~cotsurvival.analysis.orderings_long`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (ordering, group): ``ordering, group, median, cliffs_delta_vs_rest,
+        logrank_chi2, logrank_p, kruskal_H, kruskal_p, epsilon2, n_tokens, n_chains`` (of the
+        group) and ``n_tokens_ordering, n_chains_ordering`` (of the tests).
+    """
+    rows = []
+    for ordering, sub in long.groupby("ordering", sort=False, observed=True):
+        sub = _usable(sub, group, time=time)
+        lr = _try(logrank_test, sub, group, time=time)
+        kw = _try(kruskal_test, sub, group, time=time)
+        for name, part in sub.groupby(group, sort=True):
+            rest = sub.loc[sub[group] != name, time]
+            rows.append({"ordering": str(ordering), "group": name, "median": float(part[time].median()),
+                         "cliffs_delta_vs_rest": cliffs_delta(part[time], rest) if len(rest) else np.nan,
+                         "logrank_chi2": lr.get("chi2", np.nan), "logrank_p": lr.get("p", np.nan),
+                         "kruskal_H": kw.get("H", np.nan), "kruskal_p": kw.get("p", np.nan),
+                         "epsilon2": kw.get("epsilon2", np.nan), **_counts(part),
+                         "n_tokens_ordering": int(len(sub)), "n_chains_ordering": int(sub["chain_index"].nunique())})
+    return pd.DataFrame(rows)
+
+
+def ordering_interaction(long: pd.DataFrame, group: str = "category", *, time: str = "survival") -> dict:
+    """Does the category structure differ between orderings? Wald test of category x ordering.
+
+    A Cox model on the stacked orderings with group, ordering and their interaction, robust
+    standard errors clustered by chain (each chain contributes every ordering). The Wald
+    chi-square of all interaction terms tests whether hazard ratios between groups are the same
+    under every ordering. Also tested against ``greedy`` one ordering at a time.
+
+    Returns
+    -------
+    dict
+        ``chi2, df, p, n_tokens, n_chains, orderings`` and ``per_ordering``: a list of
+        ``{ordering, chi2, df, p, p_holm}`` (greedy versus that ordering).
+    """
+    frame = _usable(long, group, time=time)
+    orderings = [str(o) for o in frame["ordering"].astype(str).unique()]
+    if len(orderings) < 2:
+        raise CotSurvivalError("E041", reason="no baseline orderings in the run (prune with --baselines)")
+    overall = _interaction_wald(frame, group, time)
+    per = []
+    for name in orderings:
+        if name == "greedy":
+            continue
+        pair = frame[frame["ordering"].astype(str).isin(["greedy", name])]
+        per.append({"ordering": name, **{k: v for k, v in _interaction_wald(pair, group, time).items()
+                                         if k in ("chi2", "df", "p", "note")}})
+    p_holm = _holm([row["p"] for row in per])
+    for row, adjusted in zip(per, p_holm):
+        row["p_holm"] = float(adjusted)
+    return {**overall, "orderings": orderings, "per_ordering": per}
+
+
+def _interaction_wald(frame: pd.DataFrame, group: str, time: str) -> dict:
+    from statsmodels.duration.hazard_regression import PHReg
+
+    event = (~frame["censored"].astype(bool)).to_numpy(int)
+    if event.sum() == 0:
+        raise CotSurvivalError("E041", reason="no token was deleted (all censored); nothing to compare between orderings")
+    g = _dummies(frame[group].astype(str), None, group)
+    o = _dummies(frame["ordering"].astype(str), "greedy", "ordering")
+    inter = {f"{a}:{b}": g[a].to_numpy() * o[b].to_numpy() for a in g for b in o}
+    design = pd.concat([g, o, pd.DataFrame(inter, index=frame.index)], axis=1)
+    model = PHReg(frame[time].to_numpy(float), design.to_numpy(float), status=event, ties="efron")
+    result = model.fit(groups=frame["chain_index"].to_numpy())
+    k = len(inter)
+    beta = np.asarray(result.params)[-k:]
+    cov = np.asarray(result.cov_params())[-k:, -k:]
+    chi2 = float(beta @ np.linalg.lstsq(cov, beta, rcond=None)[0])
+    rank = int(np.linalg.matrix_rank(cov))
+    out = {"chi2": chi2, "df": rank, "p": float(stats.chi2.sf(chi2, rank)), **_counts(frame),
+           "n_events": int(event.sum())}
+    if rank < k:
+        out["note"] = (f"the chain-clustered covariance of the {k} interaction terms has rank {rank} "
+                       f"(too few chains: {out['n_chains']}); the test uses {rank} degrees of freedom and is approximate")
+    return out
+
+
+def _try(func, *args, **kwargs) -> dict:
+    """Run a test that may be undefined on this data; the reason goes in ``note``."""
+    try:
+        return func(*args, **kwargs)
+    except CotSurvivalError as exc:
+        return {"note": exc.message}

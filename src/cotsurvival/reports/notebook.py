@@ -1,0 +1,122 @@
+"""HTML snippets for Jupyter (``_repr_html_``): a chain coloured by category, and a run summary.
+
+All chain text goes through :func:`html.escape`, so a token such as ``<script>`` shows as text.
+"""
+from __future__ import annotations
+
+import html
+import os
+
+import pandas as pd
+
+from ..errors import CotSurvivalError
+from ..rundir import RunDir
+from .data import display_name, token_segments
+from .style import COARSE, category_colours, order_present
+
+_TOKEN_COLUMNS = ["position", "text", "char_start", "char_end", "deleted_step", "survival", "censored",
+                  "label", "category"]
+
+
+def _rundir(run: str | os.PathLike | RunDir) -> RunDir:
+    return (run if isinstance(run, RunDir) else RunDir(run)).require()
+
+
+def _rgba(hex_colour: str, alpha: float) -> str:
+    r, g, b = (int(hex_colour.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha:.2f})"
+
+
+def read_chain_tokens(run: RunDir, chain_index: int) -> pd.DataFrame:
+    """One chain's tokens (columns a render needs), sorted by position; E051 if the chain is unknown."""
+    indices = run.part_indices("tokens")
+    if chain_index not in indices:
+        raise CotSurvivalError("E051", chain=chain_index, n_chains=len(indices), last=max(indices, default=-1))
+    import pyarrow.parquet as pq
+
+    names = set(pq.read_schema(run.part_path("tokens", chain_index)).names)
+    frame = run.read_part("tokens", chain_index, columns=[c for c in _TOKEN_COLUMNS if c in names])
+    for column in ("label", "category"):
+        if column not in frame:
+            frame[column] = None
+    return frame.sort_values("position").reset_index(drop=True)
+
+
+def chain_html(run: str | os.PathLike | RunDir, chain_index: int) -> str:
+    """A chain as HTML: background colour = category, opacity = survival; hover shows the details.
+
+    Parameters
+    ----------
+    run : str, PathLike or RunDir
+        The run directory.
+    chain_index : int
+        Row of the chain in ``chains.parquet``.
+
+    Returns
+    -------
+    str
+        An HTML fragment (no scripts), safe to show in a notebook.
+    """
+    run = _rundir(run)
+    tokens = read_chain_tokens(run, chain_index)
+    chains = run.read_chains()
+    row = chains[chains["chain_index"] == chain_index].iloc[0]
+    colours = category_colours()
+    segments, tail = token_segments(row["reasoning"], tokens)
+    spans = []
+    for segment, token in zip(segments, tokens.itertuples()):
+        colour = colours.get(token.category, "#BBBBBB") if isinstance(token.category, str) else "#BBBBBB"
+        alpha = 0.12 + 0.78 * float(token.survival)
+        step = "kept (censored)" if pd.isna(token.deleted_step) else f"deleted at step {int(token.deleted_step)}"
+        tip = f"{token.text!r} · {token.label or 'untagged'} · {step} · survival {token.survival:.3f}"
+        spans.append(f'<span style="background:{_rgba(colour, alpha)}" title="{html.escape(tip, quote=True)}">'
+                     f"{html.escape(segment)}</span>")
+    present = order_present(tokens["category"].dropna().unique(), COARSE)
+    legend = "".join(f'<span style="background:{_rgba(colours.get(c, "#BBBBBB"), 0.7)}">{html.escape(display_name(c))}</span>'
+                     for c in present)
+    head = (f"<div><b>{html.escape(str(row['chain_id']))}</b> · {len(tokens)} tokens · "
+            f"opacity = survival</div><div><i>Q:</i> {html.escape(str(row['question']))}</div>")
+    return (f'<div class="cs-chain-box">{head}<div class="cs-legend">{legend}</div>'
+            f'<div class="cs-chain" style="font-family:monospace;white-space:pre-wrap;line-height:1.9">'
+            f'{"".join(spans)}{html.escape(tail)}</div></div>')
+
+
+def run_summary_html(run: str | os.PathLike | RunDir) -> str:
+    """A run at a glance: model, settings, chain and token counts, survival by category.
+
+    Returns
+    -------
+    str
+        An HTML fragment with two small tables.
+    """
+    run = _rundir(run)
+    manifest = run.read_manifest()
+    model = manifest.get("model") or {}
+    taxonomy = manifest.get("taxonomy") or {}
+    rows = [("model", model.get("spec")), ("objective", manifest.get("objective")),
+            ("chains", manifest.get("n_chains")), ("keep ratio reached", manifest.get("keep_ratio")),
+            ("baselines", ", ".join(manifest.get("baselines") or []) or "none"),
+            ("taxonomy", " ".join(str(taxonomy.get(k, "")) for k in ("name", "version")).strip() or "not tagged"),
+            ("skipped inputs", len(manifest.get("skipped") or [])),
+            ("cotsurvival", manifest.get("cotsurvival_version")), ("created", manifest.get("created"))]
+    info = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows if v is not None)
+    return f'<table class="cs-summary">{info}</table>{_category_table(run)}'
+
+
+def _category_table(run: RunDir) -> str:
+    if not run.part_indices("tokens"):
+        return ""
+    from ..analysis import load_run
+
+    tokens = load_run(run, require_tags=False, baselines=False, attention=False)
+    if tokens["category"].isna().all():
+        return f"<p>{len(tokens):,} tokens, not tagged yet.</p>"
+    colours = category_colours()
+    table = tokens.groupby("category")["survival"].agg(["size", "median", "mean"])
+    table = table.reindex(order_present(table.index, COARSE))
+    body = "".join(
+        f'<tr><td><span style="color:{colours.get(c, "#BBBBBB")}">■</span> {html.escape(display_name(c))}</td>'
+        f"<td>{int(r['size']):,}</td><td>{r['median']:.3f}</td><td>{r['mean']:.3f}</td></tr>"
+        for c, r in table.iterrows())
+    return ("<table class=\"cs-categories\"><tr><th>category</th><th>tokens</th><th>median survival</th>"
+            f"<th>mean survival</th></tr>{body}</table>")

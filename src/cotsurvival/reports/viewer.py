@@ -1,0 +1,158 @@
+"""``build_viewer``: one self-contained HTML page to watch chains shrink, step by step.
+
+The run's data is embedded as JSON in a ``<script type="application/json">`` block with ``<``,
+``>`` and ``&`` written as ``\\u003c`` etc., so chain text can never close the block; the page's
+script inserts text with ``textContent`` only, and a Content-Security-Policy allows no script but
+the page's own (by hash) and no network at all.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import math
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from ..errors import CotSurvivalError
+from ..rundir import RunDir, atomic_write_bytes
+from .data import display_name, token_segments
+from .notebook import read_chain_tokens
+from .style import COARSE, FINE, category_colours, order_present
+
+ORDERINGS = ("random", "surprisal", "loo", "attention")
+
+
+def build_viewer(
+    run: str | os.PathLike | RunDir,
+    out: str | os.PathLike,
+    *,
+    chains: Iterable[int] | None = None,
+    max_chains: int = 50,
+    traces: bool = True,
+) -> Path:
+    """Write an interactive, offline HTML viewer of a run.
+
+    Parameters
+    ----------
+    run : str, PathLike or RunDir
+        The run directory.
+    out : str or PathLike
+        The HTML file to write.
+    chains : iterable of int, optional
+        ``chain_index`` values to include (default: the first ``max_chains`` pruned chains).
+    max_chains : int, default 50
+        Cap on the chains embedded when ``chains`` is not given; traces grow as N² per chain.
+    traces : bool, default True
+        Embed per-step costs (shown on hover). Off makes the file much smaller.
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+    run = (run if isinstance(run, RunDir) else RunDir(run)).require()
+    available = run.part_indices("tokens")
+    if not available:
+        raise CotSurvivalError("E052", path=run.path)
+    selected = list(chains) if chains is not None else available[:max_chains]
+    for index in selected:
+        if index not in available:
+            raise CotSurvivalError("E051", chain=index, n_chains=len(available), last=available[-1])
+    rows = run.read_chains().set_index("chain_index")
+    payload = _payload(run, rows, selected, len(available), traces)
+    page = _render(payload, f"cotsurvival viewer: {run.path.name}")
+    out = Path(out)
+    atomic_write_bytes(out, page.encode("utf-8"))
+    return out
+
+
+# ----------------------------------------------------------------------------- data
+def _payload(run: RunDir, rows: pd.DataFrame, selected: list[int], n_available: int, traces: bool) -> dict[str, Any]:
+    chains = [_chain_payload(run, rows.loc[i], i, traces) for i in selected]
+    present_coarse = order_present({c for ch in chains for c in ch["category"]}, COARSE)
+    present_fine = order_present({lab for ch in chains for lab in ch["label"]}, FINE)
+    manifest = run.read_manifest()
+    note = (f"model {(manifest.get('model') or {}).get('spec', '?')} · objective {manifest.get('objective', '?')} · "
+            f"{len(chains)} of {n_available} chains shown")
+    return {
+        "run": {"name": run.path.name, "note": note},
+        "categories": present_coarse,
+        "labels": present_fine,
+        "display": {name: display_name(name) for name in present_coarse + present_fine},
+        "colours": category_colours(),
+        "chains": chains,
+    }
+
+
+def _chain_payload(run: RunDir, row: pd.Series, index: int, traces: bool) -> dict[str, Any]:
+    tokens = read_chain_tokens(run, index)
+    segments, tail = token_segments(row["reasoning"], tokens)
+    steps = run.read_part("steps", index).sort_values("step") if run.has_part("steps", index) else None
+    n_steps = int(steps["step"].max()) if steps is not None else int(tokens["deleted_step"].max() or 0)
+    orderings = {"greedy": _steps_list(tokens["deleted_step"])}
+    if run.has_part("baselines", index):
+        baselines = run.read_part("baselines", index, columns=["ordering", "position", "deleted_step"])
+        names = [o for o in ORDERINGS if o in set(baselines["ordering"])]
+        names += sorted(set(baselines["ordering"]) - set(names))
+        for name in names:
+            block = baselines[baselines["ordering"] == name].set_index("position")["deleted_step"]
+            orderings[name] = _steps_list(block.reindex(tokens["position"]))
+    return {
+        "index": int(index),
+        "id": str(row["chain_id"]),
+        "question": str(row["question"]),
+        "n": int(len(tokens)),
+        "steps": n_steps,
+        "seg": segments,
+        "tail": tail,
+        "text": [str(t) for t in tokens["text"]],
+        "label": [lab if isinstance(lab, str) else None for lab in tokens["label"]],
+        "category": [c if isinstance(c, str) else None for c in tokens["category"]],
+        "orderings": orderings,
+        "objective": [_round(v) for v in steps["objective"]] if steps is not None else [],
+        "costs": _costs(run, index, tokens, n_steps) if traces and run.has_part("traces", index) else None,
+    }
+
+
+def _costs(run: RunDir, index: int, tokens: pd.DataFrame, n_steps: int) -> list[list[float | None]]:
+    """``costs[s]``: step ``s + 1``'s candidate costs, in position order of the tokens alive then."""
+    trace = run.read_part("traces", index, columns=["step", "position", "cost"]).sort_values(["step", "position"])
+    by_step = {int(s): block["cost"].to_numpy(float) for s, block in trace.groupby("step", sort=True)}
+    return [[_round(c) for c in by_step.get(s, np.array([]))] for s in range(1, n_steps + 1)]
+
+
+def _steps_list(values: pd.Series) -> list[int | None]:
+    return [None if pd.isna(v) else int(v) for v in values]
+
+
+def _round(value: float, digits: int = 4) -> float | None:
+    """4 significant digits: enough to read on hover, a third of the bytes of a full float."""
+    if value is None or not math.isfinite(float(value)):
+        return None
+    return float(f"{float(value):.{digits}g}")
+
+
+# ----------------------------------------------------------------------------- page
+def embed_json(data: Any) -> str:
+    """JSON that is safe inside ``<script type="application/json">`` (no ``<``, ``>``, ``&`` left)."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def _render(payload: dict[str, Any], title: str) -> str:
+    folder = resources.files("cotsurvival.reports").joinpath("templates")
+    template = folder.joinpath("viewer.html").read_text(encoding="utf-8")
+    script = folder.joinpath("viewer.js").read_text(encoding="utf-8")
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    page = template.replace("@SCRIPT_HASH@", f"sha256-{digest}").replace("@TITLE@", html.escape(title))
+    before, after = page.split("@SCRIPT@")
+    page = before + script + after
+    before, after = page.split("@DATA@")
+    return before + embed_json(payload) + after
