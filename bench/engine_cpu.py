@@ -20,11 +20,17 @@ from cotsurvival import read_chains
 from cotsurvival.encoding import encode_chain
 from cotsurvival.models import load_model
 from cotsurvival.pruning.engine import greedy_prune, n_deletions
+from cotsurvival.pruning.crossstep import CrossStepScorer
 from cotsurvival.pruning.scoring import NaiveScorer, PrefixReuseScorer
 
 
 def suffix_lower_bound(p: int, n: int, a: int, steps: int) -> int:
-    """Σ over steps and candidates of the tokens after the deleted one: what any exact method must run."""
+    """Σ over steps and candidates of the tokens after the deleted one.
+
+    What a method that reuses only the shared prefix must run at the least; cross-step reuse can
+    go below it, since it also reuses the part of a candidate's suffix that lies before the
+    previous step's deletion.
+    """
     total = 0
     for step in range(steps):
         m = n - step
@@ -65,26 +71,28 @@ def main() -> int:
         steps = n_deletions(n, args.keep_ratio)
         timings = {}
         traces = {}
-        for name, cls in (("naive", NaiveScorer), ("prefix", PrefixReuseScorer)):
+        for name, cls in (("naive", NaiveScorer), ("prefix", PrefixReuseScorer), ("crossstep", CrossStepScorer)):
             scorer = cls(model, "joint", max_batch_tokens=args.max_batch_tokens)
             began = time.perf_counter()
             traces[name] = greedy_prune(scorer, encoded, steps)
             timings[name] = time.perf_counter() - began
-        same = sequences(encoded.reasoning_ids, traces["naive"].order) == sequences(encoded.reasoning_ids, traces["prefix"].order)
+        reference = sequences(encoded.reasoning_ids, traces["naive"].order)
+        same = all(sequences(encoded.reasoning_ids, traces[k].order) == reference for k in ("prefix", "crossstep"))
         bound = suffix_lower_bound(p, n, a, steps)
         row = {"chain": encoded.chain.id, "prefix_tokens": p, "reasoning_tokens": n, "answer_tokens": a, "steps": steps,
-               "naive_s": round(timings["naive"], 1), "prefix_s": round(timings["prefix"], 1),
-               "speedup": round(timings["naive"] / timings["prefix"], 2), "identical_orders": same,
-               "naive_tokens": traces["naive"].tokens_processed, "prefix_tokens_run": traces["prefix"].tokens_processed,
-               "lower_bound_tokens": bound,
-               "prefix_over_bound": round(traces["prefix"].tokens_processed / bound, 3)}
+               "identical_orders": same, "lower_bound_tokens": bound}
+        for name in ("naive", "prefix", "crossstep"):
+            row[f"{name}_s"] = round(timings[name], 1)
+            row[f"{name}_tokens"] = traces[name].tokens_processed
+            row[f"{name}_tokens_over_bound"] = round(traces[name].tokens_processed / bound, 3)
+            row[f"{name}_speedup"] = round(timings["naive"] / timings[name], 2)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    total_naive = sum(r["naive_s"] for r in rows)
-    total_prefix = sum(r["prefix_s"] for r in rows)
+    totals = {name: sum(r[f"{name}_s"] for r in rows) for name in ("naive", "prefix", "crossstep")}
     summary = {"model": info.spec, "device": "cpu", "dtype": "float32", "max_batch_tokens": args.max_batch_tokens,
-               "keep_ratio": args.keep_ratio, "total_naive_s": round(total_naive, 1),
-               "total_prefix_s": round(total_prefix, 1), "speedup": round(total_naive / total_prefix, 2),
+               "keep_ratio": args.keep_ratio, **{f"total_{k}_s": round(v, 1) for k, v in totals.items()},
+               "speedup_prefix": round(totals["naive"] / totals["prefix"], 2),
+               "speedup_crossstep": round(totals["naive"] / totals["crossstep"], 2),
                "all_identical": all(r["identical_orders"] for r in rows)}
     print(json.dumps(summary))
     if args.json:

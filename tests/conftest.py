@@ -4,7 +4,10 @@ import pytest
 import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One thread: torch's multi-threaded CPU kernels may split float32 reductions differently from run
+# to run, and the tiny test model (large random weights) amplifies that rounding into differences
+# the exactness tests would see.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

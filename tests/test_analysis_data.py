@@ -7,7 +7,6 @@ import pytest
 
 from cotsurvival.analysis import kaplan_meier, load_run, orderings_long
 from cotsurvival.errors import CotSurvivalError
-from cotsurvival.rundir import RunDir
 from cotsurvival.testing import synthetic_run
 
 

@@ -8,6 +8,7 @@ import torch
 
 from cotsurvival.encoding import encode_chain
 from cotsurvival.pruning.engine import greedy_prune, n_deletions
+from cotsurvival.pruning.crossstep import CrossStepScorer
 from cotsurvival.pruning.scoring import NaiveScorer, PrefixReuseScorer
 from cotsurvival.testing import EXAMPLE_CHAINS
 
@@ -24,15 +25,16 @@ def pruned_sequences(reasoning, order):
     return out
 
 
+@pytest.mark.parametrize("scorer_class", [PrefixReuseScorer, CrossStepScorer])
 @pytest.mark.parametrize("objective", ["joint", "answer"])
 @pytest.mark.parametrize("batch", [7, 4096])
-def test_prefix_reuse_matches_naive_oracle_float64(tiny64, objective, batch):
+def test_engine_matches_naive_oracle_float64(tiny64, scorer_class, objective, batch):
     model, tokenizer = tiny64
     encoded = encode_chain(EXAMPLE_CHAINS[1], tokenizer)
     steps = 12
     oracle_order, oracle_scores = naive_greedy(model, encoded.prefix_ids, encoded.reasoning_ids,
                                                encoded.answer_ids, steps, objective)
-    trace = greedy_prune(PrefixReuseScorer(model, objective, max_batch_tokens=batch), encoded, steps)
+    trace = greedy_prune(scorer_class(model, objective, max_batch_tokens=batch), encoded, steps)
     assert pruned_sequences(encoded.reasoning_ids, trace.order) == pruned_sequences(encoded.reasoning_ids, oracle_order)
     # Every candidate's cost at every step, not only the winner's.
     for step, scores in enumerate(oracle_scores):
@@ -48,6 +50,34 @@ def test_naive_scorer_matches_prefix_scorer(tiny64):
     slow = NaiveScorer(model, "joint", 64).score(*args)
     np.testing.assert_allclose(fast.candidate_objectives, slow.candidate_objectives, atol=1e-9)
     assert fast.tokens_processed < slow.tokens_processed
+
+
+@pytest.mark.parametrize("objective", ["joint", "answer"])
+def test_crossstep_equals_prefix_reuse_to_the_end(tiny64, objective):
+    """Every step of a full ranking, on all example chains: cross-step reuse changes no number."""
+    model, tokenizer = tiny64
+    for chain in EXAMPLE_CHAINS:
+        encoded = encode_chain(chain, tokenizer)
+        n = len(encoded.reasoning_ids)
+        plain = greedy_prune(PrefixReuseScorer(model, objective, 1024), encoded, n)
+        reused = greedy_prune(CrossStepScorer(model, objective, 1024), encoded, n)
+        assert plain.order == reused.order
+        for step, (a, b) in enumerate(zip(plain.step_costs, reused.step_costs), 1):
+            np.testing.assert_allclose(a, b, atol=1e-6, err_msg=f"{chain.id} step {step}")
+        assert reused.tokens_processed < plain.tokens_processed
+
+
+def test_crossstep_with_repeated_tokens(tiny64):
+    """Runs of identical tokens share one sequence; their cached suffixes must still line up."""
+    model, tokenizer = tiny64
+    encoded = encode_chain(EXAMPLE_CHAINS[0], tokenizer)
+    ids = encoded.reasoning_ids
+    reasoning = ids[:5] + [ids[5]] * 4 + ids[5:12] + [ids[3]] * 3
+    n = len(reasoning)
+    encoded = type(encoded)(encoded.chain, encoded.prefix_ids, reasoning, encoded.answer_ids, [(0, 0)] * n, True)
+    order, scores = naive_greedy(model, encoded.prefix_ids, encoded.reasoning_ids, encoded.answer_ids, n)
+    trace = greedy_prune(CrossStepScorer(model, "joint", 40), encoded, n)
+    assert pruned_sequences(encoded.reasoning_ids, trace.order) == pruned_sequences(encoded.reasoning_ids, order)
 
 
 def test_identical_adjacent_tokens_tie_to_lowest_position(tiny64):

@@ -52,8 +52,9 @@ def assert_words(text, expected, question=None):
     chars = labels_of(text, spans)
     pos = 0
     for word, short in expected:
-        match = re.compile((r"(?<!\w)" if word[0].isalnum() else "") + re.escape(word)
-                           + (r"(?!\w)" if word[-1].isalnum() else "")).search(text, pos)
+        edge = {True: r"[A-Za-z]", False: r"\d"}
+        match = re.compile((rf"(?<!{edge[word[0].isalpha()]})" if word[0].isalnum() else "") + re.escape(word)
+                           + (rf"(?!{edge[word[-1].isalpha()]})" if word[-1].isalnum() else "")).search(text, pos)
         assert match, f"{word!r} not found in {text!r} after {pos}"
         start = match.start()
         got = {chars[i] for i in range(start, start + len(word)) if not text[i].isspace()}
@@ -108,15 +109,14 @@ def test_spec_file_errors(tmp_path):
 
 def test_user_spec_lexicon_changes_labels(tmp_path):
     data = json.loads(open(load_spec().path, encoding="utf-8").read())
-    data["lexicons"]["entity_nouns"].append("gizmo")
+    data["lexicons"]["abstract_nouns"].append("gizmo")
     data["name"] = "custom"
     path = tmp_path / "custom.json"
     path.write_text(json.dumps(data))
     custom = load_spec(path)
     text = "The gizmo is blue."
-    default_label = labels_of(text, tag(text))[4]
-    assert default_label == "CONTENT"
-    assert labels_of(text, tag(text, spec=custom))[4] == "ENTITY_NAME"
+    assert labels_of(text, tag(text))[4] == "ENTITY_NAME"  # a concrete noun by default
+    assert labels_of(text, tag(text, spec=custom))[4] == "CONTENT"
 
 
 # ------------------------------------------------------------------------------ guideline examples
@@ -183,6 +183,18 @@ HARD_CASES = [
     ("A 10-foot shark and a six-sided die.", None, [("10", "SymbMath"), ("-", "Grammar"), ("foot", "EntName"),
                                                     ("six", "VerbalMath"), ("-", "Grammar")]),
     ("The chef and her friends came.", None, [("chef", "EntName"), ("her", "CoRef"), ("friends", "EntName")]),
+    ("It will take one hour because 60 / 60 = 1.", None, [("It", "Grammar"), ("one", "VerbalMath")]),
+    ("He/she pays 12 inches/foot.", None, [("He", "CoRef"), ("/", "Grammar"), ("inches", "EntName"),
+                                          ("/", "SymbMath"), ("foot", "EntName")]),
+    ("She read 50 books in all.", None, [("in", "Grammar"), ("all", "VerbalMath")]),
+    ("This many penguins swim.", None, [("This", "Grammar"), ("many", "Grammar")]),
+    ("He gets paid $5. First find the cost.", None, [("gets", "Grammar"), ("First", "MetaDisc"),
+                                                     ("find", "MetaDisc")]),
+    ("She needs to find 3 eggs.", None, [("needs", "Content"), ("find", "Content")]),
+    ("### Understanding the problem\nShe saves the down payment.", None,
+     [("Understanding", "MetaDisc"), ("problem", "MetaDisc"), ("down", "EntName"), ("payment", "EntName")]),
+    ("He drove 3 hours at 60mph.", None, [("60", "SymbMath"), ("mph", "EntName")]),
+    ("Golf balls:16*1/2=8 balls", None, [("balls", "EntName"), (":", "Grammar"), ("16*1/2=8", "SymbMath")]),
 ]
 
 
@@ -433,3 +445,42 @@ def test_cli_tag_chains_file_and_run(tmp_path):
 
     assert main(["tag", str(chains)]) == 2  # a chains file needs --out
     assert main(["tag", str(chains), "--out", str(out), "--taxonomy", str(tmp_path / "nope.json")]) == 2
+
+
+# --------------------------------------------------------------------------------- equations
+def test_equations_are_checked_exactly():
+    from cotsurvival.taxonomy.equations import find_equations
+
+    text = ("So she has 16 - 3 = 13 eggs and 2 + 2 = 5. Then 50% * 50% = 25% and $1,200 / 3 = $400, "
+            "100/3 = 33.33, \\frac{48}{2} \\times 2 = 48, x = 5, 1/0 = 3.")
+    found = {e.text: e.correct for e in find_equations(text, tag(text))}
+    # Hand-checked: 16-3=13 yes; 2+2=5 no; 0.5*0.5=0.25 yes; 1200/3=400 yes; 33.33 within 1% of 100/3;
+    # 48/2*2=48 yes; 'x = 5' has a variable and '1/0' no value: both skipped.
+    assert found == {"16 - 3 = 13": True, "2 + 2 = 5": False, "50% * 50% = 25%": True, "$1,200 / 3 = $400": True,
+                     "100/3 = 33.33": True, "\\frac{48}{2} \\times 2 = 48": True}
+
+
+def test_tag_run_writes_equation_column(tmp_path):
+    import pandas as pd
+
+    from cotsurvival.rundir import RunDir
+    from cotsurvival.taxonomy import tag_run
+
+    run = RunDir(tmp_path / "run")
+    reasoning = "She has 2 + 2 = 5 pens and 3 * 3 = 9 cups."
+    pieces = reasoning.split(" ")
+    starts, pos = [], 0
+    for piece in pieces:
+        starts.append(reasoning.index(piece, pos))
+        pos = starts[-1] + len(piece)
+    tokens = pd.DataFrame({"chain_index": 0, "chain_id": "c", "position": range(len(pieces)), "text": pieces,
+                           "char_start": starts, "char_end": [s + len(p) for s, p in zip(starts, pieces)]})
+    run.write_part("tokens", 0, tokens)
+    run.write_chains(pd.DataFrame([{"chain_index": 0, "chain_id": "c", "question": "Pens?", "reasoning": reasoning,
+                                    "answer": "#### 9"}]))
+    run.write_manifest({"n_chains": 1})
+    tag_run(run)
+    part = run.read_part("tokens", 0).set_index("text")
+    assert part.loc["2", "equation_correct"].tolist() == [False, False]
+    assert part.loc["9", "equation_correct"] == True  # noqa: E712 - pandas nullable boolean
+    assert pd.isna(part.loc["pens", "equation_correct"])

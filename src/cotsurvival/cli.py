@@ -34,7 +34,8 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
 @click.option("--limit", type=int, default=None, help="Only the first N valid chains.")
 @click.option("--baselines", default="", help="Comma-separated: random,surprisal,loo,attention.")
 @click.option("--max-batch-tokens", type=int, default=4096, show_default=True, help="Token rows per forward batch.")
-@click.option("--method", type=click.Choice(["auto", "prefix", "naive"]), default="auto", show_default=True)
+@click.option("--method", type=click.Choice(["auto", "crossstep", "prefix", "naive"]), default="auto", show_default=True,
+              help="auto = crossstep for Llama-family models, naive otherwise.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True)
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default=None,
@@ -228,6 +229,52 @@ def view(run, out, chains, max_chains, no_traces):
 
 
 # ----------------------------------------------------------------------------- generation
+@cli.command()
+@click.argument("questions")
+@click.option("--model", default="smollm2-135m", show_default=True,
+              help="Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (default).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="JSONL of accepted chains (appended to; re-running resumes).")
+@click.option("--rejected-out", type=click.Path(dir_okay=False), default=None,
+              help="JSONL of questions never answered correctly (default: OUT with .rejected.jsonl).")
+@click.option("--samples", type=int, default=10, show_default=True, help="Most samples per question.")
+@click.option("--temperature", type=float, default=0.7, show_default=True, help="Sampling temperature (0: greedy).")
+@click.option("--max-new-tokens", type=int, default=1536, show_default=True, help="Longest reply.")
+@click.option("--prompt", default="gsm8k", show_default=True, help="gsm8k, math, mcq, or a prompt file with {question}.")
+@click.option("--batch-size", type=int, default=None, help="Sequences per generate call (default: --samples).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="auto", show_default=True)
+@click.option("--limit", type=int, default=None, help="Only the first N questions.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
+@click.option("--no-resume", is_flag=True, help="Start OUT afresh instead of skipping questions already done.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model's repository.")
+@click.option("--allow-unsafe-weights", is_flag=True, help="Allow pickled (.bin) weights, which can run code.")
+def generate(questions, model, out, rejected_out, samples, temperature, max_new_tokens, prompt, batch_size, device,
+             dtype, limit, seed, no_resume, trust_remote_code, allow_unsafe_weights):
+    """Teacher chains by rejection sampling: the first correct of up to --samples replies per question.
+
+    QUESTIONS is a JSONL/CSV/Parquet file with question and answer, 'gsm8k' (built in), or a
+    Hugging Face dataset NAME[:CONFIG][@SPLIT] (needs `datasets` and network).
+    """
+    import time
+
+    from .generation import generate_chains, load_prompt, read_questions
+    from .models import load_model
+
+    # Read the cheap inputs first so a typo fails before the model loads.
+    items = read_questions(questions, limit=limit)
+    load_prompt(prompt)
+    lm, tokenizer, info = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                                     allow_unsafe_weights=allow_unsafe_weights)
+    started = time.perf_counter()
+    result = generate_chains(items, lm, tokenizer, samples=samples, temperature=temperature,
+                             max_new_tokens=max_new_tokens, prompt=prompt, batch_size=batch_size, seed=seed, out=out,
+                             rejected_out=rejected_out, resume=not no_resume, model_spec=info.spec)
+    click.echo(f"accepted {len(result.accepted)}/{result.n_questions} questions ({result.acceptance_rate:.1%}; "
+               f"{result.n_resumed} resumed) in {time.perf_counter() - started:.0f} s on {info.device}: "
+               f"{result.out}, rejected: {result.rejected_out}")
+
+
 # ----------------------------------------------------------------------------- demo
 @cli.command()
 @click.option("--out", "out", default="demo-run", show_default=True, type=click.Path(file_okay=False))

@@ -147,6 +147,16 @@ def _find_boxed(text: str) -> tuple[int, int, str] | None:
     return None
 
 
+def last_boxed(text: str) -> str | None:
+    """Content of the last complete ``\\boxed{...}`` in ``text``."""
+    found = None
+    for match in _BOXED.finditer(text):
+        end = _closing_brace(text, match.end())
+        if end is not None and text[match.end():end].strip():
+            found = text[match.end():end].strip()
+    return found
+
+
 def _closing_brace(text: str, start: int) -> int | None:
     depth = 1
     for index in range(start, len(text)):

@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 
 from ..chains import BUILTIN_CORPORA, _records_from_file, read_chains
 from ..errors import ChainInputError, CotSurvivalError
-from .prompting import _find_boxed
+from .prompting import last_boxed
 
 _FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 _QUESTION_KEYS = ("question", "problem")
@@ -45,10 +45,7 @@ def gold_from_answer(answer: str) -> str:
     text = str(answer).strip()
     if "####" in text:
         return text.rsplit("####", 1)[1].strip()
-    boxed, start = None, 0
-    while (found := _find_boxed(text[start:])) is not None:
-        boxed = found[2]
-        start += found[1]
+    boxed = last_boxed(text)
     return boxed if boxed is not None else text
 
 

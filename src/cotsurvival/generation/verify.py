@@ -191,11 +191,19 @@ class _LatexReader:
                 continue
             if previous_is_operand and token[0] == "num" and self.tokens[self.pos - 1][0] == "num":
                 raise ValueError("two numbers side by side")  # "1 1/2" is ambiguous in LaTeX
+            if token[0] == "letter" and self._letter_run() >= 3:
+                raise ValueError("a word, not math")  # "eval", "none": words are not products of symbols
             operand = self._operand(depth)
             # Juxtaposition is multiplication in LaTeX: 2\pi, 3\sqrt{2}, 2x.
             parts.append(("*" if previous_is_operand else "") + operand)
             previous_is_operand = True
         return "".join(parts)
+
+    def _letter_run(self) -> int:
+        run = 0
+        while self.pos + run < len(self.tokens) and self.tokens[self.pos + run][0] == "letter":
+            run += 1
+        return run
 
     def _operand(self, depth: int) -> str:
         kind, value = self._next()

@@ -102,5 +102,6 @@ def greedy_prune(
         del alive[winner]
         if on_step is not None:
             on_step(trace)
+    scorer.reset()
     trace.seconds += time.perf_counter() - began
     return trace

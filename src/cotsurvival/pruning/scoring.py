@@ -63,6 +63,29 @@ def duplicate_of_previous(kept: list[int]) -> np.ndarray:
     return same
 
 
+def plan_batches(jobs, length_of, budget: int, min_tokens: int = 512, max_padding: float = 0.2):
+    """Split consecutive jobs (sorted by length) into padded batches of at most ``budget`` token rows.
+
+    A batch also closes when padding would exceed ``max_padding`` of it, once it holds
+    ``min_tokens`` real tokens: below a few hundred rows a CPU runs at about half speed, above
+    that padding is pure waste.
+    """
+    batch, width, real = [], 0, 0
+    for job in jobs:
+        length = length_of(job)
+        new_width = max(width, length)
+        padded = (len(batch) + 1) * new_width
+        too_big = padded > budget
+        too_padded = real >= min_tokens and 1 - (real + length) / padded > max_padding
+        if batch and (too_big or too_padded):
+            yield batch
+            batch, new_width, real = [], length, 0
+        batch.append(job)
+        width, real = new_width, real + length
+    if batch:
+        yield batch
+
+
 class Scorer:
     """Base class: ``score(prefix, kept, answer) -> StepScores``."""
 
@@ -76,6 +99,9 @@ class Scorer:
 
     def score(self, prefix: list[int], kept: list[int], answer: list[int]) -> StepScores:
         raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget per-chain state (scorers that keep some free it here)."""
 
     def _run_with_oom_retry(self, work, *args):
         """Run a batch; on CUDA out-of-memory halve the batch budget and retry."""
@@ -124,14 +150,8 @@ class PrefixReuseScorer(Scorer):
         # Longest suffixes last: consecutive candidates have similar lengths, so padding is small.
         todo = [k for k in range(n - 1, -1, -1) if not duplicate[k] and n + a - k - 2 > 0]
         processed = 0
-        start = 0
-        while start < len(todo):
-            stop = start + 1
-            while stop < len(todo) and (stop - start + 1) * (n + a - todo[stop] - 2) <= self.max_batch_tokens:
-                stop += 1
-            batch = todo[start:stop]
+        for batch in plan_batches(todo, lambda k: n + a - k - 2, self.max_batch_tokens):
             processed += self._run_with_oom_retry(self._score_batch, sequence, cache, p, n, a, weights, batch, scores)
-            start = stop
         return scores, processed
 
     def _score_batch(self, sequence, cache, p, n, a, weights, batch, scores) -> int:
@@ -215,13 +235,19 @@ class NaiveScorer(Scorer):
         return out
 
 
-METHODS = {"prefix": PrefixReuseScorer, "naive": NaiveScorer}
-
-
 def make_scorer(model, method: str = "auto", objective: str = "joint", max_batch_tokens: int = 4096) -> Scorer:
-    """``auto`` = prefix reuse where the architecture is supported, naive otherwise."""
+    """``auto`` = cross-step reuse where the architecture is supported, naive otherwise.
+
+    Methods: ``crossstep`` (prefix reuse + each candidate's own computation carried across
+    steps), ``prefix`` (prefix reuse only; less memory), ``naive`` (full recompute, any model).
+    """
+    from .crossstep import CrossStepScorer
+
+    methods = {"crossstep": CrossStepScorer, "prefix": PrefixReuseScorer, "naive": NaiveScorer}
     if method == "auto":
-        method = "prefix" if supports_prefix_reuse(model) else "naive"
-    if method == "prefix" and not supports_prefix_reuse(model):
-        raise ValueError(f"method 'prefix' does not support model_type {model.config.model_type!r}; use 'naive'")
-    return METHODS[method](model, objective=objective, max_batch_tokens=max_batch_tokens)
+        method = "crossstep" if supports_prefix_reuse(model) else "naive"
+    if method not in methods:
+        raise ValueError(f"unknown method {method!r}; choose from auto, {', '.join(methods)}")
+    if method != "naive" and not supports_prefix_reuse(model):
+        raise ValueError(f"method {method!r} does not support model_type {model.config.model_type!r}; use 'naive'")
+    return methods[method](model, objective=objective, max_batch_tokens=max_batch_tokens)

@@ -91,11 +91,20 @@ class LocalChatClient:
     def __init__(self, spec: str, device: str = "auto", max_new_tokens: int = 4096) -> None:
         from ..models import load_model
 
-        self.model, self.tokenizer, self.info = load_model(spec, device=device)
-        self.name = spec
-        self.max_new_tokens = max_new_tokens
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise CotSurvivalError("E021", judge=spec, reason="the model has no chat template; use a chat/instruct model")
+        model, tokenizer, _ = load_model(spec, device=device)
+        self._setup(model, tokenizer, spec, max_new_tokens)
+
+    @classmethod
+    def from_loaded(cls, model, tokenizer, name: str = "local", max_new_tokens: int = 4096) -> "LocalChatClient":
+        """Wrap a model and tokenizer already in memory."""
+        client = cls.__new__(cls)
+        client._setup(model, tokenizer, name, max_new_tokens)
+        return client
+
+    def _setup(self, model, tokenizer, name: str, max_new_tokens: int) -> None:
+        self.model, self.tokenizer, self.name, self.max_new_tokens = model, tokenizer, name, max_new_tokens
+        if not getattr(tokenizer, "chat_template", None):
+            raise CotSurvivalError("E021", judge=name, reason="the model has no chat template; use a chat/instruct model")
 
     def complete(self, messages: list[dict]) -> str:
         import torch

@@ -25,10 +25,10 @@ _OPERATOR_CHARS = set("+=<>^√×÷·±≠≈∓≤≥∑∏∫∞π∝∠°′�
 _NOT_MATH_SM = set("|~¬→←↔⇒")  # Unicode 'Sm' symbols used as prose punctuation or arrows
 _CURRENCY = "$€£¥₹"
 _NUMBER = re.compile(
-    r"(?<![\w.,])"
+    r"(?<![\d.])(?<![A-Za-z][.,])"
     r"(?:\\?[$€£¥₹][ \t]?)?"
-    r"[-−]?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
-    r"(?:[ \t]?\\?%)?"
+    r"[-−]?(?:\d{1,3}(?:(?:,|\{,\})\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
+    r"(?:[ \t]?\\?%|\$(?![ \t]?[\d.]))?"
     r"(?:(?:st|nd|rd|th|x|k|s)(?![A-Za-z]))?"
     r"(?![\d])"
 )
@@ -40,10 +40,11 @@ _CODE_LINE = re.compile(
 _OUTSIDE_CODE_LINE = re.compile(r"^[ \t]*(?:print\s*\(|[A-Za-z]\w*_\w*\s*(?:[-+*/]|//)?=(?!=)|(?:def|import)\s)",
                                 re.MULTILINE)
 _BULLET = re.compile(r"^[ \t]*(?:>[ \t]*)*([-*+•·‣◦])(?=[ \t])", re.MULTILINE)
-_LIST_MARKER = re.compile(r"^[ \t]*(?:[-*+•][ \t]+)?(?:\*\*|__)?(\(?(?:\d{1,3}|[a-z])[.)])(?=[ \t*_]|$)", re.MULTILINE)
+_LIST_MARKER = re.compile(r"^[ \t]*(?:[-*+•][ \t]+|#{1,6}[ \t]+)?(?:\*\*|__)?(\(?(?:\d{1,3}|[a-z])[.)])(?=[ \t*_]|$)", re.MULTILINE)
 _STEP_MARKER = re.compile(r"\b(?:[Ss]tep|STEP)[ \t]+(\d{1,3}[a-z]?)([ \t]*[:.)-])?")
 _HEADING = re.compile(r"^[ \t]*(#{1,6})(?=[ \t]|$|\d|\$)", re.MULTILINE)
 _ANSWER_FRAME = re.compile(r"^[ \t]*####[ \t]*[$\\]*[-−]?[\d.,]+[ \t]*%?[ \t]*$", re.MULTILINE)
+_BLOCKQUOTE = re.compile(r"^[ \t]*(>+)(?=[ \t])", re.MULTILINE)
 _A_FRAME = re.compile(r"^[ \t]*(A)[ \t]*:", re.MULTILINE)
 _RULE_LINE = re.compile(r"^[ \t]*([-*_=]{3,})[ \t]*$", re.MULTILINE)
 _MARKDOWN = re.compile(r"\*\*+|__+|`+|~~")
@@ -313,6 +314,8 @@ class _Lexer:
                 self.mark(m.start(2), m.end(2), META)
         for m in _LIST_MARKER.finditer(text):
             self.mark(m.start(1), m.end(1), META, mask=" ")
+        for m in _BLOCKQUOTE.finditer(text):
+            self.mark(m.start(1), m.end(1), FUNC, mask=" ")
         for m in _BULLET.finditer(text):
             self.mark(m.start(1), m.end(1), FUNC, mask=" ")
         for m in _A_FRAME.finditer(text):
@@ -392,12 +395,16 @@ class _Lexer:
         text = self.text
         if text[i - 1:i + 1] == "//" or text[i:i + 2] == "//":
             return text[i - 2:i - 1].isdigit() or text[i + 2:i + 3].isdigit()
-        line_start, line_end = self.line_bounds(i)
-        window = text[max(line_start, i - 15):min(line_end, i + 15)]
+        line_start, _ = self.line_bounds(i)
         left = text[i - 1] if i > 0 else " "
         right = text[i + 1] if i + 1 < self.n else " "
         if left.isalpha() and right.isalpha():
-            return any(c.isdigit() for c in window)  # "inches/foot" in a formula, not "he/she"
+            # "12 inches/foot" (a unit ratio after a number) is math; "he/she", "and/or" are not.
+            j = i - 1
+            while j > line_start and text[j - 1].isalpha():
+                j -= 1
+            before, _ = self.neighbour(j, -1)
+            return bool(before) and (before.isdigit() or before in "%$)" or before in _OPERATOR_CHARS)
         return True
 
     def _dash_is_minus(self, i: int) -> bool:

@@ -6,9 +6,10 @@ labels; sense decisions (``times``, ``it``, ``that``, ``one``, ``now`` ...) look
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
-from .mathlex import COREF, CONTENT, ENT, FUNC, META, SYMB, VERB_
+from .mathlex import COREF, CONTENT, ENT, FUNC, META, VERB_
 from .spec import TaxonomySpec
 
 _VERBISH = ("VERB", "AUX")
@@ -17,9 +18,12 @@ _NOT_DIFFERENCE_COMPARATIVES = {"rather", "later", "earlier", "further", "farthe
 _MULTIPLIER_FOLLOWERS = {"as", "more", "less", "fewer", "the", "that", "this", "these", "those", "his", "her", "its",
                          "their", "my", "our", "your", "what", "a", "an", "many", "much", "bigger", "larger", "greater",
                          "longer", "higher", "faster", "heavier", "older", "cheaper", "smaller", "shorter"}
-_AUTHOR_SUBJECTS = {"we", "i", "you", "us", "'s", "let", "one"}
-_META_HEADED = {"answer", "step", "steps", "result", "solution", "calculation", "total-answer", "equation", "tally",
-                "count", "check"}
+_AUTHOR_SUBJECTS = {"we", "i", "you", "us", "'s", "let", "one", "me"}
+_PARTICLES = {"in", "on", "at", "into", "onto", "by", "with", "from", "to", "of", "off", "out", "up", "down", "over",
+              "under", "through", "around", "along", "across", "away", "back", "about"}
+_DURATIONS = {"second", "minute", "hour", "day", "week", "month", "year", "time", "while", "moment"}
+_ABSTRACT_SUFFIX = re.compile(r"(?:tion|sion|ment|ness|ity|ance|ence|ship|ism|ing|cy|ure|ics)s?$")
+_META_HEADED = {"answer", "step", "steps", "result", "solution", "calculation", "equation", "tally", "count", "check"}
 
 
 @dataclass
@@ -31,29 +35,48 @@ class QuestionContext:
     addresses_reader: bool = False
     first_person: bool = False
     counts_steps: bool = False
+    words: set = field(default_factory=set)
 
 
 def question_context(doc, spec: TaxonomySpec) -> QuestionContext:
-    """Learn the problem's entities from a spaCy doc of the question (POS and lemmas suffice)."""
+    """Learn the problem's entities from a spaCy doc of the question.
+
+    Only the tagger's fine tags are read (the question is analysed without parser, attribute
+    ruler and lemmatizer, for speed), so nouns are stored lower-cased and naively singularised.
+    """
     ctx = QuestionContext()
     if doc is None:
         return ctx
     abstract = spec.lexicon("abstract_nouns") | spec.lexicon("meta_nouns") | spec.lexicon("operation_words")
     for tok in doc:
         low = tok.lower_
-        if tok.pos_ == "PROPN" and tok.is_alpha and low not in abstract:
+        forms = {low, singular(low)}
+        if tok.is_alpha:
+            ctx.words.update(forms)
+        capitalised_inside = tok.i > 0 and tok.text[:1].isupper() and doc[tok.i - 1].text not in (".", "!", "?", ":") \
+            and "\n" not in doc[tok.i - 1].text and tok.tag_ not in ("PRP", "PRP$", "DT", "IN", "CC", "MD")
+        if (tok.tag_ in ("NNP", "NNPS") or capitalised_inside) and tok.is_alpha and not forms & abstract:
             ctx.names.add(low)
-        elif tok.pos_ == "NOUN" and tok.is_alpha:
-            lemma = tok.lemma_.lower()
-            if lemma not in abstract and low not in abstract:
-                ctx.nouns.update((lemma, low))
+        elif tok.tag_ in ("NN", "NNS") and tok.is_alpha and not forms & abstract:
+            ctx.nouns.update(forms)
         if low in ("you", "your", "yours"):
             ctx.addresses_reader = True
         elif low in ("i", "my", "me", "mine"):
             ctx.first_person = True
-        if tok.lemma_.lower() in ("step", "stair", "staircase", "stairway"):
+        if forms & {"step", "stair", "staircase", "stairway"}:
             ctx.counts_steps = True
     return ctx
+
+
+def singular(word: str) -> str:
+    """A naive English singular (enough to match 'boxes'/'box', 'berries'/'berry', 'eggs'/'egg')."""
+    if len(word) > 3 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith(("ses", "xes", "zes", "ches", "shes")):
+        return word[:-2]
+    if len(word) > 2 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
 
 
 class RuleLabeller:
@@ -138,6 +161,13 @@ class RuleLabeller:
         if low in ("more", "less", "most", "least") and tok.pos_ in ("ADV",) and tok.head.pos_ in ("ADJ", "ADV") \
                 and tok.head.tag_ not in ("JJR", "RBR") and low in ("most", "least"):
             return FUNC  # "the most likely": a degree word, not a quantity
+        if low == "all" and _prev_lower(tok) == "in" and _next_lower(tok) in ("", ".", ",", ":", ";", "!", "?", "\n"):
+            return VERB_  # "in all" = altogether
+        if tok.i + 2 < len(tok.doc) and tok.nbor(1).text == "-" and tok.nbor(2).lower_ in ("check", "checking",
+                                                                                       "checked", "evaluate"):
+            return META  # "double-check", "re-evaluate" (split by the tokenizer)
+        if low == "addition" and _prev_lower(tok) == "in":
+            return META  # "In addition to ...": a connective
         if lemma == "mean" and tok.pos_ in _VERBISH:
             return None  # "this means": reasoning vocabulary, not the average
         if low in self.op or lemma in self.op:
@@ -149,7 +179,7 @@ class RuleLabeller:
     def _pro_one(self, tok) -> bool:
         prev = tok.nbor(-1) if tok.i > 0 else None
         nxt = tok.nbor(1) if tok.i + 1 < len(tok.doc) else None
-        if low_of(nxt) == "of" or tok.dep_ in ("nummod", "quantmod"):
+        if (nxt is not None and nxt.lower_ == "of") or tok.dep_ in ("nummod", "quantmod"):
             return False
         if tok.lower_ == "ones":
             return True
@@ -166,7 +196,8 @@ class RuleLabeller:
         if low == "second" and tok.pos_ == "NOUN" and (_prev_lower(tok) in ("a", "per", "each", "every", "one")
                                                         or tok.nbor(-1).like_num if tok.i > 0 else False):
             return ENT  # the unit of time
-        if low in ("final", "last") and (head.lower_ in self.meta_nouns or head.lemma_.lower() in _META_HEADED):
+        if low in ("final", "last") and (head.lower_ in self.meta_nouns or head.lemma_.lower() in _META_HEADED
+                                          or _next_lower(tok) in self.meta_nouns):
             return META
         if self._sentence_initial(tok) and tok.pos_ in ("ADV", "ADJ", "INTJ", "PROPN", "NOUN"):
             nxt = tok.nbor(1) if tok.i + 1 < len(tok.doc) else None
@@ -220,6 +251,8 @@ class RuleLabeller:
                 return FUNC
             return FUNC if self._cataphoric(tok) else COREF
         if low in self.demonstratives:
+            if _next_lower(tok) in ("many", "much") and low in ("this", "that"):
+                return FUNC  # "This many penguins": a degree word
             return FUNC if self._cataphoric(tok) else COREF
         if low in self.relatives:
             return COREF if tok.tag_ in ("WDT", "WP", "WP$") and not self._interrogative(tok) else FUNC
@@ -239,6 +272,12 @@ class RuleLabeller:
         later_clause = any(c.dep_ in ("xcomp", "advcl", "ccomp") and c.i > head.i for c in children)
         if head.lemma_ in ("take", "cost") and (any(c.dep_ == "dative" for c in children) or infinitive):
             return True
+        if head.lemma_ == "take" and any(c.dep_ in ("dobj", "npadvmod", "attr") and c.lemma_.lower() in _DURATIONS
+                                         for c in children):
+            return True  # "It will take one hour": time taken, no referent
+        if head.lemma_ == "take" and any(t.lower_ == "to" and t.i + 1 < len(t.doc) and t.nbor(1).tag_ == "VB"
+                                         for t in tok.sent if t.i > head.i):
+            return True  # "It will take one person 4 hours to ..."
         if head.lemma_ == "be" and any(c.dep_ in ("acomp", "attr") for c in children) and later_clause:
             return True
         if head.lemma_ in ("seem", "appear", "make", "follow", "turn") and later_clause:
@@ -294,6 +333,8 @@ class RuleLabeller:
         lemma = tok.lemma_.lower()
         if low == "now":
             return META if self._discourse_now(tok) else CONTENT
+        if low == "let" and (_next_lower(tok) in ("'s", "us", "s") or self._sentence_initial(tok)):
+            return META  # "Let's", "Let x be": the author organising the solution
         if low == "so" and tok.i + 1 < len(tok.doc) and tok.nbor(1).lower_ in ("many", "much", "far", "long"):
             return FUNC
         if low in ("given",):
@@ -304,6 +345,9 @@ class RuleLabeller:
             return META
         if lemma in ("step",) or low in ("step", "steps"):
             return self._step(tok, ctx)
+        if (low in self.planning or lemma in self.planning) and self._sentence_initial(tok) \
+                and tok.tag_ in ("VB", "NNP", "NN"):
+            return META  # "### Solve for x", "Define variables": imperatives the tagger read as nouns
         if tok.pos_ in _VERBISH or tok.tag_.startswith("VB"):
             if lemma in self.planning or low in self.planning:
                 return META
@@ -311,6 +355,8 @@ class RuleLabeller:
                 return META
             return None
         if tok.pos_ in ("NOUN", "PROPN") and (lemma in self.meta_nouns or low in self.meta_nouns):
+            if ({lemma, low} & (ctx.nouns | ctx.names | ctx.words)) and lemma not in ("answer", "solution", "step"):
+                return None  # "15 math questions" of the story are things of the problem
             if lemma in ("part", "way", "case", "detail", "fact", "work", "plan", "goal", "option", "check", "note"):
                 return META if self._meta_context(tok) else None
             return META
@@ -331,17 +377,38 @@ class RuleLabeller:
 
     def _authorial_subject(self, tok) -> bool:
         """Is the verb's subject the author or the reader (or absent: imperative, infinitive)?"""
+        if tok.tag_ == "VB" and not any(c.dep_ in ("nsubj", "nsubjpass") for c in tok.children):
+            j = tok.i - 1
+            while j >= 0 and (tok.doc[j].lower_ in self.discourse or tok.doc[j].is_punct or tok.doc[j].is_space
+                              or not tok.doc[j].text.strip()):
+                if "\n" in tok.doc[j].text:
+                    break
+                j -= 1
+            if j < 0 or "\n" in tok.doc[j].text or tok.doc[j].text in ".!?:;":
+                return True  # a line-initial imperative: "First find ...", "Then calculate ..."
+        if tok.tag_ == "VBG" and self._sentence_initial(tok):
+            return True  # the author's action or a heading: "Rounding to ...", "### Understanding the problem"
+        if tok.tag_ in ("VBG", "VBN") and not any(c.dep_ in ("nsubj", "nsubjpass") for c in tok.children):
+            return False  # a participle or gerund of the story: "from starting the oil"
+        if tok.dep_ in ("aux", "auxpass"):
+            return False  # "he gets paid"
         head = tok
         for _ in range(6):
             subjects = [c for c in head.children if c.dep_ in ("nsubj", "nsubjpass")]
             if subjects:
                 return subjects[0].lower_ in _AUTHOR_SUBJECTS
-            if head.dep_ in ("acl", "relcl", "amod", "compound") or head.pos_ not in _VERBISH:
+            infinitive = any(c.lower_ == "to" and c.dep_ == "aux" for c in head.children)
+            if head.dep_ == "acl" and infinitive and head.head.head is not head.head:
+                head = head.head.head  # "add the amounts to find ...": a purpose clause read as a relative
+                continue
+            if head.dep_ in ("acl", "relcl", "amod", "compound") and not infinitive:
                 return False  # a participle describing a story noun: "the cubes used up"
+            if head.pos_ not in _VERBISH and head is not tok:
+                return True  # climbed to a mis-tagged governor ("multiply" read as a noun): no subject
             if head.dep_ not in ("xcomp", "ccomp", "advcl", "conj", "pcomp", "prep") or head.head is head:
-                return True  # imperative or a clause without a subject
+                return tok.tag_ == "VB"  # imperative or infinitive without a subject; a finite verb is the story's
             head = head.head
-        return True
+        return tok.tag_ == "VB"
 
     def _meta_context(self, tok) -> bool:
         return any(c.lower_ in ("this", "first", "next", "last", "final", "each") or c.lower_ in self.authorial
@@ -351,7 +418,16 @@ class RuleLabeller:
     def _grammar(self, tok, low, ctx):
         lemma = tok.lemma_.lower()
         if low in self.grammar:
+            if low == "down" and tok.dep_ in ("compound", "amod"):
+                return None  # "down payment"
             return FUNC
+        if low in _PARTICLES and tok.pos_ in ("ADV", "ADP", "PART") and tok.dep_ not in ("compound", "amod"):
+            return FUNC
+        if low in ("lot", "lots") and _next_lower(tok) == "of":
+            return FUNC  # "a lot of": a quantifier
+        if lemma == "go" and _next_lower(tok) == "to" and tok.i + 2 < len(tok.doc) and tok.nbor(2).tag_ == "VB" \
+                and tok.tag_ == "VBG":
+            return FUNC  # "is going to contribute": future auxiliary
         if tok.pos_ == "AUX" or tok.tag_ == "MD" or tok.dep_ in ("aux", "auxpass"):
             return FUNC
         if lemma == "be":
@@ -371,9 +447,11 @@ class RuleLabeller:
     # -------------------------------------------------------------- open class
     def _open_class(self, tok, low, ctx):
         lemma = tok.lemma_.lower()
+        if tok.tag_ == "VBZ" and tok.i > 0 and tok.nbor(-1).text[:1].isdigit() and lemma not in ("be", "have", "do"):
+            return ENT  # "3 sapphires" mis-tagged as a verb: a counted object
         if tok.pos_ in ("NOUN", "PROPN", "NUM") or tok.tag_.startswith("NN"):
             return ENT if self._entity_noun(tok, low, lemma, ctx) else CONTENT
-        if tok.pos_ == "ADJ" and tok.dep_ == "compound" and self._entity_noun(tok.head, tok.head.lower_,
+        if (tok.dep_ == "compound" or low == "down") and tok.pos_ in ("ADJ", "ADV") and self._entity_noun(tok.head, tok.head.lower_,
                                                                              tok.head.lemma_.lower(), ctx):
             return ENT
         if tok.pos_ in ("VERB", "ADJ", "ADV"):
@@ -385,6 +463,10 @@ class RuleLabeller:
         return FUNC
 
     def _entity_noun(self, tok, low, lemma, ctx, depth: int = 0) -> bool:
+        if depth < 2 and tok.dep_ == "compound" and tok.head is not tok and tok.head.pos_ in ("NOUN", "PROPN"):
+            head = tok.head  # a modifier inside a compound name: "sales tax", "golf balls"
+            if self._entity_noun(head, head.lower_, head.lemma_.lower(), ctx, depth + 1):
+                return True
         if lemma in self.abstract or low in self.abstract:
             return False
         if lemma in self.entities or low in self.entities or lemma in ctx.nouns or low in ctx.nouns:
@@ -396,10 +478,10 @@ class RuleLabeller:
         prev = tok.nbor(-1) if tok.i > 0 else None
         if prev is not None and (prev.like_num or prev.text[:1].isdigit() or prev.lower_ in self.numbers):
             return True
-        if depth < 2 and tok.dep_ == "compound" and tok.head is not tok:
-            head = tok.head
-            return self._entity_noun(head, head.lower_, head.lemma_.lower(), ctx, depth + 1)
-        return False
+        # The guideline's CONTENT nouns are attribute and abstract nouns; every other common noun names
+        # counted things of the problem.
+        acts_as_verb = any(c.dep_ in ("nsubj", "nsubjpass") for c in tok.children)
+        return tok.tag_ in ("NNS", "NN") and not acts_as_verb and not _ABSTRACT_SUFFIX.search(low)
 
     def _sentence_initial(self, tok) -> bool:
         """First word of its sentence or line (after markup and punctuation)."""
@@ -414,10 +496,6 @@ class RuleLabeller:
                 continue
             break
         return j < 0 or doc[j].text in (".", "!", "?", ":", ";") or tok.is_sent_start
-
-
-def low_of(tok) -> str:
-    return tok.lower_ if tok is not None else ""
 
 
 def _prev_lower(tok) -> str:
@@ -436,4 +514,4 @@ def _next_lower(tok) -> str:
     return doc[j].lower_.replace("’", "'") if j < len(doc) else ""
 
 
-__all__ = ["QuestionContext", "RuleLabeller", "question_context", "SYMB"]
+__all__ = ["QuestionContext", "RuleLabeller", "question_context", "singular"]

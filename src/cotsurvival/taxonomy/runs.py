@@ -12,7 +12,7 @@ from ..rundir import RunDir
 from .spec import TaxonomySpec, load_spec
 from .tagger import DEFAULT_BATCH_SIZE, iter_tag, project_spans
 
-LABEL_COLUMNS = ("label", "category")
+LABEL_COLUMNS = ("label", "category", "equation_correct")
 
 
 def tag_run(
@@ -20,6 +20,7 @@ def tag_run(
     spec: TaxonomySpec | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Callable[[int], None] | None = None,
+    equations: bool = True,
 ) -> dict:
     """Label every reasoning token of a run with the rule tagger.
 
@@ -37,6 +38,9 @@ def tag_run(
         Chains per spaCy batch.
     progress : callable, optional
         Called with the number of chains just finished (e.g. ``tqdm.update``).
+    equations : bool
+        Also write ``equation_correct`` (nullable bool): for tokens inside an arithmetic equation
+        the tagger found, whether its sides agree (see :mod:`.equations`); null elsewhere.
 
     Returns
     -------
@@ -65,6 +69,8 @@ def tag_run(
         labels = project_spans(spans, offsets, text, spec)
         tokens["label"] = pd.Series(labels, index=tokens.index, dtype=object)
         tokens["category"] = [spec.category(label) for label in labels]
+        if equations:
+            tokens["equation_correct"] = _equation_column(text, spans, offsets)
         run.write_part("tokens", index, tokens)
         for label in labels:
             counts[label] = counts.get(label, 0) + 1
@@ -92,3 +98,14 @@ def _check_offsets(run: RunDir, index: int, tokens: pd.DataFrame, text: str) -> 
             if text[int(start):int(end)].strip() != str(token_text).strip():
                 raise CotSurvivalError("E020", path=run.path, chain=index,
                                        reason=f"token text {token_text!r} differs from reasoning[{start}:{end}]")
+
+
+def _equation_column(text: str, spans, offsets) -> pd.Series:
+    from .equations import find_equations
+
+    values: list = [None] * len(offsets)
+    for equation in find_equations(text, spans):
+        for k, (start, end) in enumerate(offsets):
+            if start < equation.end and end > equation.start and text[start:end].strip():
+                values[k] = equation.correct if values[k] is None else (values[k] and equation.correct)
+    return pd.Series(values, dtype="boolean")

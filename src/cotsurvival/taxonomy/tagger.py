@@ -38,12 +38,30 @@ def load_pipeline():
         raise CotSurvivalError("E004", asset=SPACY_PIPELINE, command=INSTALL_COMMANDS[SPACY_PIPELINE])
     import spacy
 
+    _register_newline_sentences()
     try:
         nlp = spacy.load(SPACY_PIPELINE, exclude=list(UNUSED_COMPONENTS))
     except (OSError, ImportError) as exc:
         raise CotSurvivalError("E004", asset=SPACY_PIPELINE, command=INSTALL_COMMANDS[SPACY_PIPELINE]) from exc
     nlp.max_length = max(nlp.max_length, 5_000_000)
+    if "newline_sentences" not in nlp.pipe_names:
+        nlp.add_pipe("newline_sentences", before="parser" if "parser" in nlp.pipe_names else None)
     return nlp
+
+
+def _register_newline_sentences() -> None:
+    from spacy.language import Language
+
+    if "newline_sentences" in Language.factories:
+        return
+
+    @Language.component("newline_sentences")
+    def newline_sentences(doc):
+        # Chains of thought put one step per line; the parser must not join lines into one sentence.
+        for tok in doc[1:]:
+            if "\n" in doc[tok.i - 1].text:
+                tok.is_sent_start = True
+        return doc
 
 
 @functools.lru_cache(maxsize=8)
@@ -130,8 +148,9 @@ def _question_contexts(questions: Sequence[str | None], spec: TaxonomySpec) -> l
     unique = [q for q in dict.fromkeys(q for q in questions if q) if (q, spec.path) not in _QUESTION_CACHE]
     if unique:
         nlp = load_pipeline()
-        # Entities need only POS tags and lemmas: skip the parser for the questions.
-        with nlp.select_pipes(disable=[p for p in ("parser",) if p in nlp.pipe_names]):
+        # Entities need only the tagger's fine tags: skip the other components for the questions.
+        skip = [p for p in ("parser", "attribute_ruler", "lemmatizer") if p in nlp.pipe_names]
+        with nlp.select_pipes(disable=skip):
             for q, doc in zip(unique, nlp.pipe(unique, batch_size=DEFAULT_BATCH_SIZE)):
                 if len(_QUESTION_CACHE) > 4096:
                     _QUESTION_CACHE.clear()
