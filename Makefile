@@ -27,7 +27,7 @@ demo: install
 	$(VENV)/bin/cotsurvival demo --out $(DEMO_OUT)
 
 test: install
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --nbmake
 
 test-fast: install
 	$(PY) -m pytest -q -m "not integration and not faults"

@@ -79,7 +79,7 @@ def main() -> int:
         reference = sequences(encoded.reasoning_ids, traces["naive"].order)
         same = all(sequences(encoded.reasoning_ids, traces[k].order) == reference for k in ("prefix", "crossstep"))
         bound = suffix_lower_bound(p, n, a, steps)
-        row = {"chain": encoded.chain.id, "prefix_tokens": p, "reasoning_tokens": n, "answer_tokens": a, "steps": steps,
+        row = {"chain": encoded.chain.id, "prompt_tokens": p, "reasoning_tokens": n, "answer_tokens": a, "steps": steps,
                "identical_orders": same, "lower_bound_tokens": bound}
         for name in ("naive", "prefix", "crossstep"):
             row[f"{name}_s"] = round(timings[name], 1)

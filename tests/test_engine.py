@@ -156,3 +156,53 @@ def test_resume_continue_and_refuse(tmp_path, tiny_loaded):
         prune(EXAMPLE_CHAINS[:2], full.path, loaded_model=tiny_loaded, objective="answer", progress=False)
     with pytest.raises(CotSurvivalError, match="set of chains"):
         prune(EXAMPLE_CHAINS[1:], full.path, loaded_model=tiny_loaded, keep_ratio=0.2, progress=False)
+
+
+def test_export_pruned_text(tmp_path, tiny_loaded):
+    from cotsurvival.errors import CotSurvivalError
+    from cotsurvival.pruning import export_pruned
+    from cotsurvival.pruning.run import prune
+
+    run = prune(EXAMPLE_CHAINS[:2], tmp_path / "run", loaded_model=tiny_loaded, keep_ratio=0.5, progress=False)
+    count = export_pruned(run, 0.5, tmp_path / "pruned.jsonl")
+    rows = [__import__("json").loads(line) for line in (tmp_path / "pruned.jsonl").read_text().splitlines()]
+    assert count == len(rows) == 2
+    tokens = pd.read_parquet(run.path / "tokens.parquet")
+    for row, chain in zip(rows, EXAMPLE_CHAINS[:2]):
+        mine = tokens[tokens.chain_id == chain.id].sort_values("position")
+        kept = mine[mine.censored]
+        assert row["n_kept"] == len(kept) == len(mine) // 2
+        # the kept tokens appear in the exported text, in order, and deleted-only words do not
+        cursor = 0
+        for text in kept["text"]:
+            cursor = row["reasoning"].index(text.strip(), cursor)
+        assert row["answer"] == chain.answer
+    full = export_pruned(run, 0.9, tmp_path / "light.jsonl")
+    assert full == 2
+    with pytest.raises(CotSurvivalError, match="keep ratio"):
+        export_pruned(run, 0.2, tmp_path / "deeper.jsonl")
+
+
+def test_out_of_memory_halves_the_batch_and_retries(tiny, monkeypatch):
+    model, tokenizer = tiny
+    encoded = encode_chain(EXAMPLE_CHAINS[0], tokenizer)
+    args = (encoded.prefix_ids, encoded.reasoning_ids, encoded.answer_ids)
+    expected = PrefixReuseScorer(model, "joint", 512).score(*args)
+    scorer = PrefixReuseScorer(model, "joint", 512)
+    original = PrefixReuseScorer._score_batch
+    calls = {"n": 0}
+
+    def flaky(self, *a):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.OutOfMemoryError("simulated")
+        return original(self, *a)
+
+    monkeypatch.setattr(PrefixReuseScorer, "_score_batch", flaky)
+    sizes = []
+    monkeypatch.setattr(PrefixReuseScorer, "_score_batch",
+                        lambda self, *a: sizes.append(len(a[6])) or flaky(self, *a))
+    got = scorer.score(*args)
+    assert scorer.max_batch_tokens == 256
+    assert sizes[1] < sizes[0]  # the retried batch was re-split under the halved budget
+    np.testing.assert_allclose(got.candidate_objectives, expected.candidate_objectives, atol=1e-5)

@@ -31,6 +31,7 @@ from .errors import ChainInputError, CotSurvivalError
 OnError = Literal["fail", "skip"]
 BUILTIN_CORPORA = ("gsm8k",)
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
+_CSV_FIELD_LIMIT = 2**31 - 1
 _FINAL_ANSWER = re.compile(r"^[ \t]*####[ \t]*(.*?)\s*$", re.MULTILINE)
 
 
@@ -63,6 +64,7 @@ class ChainCorpus:
     source: str
     chains: list[Chain] = field(default_factory=list)
     skipped: list[SkippedLine] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)  # input line of each chain (parallel to ``chains``)
 
     def __iter__(self) -> Iterator[Chain]:
         return iter(self.chains)
@@ -136,12 +138,13 @@ def read_chains(
                 raise ValueError(f"duplicate id {chain.id!r}")
             seen.add(chain.id)
         except (ValueError, TypeError, KeyError) as exc:
-            reason = str(exc).strip("'\"") or type(exc).__name__
+            reason = (str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)) or type(exc).__name__
             if on_error == "fail":
                 raise ChainInputError("E002", path=name, line=line, reason=reason) from None
             corpus.skipped.append(SkippedLine(name, line, reason))
             continue
         corpus.chains.append(chain)
+        corpus.lines.append(line)
         if limit is not None and len(corpus.chains) >= limit:
             break
     return corpus
@@ -159,6 +162,8 @@ def _chain_from_record(record: object, line: int, stem: str, keep_annotations: b
             raise TypeError(f"field '{key}' must be a string, got {type(value).__name__}")
         if value is not None and "\x00" in value:
             raise ValueError(f"field '{key}' contains a NUL byte")
+        if value is not None and not _encodes_as_utf8(value):
+            raise ValueError(f"field '{key}' is not valid Unicode (a lone surrogate escape such as \\ud800)")
     question, reasoning, answer = fields["question"], fields["reasoning"], fields["answer"]
     if reasoning is None:
         # GSM8K native form: the worked solution is in `answer`.
@@ -172,6 +177,14 @@ def _chain_from_record(record: object, line: int, stem: str, keep_annotations: b
     raw_id = record.get("id")
     chain_id = f"{stem}-{line}" if raw_id is None or raw_id == "" else str(raw_id)
     return Chain(id=chain_id, question=question, reasoning=reasoning, answer=answer)
+
+
+def _encodes_as_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _records_from_file(path: Path) -> Iterator[tuple[int, object]]:
@@ -202,6 +215,10 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, object]]:
                 yield number, json.loads(text)
             except json.JSONDecodeError as exc:
                 yield number, ValueError(f"malformed JSON ({exc.msg} at column {exc.colno})")
+            except RecursionError:
+                yield number, ValueError("malformed JSON (nested too deeply)")
+            except ValueError as exc:  # e.g. an integer longer than Python's digit limit
+                yield number, ValueError(f"malformed JSON ({' '.join(str(exc).split())[:120]})")
 
 
 def _json_records(path: Path) -> Iterator[tuple[int, object]]:
@@ -209,6 +226,10 @@ def _json_records(path: Path) -> Iterator[tuple[int, object]]:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ChainInputError("E002", path=path, line=getattr(exc, "lineno", 1), reason=f"cannot parse JSON ({exc})") from None
+    except RecursionError:
+        raise ChainInputError("E002", path=path, line=1, reason="cannot parse JSON (nested too deeply)") from None
+    except ValueError as exc:  # e.g. an integer longer than Python's digit limit
+        raise ChainInputError("E002", path=path, line=1, reason=f"cannot parse JSON ({' '.join(str(exc).split())[:120]})") from None
     if not isinstance(data, list):
         raise ChainInputError("E002", path=path, line=1, reason="expected a JSON list of chain objects")
     yield from enumerate(data, start=1)
@@ -220,8 +241,17 @@ def _csv_records(path: Path) -> Iterator[tuple[int, object]]:
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
         raise ChainInputError("E002", path=path, line=line, reason="invalid UTF-8") from None
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)  # the default (131072 characters) is below a long reasoning
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield reader.line_num + 1, ValueError(f"malformed CSV ({exc})")
+            continue
         # The header is line 1; a record spanning several lines is named by its first.
         yield reader.line_num - _newlines_in(row), {k: (v if v != "" else None) for k, v in row.items() if k is not None}
 

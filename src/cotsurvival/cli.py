@@ -44,8 +44,16 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random baseline.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model's repository.")
 @click.option("--allow-unsafe-weights", is_flag=True, help="Allow pickled (.bin) weights, which can run code.")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: one actor per GPU (or CPU slot) prunes chains; needs pip install cotsurvival[cluster].")
+@click.option("--ray-address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, a running cluster, "
+                                                  "else a new local one).")
+@click.option("--workers", type=int, default=None, help="Ray actors (default: one per GPU, else one per CPU).")
+@click.option("--gpus-per-worker", type=float, default=None,
+              help="GPUs each Ray actor reserves (default: 1 when the cluster has GPUs, else 0).")
 def prune(chains, out, model, objective, keep_ratio, limit, baselines, max_batch_tokens, method, device, dtype,
-          on_error, keep_annotations, seed, trust_remote_code, allow_unsafe_weights):
+          on_error, keep_annotations, seed, trust_remote_code, allow_unsafe_weights, backend, ray_address, workers,
+          gpus_per_worker):
     """Greedy survival pruning of CHAINS (a file or 'gsm8k') into a run directory."""
     from .pruning import prune as run_prune
 
@@ -53,7 +61,8 @@ def prune(chains, out, model, objective, keep_ratio, limit, baselines, max_batch
     run = run_prune(chains, out, model=model, objective=objective, keep_ratio=keep_ratio, limit=limit,
                     baselines=names, max_batch_tokens=max_batch_tokens, method=method, device=device, dtype=dtype,
                     on_error=on_error, keep_annotations=keep_annotations, seed=seed,
-                    trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights)
+                    trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights,
+                    backend=backend, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
     manifest = run.read_manifest()
     click.echo(f"pruned {manifest['n_chains']} chains into {run.path} ({len(manifest['skipped'])} skipped)")
 

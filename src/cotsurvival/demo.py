@@ -45,14 +45,14 @@ def run_demo(out: str | Path = "demo-run", *, limit: int = 6, keep_ratio: float 
     say("[2/5] tagging tokens ...")
     tag_run(run)
     say("[3/5] attention features ...")
-    compute_attention_features(run, loaded_model=loaded, progress=progress)
+    compute_attention_features(run, loaded[0], progress=progress)
     say("[4/5] statistics ...")
     analyze(run)
     say("[5/5] report and viewer ...")
-    report = build_report(run, out / "report")
-    viewer = build_viewer(run, out / "viewer.html")
+    build_report(run, out / "report")
+    build_viewer(run, out / "viewer.html")
     timings["total"] = time.perf_counter() - began
     RunDir(run.path).update_manifest(demo_timings={k: round(v, 1) for k, v in timings.items()})
     return {"run": run.path, "stats": run.stats_dir, "citations": run.stats_dir / "citations.md",
-            "report": Path(report) if not isinstance(report, Path) else report, "viewer": Path(viewer),
+            "report": out / "report" / "index.html", "viewer": out / "viewer.html",
             "seconds": timings["total"]}

@@ -42,6 +42,11 @@ class Errors:
     E020 = "{path}: cannot tag chain {chain}: {reason}. Re-run `cotsurvival prune` for this run."
     E021 = "Judge {judge}: {reason}"
     E022 = "{path}: the run has no judge labels yet. Run `cotsurvival tag {path} --judge MODEL` first."
+    E070 = "The Ray backend needs the `ray` package: pip install cotsurvival[cluster]"
+    E071 = "Chain {chain}: its Ray worker died {attempts} times (last: {reason}). Committed chains are intact; re-run the same command to resume."
+    E072 = "Cannot start Ray workers: {reason}"
+    E073 = "Cannot connect to the Ray cluster at {address}: {reason}"
+    E074 = "A Ray worker failed: {reason}"
 
 class CotSurvivalError(Exception):
     """An error with a stable code and a one-line message meant for the user.

@@ -102,6 +102,33 @@ class RunDir:
             raise CotSurvivalError("E007", path=self.path)
         return self
 
+    # --------------------------------------------------------------- Jupyter
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the run at a glance (model, settings, counts, survival by category)."""
+        from .reports.notebook import run_summary_html
+
+        return run_summary_html(self)
+
+    def chain(self, chain_index: int):
+        """One chain for display in Jupyter, coloured by category and shaded by survival.
+
+        Parameters
+        ----------
+        chain_index : int
+            Row of the chain in ``chains.parquet``.
+
+        Returns
+        -------
+        cotsurvival.reports.notebook.ChainView
+            Shows as HTML in a notebook; ``str(view.html)`` is the fragment.
+        """
+        from .reports.notebook import ChainView
+
+        return ChainView(self, chain_index)
+
     # -------------------------------------------------------------- manifest
     def read_manifest(self) -> dict[str, Any]:
         self.require()

@@ -119,7 +119,7 @@ def synthetic_run(path, n_chains: int = 6, n_tokens: int = 30, keep_ratio: float
         deleted = {pos: step + 1 for step, pos in enumerate(order)}
         tokens = pd.DataFrame({
             "chain_index": index, "chain_id": chain_id, "position": np.arange(n), "token_id": np.arange(10, 10 + n),
-            "text": texts, "char_start": starts + np.array([1 if i else 0 for i in range(n)]),
+            "text": texts, "char_start": starts,
             "char_end": starts + np.array([len(t) for t in texts]), "is_whitespace": False,
             "deleted_step": pd.array([deleted.get(i) for i in range(n)], dtype="Int64"), "n_tokens": n,
         })

@@ -71,6 +71,36 @@ class AnalysisResult:
             "notes": self.notes_, "citations": self.citations_,
         })
 
+    def _repr_html_(self) -> str:
+        """Jupyter: counts, the main test (log-rank across categories) and the citations; all text escaped."""
+        from html import escape
+
+        from .citations import fmt_p
+
+        counts = self.counts_
+        rows = [("run", self.run), ("model", counts.get("model")), ("objective", counts.get("objective")),
+                ("chains", counts.get("n_chains")), ("tokens", counts.get("n_tokens")),
+                ("censored tokens", counts.get("n_censored")),
+                ("ranking", "full" if counts.get("full_ranking") else f"stopped at keep ratio {counts.get('keep_ratio')}"),
+                ("categories", ", ".join(f"{k}: {v:,}" for k, v in (counts.get("categories") or {}).items()) or "not tagged"),
+                ("baseline orderings", ", ".join(counts.get("orderings") or []) or "none"),
+                ("tables", len(self.tables_))]
+        info = "".join(f"<tr><th style=\"text-align:left\">{escape(k)}</th><td style=\"text-align:left\">"
+                       f"{escape(f'{v:,}' if isinstance(v, int) and not isinstance(v, bool) else str(v))}</td></tr>"
+                       for k, v in rows if v is not None)
+        logrank = self.tests_.get("logrank_category")
+        if logrank is None:
+            main = "not computed"
+        elif "chi2" in logrank:
+            main = (f"χ²({logrank['df']}) = {logrank['chi2']:.2f}, {fmt_p(logrank['p'])} "
+                    f"(n = {logrank['n_tokens']:,} tokens in {logrank['n_chains']:,} chains)")
+        else:
+            main = f"not computed: {logrank.get('note', '')}"
+        items = "".join(f"<li>{escape(str(c))}</li>" for c in self.citations_) or "<li>none</li>"
+        return (f'<div class="cs-analysis"><table class="cs-analysis-counts">{info}</table>'
+                f"<p><b>Log-rank test across categories:</b> {escape(main)}</p>"
+                f"<p><b>Citations</b> ({len(self.citations_)})</p><ul class=\"cs-citations\">{items}</ul></div>")
+
     def save(self, out: str | os.PathLike | None = None) -> Path:
         """Write ``stats.json``, tables as CSV/Markdown/LaTeX, and ``citations.md`` to ``out``.
 

@@ -131,9 +131,10 @@ class CrossStepScorer(Scorer):
         hidden, new = self.forward.run(ids, positions, prefix=state.cache, prefix_lengths=prefix_lengths,
                                        query_valid=valid, keep_cache=True)
         weights = target_weights(n - 1, a, self.objective)  # of the candidate sequence, from index p
+        tails = self._batched_logprobs(hidden, ids, [weights[k:] for k in batch])
         for row, (k, length) in enumerate(zip(batch, lengths)):
             head = state.logprobs[:k]
-            tail = self._weighted_logprobs(hidden[row, : length - 1], ids[row, 1:length], weights[k:])
+            tail = tails[row]
             results[k] = _Candidate([t[row: row + 1, :, 1:length] for t in new.keys],
                                     [t[row: row + 1, :, 1:length] for t in new.values],
                                     np.concatenate([head, tail]))
@@ -161,10 +162,8 @@ class CrossStepScorer(Scorer):
     def _run_carried(self, old, batch, m, queries, results, n, a, w) -> int:
         p = len(old.prefix)
         rows, width = len(batch), len(queries)
-        keys, values = [], []
-        for layer in range(len(old.cache.keys)):
-            keys.append(torch.cat([self._past(old, k, m, layer, "keys") for k in batch], dim=0))
-            values.append(torch.cat([self._past(old, k, m, layer, "values") for k in batch], dim=0))
+        keys = [self._gather_past(old, batch, m, layer, "keys") for layer in range(len(old.cache.keys))]
+        values = [self._gather_past(old, batch, m, layer, "values") for layer in range(len(old.cache.keys))]
         ids = torch.tensor([queries] * rows, device=self.device)
         for row, k in enumerate(batch):
             if k == w - 1:
@@ -174,10 +173,11 @@ class CrossStepScorer(Scorer):
         hidden, new = self.forward.run(ids, positions, prefix=PrefixCache(keys, values), prefix_lengths=full,
                                        keep_cache=True)
         weights = target_weights(n - 1, a, self.objective)
+        kept_len = m - p  # targets at indices p .. m-1 are unchanged
+        tails = self._batched_logprobs(hidden, ids, [weights[kept_len:]] * rows)
         for row, k in enumerate(batch):
             own = old.candidates[k]
-            kept_len = m - p  # targets at indices p .. m-1 are unchanged
-            tail = self._weighted_logprobs(hidden[row, : width - 1], ids[row, 1:], weights[kept_len:])
+            tail = tails[row]
             reuse = max(0, m - 1 - (p + k))
             drop = max(0, (p + k) - (m - 1))
             results[k] = _Candidate(
@@ -186,14 +186,20 @@ class CrossStepScorer(Scorer):
                 np.concatenate([own.logprobs[:kept_len], tail]))
         return rows * width
 
-    def _past(self, old: _State, k: int, m: int, layer: int, kind: str) -> torch.Tensor:
-        """Keys or values of candidate k's step-t sequence up to index m-1 (exclusive), ``(1, kv, m-1, hd)``."""
+    def _gather_past(self, old: _State, batch, m: int, layer: int, kind: str) -> torch.Tensor:
+        """Keys or values of each candidate's step-t sequence before index m-1, ``(B, kv, m-1, hd)``.
+
+        Row k is the shared cache up to its deletion point p+k, then its own cached suffix.
+        """
         p = len(old.prefix)
         base = getattr(old.cache, kind)[layer]
-        own = getattr(old.candidates[k], kind)[layer]
-        if m - 1 <= p + k:
-            return base[:, :, : m - 1]
-        return torch.cat([base[:, :, : p + k], own[:, :, : m - 1 - (p + k)]], dim=2)
+        out = base.new_empty((len(batch), base.shape[1], m - 1, base.shape[3]))
+        for row, k in enumerate(batch):
+            split = min(p + k, m - 1)
+            out[row, :, :split] = base[0, :, :split]
+            if m - 1 > split:
+                out[row, :, split:] = getattr(old.candidates[k], kind)[layer][0, :, : m - 1 - split]
+        return out
 
     # ---------------------------------------------------------------- helpers
     def _batches(self, jobs, length_of):
@@ -216,6 +222,24 @@ class CrossStepScorer(Scorer):
             index = torch.from_numpy(needed).to(self.device)
             out[needed] = self.forward.log_probs(hidden[index], targets[index]).double().cpu().numpy() * weights[needed]
         return out
+
+    def _batched_logprobs(self, hidden, ids, row_weights) -> list[np.ndarray]:
+        """Per row r: ``w · log p`` of ``ids[r, 1:1+len(w)]`` predicted by ``hidden[r, :len(w)]``.
+
+        One vocabulary-head call for the whole batch: per-row calls are small matmuls that waste
+        most of a CPU's throughput.
+        """
+        rows, width = ids.shape
+        weight_grid = np.zeros((rows, width - 1))
+        for row, w in enumerate(row_weights):
+            weight_grid[row, : len(w)] = w
+        needed = weight_grid > 0
+        out = np.zeros((rows, width - 1))
+        if needed.any():
+            mask = torch.from_numpy(needed).to(self.device)
+            logp = self.forward.log_probs(hidden[:, : width - 1][mask], ids[:, 1:][mask]).double().cpu().numpy()
+            out[needed] = logp * weight_grid[needed]
+        return [out[row, : len(w)] for row, w in enumerate(row_weights)]
 
 
 def _fill(results: dict[int, _Candidate], w: int) -> list[_Candidate]:

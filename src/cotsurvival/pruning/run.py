@@ -12,6 +12,8 @@ import hashlib
 import json
 import math
 import time
+import warnings
+import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -71,6 +73,10 @@ def prune(
     trust_remote_code: bool = False,
     allow_unsafe_weights: bool = False,
     loaded_model=None,
+    backend: str = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
+    gpus_per_worker: float | None = None,
 ) -> RunDir:
     """Prune chains greedily and write (or resume, or continue) a run directory.
 
@@ -96,20 +102,54 @@ def prune(
         Bad input lines fail unless ``"skip"``; chains the model cannot take (too long, empty
         answer) are skipped unless ``"fail"``. Every skip is recorded in the manifest.
     loaded_model : tuple, optional
-        ``(model, tokenizer, ModelInfo)`` already loaded (notebooks, benchmarks).
+        ``(model, tokenizer, ModelInfo)`` already loaded (notebooks, benchmarks). With the Ray
+        backend it is shipped to every actor (small models only).
+    backend : {"local", "ray"}
+        ``ray``: one actor per GPU (or CPU slot) loads the model and prunes chains; this process
+        commits them (see :mod:`cotsurvival.pruning.ray_backend`). Needs ``pip install cotsurvival[cluster]``.
+    ray_address : str, optional
+        Ray cluster to join (default ``$RAY_ADDRESS``, a running local cluster, else a new local one).
+    workers : int, optional
+        Actors to start (default: one per GPU, or one per CPU without GPUs).
+    gpus_per_worker : float, optional
+        GPUs each actor reserves (default 1 when the cluster has GPUs, else 0).
 
     Returns
     -------
     RunDir
     """
     _check_options(objective, keep_ratio, baselines, on_error, max_batch_tokens)
+    if backend not in ("local", "ray"):
+        raise CotSurvivalError("E009", reason=f"--backend must be 'local' or 'ray', not {backend!r}")
     corpus = _as_corpus(chains, on_error, keep_annotations, limit)
-    if loaded_model is None:
-        from ..models import load_model
+    pool = None
+    if backend == "ray":
+        from .ray_backend import RayPool
 
-        loaded_model = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                                  allow_unsafe_weights=allow_unsafe_weights)
-    lm, tokenizer, info = loaded_model
+        pool = RayPool.start(model=model, loaded_model=loaded_model, device=device, dtype=dtype, method=method,
+                             objective=objective, max_batch_tokens=max_batch_tokens,
+                             trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights,
+                             address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
+        lm, tokenizer, info = None, pool.tokenizer, pool.info
+    else:
+        if loaded_model is None:
+            from ..models import load_model
+
+            loaded_model = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                                      allow_unsafe_weights=allow_unsafe_weights)
+        lm, tokenizer, info = loaded_model
+    try:
+        return _prune_encoded(corpus, out, lm, tokenizer, info, pool, objective=objective, keep_ratio=keep_ratio,
+                              max_batch_tokens=max_batch_tokens, method=method, baselines=baselines,
+                              on_error=on_error, keep_annotations=keep_annotations, seed=seed, progress=progress)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ratio, max_batch_tokens, method,
+                   baselines, on_error, keep_annotations, seed, progress) -> RunDir:
+    """Encode, open the run, prune what is not committed yet (here, or on the Ray ``pool``), commit."""
     started = time.perf_counter()
     encoded, skipped = _encode_all(corpus, tokenizer, info.max_positions, on_error)
     if not encoded:
@@ -119,26 +159,47 @@ def prune(
     manifest = _open_run(run, settings, info, encoded, skipped, corpus, keep_ratio, baselines, seed,
                          method, max_batch_tokens, keep_annotations)
     target_ratio = min(keep_ratio, manifest["keep_ratio"])
-    scorer = make_scorer(lm, method=method, objective=objective, max_batch_tokens=max_batch_tokens)
     names = list(dict.fromkeys(list(manifest.get("baselines", [])) + list(baselines)))
     chain_seconds = dict(manifest.get("timings", {}).get("chains", {}))
     bar = tqdm(total=len(encoded), desc="chains", unit="chain", disable=not progress, dynamic_ncols=True)
+    todo = []
     for index, item in enumerate(encoded):
         wanted = n_deletions(len(item.reasoning_ids), target_ratio)
         if _committed_steps(run, index) >= wanted and _has_baselines(run, index, names):
             bar.update(1)
             continue
-        trace = _prune_one(run, scorer, item, index, wanted, progress)
-        _commit(run, lm, item, index, trace, names, seed)
+        todo.append((index, item, wanted))
+
+    def committed(item: EncodedChain, trace: ChainTrace) -> None:
         chain_seconds[item.chain.id] = round(trace.seconds, 3)
         bar.update(1)
         bar.set_postfix(last=f"{trace.seconds:.1f}s")
-    bar.close()
+
+    extra = {}
+    try:  # the bar is closed (ending its line) before any error message is printed
+        if pool is None:
+            scorer = make_scorer(lm, method=method, objective=objective, max_batch_tokens=max_batch_tokens)
+            scorer_name = type(scorer).__name__
+            for index, item, wanted in todo:
+                trace = _prune_one(run, scorer, item, index, wanted, progress)
+                attention = answer_attention(lm, item) if "attention" in names else None
+                _commit(run, item, index, trace, names, seed, attention)
+                committed(item, trace)
+        else:
+            scorer_name = pool.scorer_name
+            for index, item, trace, attention, _ in pool.run(todo, start_of=lambda i, it: _start_trace(run, it, i),
+                                                             attention="attention" in names):
+                _commit(run, item, index, trace, names, seed, attention)
+                committed(item, trace)
+            extra["ray"] = pool.summary()
+    finally:
+        bar.close()
     timings = dict(manifest.get("timings", {}))
     timings["prune_seconds_last_invocation"] = round(time.perf_counter() - started, 3)
     timings["chains"] = chain_seconds
     run.update_manifest(keep_ratio=target_ratio, baselines=names, timings=timings, updated=_now(),
-                        engine={"method": type(scorer).__name__, "max_batch_tokens": max_batch_tokens})
+                        engine={"method": scorer_name, "max_batch_tokens": max_batch_tokens,
+                                "backend": "local" if pool is None else "ray"}, **extra)
     return run
 
 
@@ -167,7 +228,8 @@ def _as_corpus(chains, on_error, keep_annotations, limit) -> ChainCorpus:
 def _encode_all(corpus, tokenizer, max_positions, on_error):
     skipped = [{"source": s.source, "line": s.line, "chain_id": None, "reason": s.reason} for s in corpus.skipped]
     encoded = []
-    for chain in corpus:
+    lines = corpus.lines if len(corpus.lines) == len(corpus.chains) else [None] * len(corpus.chains)
+    for chain, line in zip(corpus, lines):
         item = encode_chain(chain, tokenizer)
         reason = None
         if not item.reasoning_ids:
@@ -182,8 +244,9 @@ def _encode_all(corpus, tokenizer, max_positions, on_error):
             encoded.append(item)
             continue
         if on_error == "fail":
-            raise CotSurvivalError("E002", path=corpus.source, line=chain.id, reason=reason)
-        skipped.append({"source": corpus.source, "line": None, "chain_id": chain.id, "reason": reason})
+            raise CotSurvivalError("E002", path=corpus.source, line=chain.id if line is None else line,
+                                   reason=f"chain {chain.id!r}: {reason}")
+        skipped.append({"source": corpus.source, "line": line, "chain_id": chain.id, "reason": reason})
     return encoded, skipped
 
 
@@ -216,7 +279,9 @@ def _open_run(run, settings, info, encoded, skipped, corpus, keep_ratio, baselin
 
 
 def _committed_steps(run: RunDir, index: int) -> int:
-    if not run.has_part("tokens", index):
+    # tokens is the commit marker; a steps or traces part deleted since (E008 tells users to delete a
+    # corrupt part and re-run) makes the chain count as not done, so it is pruned and written again.
+    if not (run.has_part("tokens", index) and run.has_part("steps", index) and run.has_part("traces", index)):
         return -1
     tokens = run.read_part("tokens", index, columns=["deleted_step"])
     return int(tokens["deleted_step"].notna().sum())
@@ -233,12 +298,7 @@ def _has_baselines(run: RunDir, index: int, names) -> bool:
 
 def _prune_one(run: RunDir, scorer, item: EncodedChain, index: int, wanted: int, progress: bool) -> ChainTrace:
     checkpoint = run.checkpoint_dir / f"part-{index:06d}.npz"
-    start = None
-    if checkpoint.is_file():
-        start = load_checkpoint(checkpoint)
-    elif run.has_part("tokens", index) and run.has_part("traces", index):
-        static = run.read_part("tokens", index, columns=["static_logprob"])["static_logprob"].to_numpy()
-        start = trace_from_tables(run.read_part("steps", index), run.read_part("traces", index), static)
+    start = _start_trace(run, item, index)
     bar = tqdm(total=wanted, initial=start.n_steps if start else 0, desc=f"  {item.chain.id}", unit="step",
                leave=False, disable=not progress, dynamic_ncols=True)
     last_save = [time.perf_counter()]
@@ -253,16 +313,36 @@ def _prune_one(run: RunDir, scorer, item: EncodedChain, index: int, wanted: int,
             last_save[0] = time.perf_counter()
 
     on_step.t = time.perf_counter()
-    trace = greedy_prune(scorer, item, wanted, start=start, on_step=on_step)
-    bar.close()
-    return trace
+    try:
+        return greedy_prune(scorer, item, wanted, start=start, on_step=on_step)
+    finally:
+        bar.close()
 
 
-def _commit(run: RunDir, lm, item: EncodedChain, index: int, trace: ChainTrace, names, seed) -> None:
+def _start_trace(run: RunDir, item: EncodedChain, index: int) -> ChainTrace | None:
+    """Where a chain's pruning starts: its checkpoint, its committed tables (a lower keep ratio), or nothing."""
+    checkpoint = run.checkpoint_dir / f"part-{index:06d}.npz"
+    start = None
+    if checkpoint.is_file():
+        try:
+            start = load_checkpoint(checkpoint)
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+            # A checkpoint only saves time: a damaged one is dropped and the chain starts over.
+            warnings.warn(f"ignoring unreadable checkpoint {checkpoint} ({type(exc).__name__}: {exc}); "
+                          f"chain {item.chain.id!r} starts over", stacklevel=2)
+            checkpoint.unlink(missing_ok=True)
+    if start is None and all(run.has_part(t, index) for t in ("tokens", "steps", "traces")):
+        static = run.read_part("tokens", index, columns=["static_logprob"])["static_logprob"].to_numpy()
+        start = trace_from_tables(run.read_part("steps", index), run.read_part("traces", index), static)
+    return start
+
+
+def _commit(run: RunDir, item: EncodedChain, index: int, trace: ChainTrace, names, seed,
+            attention: np.ndarray | None = None) -> None:
+    """Write one finished chain (steps, traces, baselines, then tokens: the commit marker)."""
     run.write_part("steps", index, steps_frame(item, trace, index))
     run.write_part("traces", index, traces_frame(item, trace, index))
     if names:
-        attention = answer_attention(lm, item) if "attention" in names else None
         orders = baseline_orders(trace, names=names, seed=seed, chain_index=index, attention=attention)
         run.write_part("baselines", index, orders_to_frame(orders, len(item.reasoning_ids), trace.n_steps,
                                                            index, item.chain.id))

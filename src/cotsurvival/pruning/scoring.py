@@ -104,7 +104,11 @@ class Scorer:
         """Forget per-chain state (scorers that keep some free it here)."""
 
     def _run_with_oom_retry(self, work, *args):
-        """Run a batch; on CUDA out-of-memory halve the batch budget and retry."""
+        """Run ``work``; on CUDA out-of-memory halve the batch budget and run it again.
+
+        ``work`` must plan its batches from ``self.max_batch_tokens`` on every call, so the
+        retry really runs smaller batches.
+        """
         while True:
             try:
                 return work(*args)
@@ -112,7 +116,8 @@ class Scorer:
                 if self.max_batch_tokens <= 64:
                     raise
                 self.max_batch_tokens //= 2
-                torch.cuda.empty_cache()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
 
 
 class PrefixReuseScorer(Scorer):
@@ -150,9 +155,17 @@ class PrefixReuseScorer(Scorer):
         # Longest suffixes last: consecutive candidates have similar lengths, so padding is small.
         todo = [k for k in range(n - 1, -1, -1) if not duplicate[k] and n + a - k - 2 > 0]
         processed = 0
-        for batch in plan_batches(todo, lambda k: n + a - k - 2, self.max_batch_tokens):
-            processed += self._run_with_oom_retry(self._score_batch, sequence, cache, p, n, a, weights, batch, scores)
+        while todo:
+            # Plan from the current budget each time: an out-of-memory retry re-splits the batch.
+            done, rows = self._run_with_oom_retry(self._plan_and_score, sequence, cache, p, n, a, weights, todo, scores)
+            processed += rows
+            todo = todo[done:]
         return scores, processed
+
+    def _plan_and_score(self, sequence, cache, p, n, a, weights, todo, scores) -> tuple[int, int]:
+        """Score the next batch of ``todo``; returns (jobs done, token rows run)."""
+        batch = next(plan_batches(todo, lambda k: n + a - k - 2, self.max_batch_tokens))
+        return len(batch), self._score_batch(sequence, cache, p, n, a, weights, batch, scores)
 
     def _score_batch(self, sequence, cache, p, n, a, weights, batch, scores) -> int:
         lengths = [n + a - k - 2 for k in batch]
@@ -202,19 +215,23 @@ class NaiveScorer(Scorer):
         objective = float((weights * base_lp).sum())
         candidates = np.zeros(n)
         processed = base.shape[1]
-        per_batch = max(1, self.max_batch_tokens // max(1, len(prefix + kept + answer) - 1))
         duplicate = duplicate_of_previous(kept)
         todo = [k for k in range(n) if not duplicate[k]]
-        for start in range(0, len(todo), per_batch):
-            batch = todo[start: start + per_batch]
-            rows = torch.tensor([prefix + kept[:k] + kept[k + 1:] + answer for k in batch], device=self.device)
-            w = target_weights(n - 1, a, self.objective)
-            lp = self._run_with_oom_retry(self._target_logprobs, rows, p, w)
-            candidates[batch] = (lp * w).sum(axis=1)
-            processed += rows.numel()
+        w = target_weights(n - 1, a, self.objective)
+        while todo:
+            batch = self._run_with_oom_retry(self._naive_batch, prefix, kept, answer, todo, w, candidates)
+            processed += len(batch) * (p + n - 1 + a)
+            todo = todo[len(batch):]
         for k in np.nonzero(duplicate)[0]:
             candidates[k] = candidates[k - 1]
         return StepScores(objective, candidates, base_lp[:n], processed)
+
+    def _naive_batch(self, prefix, kept, answer, todo, w, candidates) -> list[int]:
+        per_batch = max(1, self.max_batch_tokens // max(1, len(prefix) + len(kept) + len(answer) - 1))
+        batch = todo[:per_batch]
+        rows = torch.tensor([prefix + kept[:k] + kept[k + 1:] + answer for k in batch], device=self.device)
+        candidates[batch] = (self._target_logprobs(rows, len(prefix), w) * w).sum(axis=1)
+        return batch
 
     def _target_logprobs(self, rows: torch.Tensor, p: int, weights: np.ndarray) -> np.ndarray:
         """``log p(rows[:, p+j])`` for scored j (others 0), shape ``(B, len - p)``."""

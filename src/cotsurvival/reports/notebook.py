@@ -1,5 +1,8 @@
 """HTML snippets for Jupyter (``_repr_html_``): a chain coloured by category, and a run summary.
 
+``RunDir`` shows :func:`run_summary_html`; ``RunDir.chain(i)`` returns a :class:`ChainView`
+that shows :func:`chain_html`.
+
 All chain text goes through :func:`html.escape`, so a token such as ``<script>`` shows as text.
 """
 from __future__ import annotations
@@ -79,6 +82,36 @@ def chain_html(run: str | os.PathLike | RunDir, chain_index: int) -> str:
     return (f'<div class="cs-chain-box">{head}<div class="cs-legend">{legend}</div>'
             f'<div class="cs-chain" style="font-family:monospace;white-space:pre-wrap;line-height:1.9">'
             f'{"".join(spans)}{html.escape(tail)}</div></div>')
+
+
+class ChainView:
+    """One chain of a run, shown in Jupyter as :func:`chain_html` (``RunDir.chain(i)`` makes one).
+
+    Parameters
+    ----------
+    run : str, PathLike or RunDir
+        The run directory.
+    chain_index : int
+        Row of the chain in ``chains.parquet``; E051 at once if the run has no such chain.
+    """
+
+    def __init__(self, run: str | os.PathLike | RunDir, chain_index: int) -> None:
+        self.run = _rundir(run)
+        indices = self.run.part_indices("tokens")
+        if chain_index not in indices:
+            raise CotSurvivalError("E051", chain=chain_index, n_chains=len(indices), last=max(indices, default=-1))
+        self.chain_index = int(chain_index)
+
+    @property
+    def html(self) -> str:
+        """The HTML fragment (re-read from the run, so it follows a later ``tag``)."""
+        return chain_html(self.run, self.chain_index)
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __repr__(self) -> str:
+        return f"ChainView({str(self.run.path)!r}, chain_index={self.chain_index})"
 
 
 def run_summary_html(run: str | os.PathLike | RunDir) -> str:
