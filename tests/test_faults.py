@@ -280,9 +280,6 @@ def test_corrupt_part_named_by_read_part(tmp_path, how):
     pd.testing.assert_frame_equal(run.read_part("tokens", 1), intact)  # the other parts still read
 
 
-@pytest.mark.xfail(strict=True, raises=Exception,
-                   reason="analysis/data.py _read_tokens_part calls pq.read_schema directly: a corrupt tokens part "
-                          "gives a raw ArrowInvalid instead of E008 (reported to the owner of analysis/)")
 @pytest.mark.parametrize("table", ["tokens"])
 def test_corrupt_part_named_by_load_run(tmp_path, table):
     from cotsurvival.analysis import load_run
@@ -308,8 +305,6 @@ def test_corrupt_traces_part_cli_analyze_names_it(tmp_path):
     assert "tau_per_chain" not in stats["tables"] and stats["tables"]["km_category"]
 
 
-@pytest.mark.xfail(strict=True, reason="a corrupt tokens part reaches pq.read_schema in analysis/data.py: "
-                                       "`cotsurvival analyze` prints an ArrowInvalid traceback (reported)")
 def test_corrupt_tokens_part_cli_analyze(tmp_path):
     run = synthetic_run(tmp_path / "run", n_chains=4, n_tokens=12)
     bad = run.part_path("tokens", 1)

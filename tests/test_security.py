@@ -89,8 +89,6 @@ def test_reviewed_sites_refuse_code():
     assert _check("48/2 = 24") is True and parse_math("\\frac{1}{2}") is not None
 
 
-@pytest.mark.xfail(strict=True, reason="equations._check lets '**' through to sympify: 9**9**9 runs for minutes "
-                                       "(taxonomy/equations.py, reported; not this suite's file to change)")
 def test_equation_check_is_bounded():
     code = ("from cotsurvival.taxonomy.equations import _check; _check('1 = 1'); import time; t = time.time(); "
             "_check('9**9**9 = 1'); print(time.time() - t)")
@@ -239,10 +237,6 @@ def test_html_outputs_escape_chain_text(tmp_path):
     assert "Content-Security-Policy" in viewer_page
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="reports/figures.py draws token text with ax.text(...) and no parse_math=False: a token "
-                          "'$$' (LaTeX display math, common in MATH chains) is parsed as mathtext and `cotsurvival "
-                          "report` dies with a ValueError traceback (reported to the owner of reports/)")
 @pytest.mark.parametrize("token", [" $$", " $\\frac{1$"])
 def test_chain_figure_draws_dollar_signs_as_text(tmp_path, token):
     import io

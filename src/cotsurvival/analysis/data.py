@@ -119,9 +119,16 @@ def orderings_long(run: str | os.PathLike | RunDir | pd.DataFrame, *, require_ta
 
 # --------------------------------------------------------------------------- helpers
 def _read_tokens_part(run: RunDir, index: int) -> pd.DataFrame:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    names = set(pq.read_schema(run.part_path("tokens", index)).names)
+    from ..errors import CotSurvivalError
+
+    path = run.part_path("tokens", index)
+    try:
+        names = set(pq.read_schema(path).names)
+    except (pa.ArrowException, OSError) as exc:
+        raise CotSurvivalError("E008", path=path, reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     part = run.read_part("tokens", index, columns=[c for c in _READ_COLUMNS if c in names])
     for column in ("label", "category"):
         if column not in part:

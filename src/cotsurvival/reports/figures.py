@@ -377,7 +377,7 @@ def _token_box(ax, x, y, text, colour, alpha, char_w, line_h, font_pt):
     # Text colour from the blended background's luminance keeps dark, solid boxes readable.
     blended = [alpha * c + (1 - alpha) for c in to_rgb(colour)]
     luminance = 0.2126 * blended[0] + 0.7152 * blended[1] + 0.0722 * blended[2]
-    ax.text(x, y + 0.55 * line_h, core, family="DejaVu Sans Mono", fontsize=font_pt, va="center", ha="left",
+    ax.text(x, y + 0.55 * line_h, core, family="DejaVu Sans Mono", parse_math=False, fontsize=font_pt, va="center", ha="left",
             color="white" if luminance < 0.45 else "black")
 
 
@@ -390,16 +390,16 @@ def _chain_key(ax, categories, colours, x0, y, note):
     for category in categories:
         ax.add_patch(Rectangle((x, y), size, size, facecolor=colours.get(category, "#BBBBBB"), alpha=0.9, linewidth=0))
         label = display_name(category)
-        ax.text(x + size + 0.04, y + size / 2, label, fontsize=6, va="center", family="DejaVu Sans Mono")
+        ax.text(x + size + 0.04, y + size / 2, label, fontsize=6, va="center", family="DejaVu Sans Mono", parse_math=False)
         x += size + 0.04 + len(label) * char_w + 0.12
     y += 0.14
-    ax.text(x0, y + size / 2, "opacity: deleted first", fontsize=6, va="center", family="DejaVu Sans Mono")
+    ax.text(x0, y + size / 2, "opacity: deleted first", fontsize=6, va="center", family="DejaVu Sans Mono", parse_math=False)
     x = x0 + len("opacity: deleted first ") * char_w
     for k, alpha in enumerate(np.linspace(0.12, 0.9, 5)):
         ax.add_patch(Rectangle((x + k * size, y), size, size, facecolor="0.25", alpha=alpha, linewidth=0))
     x += 5 * size + char_w
-    ax.text(x, y + size / 2, "kept longest", fontsize=6, va="center", family="DejaVu Sans Mono")
-    ax.text(x0, y + 0.14 + size / 2, note, fontsize=6, va="center", family="DejaVu Sans Mono", color="0.35")
+    ax.text(x, y + size / 2, "kept longest", fontsize=6, va="center", family="DejaVu Sans Mono", parse_math=False)
+    ax.text(x0, y + 0.14 + size / 2, note, fontsize=6, va="center", family="DejaVu Sans Mono", parse_math=False, color="0.35")
 
 
 def pick_chain(tokens: pd.DataFrame) -> int:

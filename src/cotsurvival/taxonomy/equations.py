@@ -66,7 +66,8 @@ def _check(expression: str) -> bool | None:
     for pattern, replacement in _REPLACEMENTS:
         cleaned = re.sub(pattern, replacement, cleaned)
     sides = [side.strip() for side in cleaned.split("=")]
-    if len(sides) < 2 or any(not side or not _ALLOWED.match(side) for side in sides):
+    if len(sides) < 2 or any(not side or not _ALLOWED.match(side) or "**" in side for side in sides):
+        # '**' is refused: a power tower such as 9**9**9 would make sympy compute for minutes.
         return None
     try:
         # Safe: each side holds only digits, '.', '+-*/', brackets and spaces (checked above).
