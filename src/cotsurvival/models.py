@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -174,7 +175,7 @@ def _smollm2_cache() -> Path:
     from transformers.utils import logging as hf_logging
 
     hf_logging.enable_progress_bar()
-    print(f"converting {gguf.name} to a safetensors cache in {target} (once, ~20 s) ...", flush=True)
+    print(f"converting {gguf.name} to a safetensors cache in {target} (once, ~20 s) ...", file=sys.stderr, flush=True)
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
