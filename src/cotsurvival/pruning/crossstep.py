@@ -112,10 +112,7 @@ class CrossStepScorer(Scorer):
         # Each job k: queries S[p+k-1], S[p+k+1:], attending to the first p+k-1 cached keys.
         for batch in self._batches(jobs, lambda k: n + a - k):
             processed += self._run_new(state, sequence, batch, results)
-        out = []
-        for k in indices:
-            out.append(results[k] if k in results else out[-1].shifted())  # a duplicate: its twin's sequence
-        return out, processed
+        return _fill(results, indices), processed
 
     def _run_new(self, state, sequence, batch, results) -> int:
         p, n, a = len(state.prefix), len(state.kept), len(state.answer)
@@ -157,7 +154,7 @@ class CrossStepScorer(Scorer):
         processed = 0
         for batch in self._batches(jobs, lambda k: width):
             processed += self._run_carried(old, batch, m, queries, results, n, a, w)
-        return _fill(results, w), processed
+        return _fill(results, range(w)), processed
 
     def _run_carried(self, old, batch, m, queries, results, n, a, w) -> int:
         p = len(old.prefix)
@@ -242,9 +239,10 @@ class CrossStepScorer(Scorer):
         return [out[row, : len(w)] for row, w in enumerate(row_weights)]
 
 
-def _fill(results: dict[int, _Candidate], w: int) -> list[_Candidate]:
+def _fill(results: dict[int, _Candidate], indices) -> list[_Candidate]:
+    """Candidates in order; one left out as a duplicate takes its twin's sequence, one index later."""
     out = []
-    for k in range(w):
+    for k in indices:
         out.append(results[k] if k in results else out[-1].shifted())
     return out
 
