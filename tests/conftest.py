@@ -41,3 +41,19 @@ def smollm2():
     from cotsurvival.models import load_model
 
     return load_model("smollm2-135m", device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """The tiny model saved as a safetensors model directory, what ``--model DIR`` takes."""
+    from cli_helpers import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_from_dir(tiny_dir):
+    """The saved tiny model loaded as the CLI loads it (same spec string, so runs can be resumed in process)."""
+    from cotsurvival.models import load_model
+
+    return load_model(str(tiny_dir), device="cpu", dtype="float32")

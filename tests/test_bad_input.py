@@ -12,7 +12,7 @@ import pytest
 from cotsurvival.chains import Chain, read_chains
 from cotsurvival.errors import ChainInputError, CotSurvivalError
 
-from cli_helpers import assert_one_line_error, cli, save_tiny_model
+from cli_helpers import assert_one_line_error, cli
 
 BAD = Path(__file__).parent / "data" / "bad"
 
@@ -35,11 +35,6 @@ EXPECTED = {
     "long_reasoning.jsonl": (["ok-1", "long", "ok-2"], {}, {2: "exceed the model's context of 512"}),
     "bad_rows.csv": (["c1", "c3", "c4"], {3: "empty reasoning"}, {4: "exceed the model's context of 512"}),
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
 # ----------------------------------------------------------------------------- read_chains, in process

@@ -6,16 +6,13 @@ import json
 import pandas as pd
 import pytest
 
-from cli_helpers import save_tiny_model
-
 pytestmark = pytest.mark.integration
 
 
-def test_demo_runs_every_stage(tmp_path):
+def test_demo_runs_every_stage(tmp_path, tiny_dir):
     from cotsurvival.demo import run_demo, shortest_chains
 
-    model_dir = save_tiny_model(tmp_path / "tiny-model")
-    paths = run_demo(tmp_path / "demo", limit=2, keep_ratio=0.5, model=str(model_dir), progress=False)
+    paths = run_demo(tmp_path / "demo", limit=2, keep_ratio=0.5, model=str(tiny_dir), progress=False)
     chains = shortest_chains(2)
     tokens = pd.read_parquet(paths["run"] / "tokens.parquet")
     assert sorted(tokens["chain_id"].unique()) == sorted(c.id for c in chains)

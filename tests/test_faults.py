@@ -22,23 +22,10 @@ from cotsurvival.errors import CotSurvivalError
 from cotsurvival.rundir import RunDir
 from cotsurvival.testing import EXAMPLE_CHAINS, synthetic_run
 
-from cli_helpers import assert_one_line_error, cli, popen_cli, save_tiny_model, write_jsonl
+from cli_helpers import assert_one_line_error, cli, popen_cli, write_jsonl
 
 pytestmark = pytest.mark.faults
 TABLES = ("tokens", "steps", "traces")
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("tiny-model"))
-
-
-@pytest.fixture(scope="module")
-def tiny_from_dir(tiny_dir):
-    """The saved tiny model loaded as the CLI loads it (same spec string, so runs can be resumed in process)."""
-    from cotsurvival.models import load_model
-
-    return load_model(str(tiny_dir), device="cpu", dtype="float32")
 
 
 def doubled(chains, copies=2):

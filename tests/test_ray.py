@@ -15,7 +15,7 @@ from cotsurvival.errors import CotSurvivalError
 from cotsurvival.rundir import RunDir
 from cotsurvival.testing import EXAMPLE_CHAINS
 
-from cli_helpers import cli, save_tiny_model, write_jsonl
+from cli_helpers import cli, write_jsonl
 
 try:
     import ray
@@ -23,18 +23,6 @@ except ImportError:  # the cluster extra is optional
     ray = None
 needs_ray = pytest.mark.skipif(ray is None, reason="ray is not installed (pip install cotsurvival[cluster])")
 TABLES = ("tokens", "steps", "traces", "baselines")
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("tiny-model"))
-
-
-@pytest.fixture(scope="module")
-def tiny_from_dir(tiny_dir):
-    from cotsurvival.models import load_model
-
-    return load_model(str(tiny_dir), device="cpu", dtype="float32")
 
 
 def long_chains(copies: int = 2):
