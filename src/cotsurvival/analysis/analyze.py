@@ -24,6 +24,7 @@ from . import dynamics as dyn
 from . import survival as surv
 from .citations import write_citations
 from .data import as_rundir, baseline_orderings, load_run, orderings_long
+from .inference import mean_ci
 
 LEVELS = ("category", "label")
 # Tables too long for Markdown/LaTeX are written as CSV only.
@@ -269,7 +270,7 @@ def _dynamics(result, run, table) -> None:
         result.tests_["tau"] = {"note": exc.message}
     else:
         result.tables_["tau_per_chain"] = per_chain
-        tau = dyn.mean_ci(per_chain["kendall_tau"])
+        tau = mean_ci(per_chain["kendall_tau"])
         result.tests_["tau"] = {**tau, "n_chains": tau["n"], "n_tokens": int(per_chain["n_tokens"].sum())}
         if tau["n"] == 0:
             result.notes_.append("tau: no chain has 3 or more tokens with varying costs; Kendall's tau undefined.")
@@ -281,7 +282,7 @@ def _dynamics(result, run, table) -> None:
             result.tables_["rescue_category"] = rescue
             _run(result, "rescue_test", lambda: rtest)
         result.tests_["rank_shift_overall"] = {
-            **dyn.mean_ci(per_token["rank_shift"].abs()), "n_tokens": int(per_token["rank_shift"].notna().sum()),
+            **mean_ci(per_token["rank_shift"].abs()), "n_tokens": int(per_token["rank_shift"].notna().sum()),
             "n_chains": int(per_token.dropna(subset=["rank_shift"])["chain_index"].nunique())}
     try:
         _, pooled = dyn.degradation_curves(run)

@@ -27,7 +27,7 @@ from scipy import stats
 from ..errors import CotSurvivalError
 from ..rundir import RunDir
 from .data import as_rundir, attention_layers
-from .dynamics import mean_ci
+from .inference import mean_ci
 
 
 # --------------------------------------------------------------------------- features

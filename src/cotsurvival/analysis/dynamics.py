@@ -21,6 +21,7 @@ from scipy import stats
 from ..errors import CotSurvivalError
 from ..rundir import RunDir
 from .data import as_rundir
+from .inference import mean_ci
 
 TRACE_COLUMNS = ["step", "position", "cost"]
 
@@ -105,22 +106,6 @@ def _chain_tau(index: int, chain: pd.DataFrame) -> dict:
         tau = stats.kendalltau(chain.loc[ok, "static_cost"], chain.loc[ok, "survival"])
         row.update(kendall_tau=float(tau.statistic), p=float(tau.pvalue))
     return row
-
-
-def mean_ci(values, *, alpha: float = 0.05) -> dict:
-    """Mean with a t-interval over independent units (chains), median and n."""
-    values = np.asarray(values, dtype=float)
-    values = values[~np.isnan(values)]
-    n = len(values)
-    out = {"mean": np.nan, "lower": np.nan, "upper": np.nan, "median": np.nan, "sd": np.nan, "n": n}
-    if n == 0:
-        return out
-    out.update(mean=float(values.mean()), median=float(np.median(values)))
-    if n > 1:
-        sd = float(values.std(ddof=1))
-        half = float(stats.t.ppf(1 - alpha / 2, n - 1)) * sd / np.sqrt(n)
-        out.update(sd=sd, lower=out["mean"] - half, upper=out["mean"] + half)
-    return out
 
 
 def rank_shift_by_group(per_token: pd.DataFrame, group: str = "category") -> tuple[pd.DataFrame, dict]:

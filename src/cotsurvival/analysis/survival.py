@@ -10,6 +10,7 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import CotSurvivalError
+from .inference import holm
 
 Z95 = float(stats.norm.ppf(0.975))
 
@@ -103,19 +104,6 @@ def _usable(df: pd.DataFrame, group: str, *, time: str = "survival", min_groups:
     return frame
 
 
-def _holm(pvalues) -> np.ndarray:
-    from statsmodels.stats.multitest import multipletests
-
-    pvalues = np.asarray(pvalues, dtype=float)
-    if len(pvalues) == 0:
-        return pvalues
-    out = np.full_like(pvalues, np.nan)
-    ok = ~np.isnan(pvalues)
-    if ok.any():
-        out[ok] = multipletests(pvalues[ok], method="holm")[1]
-    return out
-
-
 def _dummies(values: pd.Series, reference, prefix: str) -> pd.DataFrame:
     levels = sorted(values.unique(), key=str)
     if reference is None:
@@ -189,7 +177,7 @@ def pairwise_logrank(df: pd.DataFrame, group: str = "category", *, time: str = "
             except CotSurvivalError:  # no events in this pair
                 rows.append({"group_a": a, "group_b": b, "chi2": np.nan, "p": np.nan, **_counts(pair), "n_events": 0})
     table = pd.DataFrame(rows)
-    table.insert(4, "p_holm", _holm(table["p"]))
+    table.insert(4, "p_holm", holm(table["p"]))
     return table
 
 
@@ -292,7 +280,7 @@ def ph_test(
     with np.errstate(divide="ignore", invalid="ignore"):
         chi2 = (centered @ scaled) ** 2 / (n_events * np.diag(variance) * (centered ** 2).sum())
     table = pd.DataFrame({"term": design.columns, "chi2": chi2, "p": stats.chi2.sf(chi2, 1)})
-    table["p_holm"] = _holm(table["p"])
+    table["p_holm"] = holm(table["p"])
     table = table.assign(**_counts(frame), n_events=n_events)
     table.attrs["notes"] = notes
     return table
@@ -459,7 +447,7 @@ def pairwise_mannwhitney(df: pd.DataFrame, group: str = "category", *, time: str
                          "cliffs_delta": float(2 * test.statistic / (len(x) * len(y)) - 1),
                          "n_a": len(x), "n_b": len(y), **_counts(pair)})
     table = pd.DataFrame(rows)
-    table.insert(4, "p_holm", _holm(table["p"]))
+    table.insert(4, "p_holm", holm(table["p"]))
     return table
 
 
@@ -573,7 +561,7 @@ def ordering_interaction(long: pd.DataFrame, group: str = "category", *, time: s
         pair = frame[frame["ordering"].astype(str).isin(["greedy", name])]
         per.append({"ordering": name, **{k: v for k, v in _interaction_wald(pair, group, time).items()
                                          if k in ("chi2", "df", "p", "note")}})
-    p_holm = _holm([row["p"] for row in per])
+    p_holm = holm([row["p"] for row in per])
     for row, adjusted in zip(per, p_holm):
         row["p_holm"] = float(adjusted)
     return {**overall, "orderings": orderings, "per_ordering": per}
