@@ -51,9 +51,13 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
 @click.option("--workers", type=int, default=None, help="Ray actors (default: one per GPU, else one per CPU).")
 @click.option("--gpus-per-worker", type=float, default=None,
               help="GPUs each Ray actor reserves (default: 1 when the cluster has GPUs, else 0).")
+# --approx (engineer approx): approximate greedy survival for long chains
+@click.option("--approx", default=None,
+              help="Approximate greedy survival for long chains: auto (exact up to 150 tokens, else "
+                   "topk:0.1,window=64), topk:F[,window=W][,block=B], topk:k=K. Default: exact.")
 def prune(chains, out, model, objective, keep_ratio, limit, baselines, max_batch_tokens, method, device, dtype,
           on_error, keep_annotations, seed, trust_remote_code, allow_unsafe_weights, backend, ray_address, workers,
-          gpus_per_worker):
+          gpus_per_worker, approx):
     """Greedy survival pruning of CHAINS (a file or 'gsm8k') into a run directory."""
     from .pruning import prune as run_prune
 
@@ -62,7 +66,8 @@ def prune(chains, out, model, objective, keep_ratio, limit, baselines, max_batch
                     baselines=names, max_batch_tokens=max_batch_tokens, method=method, device=device, dtype=dtype,
                     on_error=on_error, keep_annotations=keep_annotations, seed=seed,
                     trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights,
-                    backend=backend, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
+                    backend=backend, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
+                    approx=approx)
     manifest = run.read_manifest()
     click.echo(f"pruned {manifest['n_chains']} chains into {run.path} ({len(manifest['skipped'])} skipped)")
 

@@ -31,7 +31,7 @@ def _n(d) -> str:
 
 def citations(result) -> list[str]:
     """Sentences for the findings in an :class:`~cotsurvival.analysis.analyze.AnalysisResult`."""
-    out: list[str] = []
+    out: list[str] = _approx_sentences(result)  # approx: an approximate run says so first
     for level in result.config["levels"]:
         out += _group_sentences(result, level)
     out += _ordering_sentences(result)
@@ -39,6 +39,21 @@ def citations(result) -> list[str]:
     out += _attention_sentences(result)
     out += [f"Note: {note}" for note in result.notes_]
     return out
+
+
+def _approx_sentences(result) -> list[str]:
+    """The approximation (``manifest engine.approx``) and its measured fidelity, if the run was approximate."""
+    from ..rundir import RunDir
+
+    try:
+        manifest = RunDir(result.run).read_manifest()
+    except Exception:  # noqa: BLE001 - a result without its run directory has nothing to add
+        return []
+    if not (manifest.get("engine") or {}).get("approx"):
+        return []
+    from ..pruning.approx import approx_note  # only approximate runs pay for importing the engine
+
+    return [f"Note: {approx_note(manifest)}"]
 
 
 def _group_sentences(result, level: str) -> list[str]:

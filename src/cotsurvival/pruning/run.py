@@ -77,6 +77,7 @@ def prune(
     ray_address: str | None = None,
     workers: int | None = None,
     gpus_per_worker: float | None = None,
+    approx: str | None = None,
 ) -> RunDir:
     """Prune chains greedily and write (or resume, or continue) a run directory.
 
@@ -113,6 +114,11 @@ def prune(
         Actors to start (default: one per GPU, or one per CPU without GPUs).
     gpus_per_worker : float, optional
         GPUs each actor reserves (default 1 when the cluster has GPUs, else 0).
+    approx : str, optional
+        Approximate greedy survival for long chains (see :mod:`cotsurvival.pruning.approx`):
+        ``"auto"``, ``"topk:0.1,window=64"``, ...; recorded in the manifest as ``engine.approx``.
+        None (the default) is the exact definition; exact runs of chains over 1,000 reasoning
+        tokens are refused with a message naming ``--approx``.
 
     Returns
     -------
@@ -121,6 +127,12 @@ def prune(
     _check_options(objective, keep_ratio, baselines, on_error, max_batch_tokens)
     if backend not in ("local", "ray"):
         raise CotSurvivalError("E009", reason=f"--backend must be 'local' or 'ray', not {backend!r}")
+    # approx (engineer approx): parsed before any model is loaded, so a bad spec fails fast.
+    from .approx import parse_approx
+
+    approx_spec = parse_approx(approx)
+    if approx_spec is not None and backend == "ray":
+        raise CotSurvivalError("E110", spec=approx, reason="not supported with --backend ray yet")
     corpus = _as_corpus(chains, on_error, keep_annotations, limit)
     pool = None
     if backend == "ray":
@@ -141,26 +153,39 @@ def prune(
     try:
         return _prune_encoded(corpus, out, lm, tokenizer, info, pool, objective=objective, keep_ratio=keep_ratio,
                               max_batch_tokens=max_batch_tokens, method=method, baselines=baselines,
-                              on_error=on_error, keep_annotations=keep_annotations, seed=seed, progress=progress)
+                              on_error=on_error, keep_annotations=keep_annotations, seed=seed, progress=progress,
+                              approx=approx_spec)
     finally:
         if pool is not None:
             pool.close()
 
 
 def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ratio, max_batch_tokens, method,
-                   baselines, on_error, keep_annotations, seed, progress) -> RunDir:
+                   baselines, on_error, keep_annotations, seed, progress, approx=None) -> RunDir:
     """Encode, open the run, prune what is not committed yet (here, or on the Ray ``pool``), commit."""
     started = time.perf_counter()
     encoded, skipped = _encode_all(corpus, tokenizer, info.max_positions, on_error)
     if not encoded:
         raise CotSurvivalError("E014", reason="every chain was skipped (see the reasons above)" if skipped else "the input is empty")
+    if approx is None:  # approx: an exact run of a very long chain is refused, naming --approx
+        from .approx import check_exact_feasible
+
+        for item in encoded:
+            check_exact_feasible(len(item.reasoning_ids), item.chain.id)
     run = RunDir(out)
     settings = PruneSettings(info.spec, info.sha256, objective, chains_fingerprint(encoded))
     manifest = _open_run(run, settings, info, encoded, skipped, corpus, keep_ratio, baselines, seed,
                          method, max_batch_tokens, keep_annotations)
+    if approx is not None and "approx" not in manifest.get("engine", {}):
+        # Recorded before any chain is committed: an interrupted approximate run says so too.
+        from .approx import approx_record
+
+        manifest["engine"] = {**manifest.get("engine", {}), "approx": approx_record(approx)}
+        run.update_manifest(engine=manifest["engine"])
     target_ratio = min(keep_ratio, manifest["keep_ratio"])
     names = list(dict.fromkeys(list(manifest.get("baselines", [])) + list(baselines)))
     chain_seconds = dict(manifest.get("timings", {}).get("chains", {}))
+    chain_rows = dict(manifest.get("engine", {}).get("token_rows_chains", {}))
     bar = tqdm(total=len(encoded), desc="chains", unit="chain", disable=not progress, dynamic_ncols=True)
     todo = []
     for index, item in enumerate(encoded):
@@ -172,6 +197,7 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
 
     def committed(item: EncodedChain, trace: ChainTrace) -> None:
         chain_seconds[item.chain.id] = round(trace.seconds, 3)
+        chain_rows[item.chain.id] = int(trace.token_rows)
         bar.update(1)
         bar.set_postfix(last=f"{trace.seconds:.1f}s")
 
@@ -181,7 +207,7 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
             scorer = make_scorer(lm, method=method, objective=objective, max_batch_tokens=max_batch_tokens)
             scorer_name = type(scorer).__name__
             for index, item, wanted in todo:
-                trace = _prune_one(run, scorer, item, index, wanted, progress)
+                trace = _prune_one(run, scorer, item, index, wanted, progress, approx)
                 attention = answer_attention(lm, item) if "attention" in names else None
                 _commit(run, item, index, trace, names, seed, attention)
                 committed(item, trace)
@@ -199,8 +225,22 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
     timings["chains"] = chain_seconds
     run.update_manifest(keep_ratio=target_ratio, baselines=names, timings=timings, updated=_now(),
                         engine={"method": scorer_name, "max_batch_tokens": max_batch_tokens,
-                                "backend": "local" if pool is None else "ray"}, **extra)
+                                "backend": "local" if pool is None else "ray",
+                                **_engine_approx(manifest, approx, chain_rows)}, **extra)
     return run
+
+
+def _engine_approx(manifest: dict, approx, chain_rows: dict) -> dict:
+    """``engine.approx`` (None when exact) and ``engine.token_rows`` (decoder rows, all chains).
+
+    A run continued with a different approximation than it started with records both."""
+    from .approx import approx_record
+
+    record = approx_record(approx)
+    previous = manifest.get("engine", {})
+    if "approx" in previous and previous["approx"] != record:
+        record = {"method": "mixed", "runs": [previous["approx"], record]}
+    return {"approx": record, "token_rows": int(sum(chain_rows.values())), "token_rows_chains": chain_rows}
 
 
 def _check_options(objective, keep_ratio, baselines, on_error, max_batch_tokens) -> None:
@@ -296,7 +336,8 @@ def _has_baselines(run: RunDir, index: int, names) -> bool:
     return set(names) <= present
 
 
-def _prune_one(run: RunDir, scorer, item: EncodedChain, index: int, wanted: int, progress: bool) -> ChainTrace:
+def _prune_one(run: RunDir, scorer, item: EncodedChain, index: int, wanted: int, progress: bool,
+               approx=None) -> ChainTrace:
     checkpoint = run.checkpoint_dir / f"part-{index:06d}.npz"
     start = _start_trace(run, item, index)
     bar = tqdm(total=wanted, initial=start.n_steps if start else 0, desc=f"  {item.chain.id}", unit="step",
@@ -314,7 +355,7 @@ def _prune_one(run: RunDir, scorer, item: EncodedChain, index: int, wanted: int,
 
     on_step.t = time.perf_counter()
     try:
-        return greedy_prune(scorer, item, wanted, start=start, on_step=on_step)
+        return greedy_prune(scorer, item, wanted, start=start, on_step=on_step, approx=approx)
     finally:
         bar.close()
 

@@ -1,0 +1,266 @@
+"""Approximate greedy survival for long chains (``prune --approx SPEC``).
+
+Exact greedy survival scores every remaining token at every step: about n³/6 decoder token rows
+per chain with prefix reuse (n³/30 with cross-step reuse), out of reach beyond a few hundred
+tokens. Two approximations, combinable, each with a setting at which it *is* the exact engine:
+
+``topk:F``  (or ``topk:k=K``)
+    Score every remaining token once per *round*, then delete the ``k = max(1, floor(F·m))``
+    cheapest of the ``m`` remaining (ascending cost; ties to the lowest position) before
+    re-scoring. ``k = 1`` (``topk:k=1``) is the exact engine. Rounds ≈ ln(n)/F, so the work drops
+    from n steps of scoring to a few dozen.
+``window=W``
+    A candidate's cost counts the change of log-probabilities over the ``W`` tokens after the
+    block it lies in only (tokens further right are assumed unchanged by the deletion). The
+    remaining tokens are scored in blocks of ``block`` tokens, each block one call of the scorer
+    on ``prefix ⊕ kept[:s]`` | ``kept[s:e]`` | ``kept[e:e+W]``; the last block sees the real
+    answer. A window reaching the end of the chain is exact. Only the ``joint`` objective
+    (the answer objective's whole signal lies at the end of the sequence).
+
+Specs: ``topk:0.1``, ``topk:0.1,window=64``, ``topk:k=1`` (exact), ``auto`` (the measured
+recommendation, :data:`AUTO`), ``exact``. The engine records which steps were scored: traces hold
+only those steps; ``steps.objective`` after an unscored step is the round's additive estimate
+(the scored objective minus the costs of the tokens deleted so far in the round).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..encoding import EncodedChain
+from ..errors import CotSurvivalError
+from .scoring import Scorer, make_scorer
+
+# The recommendation behind ``--approx auto``: exact up to EXACT_MAX_TOKENS reasoning tokens,
+# above that top-k rounds with a local window. Chosen from bench/approx_fidelity.py (BENCHMARKS.md).
+EXACT_MAX_TOKENS = 150
+AUTO_FRACTION = 0.1
+AUTO_WINDOW = 64
+DEFAULT_BLOCK = 64
+
+# Above this many reasoning tokens an exact run is refused unless --approx is given (or the
+# threshold is raised with the environment variable below): n³/30 rows of work.
+EXACT_LIMIT_ENV = "COTSURVIVAL_EXACT_MAX_TOKENS"
+EXACT_REFUSE_TOKENS = 600
+
+
+@dataclass(frozen=True)
+class ApproxSpec:
+    """One approximation: top-k rounds of ``fraction`` (or fixed ``k``), optional local ``window``."""
+
+    fraction: float | None = None
+    k: int | None = None
+    window: int | None = None
+    block: int = DEFAULT_BLOCK
+
+    @property
+    def is_exact(self) -> bool:
+        return self.window is None and (self.k == 1 or (self.fraction is None and self.k is None))
+
+    def deletions(self, remaining: int) -> int:
+        if self.k is not None:
+            return max(1, self.k)
+        if self.fraction is None:
+            return 1
+        return max(1, math.floor(self.fraction * remaining))
+
+    def describe(self) -> str:
+        size = f"k={self.k}" if self.k is not None else f"{self.fraction:g}" if self.fraction is not None else "k=1"
+        window = f",window={self.window},block={self.block}" if self.window is not None else ""
+        return f"topk:{size}{window}"
+
+    def to_dict(self) -> dict:
+        return {"method": "topk", "spec": self.describe(), **asdict(self)}
+
+
+@dataclass(frozen=True)
+class AutoSpec:
+    """``--approx auto``: exact for chains up to ``exact_max`` reasoning tokens, ``long`` above."""
+
+    exact_max: int = EXACT_MAX_TOKENS
+    long: ApproxSpec = ApproxSpec(fraction=AUTO_FRACTION, window=AUTO_WINDOW)
+
+    def for_length(self, n_tokens: int) -> ApproxSpec | None:
+        return None if n_tokens <= self.exact_max else self.long
+
+    def describe(self) -> str:
+        return f"auto(exact<= {self.exact_max} tokens, else {self.long.describe()})"
+
+    def to_dict(self) -> dict:
+        return {"method": "auto", "spec": self.describe(), "exact_max_tokens": self.exact_max,
+                "long": self.long.to_dict()}
+
+
+def parse_approx(spec: str | ApproxSpec | AutoSpec | None) -> ApproxSpec | AutoSpec | None:
+    """``None``/``"exact"``/``"none"`` → None (exact engine); else an :class:`ApproxSpec` or :class:`AutoSpec`."""
+    if spec is None or isinstance(spec, (ApproxSpec, AutoSpec)):
+        return spec
+    text = str(spec).strip().lower()
+    if text in ("", "exact", "none"):
+        return None
+    if text == "auto":
+        return AutoSpec()
+    method, _, rest = text.partition(":")
+    if method != "topk":
+        raise CotSurvivalError("E110", spec=spec, reason=f"unknown method {method!r}; use topk or auto")
+    fields: dict = {}
+    for part in [p.strip() for p in rest.split(",") if p.strip()]:
+        key, eq, value = part.partition("=")
+        if not eq:
+            key, value = "fraction", key
+        try:
+            if key in ("fraction", "frac", "f"):
+                fields["fraction"] = float(value)
+            elif key in ("k", "window", "block"):
+                fields[key] = int(value)
+            else:
+                raise CotSurvivalError("E110", spec=spec, reason=f"unknown parameter {key!r} (fraction, k, window, block)")
+        except ValueError:
+            raise CotSurvivalError("E110", spec=spec, reason=f"{key}={value!r} is not a number") from None
+    if "fraction" in fields and "k" in fields:
+        raise CotSurvivalError("E110", spec=spec, reason="give a fraction or k, not both")
+    if "fraction" in fields and not 0.0 < fields["fraction"] < 1.0:
+        raise CotSurvivalError("E110", spec=spec, reason="the fraction must lie in (0, 1)")
+    for key in ("k", "window", "block"):
+        if key in fields and fields[key] < 1:
+            raise CotSurvivalError("E110", spec=spec, reason=f"{key} must be at least 1")
+    return ApproxSpec(**fields)
+
+
+def approx_record(spec: ApproxSpec | AutoSpec | None) -> dict | None:
+    """What the manifest records as ``engine.approx`` (None for an exact run)."""
+    return None if spec is None else spec.to_dict()
+
+
+def check_exact_feasible(n_tokens: int, chain_id: str, limit: int | None = None) -> None:
+    """Refuse an exact run of a chain so long that it would take days, naming ``--approx``."""
+    import os
+
+    limit = limit if limit is not None else int(os.environ.get(EXACT_LIMIT_ENV, EXACT_REFUSE_TOKENS))
+    if n_tokens > limit:
+        rows = n_tokens ** 3 / 30
+        raise CotSurvivalError("E111", chain=chain_id, n=n_tokens, limit=limit, rows=f"{rows:.1e}",
+                               env=EXACT_LIMIT_ENV)
+
+
+def rounds_scorer(scorer: Scorer) -> Scorer:
+    """The scorer approximate rounds use: cross-step reuse only pays when one token goes per step,
+    and keeps n²/2 rows of keys and values, so its model is scored with prefix reuse instead."""
+    from .crossstep import CrossStepScorer
+
+    if not isinstance(scorer, CrossStepScorer):
+        return scorer
+    cached = getattr(scorer, "_approx_rounds_scorer", None)
+    if cached is None:
+        cached = make_scorer(scorer.model, method="prefix", objective=scorer.objective,
+                             max_batch_tokens=scorer.max_batch_tokens)
+        scorer._approx_rounds_scorer = cached
+    return cached
+
+
+@dataclass
+class RoundScores:
+    objective: float
+    costs: np.ndarray
+    next_logprobs: np.ndarray
+
+
+def score_round(scorer: Scorer, encoded: EncodedChain, alive: list[int], spec: ApproxSpec) -> RoundScores:
+    """Costs of deleting each alive token, exact or windowed (blocks of ``spec.block``)."""
+    prefix, answer = encoded.prefix_ids, encoded.answer_ids
+    kept = [encoded.reasoning_ids[i] for i in alive]
+    m = len(kept)
+    if spec.window is None or spec.block >= m:
+        scores = scorer.score(prefix, kept, answer)
+        return RoundScores(scores.objective, scores.objective - scores.candidate_objectives, scores.next_logprobs)
+    if scorer.objective != "joint":
+        raise CotSurvivalError("E112", objective=scorer.objective)
+    costs = np.zeros(m)
+    next_lp = np.zeros(m)
+    answer_part = 0.0
+    for start in range(0, m, spec.block):
+        end = min(m, start + spec.block)
+        # Blocks whose window reaches the end see the real rest of the chain: exact costs.
+        tail = kept[end:] + answer if end + spec.window >= m else kept[end:end + spec.window]
+        scores = scorer.score(prefix + kept[:start], kept[start:end], tail)
+        costs[start:end] = scores.objective - scores.candidate_objectives
+        next_lp[start:end] = scores.next_logprobs
+        if end == m:  # the last block's targets are its own tokens and the answer
+            answer_part = scores.objective - float(np.sum(scores.next_logprobs))
+    objective = float(np.sum(next_lp)) + answer_part
+    return RoundScores(objective, costs, next_lp)
+
+
+def approx_prune(
+    scorer: Scorer,
+    encoded: EncodedChain,
+    n_steps: int,
+    spec: ApproxSpec,
+    trace,
+    on_step: Callable | None = None,
+):
+    """Top-k rounds until ``n_steps`` deletions; ``trace`` is a :class:`~.engine.ChainTrace` (continued)."""
+    deleted = set(trace.order)
+    alive = [i for i in range(len(encoded.reasoning_ids)) if i not in deleted]
+    if trace.scored_steps is None:
+        trace.scored_steps = list(range(1, trace.n_steps + 1))
+    began = time.perf_counter()
+    while trace.n_steps < n_steps:
+        rows_before = scorer.token_rows
+        scores = score_round(scorer, encoded, alive, spec)
+        trace.token_rows += scorer.token_rows - rows_before
+        if not trace.objectives:
+            trace.objectives.append(scores.objective)
+        else:
+            trace.objectives[-1] = scores.objective  # the scored value replaces the round's estimate
+        if trace.static_logprobs is None and not trace.order:
+            trace.static_logprobs = np.asarray(scores.next_logprobs, dtype=np.float64).copy()
+        trace.scored_steps.append(trace.n_steps + 1)
+        trace.step_costs.append(scores.costs.astype(np.float32))
+        trace.step_positions.append(np.asarray(alive, dtype=np.int32))
+        k = min(spec.deletions(len(alive)), n_steps - trace.n_steps)
+        # Stable sort: equal costs go to the lowest position, as in the exact definition.
+        chosen = np.argsort(scores.costs, kind="stable")[:k]
+        objective = scores.objective
+        for index in chosen:
+            objective -= float(scores.costs[index])
+            trace.order.append(alive[int(index)])
+            trace.objectives.append(objective)
+            if on_step is not None:
+                on_step(trace)
+        gone = set(int(i) for i in chosen)
+        alive = [a for i, a in enumerate(alive) if i not in gone]
+    trace.seconds += time.perf_counter() - began
+    return trace
+
+
+# Mean Kendall τ (chain-bootstrap 95% CI, chains) of approximate against exact survival, measured
+# by bench/approx_fidelity.py with SmolLM2-135M (BENCHMARKS.md, "Approximate greedy survival").
+MEASURED_FIDELITY: dict[str, dict] = {}
+
+
+def approx_note(manifest: dict) -> str | None:
+    """The sentence every citable output of an approximate run carries (None for an exact run)."""
+    record = (manifest.get("engine") or {}).get("approx")
+    if not record:
+        return None
+    spec = record.get("spec", record.get("method"))
+    if record.get("method") == "auto":
+        long = record.get("long", {}).get("spec")
+        what = (f"ranks are exact for chains up to {record.get('exact_max_tokens')} reasoning tokens and "
+                f"approximate above ({long})")
+        measured = MEASURED_FIDELITY.get(long)
+    else:
+        what = f"ranks are approximate ({spec})"
+        measured = MEASURED_FIDELITY.get(spec)
+    if measured:
+        fidelity = (f"against exact greedy survival this setting's mean Kendall tau was {measured['tau']:.2f} "
+                    f"[95% CI {measured['lo']:.2f}, {measured['hi']:.2f}] on {measured['n_chains']} "
+                    f"{measured['chains']} (bench/approx_fidelity.py, BENCHMARKS.md)")
+    else:
+        fidelity = "the fidelity of this setting was not measured (see bench/approx_fidelity.py)"
+    return f"Greedy survival was approximated with prune --approx: {what}; {fidelity}."
