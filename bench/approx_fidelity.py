@@ -107,7 +107,7 @@ def categories(chains, encoded):
     spans = tag_many([c.reasoning for c in chains], [c.question for c in chains], spec=spec)
     out = []
     for chain_spans, item in zip(spans, encoded):
-        labels = project_spans(chain_spans, item.offsets)
+        labels = project_spans(chain_spans, item.offsets, item.chain.reasoning, spec)
         out.append([spec.category_of.get(label, label) if label else None for label in labels])
     return out
 

@@ -199,3 +199,26 @@ def test_cli_approx_option(tmp_path, tiny_dir):
     result = cli("prune", "gsm8k", "--out", str(tmp_path / "bad"), "--model", str(tiny_dir), "--limit", "1",
                      "--approx", "topk:2.0")
     assert result.returncode == 2 and "error[E110]" in result.stderr
+
+
+@pytest.mark.parametrize("spec", ["topk:0.3", "topk:0.25,window=3,block=4", "topk:k=2"])
+def test_cost_model_counts_the_rows_run(tiny, spec):
+    """estimate_rows (the projection's cost model) against the embedding-hook count, one candidate
+    per batch so nothing is padded; duplicate adjacent tokens are scored once, so allow a little."""
+    from cotsurvival.pruning.approx import estimate_rows
+
+    model, tokenizer = tiny
+    encoded = encode_chain(EXAMPLE_CHAINS[1], tokenizer)
+    n = len(encoded.reasoning_ids)
+    trace = greedy_prune(PrefixReuseScorer(model, max_batch_tokens=1), encoded, n, approx=spec)
+    expected = estimate_rows(n, len(encoded.prefix_ids), len(encoded.answer_ids), parse_approx(spec))
+    assert 0.97 * expected <= trace.token_rows <= expected
+
+
+def test_exact_run_of_long_chain_warns(tmp_path, tiny_loaded, monkeypatch):
+    from cotsurvival.pruning import prune
+    from cotsurvival.pruning import approx
+
+    monkeypatch.setattr(approx, "EXACT_WARN_TOKENS", 20)
+    with pytest.warns(UserWarning, match="--approx auto"):
+        prune(EXAMPLE_CHAINS[1:2], tmp_path / "run", loaded_model=tiny_loaded, progress=False, keep_ratio=0.9)

@@ -42,10 +42,13 @@ AUTO_FRACTION = 0.1
 AUTO_WINDOW = 64
 DEFAULT_BLOCK = 64
 
-# Above this many reasoning tokens an exact run is refused unless --approx is given (or the
-# threshold is raised with the environment variable below): n³/30 rows of work.
+# Exact runs cost about n³/30 decoder token rows per chain (cross-step reuse). Above
+# EXACT_WARN_TOKENS they warn, naming --approx; above EXACT_REFUSE_TOKENS (2.7·10⁸ rows: days on a
+# CPU, hours for an 8B model on one H100) they are refused unless the limit is raised with the
+# environment variable below.
 EXACT_LIMIT_ENV = "COTSURVIVAL_EXACT_MAX_TOKENS"
-EXACT_REFUSE_TOKENS = 600
+EXACT_WARN_TOKENS = 500
+EXACT_REFUSE_TOKENS = 2000
 
 
 @dataclass(frozen=True)
@@ -137,14 +140,20 @@ def approx_record(spec: ApproxSpec | AutoSpec | None) -> dict | None:
 
 
 def check_exact_feasible(n_tokens: int, chain_id: str, limit: int | None = None) -> None:
-    """Refuse an exact run of a chain so long that it would take days, naming ``--approx``."""
+    """Refuse an exact run of a chain so long that it would take days, naming ``--approx``; warn
+    above :data:`EXACT_WARN_TOKENS`."""
     import os
+    import warnings
 
     limit = limit if limit is not None else int(os.environ.get(EXACT_LIMIT_ENV, EXACT_REFUSE_TOKENS))
+    rows = n_tokens ** 3 / 30
     if n_tokens > limit:
-        rows = n_tokens ** 3 / 30
         raise CotSurvivalError("E111", chain=chain_id, n=n_tokens, limit=limit, rows=f"{rows:.1e}",
                                env=EXACT_LIMIT_ENV)
+    if n_tokens > min(limit, EXACT_WARN_TOKENS):
+        warnings.warn(f"chain {chain_id!r} has {n_tokens} reasoning tokens: exact greedy pruning costs about "
+                      f"n^3/30 = {rows:.1e} decoder token rows; --approx auto is much cheaper (BENCHMARKS.md)",
+                      stacklevel=3)
 
 
 def rounds_scorer(scorer: Scorer) -> Scorer:
@@ -264,3 +273,29 @@ def approx_note(manifest: dict) -> str | None:
     else:
         fidelity = "the fidelity of this setting was not measured (see bench/approx_fidelity.py)"
     return f"Greedy survival was approximated with prune --approx: {what}; {fidelity}."
+
+
+def estimate_rows(n_tokens: int, prompt: int, answer: int, spec: ApproxSpec | None) -> int:
+    """Decoder token rows a full ranking costs with prefix-reuse scoring (no padding, no duplicate
+    tokens): the cost model behind the projections in BENCHMARKS.md.
+
+    A scorer call on ``left | middle (b tokens) | tail (t tokens)`` runs one pass over all of it
+    (``left + b + t`` rows) and, per candidate ``j``, its suffix of ``b + t - j - 2`` rows.
+    ``spec=None`` is the exact engine with prefix reuse only (cross-step reuse runs fewer rows).
+    """
+    spec = spec or ApproxSpec(k=1)
+
+    def call(left: int, middle: int, tail: int) -> int:
+        return left + middle + tail + sum(max(0, middle + tail - j - 2) for j in range(middle))
+
+    total, remaining = 0, n_tokens
+    while remaining > 0:
+        if spec.window is None or spec.block >= remaining:
+            total += call(prompt, remaining, answer)
+        else:
+            for start in range(0, remaining, spec.block):
+                end = min(remaining, start + spec.block)
+                tail = remaining - end + answer if end + spec.window >= remaining else spec.window
+                total += call(prompt + start, end - start, tail)
+        remaining -= min(spec.deletions(remaining), remaining)
+    return total

@@ -117,7 +117,7 @@ def prune(
     approx : str, optional
         Approximate greedy survival for long chains (see :mod:`cotsurvival.pruning.approx`):
         ``"auto"``, ``"topk:0.1,window=64"``, ...; recorded in the manifest as ``engine.approx``.
-        None (the default) is the exact definition; exact runs of chains over 1,000 reasoning
+        None (the default) is the exact definition; exact runs of chains over 2,000 reasoning
         tokens are refused with a message naming ``--approx``.
 
     Returns
