@@ -1,7 +1,7 @@
 """Approximate greedy survival for long chains (``prune --approx SPEC``).
 
 Exact greedy survival scores every remaining token at every step: about n³/6 decoder token rows
-per chain with prefix reuse (n³/30 with cross-step reuse), out of reach beyond a few hundred
+per chain (prefix reuse; cross-step reuse runs about as many), out of reach beyond a few hundred
 tokens. Two approximations, combinable, each with a setting at which it *is* the exact engine:
 
 ``topk:F``  (or ``topk:k=K``)
@@ -42,8 +42,9 @@ AUTO_FRACTION = 0.1
 AUTO_WINDOW = 64
 DEFAULT_BLOCK = 64
 
-# Exact runs cost about n³/30 decoder token rows per chain (cross-step reuse). Above
-# EXACT_WARN_TOKENS they warn, naming --approx; above EXACT_REFUSE_TOKENS (2.7·10⁸ rows: days on a
+# Exact runs cost about n³/6 decoder token rows per chain (cross-step reuse runs ~1.1× the
+# Σ-of-suffixes bound, BENCHMARKS.md issue 3). Above
+# EXACT_WARN_TOKENS they warn, naming --approx; above EXACT_REFUSE_TOKENS (1.3·10⁹ rows: weeks on a
 # CPU, hours for an 8B model on one H100) they are refused unless the limit is raised with the
 # environment variable below.
 EXACT_LIMIT_ENV = "COTSURVIVAL_EXACT_MAX_TOKENS"
@@ -146,13 +147,13 @@ def check_exact_feasible(n_tokens: int, chain_id: str, limit: int | None = None)
     import warnings
 
     limit = limit if limit is not None else int(os.environ.get(EXACT_LIMIT_ENV, EXACT_REFUSE_TOKENS))
-    rows = n_tokens ** 3 / 30
+    rows = n_tokens ** 3 / 6
     if n_tokens > limit:
         raise CotSurvivalError("E111", chain=chain_id, n=n_tokens, limit=limit, rows=f"{rows:.1e}",
                                env=EXACT_LIMIT_ENV)
     if n_tokens > min(limit, EXACT_WARN_TOKENS):
         warnings.warn(f"chain {chain_id!r} has {n_tokens} reasoning tokens: exact greedy pruning costs about "
-                      f"n^3/30 = {rows:.1e} decoder token rows; --approx auto is much cheaper (BENCHMARKS.md)",
+                      f"n^3/6 = {rows:.1e} decoder token rows; --approx auto is much cheaper (BENCHMARKS.md)",
                       stacklevel=3)
 
 
