@@ -381,9 +381,9 @@ class _Writer:
 
 
 def _progress(total: int, initial: int, result: GenerationResult, enabled: bool):
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
-    bar = tqdm(total=total, initial=initial, desc="generate", unit="question", disable=not enabled)
+    bar = progress_bar(total=total, initial=initial, desc="generate", unit="question", disable=not enabled)
     if initial:
         bar.set_postfix_str(f"accepted {len(result.accepted)}/{result.n_questions} (resumed)")
     return bar
