@@ -199,10 +199,12 @@ def _chain_from_record(record: object, line: int, stem: str, keep_annotations: b
         # GSM8K native form: the worked solution is in `answer`.
         try:
             reasoning, answer = split_gsm8k_solution(answer, keep_annotations=keep_annotations)
+            problem = None if reasoning.strip() else "has no worked solution before its '#### n' line (GSM8K form)"
         except ValueError:
+            problem = "has no final '#### n' line (GSM8K form)"
+        if problem:
             # Neither form: most often the reasoning column is misspelled, so say that first.
-            raise KeyError("missing field 'reasoning'" + _fields_found(record, "reasoning")
-                           + ", and 'answer' has no final '#### n' line (GSM8K form)") from None
+            raise KeyError("missing field 'reasoning'" + _fields_found(record, "reasoning") + f", and 'answer' {problem}")
     elif not keep_annotations:
         reasoning = _CALCULATOR.sub("", reasoning)
     if not reasoning.strip():

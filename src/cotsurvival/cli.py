@@ -345,6 +345,10 @@ def demo(out, limit, keep_ratio, model):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI and turns known errors into one line and exit status 2."""
+    import warnings
+
+    # A warning is one line on the command line ("warning: ..."), not Python's file:line and source echo.
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
     try:
         cli.main(args=argv, prog_name="cotsurvival", standalone_mode=False)
     except CotSurvivalError as exc:

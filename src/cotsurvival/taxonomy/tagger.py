@@ -301,6 +301,9 @@ def write_spans(
     from ..chains import read_chains
 
     corpus = read_chains(source)
+    from .language import warn_if_not_english  # the rules are English: say so when a text is not
+
+    warn_if_not_english([c.id for c in corpus], [c.reasoning for c in corpus])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
