@@ -293,7 +293,9 @@ def test_resume_with_another_exact_method_is_allowed(half_run, tiny_from_dir):
     source, run = half_run
     prune_run(source, run, tiny_from_dir, baselines=["random"], method="naive")
     assert RunDir(run).part_indices("tokens") == [0, 1, 2]
-    assert RunDir(run).read_manifest()["settings"]["scoring"] == "exact"
+    manifest = RunDir(run).read_manifest()
+    assert manifest["settings"]["scoring"] == "exact"
+    assert manifest["engine"]["methods"] == ["CrossStepScorer", "NaiveScorer"]  # true of every committed chain
 
 
 def test_resume_with_another_limit_names_the_dropped_chains(half_run, tiny_from_dir):

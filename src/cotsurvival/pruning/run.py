@@ -219,7 +219,7 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
                              chains_fingerprint(encoded))
     folder_existed, run_existed = run.path.exists(), run.exists()
     manifest = _open_run(run, settings, info, encoded, skipped, corpus, keep_ratio, baselines, seed,
-                         method, max_batch_tokens, keep_annotations, selection or {})
+                         method, max_batch_tokens, keep_annotations, selection or {}, scorer_name)
     try:
         return _prune_open(run, manifest, encoded, lm, pool, scorer, scorer_name, started, keep_ratio=keep_ratio,
                            max_batch_tokens=max_batch_tokens, baselines=baselines, seed=seed, progress=progress)
@@ -248,6 +248,12 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer, scorer_name, started, 
         bar.update(1)
         bar.set_postfix(last=f"{trace.seconds:.1f}s")
 
+    # Every scorer that produced a committed chain (the exact ones may differ between invocations), recorded
+    # before this invocation commits anything, so the manifest stays true of every chain even if it is killed.
+    methods = list(manifest.get("engine", {}).get("methods", []))
+    if todo and scorer_name not in methods:
+        methods = sorted([*methods, scorer_name])
+        manifest = run.update_manifest(engine=dict(manifest.get("engine", {}), methods=methods))
     extra = {}
     try:  # the bar is closed (ending its line) before any error message is printed
         if pool is None:
@@ -268,7 +274,7 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer, scorer_name, started, 
     timings["prune_seconds_last_invocation"] = round(time.perf_counter() - started, 3)
     timings["chains"] = chain_seconds
     run.update_manifest(keep_ratio=target_ratio, baselines=names, timings=timings, updated=_now(),
-                        engine={"method": scorer_name, "max_batch_tokens": max_batch_tokens,
+                        engine={"method": scorer_name, "methods": methods, "max_batch_tokens": max_batch_tokens,
                                 "backend": "local" if pool is None else "ray"}, **extra)
     return run
 
@@ -365,7 +371,7 @@ def _encode_all(corpus, tokenizer, max_positions, on_error):
 
 
 def _open_run(run, settings, info, encoded, skipped, corpus, keep_ratio, baselines, seed, method,
-              max_batch_tokens, keep_annotations, selection) -> dict:
+              max_batch_tokens, keep_annotations, selection, scorer_name) -> dict:
     if run.exists():
         manifest = run.read_manifest()
         _check_same_settings(run, manifest, settings, encoded, selection)
@@ -383,7 +389,8 @@ def _open_run(run, settings, info, encoded, skipped, corpus, keep_ratio, baselin
         "objective": settings.objective, "keep_ratio": keep_ratio, "seed": seed,
         "chains_source": source,
         "n_chains": len(encoded), "skipped": skipped,
-        "engine": {"method": method, "max_batch_tokens": max_batch_tokens}, "baselines": list(baselines),
+        "engine": {"method": method, "methods": [scorer_name], "max_batch_tokens": max_batch_tokens},
+        "baselines": list(baselines),
         "taxonomy": None, "timings": {}, "settings": settings.__dict__,
     }
     run.write_manifest(manifest)
