@@ -201,8 +201,10 @@ def _chain_from_record(record: object, line: int, stem: str, keep_annotations: b
             reasoning, answer = split_gsm8k_solution(answer, keep_annotations=keep_annotations)
             problem = None if reasoning.strip() else "has no worked solution before its '#### n' line (GSM8K form)"
         except ValueError:
+            if "reasoning" in record:  # the column is there but empty (a blank CSV cell): GSM8K's own message
+                raise
             problem = "has no final '#### n' line (GSM8K form)"
-        if problem:
+        if problem and "reasoning" not in record:
             # Neither form: most often the reasoning column is misspelled, so say that first.
             raise KeyError("missing field 'reasoning'" + _fields_found(record, "reasoning") + f", and 'answer' {problem}")
     elif not keep_annotations:

@@ -218,9 +218,9 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
                              tokenizer_fingerprint(tokenizer), bool(keep_annotations), int(seed),
                              chains_fingerprint(encoded))
     folder_existed, run_existed = run.path.exists(), run.exists()
-    manifest = _open_run(run, settings, info, encoded, skipped, corpus, keep_ratio, baselines, seed,
-                         method, max_batch_tokens, keep_annotations, selection or {}, scorer_name)
     try:
+        manifest = _open_run(run, settings, info, encoded, skipped, corpus, keep_ratio, baselines, seed,
+                             method, max_batch_tokens, keep_annotations, selection or {}, scorer_name)
         return _prune_open(run, manifest, encoded, lm, pool, scorer, scorer_name, started, keep_ratio=keep_ratio,
                            max_batch_tokens=max_batch_tokens, baselines=baselines, seed=seed, progress=progress)
     except BaseException:
