@@ -52,7 +52,7 @@ class Errors:
     E081 = "Refusing to replace {path}: it {what} and was not written by `cotsurvival {command}`. Choose another --out, or pass --overwrite to replace it."
     E082 = "Cannot write {path}: {reason}."
     E083 = "Run directory {path} was made with {what} {old}; this command asks for {new}. {hint}"
-    E084 = "Run directory {path} was made from other chains: {detail}. {hint}"
+    E084 = "Run directory {path} was made from another set of chains: {detail}. {hint}"
     E087 = "File system error on {path}: {reason}."
     E085 = "No such chain id{s}: {ids}{suggestion} ({n_available} chains in {source}; ids such as {examples})."
 

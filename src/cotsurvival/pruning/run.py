@@ -464,6 +464,8 @@ def _selection_hint(source: dict, selection: dict) -> str:
         now.append(f"--limit {selection['limit']}")
     if selection.get("ids"):
         now.append(f"--chains {','.join(selection['ids'])}")
+    if ("limit" in source or "ids" in source) and was == now:
+        return "The selection is the same, so the chains themselves changed; re-run with the run's chains, or use a new --out directory."
     if "limit" in source or "ids" in source:
         made = " ".join(was) or "no --limit and no --chains/--ids (every chain)"
         return (f"The run was made with {made}; this command has {' '.join(now) or 'neither'}. "
