@@ -133,6 +133,19 @@ def tagged_run(tmp_path):
     return run
 
 
+def _judged_tokens(run, model="canned-model"):
+    """tokens.parquet joined with the rule labels and the judge's labels (as judge_* columns) from labels.parquet."""
+    from cotsurvival.labels import read_labels
+
+    keys = ["chain_index", "position"]
+    rule = read_labels(run, "rule")[keys + ["label", "category"]]
+    judge = read_labels(run, f"judge:{model}", extra=True)[keys + ["label", "category", "judge_fallback", "judge_reason"]]
+    judge = judge.rename(columns={"label": "judge_label", "category": "judge_category"})
+    tokens = run.read_table("tokens")
+    assert "label" not in tokens.columns and "judge_label" not in tokens.columns  # tokens stays pruning's
+    return tokens.merge(rule, on=keys, validate="1:1").merge(judge, on=keys, validate="1:1")
+
+
 def test_judge_over_http_reasks_and_stores_labels(server, tagged_run):
     _, url = server
     _Handler.script = ["invalid", "valid"]
@@ -141,11 +154,13 @@ def test_judge_over_http_reasks_and_stores_labels(server, tagged_run):
     assert len(_Handler.requests) == 3  # chain 0: invalid then valid; chain 1: valid
     assert _Handler.requests[0]["model"] == "canned-model" and _Handler.requests[0]["temperature"] == 0
     assert "have no label" in _Handler.requests[1]["messages"][-1]["content"]
-    tokens = tagged_run.read_table("tokens")
+    tokens = _judged_tokens(tagged_run)
     expected = ["SYMBOLIC_MATH" if any(c.isdigit() for c in t) else "CONTENT" for t in tokens["text"]]
     assert tokens["judge_label"].tolist() == expected
     assert {"label", "category", "judge_category", "judge_fallback", "judge_reason"} <= set(tokens.columns)
-    assert tagged_run.read_manifest()["judge"]["model"] == "canned-model"
+    manifest = tagged_run.read_manifest()
+    assert manifest["judge"]["model"] == "canned-model"
+    assert manifest["labels"]["judge:canned-model"]["n_chains"] == 2 and manifest["labels"]["rule"]["n_chains"] == 2
 
     # tag-agree: kappa against an independent computation from the stored columns
     agreement = judge_agreement(tagged_run)
@@ -163,7 +178,7 @@ def test_judge_that_never_fixes_its_output_falls_back(server, tagged_run):
     _Handler.script = ["invalid"]
     result = judge_run(tagged_run, "canned-model", url=url, retries=1)
     assert len(_Handler.requests) == 4  # two chains, one re-ask each
-    tokens = tagged_run.read_table("tokens")
+    tokens = _judged_tokens(tagged_run)
     assert result["n_fallback"] == 2 == int(tokens["judge_fallback"].sum())
     flagged = tokens[tokens["judge_fallback"]]
     assert (flagged["judge_label"] == flagged["label"]).all()
@@ -198,6 +213,10 @@ def test_cli_judge_and_agree(server, tagged_run, tmp_path):
     assert "Cohen's kappa" in result.output
     data = json.loads(out.read_text())
     assert data["n"] == len(tagged_run.read_table("tokens"))
+    n_requests = len(_Handler.requests)
+    result = CliRunner().invoke(cli, ["tag", str(tagged_run.path), "--judge", "canned", "--judge-url", url])
+    assert result.exit_code == 0, result.output
+    assert len(_Handler.requests) == n_requests  # a re-run resumes: every chain already has this judge's labels
 
 
 def test_local_chat_model_path_falls_back_on_garbage(tagged_run):
@@ -208,7 +227,7 @@ def test_local_chat_model_path_falls_back_on_garbage(tagged_run):
     model, tokenizer = tiny_llama()
     client = LocalChatClient.from_loaded(model, tokenizer, "tiny", max_new_tokens=8)
     result = judge_run(tagged_run, client, retries=1)
-    tokens = tagged_run.read_table("tokens")
+    tokens = _judged_tokens(tagged_run, "tiny")
     asked = ~tokens["is_whitespace"].astype(bool)
     assert result["n_fallback"] == int(asked.sum()) == int(tokens["judge_fallback"].sum())
     assert (tokens["judge_label"] == tokens["label"]).all()

@@ -109,42 +109,24 @@ def tag_eval(gold, out, taxonomy, top):
 @click.option("--judge-url", default=None, help="OpenAI-compatible endpoint base URL (.../v1) for --judge.")
 @click.option("--judge-retries", type=int, default=2, show_default=True, help="Re-asks per chain after invalid output.")
 @click.option("--device", default="auto", show_default=True, help="Device of a local judge model.")
-def tag_command(source, out, taxonomy, batch_size, judge, judge_url, judge_retries, device):
-    """Label reasoning tokens: SOURCE is a run directory (fills tokens' label/category) or a chains file / 'gsm8k'."""
-    from pathlib import Path
+@click.option("--overwrite", is_flag=True, help="Re-label chains that already have labels (also from another taxonomy version).")
+def tag_command(source, out, taxonomy, batch_size, judge, judge_url, judge_retries, device, overwrite):
+    """Label reasoning tokens: SOURCE is a run directory (writes RUN/labels.parquet) or a chains file / 'gsm8k'."""
+    from .taxonomy.runs import tag
 
-    from tqdm import tqdm
-
-    from .taxonomy import load_spec
-
-    spec = load_spec(taxonomy)
-    if Path(source).is_dir():
-        from .rundir import RunDir
-        from .taxonomy.runs import tag_run
-
-        run = RunDir(source).require()
-        with tqdm(total=len(run.part_indices("tokens")), unit="chain", desc="tag", disable=None) as bar:
-            summary = tag_run(run, spec=spec, batch_size=batch_size, progress=bar.update)
-        click.echo(f"labelled {summary['n_tokens']} tokens of {summary['n_chains']} chains in {source}/tokens.parquet "
-                   f"({spec.name} {spec.version})")
-        if judge:
-            from .taxonomy.judge import judge_run
-
-            with tqdm(total=summary["n_chains"], unit="chain", desc="judge", disable=None) as bar:
-                result = judge_run(run, judge, url=judge_url, spec=spec, retries=judge_retries, device=device,
-                                   progress=bar.update)
-            click.echo(f"judge {judge}: labelled {result['n_tokens']} tokens; {result['n_fallback']} fell back to "
-                       f"the rule label (flagged judge_fallback) in {source}/tokens.parquet")
+    result = tag(source, out=out, taxonomy=taxonomy, batch_size=batch_size, judge=judge, judge_url=judge_url,
+                 judge_retries=judge_retries, device=device, overwrite=overwrite, progress=True)
+    if out:
+        click.echo(f"wrote spans of {result.n_chains} chains to {out}")
         return
-    if judge:
-        raise CotSurvivalError("E009", reason="--judge needs a run directory as SOURCE")
-    if not out:
-        raise CotSurvivalError("E009", reason="tagging a chains file needs --out SPANS.jsonl")
-    from .taxonomy.tagger import write_spans
-
-    with tqdm(unit="chain", desc="tag", disable=None) as bar:
-        count = write_spans(source, out, spec=spec, batch_size=batch_size, progress=bar.update)
-    click.echo(f"wrote spans of {count} chains to {out}")
+    taxonomy_name = " ".join(str(result.taxonomy.get(k, "")) for k in ("name", "version"))
+    click.echo(f"labelled {result.n_tokens} tokens of {result.n_chains} chains in {source}/labels.parquet "
+               f"({taxonomy_name}; {result.n_skipped} chains already labelled)")
+    if result.judge:
+        judged = result.judge
+        click.echo(f"{judged['source']}: labelled {judged['n_tokens']} tokens of {judged['n_chains']} chains "
+                   f"({judged['n_skipped']} already labelled); {judged['n_fallback']} fell back to the rule label "
+                   f"(flagged judge_fallback) in {source}/labels.parquet")
 
 
 @cli.command("tag-agree")

@@ -5,7 +5,8 @@ Layout (every stage reads and writes only these; see README "The run directory")
     RUN/
       manifest.json          versions, model, settings, skipped chains, timings
       chains.parquet         one row per chain (ids of prefix / reasoning / answer)
-      tokens.parquet/        one row per reasoning token (greedy ranks; labels after `tag`)
+      tokens.parquet/        one row per reasoning token (greedy ranks); written by pruning only
+      labels.parquet/        token labels by source (`rule`, `judge:<model>`); see cotsurvival.labels
       steps.parquet/         objective after each greedy step
       traces.parquet/        cost of deleting each remaining token at every step
       baselines.parquet/     ranks under the baseline orderings (`ordering` column)
@@ -32,7 +33,7 @@ import pyarrow.parquet as pq
 
 from .errors import CotSurvivalError
 
-PER_CHAIN_TABLES = ("tokens", "steps", "traces", "baselines", "attention")
+PER_CHAIN_TABLES = ("tokens", "steps", "traces", "baselines", "attention", "labels")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -183,6 +184,7 @@ _WRITER = {
     "traces": "cotsurvival prune",
     "baselines": "cotsurvival prune --baselines random,surprisal,loo,attention",
     "attention": "cotsurvival attention RUN",
+    "labels": "cotsurvival tag RUN",
 }
 
 

@@ -134,6 +134,7 @@ def analyze(
     n_folds: int = 5,
     categories: list[str] | None = None,
     save: bool = True,
+    labels: str = "rule",
 ) -> AnalysisResult:
     """Run every analysis of a run directory and (by default) write ``RUN/stats/``.
 
@@ -159,6 +160,9 @@ def analyze(
         recorded); any with no tokens is named in the notes.
     save : bool, default True
         Write the outputs.
+    labels : str, default "rule"
+        Label source (``"rule"``, ``"judge"``, ``"judge:MODEL"``; see :func:`load_run`); recorded
+        as ``config["labels_source"]`` in stats.json.
 
     Returns
     -------
@@ -166,8 +170,9 @@ def analyze(
     """
     run = as_rundir(run)
     manifest = run.read_manifest()
-    table = load_run(run, require_tags=False)
-    config = {"n_boot": n_boot, "seed": seed, "mixed": mixed, "levels": list(levels), "reference": reference,
+    table = load_run(run, labels=labels, require_tags=False)
+    config = {"labels_source": table.attrs.get("labels_source"),
+              "n_boot": n_boot, "seed": seed, "mixed": mixed, "levels": list(levels), "reference": reference,
               "probe_alpha": probe_alpha, "n_folds": n_folds,
               "expected_categories": categories or ((manifest.get("taxonomy") or {}).get("categories"))}
     result = AnalysisResult(run=run.path, config=config)

@@ -30,18 +30,27 @@ def _rgba(hex_colour: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha:.2f})"
 
 
-def read_chain_tokens(run: RunDir, chain_index: int) -> pd.DataFrame:
-    """One chain's tokens (columns a render needs), sorted by position; E051 if the chain is unknown."""
+def read_chain_tokens(run: RunDir, chain_index: int, labels: str = "rule") -> pd.DataFrame:
+    """One chain's tokens (columns a render needs), sorted by position; E051 if the chain is unknown.
+
+    ``label``/``category`` come from the labels source ``labels`` (missing when it has none).
+    """
     indices = run.part_indices("tokens")
     if chain_index not in indices:
         raise CotSurvivalError("E051", chain=chain_index, n_chains=len(indices), last=max(indices, default=-1))
     import pyarrow.parquet as pq
 
     names = set(pq.read_schema(run.part_path("tokens", chain_index)).names)
-    frame = run.read_part("tokens", chain_index, columns=[c for c in _TOKEN_COLUMNS if c in names])
-    for column in ("label", "category"):
-        if column not in frame:
-            frame[column] = None
+    frame = run.read_part("tokens", chain_index, columns=[c for c in _TOKEN_COLUMNS + ["chain_index", "chain_id"]
+                                                         if c in names and c not in ("label", "category")])
+    from ..analysis.data import join_labels
+    from ..labels import resolve_source
+
+    try:
+        source = resolve_source(run, labels)
+    except CotSurvivalError:
+        source = None
+    frame = join_labels(run, frame, source)
     return frame.sort_values("position").reset_index(drop=True)
 
 
