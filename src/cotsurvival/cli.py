@@ -9,8 +9,9 @@ import sys
 
 import click
 
-from . import __version__
+from ._version import __version__
 from .errors import CotSurvivalError
+from .pruning.registry import BASELINES, OBJECTIVES, SCORING_METHODS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -29,13 +30,14 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
 @click.argument("chains")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory (created or resumed).")
 @click.option("--model", default="smollm2-135m", show_default=True, help=_MODEL_HELP)
-@click.option("--objective", type=click.Choice(["joint", "answer"]), default="joint", show_default=True)
+@click.option("--objective", type=click.Choice(list(OBJECTIVES)), default="joint", show_default=True,
+              help="; ".join(f"{k}: {v}" for k, v in OBJECTIVES.items()))
 @click.option("--keep-ratio", type=float, default=0.0, show_default=True, help="Stop after N - floor(N*R) deletions; 0 ranks every token.")
 @click.option("--limit", type=int, default=None, help="Only the first N valid chains.")
-@click.option("--baselines", default="", help="Comma-separated: random,surprisal,loo,attention.")
+@click.option("--baselines", default="", help=f"Comma-separated: {','.join(BASELINES)}.")
 @click.option("--max-batch-tokens", type=int, default=4096, show_default=True, help="Token rows per forward batch.")
-@click.option("--method", type=click.Choice(["auto", "crossstep", "prefix", "naive"]), default="auto", show_default=True,
-              help="auto = crossstep for Llama-family models, naive otherwise.")
+@click.option("--method", type=click.Choice(list(SCORING_METHODS)), default="auto", show_default=True,
+              help="; ".join(f"{k}: {v}" for k, v in SCORING_METHODS.items()))
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True)
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default=None,
@@ -73,10 +75,10 @@ def prune(chains, out, model, objective, keep_ratio, limit, baselines, max_batch
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output JSONL.")
 def export(run, keep_ratio, out):
     """Write the pruned chains of RUN as text at a keep ratio."""
-    from .pruning import export_pruned
+    from .stages import export as run_export
 
-    count = export_pruned(run, keep_ratio, out)
-    click.echo(f"wrote {count} pruned chains to {out}")
+    result = run_export(run, keep_ratio=keep_ratio, out=out)
+    click.echo(f"wrote {result.n_chains} pruned chains to {out}")
 
 
 # ----------------------------------------------------------------------------- taxonomy
@@ -174,10 +176,10 @@ def analyze(run, out, n_boot, seed, no_mixed, levels, reference):
 @click.option("--overwrite", is_flag=True, help="Recompute chains that already have attention features.")
 def attention(run, model, device, dtype, overwrite):
     """Attention received (from answer / later reasoning tokens, per layer) and surprisal per token of RUN."""
-    from .analysis import compute_attention_features
+    from .stages import attention as run_attention
 
-    count = compute_attention_features(run, model, device=device, dtype=dtype, overwrite=overwrite, progress=True)
-    click.echo(f"wrote attention features for {count} chains to {run}/attention.parquet")
+    result = run_attention(run, model=model, device=device, dtype=dtype, overwrite=overwrite, progress=True)
+    click.echo(f"wrote attention features for {result.n_chains} chains to {run}/attention.parquet")
 
 
 # ----------------------------------------------------------------------------- reports
@@ -190,7 +192,7 @@ def attention(run, model, device, dtype, overwrite):
 @click.option("--no-analyze", is_flag=True, help="Do not run `analyze` when RUN/stats/ is missing.")
 def report(run, out, width, chain_index, no_analyze):
     """Figures (PNG 300 dpi + PDF) and a self-contained OUT/index.html for RUN."""
-    from .reports import build_report
+    from .reports.report import build_report
 
     widths = ("one", "two") if width == "both" else (width,)
     result = build_report(run, out, widths=widths, chain_index=chain_index, run_analysis=not no_analyze)
@@ -209,14 +211,14 @@ def report(run, out, width, chain_index, no_analyze):
 @click.option("--no-traces", is_flag=True, help="Leave out per-step costs (hover); a much smaller file.")
 def view(run, out, chains, max_chains, no_traces):
     """One self-contained, offline HTML page to watch RUN's chains shrink step by step."""
-    from .reports import build_viewer
+    from .stages import view as run_view
 
     try:
         selected = [int(c) for c in chains.split(",") if c.strip()] or None
     except ValueError:
         raise CotSurvivalError("E009", reason=f"--chains takes integers separated by commas, got {chains!r}") from None
-    path = build_viewer(run, out, chains=selected, max_chains=max_chains, traces=not no_traces)
-    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    result = run_view(run, out=out, chains=selected, max_chains=max_chains, traces=not no_traces)
+    click.echo(f"wrote {result.path} ({result.n_bytes / 1e6:.1f} MB)")
 
 
 # ----------------------------------------------------------------------------- generation
@@ -247,22 +249,14 @@ def generate(questions, model, out, rejected_out, samples, temperature, max_new_
     QUESTIONS is a JSONL/CSV/Parquet file with question and answer, 'gsm8k' (built in), or a
     Hugging Face dataset NAME[:CONFIG][@SPLIT] (needs `datasets` and network).
     """
-    import time
+    from .generation.generate import generate as run_generate
 
-    from .generation import generate_chains, load_prompt, read_questions
-    from .models import load_model
-
-    # Read the cheap inputs first so a typo fails before the model loads.
-    items = read_questions(questions, limit=limit)
-    load_prompt(prompt)
-    lm, tokenizer, info = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                                     allow_unsafe_weights=allow_unsafe_weights)
-    started = time.perf_counter()
-    result = generate_chains(items, lm, tokenizer, samples=samples, temperature=temperature,
-                             max_new_tokens=max_new_tokens, prompt=prompt, batch_size=batch_size, seed=seed, out=out,
-                             rejected_out=rejected_out, resume=not no_resume, model_spec=info.spec)
+    result = run_generate(questions, model=model, out=out, rejected_out=rejected_out, samples=samples,
+                          temperature=temperature, max_new_tokens=max_new_tokens, prompt=prompt, batch_size=batch_size,
+                          device=device, dtype=dtype, limit=limit, seed=seed, resume=not no_resume,
+                          trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights)
     click.echo(f"accepted {len(result.accepted)}/{result.n_questions} questions ({result.acceptance_rate:.1%}; "
-               f"{result.n_resumed} resumed) in {time.perf_counter() - started:.0f} s on {info.device}: "
+               f"{result.n_resumed} resumed) in {result.seconds:.0f} s on {result.device}: "
                f"{result.out}, rejected: {result.rejected_out}")
 
 

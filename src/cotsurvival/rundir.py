@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from importlib import import_module
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -109,9 +110,7 @@ class RunDir:
 
     def _repr_html_(self) -> str:
         """Jupyter: the run at a glance (model, settings, counts, survival by category)."""
-        from .reports.notebook import run_summary_html
-
-        return run_summary_html(self)
+        return _presentation().run_summary_html(self)
 
     def chain(self, chain_index: int):
         """One chain for display in Jupyter, coloured by category and shaded by survival.
@@ -126,9 +125,17 @@ class RunDir:
         cotsurvival.reports.notebook.ChainView
             Shows as HTML in a notebook; ``str(view.html)`` is the fragment.
         """
-        from .reports.notebook import ChainView
+        return _presentation().ChainView(self, chain_index)
 
-        return ChainView(self, chain_index)
+    # ------------------------------------------------------------- stage API
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "RunDir":
+        """Open an existing run directory (E007 if ``path`` is not one); a run is saved as it is written."""
+        return cls(path).require()
+
+    def to_frame(self) -> pd.DataFrame:
+        """Pruning's per-token table (``tokens.parquet``); ``cotsurvival.load_run(run)`` joins labels and features."""
+        return self.read_table("tokens")
 
     # -------------------------------------------------------------- manifest
     def read_manifest(self) -> dict[str, Any]:
@@ -176,6 +183,17 @@ class RunDir:
             raise CotSurvivalError("E012", path=self.path, what=table, command=_WRITER.get(table, "cotsurvival prune"))
         frames = [self.read_part(table, i, columns=columns) for i in indices]
         return pd.concat(frames, ignore_index=True)
+
+
+def as_rundir(run: str | os.PathLike | "RunDir") -> "RunDir":
+    """The one way to open a run directory: a :class:`RunDir` for a path or a RunDir; E007 if it is not one."""
+    return (run if isinstance(run, RunDir) else RunDir(run)).require()
+
+
+def _presentation():
+    # Jupyter HTML lives in the reports layer, which builds on this module. It is looked up when a
+    # notebook asks for it, by name, so this lowest layer has no import edge to reports (no cycle).
+    return import_module("cotsurvival.reports.notebook")
 
 
 _WRITER = {

@@ -97,7 +97,7 @@ def synthetic_run(path, n_chains: int = 6, n_tokens: int = 30, keep_ratio: float
     import numpy as np
     import pandas as pd
 
-    from . import __version__
+    from ._version import __version__
     from .rundir import RunDir
 
     rng = np.random.default_rng(seed)

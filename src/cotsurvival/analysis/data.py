@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..errors import CotSurvivalError
 from ..labels import RULE, read_labels, resolve_source, stored_sources
-from ..rundir import RunDir
+from ..rundir import RunDir, as_rundir  # noqa: F401  (as_rundir: re-exported for older imports)
 
 TOKEN_COLUMNS = [
     "chain_index", "chain_id", "position", "n_tokens", "rel_position", "text", "token_len", "is_whitespace",
@@ -23,12 +23,6 @@ TOKEN_COLUMNS = [
 _READ_COLUMNS = ["chain_index", "chain_id", "position", "n_tokens", "text", "is_whitespace", "deleted_step",
                  "survival", "censored", "deletion_cost"]
 GREEDY = "greedy"
-
-
-def as_rundir(run: str | os.PathLike | RunDir) -> RunDir:
-    """A :class:`RunDir` for a path or a RunDir; raises E007 if it is not a run directory."""
-    run = run if isinstance(run, RunDir) else RunDir(run)
-    return run.require()
 
 
 def load_run(

@@ -23,14 +23,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .. import __version__
+from .._version import __version__
 from ..chains import Chain, ChainCorpus, read_chains
 from ..encoding import EncodedChain, encode_chain
 from ..errors import CotSurvivalError
 from ..rundir import RunDir
 from .baselines import BASELINES, answer_attention, baseline_orders, orders_to_frame
 from .engine import ChainTrace, greedy_prune, n_deletions
-from .scoring import OBJECTIVES, make_scorer
+from .methods import make_scorer
+from .registry import OBJECTIVES
 from .tables import load_checkpoint, save_checkpoint, steps_frame, tokens_frame, trace_from_tables, traces_frame
 
 CHECKPOINT_SECONDS = 20.0

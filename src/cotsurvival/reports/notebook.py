@@ -13,7 +13,7 @@ import os
 import pandas as pd
 
 from ..errors import CotSurvivalError
-from ..rundir import RunDir
+from ..rundir import RunDir, as_rundir
 from .data import display_name, token_segments
 from .style import COARSE, category_colours, order_present
 
@@ -21,8 +21,7 @@ _TOKEN_COLUMNS = ["position", "text", "char_start", "char_end", "deleted_step", 
                   "label", "category"]
 
 
-def _rundir(run: str | os.PathLike | RunDir) -> RunDir:
-    return (run if isinstance(run, RunDir) else RunDir(run)).require()
+_rundir = as_rundir  # the one opener (cotsurvival.rundir.as_rundir)
 
 
 def _rgba(hex_colour: str, alpha: float) -> str:

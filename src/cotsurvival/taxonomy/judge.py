@@ -25,7 +25,7 @@ import pandas as pd
 
 from ..errors import CotSurvivalError
 from ..results import StageResult
-from ..rundir import RunDir, atomic_write_bytes
+from ..rundir import RunDir, as_rundir, atomic_write_bytes
 from .spec import TaxonomySpec, load_spec
 
 PROMPT_VERSION = "judge-v1"
@@ -303,8 +303,7 @@ def judge_run(
     from ..labels import RULE, already_labelled, judge_source, read_labels, record_source, write_labels
     from ..progress import progress_bar
 
-    run = run if isinstance(run, RunDir) else RunDir(run)
-    run.require()
+    run = as_rundir(run)
     spec = spec or load_spec()
     if retries < 0:
         raise CotSurvivalError("E009", reason=f"retries must be >= 0, not {retries}")
@@ -412,8 +411,7 @@ def judge_agreement(run, level: str = "label", spec: TaxonomySpec | None = None,
     """
     from ..labels import RULE, read_labels, resolve_source
 
-    run = run if isinstance(run, RunDir) else RunDir(run)
-    run.require()
+    run = as_rundir(run)
     spec = spec or load_spec()
     if level not in ("label", "category"):
         raise CotSurvivalError("E009", reason=f"level must be 'label' or 'category', not {level!r}")

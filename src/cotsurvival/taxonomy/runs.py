@@ -17,7 +17,7 @@ from ..errors import CotSurvivalError
 from ..labels import RULE, already_labelled, record_source, write_labels
 from ..progress import Progress, progress_bar
 from ..results import StageResult
-from ..rundir import RunDir
+from ..rundir import RunDir, as_rundir
 from .spec import TaxonomySpec, load_spec
 from .tagger import DEFAULT_BATCH_SIZE, iter_tag, project_spans
 
@@ -144,8 +144,7 @@ def tag_run(
     -------
     TagResult
     """
-    run = run if isinstance(run, RunDir) else RunDir(run)
-    run.require()
+    run = as_rundir(run)
     spec = spec or load_spec()
     indices = run.part_indices("tokens")
     if not indices:
