@@ -84,8 +84,9 @@ def load_run(
 def join_labels(run: RunDir, tokens: pd.DataFrame, source: str | None) -> pd.DataFrame:
     """``tokens`` (rows of tokens.parquet) with ``label``/``category`` from ``source`` (missing where absent).
 
-    E018 when stored labels do not belong to these tokens (another chain id, or positions the
-    chain does not have).
+    E018 when stored labels belong to another chain (their ``chain_id`` differs): a stale or
+    copied part. Within a run a chain's positions never change (its ``reasoning_ids`` are fixed),
+    so labels are matched by ``(chain_index, position)``.
     """
     tokens = tokens.drop(columns=["label", "category"], errors="ignore")
     if source is None:
@@ -93,18 +94,13 @@ def join_labels(run: RunDir, tokens: pd.DataFrame, source: str | None) -> pd.Dat
                              category=pd.Series([None] * len(tokens), dtype="object", index=tokens.index))
     stored = read_labels(run, source, sorted(tokens["chain_index"].unique()))
     joined = tokens.merge(stored[["chain_index", "position", "chain_id", "label", "category"]],
-                          on=["chain_index", "position"], how="outer", suffixes=("", "_labels"), indicator=True,
-                          validate="1:1")
-    stray = joined[(joined["_merge"] == "right_only")
-                   | ((joined["_merge"] == "both") & (joined["chain_id"] != joined["chain_id_labels"]))]
+                          on=["chain_index", "position"], how="left", suffixes=("", "_labels"), validate="1:1")
+    stray = joined[joined["chain_id_labels"].notna() & (joined["chain_id"] != joined["chain_id_labels"])]
     if len(stray):
-        index = int(stray["chain_index"].iloc[0])
-        reason = ("another chain id" if stray["_merge"].iloc[0] == "both"
-                  else f"{int((stray['chain_index'] == index).sum())} labelled positions the chain does not have")
-        raise CotSurvivalError("E018", path=run.path, chain=index, source=source, reason=reason,
-                               command=f"cotsurvival tag {run.path}")
-    joined = joined[joined["_merge"] != "right_only"].drop(columns=["_merge", "chain_id_labels"])
-    return joined.reset_index(drop=True)
+        raise CotSurvivalError("E018", path=run.path, chain=int(stray["chain_index"].iloc[0]), source=source,
+                               reason=f"they are of chain {stray['chain_id_labels'].iloc[0]!r}, the tokens of "
+                                      f"{stray['chain_id'].iloc[0]!r}", command=f"cotsurvival tag {run.path}")
+    return joined.drop(columns=["chain_id_labels"])
 
 def baseline_orderings(frame: pd.DataFrame) -> list[str]:
     """Names of the baseline orderings joined in a :func:`load_run` table."""
