@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -78,7 +79,21 @@ def test_cohen_kappa_hand_worked_example():
     kappa, table = cohen_kappa(judge, rule, ["A", "B"])
     assert kappa == pytest.approx(0.4)
     assert table.to_numpy().tolist() == [[20, 5], [10, 15]]
-    assert cohen_kappa(["A", "A"], ["A", "A"])[0] == 1.0
+    assert math.isnan(cohen_kappa(["A", "A"], ["A", "A"])[0])  # one label only: p_e = 1, kappa is 0/0
+
+
+def test_tag_eval_and_tag_agree_agree_on_degenerate_data():
+    """One kappa: the tagger-vs-gold scores and the judge-vs-rule agreement give the same number on the same table."""
+    from cotsurvival.taxonomy.evaluate import Scores
+
+    cases = [(["A"] * 4, ["A"] * 4), (["A"] * 4, ["B"] * 4), (["A", "A", "B"], ["A", "A", "A"]),
+             (["A"] * 25 + ["B"] * 25, ["A"] * 20 + ["B"] * 5 + ["A"] * 10 + ["B"] * 15)]
+    for first, second in cases:
+        kappa, table = cohen_kappa(first, second, ["A", "B"])
+        via_eval = Scores("fine", "count", table).kappa
+        assert (math.isnan(kappa) and math.isnan(via_eval)) or kappa == pytest.approx(via_eval), (first, second)
+    # hand-worked: A,A,B vs A,A,A -> p_o = 2/3, p_e = (2*3 + 1*0)/9 = 2/3 -> kappa = 0
+    assert cohen_kappa(["A", "A", "B"], ["A", "A", "A"], ["A", "B"])[0] == pytest.approx(0.0)
 
 
 # ------------------------------------------------------------------------------- HTTP server

@@ -14,6 +14,7 @@ HTTP endpoint (``POST {url}/chat/completions``).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import urllib.error
@@ -26,6 +27,7 @@ import pandas as pd
 from ..errors import CotSurvivalError
 from ..results import StageResult
 from ..rundir import RunDir, as_rundir, atomic_write_bytes
+from .agreement import cohen_kappa  # noqa: F401  (also importable from here, as in 0.1.0)
 from .spec import TaxonomySpec, load_spec
 
 PROMPT_VERSION = "judge-v1"
@@ -380,28 +382,10 @@ class Agreement:
     def to_json(self, path) -> None:
         from pathlib import Path
 
-        data = {"level": self.level, "n": self.n, "accuracy": self.accuracy, "kappa": self.kappa,
+        kappa = None if math.isnan(self.kappa) else self.kappa  # undefined (one label only): JSON null
+        data = {"level": self.level, "n": self.n, "accuracy": self.accuracy, "kappa": kappa,
                 "confusion": {str(r): {str(c): int(v) for c, v in row.items()} for r, row in self.confusion.iterrows()}}
         atomic_write_bytes(Path(path), json.dumps(data, indent=2).encode("utf-8"))
-
-
-def cohen_kappa(first: Sequence[str], second: Sequence[str], labels: Sequence[str] | None = None
-                ) -> tuple[float, pd.DataFrame]:
-    """Cohen's kappa of two label sequences (statsmodels) and their square confusion table."""
-    from statsmodels.stats.inter_rater import cohens_kappa
-
-    if len(first) != len(second) or not len(first):
-        raise CotSurvivalError("E009", reason="kappa needs two non-empty label sequences of equal length")
-    labels = list(labels) if labels is not None else sorted(set(first) | set(second))
-    table = pd.crosstab(pd.Categorical(list(first), categories=labels), pd.Categorical(list(second), categories=labels),
-                        dropna=False)
-    table.index.name, table.columns.name = "judge", "rule"
-    observed = table.to_numpy()
-    if (observed.sum(axis=0) * observed.sum(axis=1)).sum() == observed.sum() ** 2:
-        kappa = 1.0 if observed.trace() == observed.sum() else 0.0  # one label only: chance agreement is total
-    else:
-        kappa = float(cohens_kappa(observed, return_results=False))
-    return kappa, table
 
 
 def judge_agreement(run, level: str = "label", spec: TaxonomySpec | None = None, judge: str = "judge") -> Agreement:
