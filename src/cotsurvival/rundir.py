@@ -88,6 +88,10 @@ class RunDir:
     def checkpoint_dir(self) -> Path:
         return self.path / "checkpoints"
 
+    def checkpoint_path(self, chain_index: int) -> Path:
+        """Where a chain being pruned keeps its partial state (``checkpoints/part-NNNNNN.npz``)."""
+        return self.checkpoint_dir / f"part-{chain_index:06d}.npz"
+
     def table_dir(self, table: str) -> Path:
         if table not in PER_CHAIN_TABLES:
             raise ValueError(f"unknown per-chain table {table!r}")
