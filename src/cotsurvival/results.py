@@ -30,12 +30,16 @@ class StageResult:
         """The fields as JSON-ready values (paths as strings)."""
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
-    def to_frame(self) -> pd.DataFrame:
-        """One row: the scalar fields."""
+    def summary(self) -> pd.DataFrame:
+        """One row: the scalar fields (what Jupyter shows)."""
         return pd.DataFrame([{k: v for k, v in self.to_dict().items() if not isinstance(v, (dict, list))}])
 
+    def to_frame(self) -> pd.DataFrame:
+        """The result as a table; by default :meth:`summary` (subclasses return their natural table)."""
+        return self.summary()
+
     def _repr_html_(self) -> str:
-        return f"<p><b>{html.escape(self.title)}</b></p>" + self.to_frame().to_html(index=False, escape=True)
+        return f"<p><b>{html.escape(self.title)}</b></p>" + self.summary().to_html(index=False, escape=True)
 
     def save(self, path: str | Path) -> Path:
         """Write the result as JSON (atomically)."""

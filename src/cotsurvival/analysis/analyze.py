@@ -81,6 +81,7 @@ class AnalysisResult:
         counts = self.counts_
         rows = [("run", self.run), ("model", counts.get("model")), ("objective", counts.get("objective")),
                 ("chains", counts.get("n_chains")), ("tokens", counts.get("n_tokens")),
+                ("labels", self.config.get("labels_source")),
                 ("censored tokens", counts.get("n_censored")),
                 ("ranking", "full" if counts.get("full_ranking") else f"stopped at keep ratio {counts.get('keep_ratio')}"),
                 ("categories", ", ".join(f"{k}: {v:,}" for k, v in (counts.get("categories") or {}).items()) or "not tagged"),
@@ -101,6 +102,12 @@ class AnalysisResult:
         return (f'<div class="cs-analysis"><table class="cs-analysis-counts">{info}</table>'
                 f"<p><b>Log-rank test across categories:</b> {escape(main)}</p>"
                 f"<p><b>Citations</b> ({len(self.citations_)})</p><ul class=\"cs-citations\">{items}</ul></div>")
+
+    def to_frame(self) -> pd.DataFrame:
+        """The scalar tests, one row each (``test`` and its fields; NaN where a field does not apply)."""
+        rows = [{"test": name, **{k: v for k, v in fields.items() if not isinstance(v, (dict, list))}}
+                for name, fields in self.tests_.items()]
+        return pd.DataFrame(rows)
 
     def save(self, out: str | os.PathLike | None = None) -> Path:
         """Write ``stats.json``, tables as CSV/Markdown/LaTeX, and ``citations.md`` to ``out``.
