@@ -201,3 +201,37 @@ def test_sources_are_named_and_never_mixed(tmp_path):
     with pytest.raises(CotSurvivalError) as info:
         load_run(run)
     assert info.value.code == "E018"
+
+
+def test_an_interrupted_judge_resumes_and_the_manifest_says_so(tmp_path):
+    from cotsurvival.taxonomy import tag_run
+    from cotsurvival.taxonomy.judge import judge_run
+
+    class Flaky:
+        """Labels every token CONTENT; fails on its second chain (a crash mid-run)."""
+
+        name = "flaky"
+
+        def __init__(self, fail_on):
+            self.calls, self.fail_on = 0, fail_on
+
+        def complete(self, messages):
+            self.calls += 1
+            if self.calls == self.fail_on:
+                raise KeyboardInterrupt
+            import re
+
+            numbers = re.findall(r"^(\d+)\t", messages[-1]["content"], flags=re.MULTILINE)
+            return json.dumps({"labels": [{"i": int(i), "label": "CONTENT"} for i in numbers]})
+
+    run = synthetic_run(tmp_path / "run", n_chains=3, n_tokens=8, tagged=False, baselines=False)
+    tag_run(run)
+    with pytest.raises(KeyboardInterrupt):
+        judge_run(run, Flaky(fail_on=2))
+    entry = run.read_manifest()["labels"]["judge:flaky"]
+    assert entry["complete"] is False and set(run.read_part("labels", 0)["source"]) == {"rule", "judge:flaky"}
+    client = Flaky(fail_on=0)
+    result = judge_run(run, client)
+    assert result.n_skipped == 1 and result.n_chains == 2 and client.calls == 2  # chain 0 is not asked again
+    entry = run.read_manifest()["labels"]["judge:flaky"]
+    assert entry["complete"] is True and entry["n_chains"] == 3 and entry["n_fallback"] == 0

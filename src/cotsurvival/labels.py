@@ -66,11 +66,17 @@ def write_labels(run: RunDir, chain_index: int, frame: pd.DataFrame, source: str
     run.write_part(TABLE, chain_index, _conform(merged))
 
 
-def record_source(run: RunDir, source: str, **info: Any) -> dict:
-    """Record ``source`` under ``manifest["labels"]`` with what is true of the stored parts now."""
+def record_source(run: RunDir, source: str, complete: bool = True, **info: Any) -> dict:
+    """Record ``source`` under ``manifest["labels"]`` with what is true of the stored parts now.
+
+    A stage records its source with ``complete=False`` before it writes labels and with
+    ``complete=True`` when it is done, so an interrupted stage leaves ``complete: false`` (and
+    ``n_chains`` as of its start) rather than no trace of the labels it wrote.
+    """
     indices = chains_with_source(run, source)
     entry = dict(info)
-    entry.update(n_chains=len(indices), updated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    entry.update(n_chains=len(indices), complete=complete,
+                 updated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     manifest = run.read_manifest()
     labels = dict(manifest.get("labels") or {})
     labels[source] = entry

@@ -317,6 +317,8 @@ def judge_run(
     indices = run.part_indices("tokens")
     done = set() if overwrite else already_labelled(run, source, spec.manifest_entry(), "judge labels")
     todo = [i for i in indices if i not in done]
+    entry = {"model": name, "url": url, "prompt": PROMPT_VERSION, "retries": retries, "taxonomy": spec.manifest_entry()}
+    record_source(run, source, complete=False, kind="LLM judge", **entry)
     started = time.perf_counter()
     with progress_bar(progress, len(todo), "judge") as bar:
         for index in todo:
@@ -350,8 +352,9 @@ def judge_run(
             n_tokens += len(tokens)
             n_fallback += sum(flags)
             bar.update(1)
-    entry = {"model": name, "url": url, "prompt": PROMPT_VERSION, "retries": retries, "n_fallback": n_fallback,
-             "taxonomy": spec.manifest_entry()}
+    stored = read_labels(run, source, extra=True)  # all chains of this source, also those of earlier runs
+    entry = {"model": name, "url": url, "prompt": PROMPT_VERSION, "retries": retries,
+             "n_fallback": int(stored["judge_fallback"].fillna(False).sum()), "taxonomy": spec.manifest_entry()}
     run.update_manifest(judge=entry)  # 0.1.0 key, kept for readers of older manifests
     record_source(run, source, kind="LLM judge", **entry)
     return JudgeResult(target=str(run.path), source=source, n_chains=len(todo), n_tokens=n_tokens,

@@ -155,6 +155,7 @@ def tag_run(
         raise CotSurvivalError("E020", path=run.path, chain=missing[0], reason="it is not in chains.parquet")
     done = set() if overwrite else already_labelled(run, RULE, spec.manifest_entry(), "rule labels")
     todo = [i for i in indices if i not in done]
+    record_source(run, RULE, complete=False, kind="rule tagger", taxonomy=spec.manifest_entry())
     started = time.perf_counter()
     texts = [str(chains.at[i, "reasoning"]) for i in todo]
     questions = [chains.at[i, "question"] if isinstance(chains.at[i, "question"], str) else None for i in todo]
