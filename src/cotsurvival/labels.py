@@ -21,7 +21,6 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from .errors import CotSurvivalError
 from .rundir import RunDir
@@ -105,10 +104,9 @@ def _stored_part(run: RunDir, chain_index: int) -> pd.DataFrame | None:
 def stored_sources(run: RunDir) -> list[str]:
     """Every label source present in the run (labels table, manifest, or a 0.1.0 tokens table)."""
     sources = dict.fromkeys((run.read_manifest().get("labels") or {}).keys())
-    for index in run.part_indices(TABLE):
-        sources.update(dict.fromkeys(pq.read_table(run.part_path(TABLE, index), columns=["source"])
-                                     .column("source").unique().to_pylist()))
-        break  # the first part names the sources the manifest may lack (a run tagged and then interrupted)
+    parts = run.part_indices(TABLE)
+    if parts:  # the first part also names sources a manifest may lack (labels written by hand or by tests)
+        sources.update(dict.fromkeys(run.read_part(TABLE, parts[0], columns=["source"])["source"].unique()))
     sources.update(dict.fromkeys(_legacy_sources(run)))
     return [s for s in sources if s]
 
@@ -183,7 +181,7 @@ def _legacy_sources(run: RunDir) -> list[str]:
     indices = run.part_indices("tokens")
     if not indices:
         return []
-    names = set(pq.read_schema(run.part_path("tokens", indices[0])).names)
+    names = run.part_columns("tokens", indices[0])
     found = [RULE] if "label" in names else []
     if "judge_label" in names:
         found.append(judge_source(_legacy_judge_model(run)))
@@ -198,7 +196,7 @@ def _legacy_part(run: RunDir, index: int, source: str) -> pd.DataFrame | None:
     """A 0.1.0 tokens part's labels of ``source`` in the labels-table shape, or None."""
     if not run.has_part("tokens", index):
         return None
-    names = set(pq.read_schema(run.part_path("tokens", index)).names)
+    names = run.part_columns("tokens", index)
     if source == RULE and "label" in names:
         mapping = {"label": "label", "category": "category", "equation_correct": "equation_correct"}
     elif source.startswith(JUDGE_PREFIX) and "judge_label" in names and source == judge_source(_legacy_judge_model(run)):

@@ -175,6 +175,16 @@ class RunDir:
             return []
         return sorted(int(p.stem.split("-")[1]) for p in folder.glob("part-*.parquet"))
 
+    def part_columns(self, table: str, chain_index: int) -> set[str]:
+        """Column names of one part (from its schema, without reading the data); E008 if unreadable."""
+        path = self.part_path(table, chain_index)
+        if not path.exists():
+            raise CotSurvivalError("E001", path=path)
+        try:
+            return set(pq.read_schema(path).names)
+        except (pa.ArrowException, OSError) as exc:
+            raise CotSurvivalError("E008", path=path, reason=_first_line(exc)) from None
+
     def read_part(self, table: str, chain_index: int, columns: list[str] | None = None) -> pd.DataFrame:
         return _read_parquet(self.part_path(table, chain_index), columns=columns)
 
@@ -216,4 +226,8 @@ def _read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
     try:
         return pq.read_table(path, columns=columns).to_pandas()
     except (pa.ArrowException, OSError) as exc:
-        raise CotSurvivalError("E008", path=path, reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        raise CotSurvivalError("E008", path=path, reason=_first_line(exc)) from None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

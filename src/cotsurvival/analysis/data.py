@@ -145,16 +145,7 @@ def orderings_long(run: str | os.PathLike | RunDir | pd.DataFrame, *, require_ta
 
 # --------------------------------------------------------------------------- helpers
 def _read_tokens_part(run: RunDir, index: int) -> pd.DataFrame:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from ..errors import CotSurvivalError
-
-    path = run.part_path("tokens", index)
-    try:
-        names = set(pq.read_schema(path).names)
-    except (pa.ArrowException, OSError) as exc:
-        raise CotSurvivalError("E008", path=path, reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    names = run.part_columns("tokens", index)
     return run.read_part("tokens", index, columns=[c for c in _READ_COLUMNS if c in names])
 
 

@@ -37,9 +37,7 @@ def read_chain_tokens(run: RunDir, chain_index: int, labels: str = "rule") -> pd
     indices = run.part_indices("tokens")
     if chain_index not in indices:
         raise CotSurvivalError("E051", chain=chain_index, n_chains=len(indices), last=max(indices, default=-1))
-    import pyarrow.parquet as pq
-
-    names = set(pq.read_schema(run.part_path("tokens", chain_index)).names)
+    names = run.part_columns("tokens", chain_index)
     frame = run.read_part("tokens", chain_index, columns=[c for c in _TOKEN_COLUMNS + ["chain_index", "chain_id"]
                                                          if c in names and c not in ("label", "category")])
     from ..analysis.data import join_labels
