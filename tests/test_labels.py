@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import HTTPServer
 
 import pandas as pd
 import pytest
@@ -13,21 +11,14 @@ from cotsurvival.labels import read_labels, write_labels
 from cotsurvival.rundir import RunDir
 from cotsurvival.testing import EXAMPLE_CHAINS, synthetic_run
 
-from test_judge import _Handler
-
-KEYS = ["chain_index", "position"]
+from test_judge import _Handler, server  # noqa: F401  (server: the endpoint fixture)
 
 
 @pytest.fixture
-def judge_url():
-    httpd = HTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    _Handler.requests = []
+def judge_url(server):
+    """The fake OpenAI-compatible endpoint of test_judge.py, answering validly."""
     _Handler.script = ["valid"]
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    httpd.shutdown()
-    httpd.server_close()
+    return server[1]
 
 
 def _invoke(*args):

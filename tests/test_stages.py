@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import pytest
 
 import cotsurvival
 from cotsurvival.testing import synthetic_run
