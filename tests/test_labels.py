@@ -164,7 +164,12 @@ def test_sources_are_named_and_never_mixed(tmp_path):
     with pytest.raises(CotSurvivalError) as info:
         load_run(run, labels="judge")
     assert info.value.code == "E015" and "rule" in info.value.message
-    assert load_run(run, labels="judge", require_tags=False)["label"].isna().all()
+    with pytest.raises(CotSurvivalError) as info:  # asked for by name: never silently "untagged"
+        load_run(run, labels="judge", require_tags=False)
+    assert info.value.code == "E015"
+    untagged = synthetic_run(tmp_path / "untagged", n_chains=1, n_tokens=6, tagged=False, baselines=False)
+    table = load_run(untagged, require_tags=False)
+    assert table["label"].isna().all() and table.attrs["labels_source"] is None
 
     # two judges: "judge" is ambiguous, each exact source works
     for model in ("a", "b"):

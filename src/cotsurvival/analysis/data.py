@@ -150,17 +150,19 @@ def _read_tokens_part(run: RunDir, index: int) -> pd.DataFrame:
 
 
 def _label_source(run: RunDir, labels: str, require_tags: bool) -> str | None:
-    """The exact stored source ``labels`` names; None when the run has none and tags are optional."""
+    """The exact stored source ``labels`` names.
+
+    None when the run has no rule labels and tags are optional (an untagged run); a source asked
+    for by name (``"judge"``, ``"judge:MODEL"``) that is not stored is always an error (E015).
+    """
     try:
         return resolve_source(run, labels)
     except CotSurvivalError as exc:
-        if exc.code != "E015":
+        if exc.code != "E015" or labels != RULE:
             raise
-        if not stored_sources(run):
-            if require_tags:
-                raise CotSurvivalError("E040", path=run.path, detail="no labels.parquet") from None
-            return None
         if require_tags:
+            if not stored_sources(run):
+                raise CotSurvivalError("E040", path=run.path, detail="no labels.parquet") from None
             raise
         return None
 
