@@ -30,7 +30,7 @@ class Report:
     skipped : dict
         Figure stem -> why it was left out.
     stats_note : str or None
-        Why the statistics section is missing, if it is.
+        Why the statistics section is missing, or why it may be out of date.
     quotes : dict
         Figure stem -> the stored numbers it prints (:class:`~cotsurvival.reports.data.Quote`).
     texts : dict
@@ -155,7 +155,12 @@ def _stats(run: RunDir, run_analysis: bool):
     from ..analysis import AnalysisResult
 
     if (run.stats_dir / "stats.json").is_file():
-        return AnalysisResult.load(run), None
+        result = AnalysisResult.load(run)
+        stored, now = result.counts_.get("n_chains"), len(run.part_indices("tokens"))
+        if stored is not None and stored != now:
+            return result, (f"stats/stats.json describes {stored} chains but the run now has {now}: re-run "
+                            f"`cotsurvival analyze {run.path}` to update the statistics shown.")
+        return result, None
     if not run_analysis:
         return None, f"No statistics yet: run `cotsurvival analyze {run.path}`."
     from ..analysis import analyze
@@ -230,7 +235,8 @@ def _stats_html(result, note: str | None) -> str:
     tables = "".join(table_html(name, table, result) for name, table in result.tables_.items() if not table.empty)
     pretty = json.dumps(result.to_dict(), indent=1, default=str)
     raw = f"<details><summary>stats.json</summary><pre>{html.escape(pretty)}</pre></details>"
-    return (f'<section id="stats"><h2>Statistics</h2>'
+    stale = f'<p class="note">{html.escape(note)}</p>' if note else ""
+    return (f'<section id="stats"><h2>Statistics</h2>{stale}'
             f'<p class="muted">Every number below is read from stats/stats.json (hover a cell for its place '
             f'there); nothing is recomputed for the report.</p>{notes_html(result)}'
             f'<h3 id="tests">Tests</h3>{tests_html(result.tests_)}{tables or "<p class=note>No tables.</p>"}{raw}</section>'

@@ -35,8 +35,8 @@ def number_cell(source: Iterable, value: Any, spec: str = ".4g", tag: str = "td"
     """One stored number in a cell that names its place in stats.json; missing values print as blank."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return f"<{tag}></{tag}>"
-    text = format_number(value, spec)
-    return f'<{tag} class="num" data-src="{html.escape(source_text(source))}">{html.escape(text)}</{tag}>'
+    text, where = format_number(value, spec), html.escape(source_text(source))
+    return f'<{tag} title="stats.json: {where}" class="num" data-src="{where}">{html.escape(text)}</{tag}>'
 
 
 def text_cell(value: Any, tag: str = "td") -> str:
@@ -81,7 +81,8 @@ def tests_html(tests: dict) -> str:
             label = html.escape(".".join(map(str, path[2:])))
             if is_number(value):
                 text = format_number(value, ".4g")
-                parts.append(f'{label} = <span class="num" data-src="{html.escape(source_text(path))}">'
+                where = html.escape(source_text(path))
+                parts.append(f'{label} = <span title="stats.json: {where}" class="num" data-src="{where}">'
                              f"{html.escape(text)}</span>")
             elif value is not None:
                 parts.append(f"{label} = {html.escape(str(value))}")
