@@ -52,7 +52,8 @@ def report(tmp_path_factory):
     stats = json.loads(path.read_text())
     # The headline as the analysis writes it (stats.json["primary"] and the first citation).
     stats["primary"] = {"estimate": 0.2345678, "ci_low": 0.1234567, "ci_high": 0.3456789, "p_value": 0.00123,
-                        "n_chains": 5, "n_tokens": 90, "test": "sign-flip <b>test</b>"}
+                        "n_chains": 5, "n_tokens": 90, "test": "sign-flip <b>test</b>",
+                        "power": {"n_chains_needed": 12, "power": 0.8123}}
     stats["citations"] = ["Headline: symbolic math outlived grammar in 5 chains."] + stats["citations"]
     stats["citations"].append(f"Kaplan & Meier (1958) {EVIL}")
     stats["tables"]["summary_category"][1]["method"] = "<b>grammar</b>"
@@ -110,40 +111,27 @@ def test_index_is_self_contained_and_escaped(report):
     assert "fig1_kaplan_meier_one.pdf" in page
 
 
-def test_every_number_on_the_page_is_the_stored_one(report):
-    """Each number in the headline, summary, tests and tables equals its stats.json value."""
-    run, result = report
-    stats = json.loads((run.stats_dir / "stats.json").read_text())
-    page = result.index.read_text(encoding="utf-8")
+def check_page_quotes_stats(page: str, stats: dict) -> set[str]:
+    """Every number in the headline, summary, tests and tables equals its stats.json value; returns the paths."""
     cells = re.findall(r'class="num" data-src="([^"]+)">([^<]*)<', page)
-    assert len(cells) > 200
     for source, text in cells:
         assert _printed_equal(text, _at(stats, html.unescape(source))), (source, text)
-    sources = {html.unescape(s) for s, _ in cells}
-    # The headline, the summary medians and the tests are all quoted from the file.
-    assert {"primary/estimate", "primary/ci_low", "primary/ci_high", "primary/p_value", "primary/n_chains"} <= sources
-    for i, row in enumerate(stats["tables"]["summary_category"]):
-        assert f"tables/summary_category/{i}/median" in sources
-    assert "tests/logrank_category/chi2" in sources and "tests/tau/mean" in sources
-    start = page.index('<section id="headline">')
-    headline = page[start:page.index("</section>", start)]
-    assert "Headline: symbolic math outlived grammar in 5 chains." in headline
     # No number is printed outside a traceable cell: every other cell of every table is text.
-    body = page[start:page.index("<details>")]
+    start = page.index('<section id="summary">')
+    body = page[start:page.index("<details>")] if "<details>" in page else page[start:]
     body = re.sub(r'<table class="cs-summary">.*?</table>', "", body, flags=re.S)  # the manifest's settings
     for text in re.findall(r"<td>([^<]*)</td>", body):
         assert not DECIMAL.fullmatch(text.strip()) and not text.strip().replace(",", "").isdigit(), text
     # The citations are the stored sentences, in order.
     shown = re.findall(r"<li>([^<]*)</li>", page[page.index('<section id="citations">'):])
     assert [html.unescape(t) for t in shown] == stats["citations"]
+    return {html.unescape(s) for s, _ in cells}
 
 
-def test_every_number_in_the_figures_is_the_stored_one(report):
+def check_figures_quote_stats(result, stats: dict) -> None:
     """Figure annotations quote stats.json, and no figure prints a decimal it did not quote."""
-    run, result = report
-    stats = json.loads((run.stats_dir / "stats.json").read_text())
     for stem, quotes in result.quotes.items():
-        texts = " | ".join(result.texts[stem])
+        texts = " | ".join(result.texts.get(stem, []))
         for quote in quotes:
             assert _printed_equal(quote.text, _at(stats, "/".join(map(str, quote.source)))), (stem, quote)
             assert quote.text in texts
@@ -151,6 +139,28 @@ def test_every_number_in_the_figures_is_the_stored_one(report):
             quoted = {q.text for q in quotes}
             for number in DECIMAL.findall(texts):
                 assert number in quoted, (stem, number)
+
+
+def test_every_number_on_the_page_is_the_stored_one(report):
+    run, result = report
+    stats = json.loads((run.stats_dir / "stats.json").read_text())
+    page = result.index.read_text(encoding="utf-8")
+    sources = check_page_quotes_stats(page, stats)
+    assert len(sources) > 200
+    # The headline, the summary medians and the tests are all quoted from the file.
+    assert {"primary/estimate", "primary/ci_low", "primary/ci_high", "primary/p_value", "primary/n_chains",
+            "primary/power/n_chains_needed"} <= sources
+    for i, row in enumerate(stats["tables"]["summary_category"]):
+        assert f"tables/summary_category/{i}/median" in sources
+    assert "tests/logrank_category/chi2" in sources and "tests/tau/mean" in sources
+    start = page.index('<section id="headline">')
+    assert "Headline: symbolic math outlived grammar in 5 chains." in page[start:page.index("</section>", start)]
+
+
+def test_every_number_in_the_figures_is_the_stored_one(report):
+    run, result = report
+    stats = json.loads((run.stats_dir / "stats.json").read_text())
+    check_figures_quote_stats(result, stats)
     sources = {q.source for q in result.quotes["fig2_survival_by_category"]}
     for level in ("category", "label"):
         for i, row in enumerate(stats["tables"][f"summary_{level}"]):
@@ -340,3 +350,17 @@ def test_cli_report_chooses_chains_by_id_and_refuses_unknown_ones(tmp_path, caps
     assert (out / "fig8_chain_2_one.png").is_file() and (out / "fig8_chain_0_one.png").is_file()
     page = (out / "index.html").read_text(encoding="utf-8")
     assert page.index('id="fig8_chain_2"') < page.index('id="fig8_chain_0"')  # in the order given
+
+
+@pytest.mark.integration
+def test_demo_report_quotes_stats_json(tmp_path, tiny_dir):
+    """The demo (tiny model, real tagger): its index.html and a re-render's figures quote stats.json."""
+    from cotsurvival.demo import run_demo
+
+    paths = run_demo(tmp_path / "demo", limit=2, keep_ratio=0.5, model=str(tiny_dir), progress=False)
+    stats = json.loads((paths["stats"] / "stats.json").read_text())
+    sources = check_page_quotes_stats(paths["report"].read_text(encoding="utf-8"), stats)
+    assert any(s.startswith("tables/summary_category/") for s in sources)
+    again = build_report(paths["run"], tmp_path / "again", widths=("one",))
+    check_figures_quote_stats(again, stats)
+    assert again.quotes["fig2_survival_by_category"] or "fig2_survival_by_category" in again.skipped

@@ -56,12 +56,10 @@ def headline_html(result) -> str:
     sentence = (f'<p class="headline">{html.escape(str(result.citations_[0]))}</p>' if result.citations_ else "")
     keys = [k for k in PRIMARY_FIELDS if k in primary] + [k for k in primary if k not in PRIMARY_FIELDS]
     rows = []
-    for key in keys:
-        value = primary[key]
-        if isinstance(value, (dict, list)) and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-            continue
-        cell = number_cell(("primary", key), value) if is_number(value) else text_cell(value)
-        rows.append(f"<tr><th>{html.escape(key.replace('_', ' '))}</th>{cell}</tr>")
+    for path, value in _flatten({k: primary[k] for k in keys}, ("primary",)):
+        name = " ".join(str(part).replace("_", " ") for part in path[1:])
+        cell = number_cell(path, value) if is_number(value) else text_cell(value)
+        rows.append(f"<tr><th>{html.escape(name)}</th>{cell}</tr>")
     return (f'<section id="headline"><h2>Headline result</h2>{sentence}'
             f'<table class="cs-primary">{"".join(rows)}</table></section>')
 
