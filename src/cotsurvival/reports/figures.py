@@ -364,7 +364,8 @@ def fig_attention(data: ReportData, width: str):
                       f"{data.quote(source + ('n_chains',), best[kind]['n_chains'], ',d')} chains")
         ax.plot(layers, rows["mean_rho"].to_numpy(float), color=colour, marker=marker, markersize=3, label=label)
     ax.axhline(0, color="0.3", linewidth=0.6, linestyle=":")
-    ax.set(xlabel="layer", ylabel="mean per-chain Spearman ρ\nwith survival")
+    # ρ lies in [-1, 1]; a t-interval over few chains can reach past that, so the axis stops there.
+    ax.set(xlabel="layer", ylabel="mean per-chain Spearman ρ\nwith survival", ylim=(-1.05, 1.05))
     ax.xaxis.get_major_locator().set_params(integer=True)
     _panel_letter(ax, "b  per layer (95% t CI over chains)")
     ax.legend(loc="best", fontsize=6, handlelength=1.4)
