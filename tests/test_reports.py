@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cotsurvival.analysis import AnalysisResult, analyze
+from cotsurvival.analysis import AnalysisResult, analyze, load_run
 from cotsurvival.chains import parse_chain_selection
 from cotsurvival.cli import main
 from cotsurvival.errors import CotSurvivalError
@@ -203,7 +203,7 @@ def test_summary_shows_kaplan_meier_medians_not_reached_when_censored(tmp_path):
     from lifelines import KaplanMeierFitter
 
     run = synthetic_run(tmp_path / "run", n_chains=4, n_tokens=20, seed=2, keep_ratio=0.5)
-    tokens = pd.read_parquet(run.table_dir("tokens"))
+    tokens = load_run(run)
     page = run_summary_html(run)  # no stats yet: computed by the analysis' own function
     not_reached = 0
     for category, group in tokens.groupby("category"):
@@ -323,7 +323,7 @@ def test_parse_chain_selection(tmp_path):
     assert parse_chain_selection(None, None) is None
     assert parse_chain_selection(" b, a,b ,,c", None) == ["b", "a", "c"]
     ids = tmp_path / "ids.txt"
-    ids.write_text("# chosen by hand\ngsm8k-test-1\n\n  gsm8k-test-7 \ngsm8k-test-1\n", encoding="utf-8")
+    ids.write_text("# chosen by hand\ngsm8k-test-1\n\n  gsm8k-test-7  # the long one\ngsm8k-test-1\n", encoding="utf-8")
     assert parse_chain_selection(None, str(ids)) == ["gsm8k-test-1", "gsm8k-test-7"]
     for chains, ids_file, code in (("a", str(ids), "E054"), (" , ", None, "E055"),
                                    (None, str(tmp_path / "missing.txt"), "E001")):

@@ -288,7 +288,7 @@ def parse_chain_selection(chains: str | None, ids_file: str | Path | None) -> li
 
     Shared by the commands that take a chain selection (prune, report, view). Ids are the chains
     file's ``id`` values, kept in the order given with repeats dropped; in an ids file, blank
-    lines and lines starting with ``#`` are ignored.
+    lines are skipped and ``#`` starts a comment.
 
     Parameters
     ----------
@@ -322,7 +322,7 @@ def parse_chain_selection(chains: str | None, ids_file: str | Path | None) -> li
         except UnicodeDecodeError as exc:
             line = path.read_bytes()[: exc.start].count(b"\n") + 1
             raise CotSurvivalError("E002", path=path, line=line, reason="invalid UTF-8") from None
-        ids = [line for line in text.splitlines() if not line.strip().startswith("#")]
+        ids = [line.split("#", 1)[0] for line in text.splitlines()]
         source = f"--ids {path}"
     selected = list(dict.fromkeys(i.strip() for i in ids if i.strip()))
     if not selected:
