@@ -502,9 +502,9 @@ def test_prune_chains_by_id_and_ids_file(capsys, tmp_path, tiny_dir, tiny_from_d
     for table in ("tokens", "steps"):  # same chains, same numbers as the full run's rows
         pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a" / f"{table}.parquet"),
                                       pd.read_parquet(tmp_path / "b" / f"{table}.parquet"), check_exact=False, atol=1e-5)
-    from cotsurvival.chains import parse_ids
+    from cotsurvival.chains import parse_chain_selection
 
-    assert parse_ids(None, ids) == ["ex-3", "ex-1"]
+    assert parse_chain_selection(None, ids) == ["ex-3", "ex-1"]
 
 
 def test_unknown_chain_id_fails_with_did_you_mean(capsys, tmp_path):
@@ -536,8 +536,8 @@ def test_progress_on_a_terminal_is_a_live_bar():
     """On a tty the bar redraws in place (carriage returns), as tqdm does."""
     import pty
 
-    code = ("import time\nfrom cotsurvival.progress import progress_bar\n"
-            "bar = progress_bar(total=3, desc='work')\n"
+    code = ("import time\nfrom cotsurvival.progress import make_bar\n"
+            "bar = make_bar(total=3, desc='work')\n"
             "for _ in range(3):\n    time.sleep(0.15); bar.update(1)\nbar.close()\n")
     import fcntl
     import struct

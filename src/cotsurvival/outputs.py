@@ -128,9 +128,9 @@ def is_export_file(path: Path) -> bool:
 
 
 def is_spans_file(path: Path) -> bool:
-    """An earlier ``cotsurvival tag CHAINS --out`` output: JSONL of ``{id, spans}``."""
+    """An earlier ``cotsurvival tag CHAINS --out`` output: JSONL of ``{id, spans[, reasoning]}``."""
     record = _first_json_line(path)
-    return record is not None and set(record) == {"id", "spans"}
+    return record is not None and {"id", "spans"} <= set(record) <= {"id", "spans", "reasoning"}
 
 
 def is_generated_file(path: Path) -> bool:

@@ -1,4 +1,8 @@
-"""One progress bar for every long loop: tqdm on a terminal or in Jupyter, plain lines in a log.
+"""Progress for every long loop: tqdm on a terminal or in Jupyter, plain lines in a log.
+
+``progress`` arguments (``Progress``: ``True`` shows a bar, ``False`` nothing, a callable is called
+with the number of items just finished) go through :class:`progress_bar`; code that drives a bar
+itself calls :func:`make_bar`, a tqdm factory. Both print the same way:
 
 tqdm redraws its bar in place with carriage returns and cursor-up escapes. Written to a file (a
 cluster job's log, ``2> prune.log``) that becomes one unreadable line, or, with tqdm's own
@@ -12,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import IO, Iterable
+from typing import IO, Callable, Iterable, Union
 
 from tqdm import tqdm as _plain_tqdm
 
@@ -78,7 +82,7 @@ def is_interactive(stream=None) -> bool:
     return tty or _in_jupyter(stream)
 
 
-def progress_bar(iterable: Iterable | None = None, *, total: float | None = None, desc: str | None = None,
+def make_bar(iterable: Iterable | None = None, *, total: float | None = None, desc: str | None = None,
                  unit: str = "it", disable: bool = False, leave: bool = True, initial: float = 0,
                  file: IO[str] | None = None, **kwargs):
     """A tqdm bar that stays readable wherever stderr goes (see the module docstring).
@@ -99,3 +103,31 @@ def progress_bar(iterable: Iterable | None = None, *, total: float | None = None
         common.setdefault("delay", interval)
     return _LogTqdm(iterable, file=LineStream(stream), mininterval=interval, maxinterval=max(interval, 10.0),
                        miniters=1, ascii=True, ncols=100, **common)
+
+
+# ----------------------------------------------------------------------------- ``progress`` arguments
+Progress = Union[bool, Callable[[int], None]]
+
+
+class progress_bar:
+    """Context manager with ``update(n)``: a tqdm bar for ``progress=True``, the callable, or nothing."""
+
+    def __init__(self, progress: Progress, total: int | None, desc: str, unit: str = "chain") -> None:
+        self.callback = progress if callable(progress) else None
+        self.tqdm = None
+        if progress is True:
+            self.tqdm = make_bar(total=total, unit=unit, desc=desc)
+
+    def __enter__(self) -> "progress_bar":
+        return self
+
+    def update(self, n: int = 1) -> None:
+        if self.tqdm is not None:
+            self.tqdm.update(n)
+        if self.callback is not None:
+            self.callback(n)
+
+    def __exit__(self, *exc) -> bool:
+        if self.tqdm is not None:
+            self.tqdm.close()
+        return False

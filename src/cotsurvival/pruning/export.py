@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CotSurvivalError
-from ..rundir import RunDir, atomic_write_bytes
+from ..rundir import RunDir, as_rundir, atomic_write_bytes
 from .engine import n_deletions
 
 
@@ -32,7 +32,7 @@ def export_pruned(run: str | Path | RunDir, keep_ratio: float, out: str | Path, 
     """
     from ..outputs import check_output, is_export_file, run_inputs
 
-    run = run if isinstance(run, RunDir) else RunDir(run)
+    run = as_rundir(run)
     manifest = run.require().read_manifest()
     check_output(out, inputs=run_inputs(run.path), overwrite=overwrite, ours=is_export_file, command="export")
     if keep_ratio < manifest["keep_ratio"]:
