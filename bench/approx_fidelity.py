@@ -136,7 +136,7 @@ def fidelity(args) -> dict:
     from cotsurvival.chains import read_chains
     from cotsurvival.encoding import encode_chain
     from cotsurvival.models import load_model
-    from cotsurvival.pruning.scoring import make_scorer
+    from cotsurvival.pruning.methods import make_scorer
 
     model, tokenizer, _ = load_model("smollm2-135m", device="cpu", dtype="float32")
     pool = model_written_chains() if args.source == "gsm8k-model" else list(read_chains("gsm8k"))
@@ -210,7 +210,7 @@ def long_run(args) -> dict:
     from cotsurvival.encoding import encode_chain
     from cotsurvival.models import load_model
     from cotsurvival.pruning.engine import greedy_prune
-    from cotsurvival.pruning.scoring import make_scorer
+    from cotsurvival.pruning.methods import make_scorer
     from cotsurvival.pruning.tables import tokens_frame
 
     model, tokenizer, _ = load_model("smollm2-135m", device="cpu", dtype="float32")

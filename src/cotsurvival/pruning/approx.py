@@ -33,7 +33,7 @@ import numpy as np
 
 from ..encoding import EncodedChain
 from ..errors import CotSurvivalError
-from .scoring import Scorer, make_scorer
+from .scoring import Scorer
 
 # The recommendation behind ``--approx auto``: exact up to EXACT_MAX_TOKENS reasoning tokens,
 # above that top-k rounds with a local window. Chosen from bench/approx_fidelity.py (BENCHMARKS.md).
@@ -161,6 +161,7 @@ def rounds_scorer(scorer: Scorer) -> Scorer:
     """The scorer approximate rounds use: cross-step reuse only pays when one token goes per step,
     and keeps n²/2 rows of keys and values, so its model is scored with prefix reuse instead."""
     from .crossstep import CrossStepScorer
+    from .methods import make_scorer
 
     if not isinstance(scorer, CrossStepScorer):
         return scorer
