@@ -287,11 +287,13 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer, scorer_name, started, 
             for index, item, wanted in todo:
                 trace = _prune_one(run, scorer, item, index, wanted, progress, approx)
                 attention = answer_attention(lm, item) if "attention" in names else None
+                _record_rows(run, item, trace, chain_rows)
                 _commit(run, item, index, trace, names, seed, attention)
                 committed(item, trace)
         else:
             for index, item, trace, attention, _ in pool.run(todo, start_of=lambda i, it: _start_trace(run, it, i),
                                                              attention="attention" in names):
+                _record_rows(run, item, trace, chain_rows)
                 _commit(run, item, index, trace, names, seed, attention)
                 committed(item, trace)
             extra["ray"] = pool.summary()
@@ -305,6 +307,14 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer, scorer_name, started, 
                                 "backend": "local" if pool is None else "ray",
                                 **_engine_approx(manifest, approx, chain_rows)}, **extra)
     return run
+
+
+def _record_rows(run: RunDir, item: EncodedChain, trace: ChainTrace, chain_rows: dict) -> None:
+    """``engine.token_rows`` written before the chain commits, so an interrupted run keeps the count."""
+    chain_rows[item.chain.id] = int(trace.token_rows)
+    engine = dict(run.read_manifest().get("engine", {}))
+    engine.update(token_rows=int(sum(chain_rows.values())), token_rows_chains=dict(chain_rows))
+    run.update_manifest(engine=engine)
 
 
 def _engine_approx(manifest: dict, approx, chain_rows: dict) -> dict:
