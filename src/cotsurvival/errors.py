@@ -47,6 +47,10 @@ class Errors:
     E072 = "Cannot start Ray workers: {reason}"
     E073 = "Cannot connect to the Ray cluster at {address}: {reason}"
     E074 = "A Ray worker failed: {reason}"
+    # --- engine reach and memory (families: E100-E109)
+    E100 = "--method {method} cannot prune {architecture}: {reason}. Use --method naive (exact, any architecture) or --method auto."
+    E101 = "Invalid --max-memory {value!r}: {reason} (e.g. 8GB, 512MiB, 2e9)."
+    E102 = "Chain {chain} does not fit in {budget}: even naive scoring one candidate at a time needs about {needed}. Raise --max-memory or use a larger device."
 
 class CotSurvivalError(Exception):
     """An error with a stable code and a one-line message meant for the user.

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .forward import DecoderForward, GenericForward, supports_prefix_reuse
+from ..errors import CotSurvivalError
+from .forward import FamilyForward, GenericForward, supports_prefix_reuse, unsupported_reason
 
 OBJECTIVES = ("joint", "answer")
 
@@ -125,7 +126,7 @@ class PrefixReuseScorer(Scorer):
 
     def __init__(self, model, objective: str = "joint", max_batch_tokens: int = 4096) -> None:
         super().__init__(model, objective, max_batch_tokens)
-        self.forward = DecoderForward(model)
+        self.forward = FamilyForward(model)
 
     @torch.inference_mode()
     def score(self, prefix, kept, answer) -> StepScores:
@@ -203,7 +204,7 @@ class NaiveScorer(Scorer):
 
     def __init__(self, model, objective: str = "joint", max_batch_tokens: int = 4096) -> None:
         super().__init__(model, objective, max_batch_tokens)
-        self.decoder = DecoderForward(model) if supports_prefix_reuse(model) else None
+        self.decoder = FamilyForward(model) if supports_prefix_reuse(model) else None
         self.generic = None if self.decoder else GenericForward(model)
 
     @torch.inference_mode()
@@ -255,6 +256,10 @@ class NaiveScorer(Scorer):
 def make_scorer(model, method: str = "auto", objective: str = "joint", max_batch_tokens: int = 4096) -> Scorer:
     """``auto`` = cross-step reuse where the architecture is supported, naive otherwise.
 
+    Supported: the classes of :data:`cotsurvival.pruning.forward.FAMILIES` (Llama, Mistral,
+    Qwen2/3, Gemma 2/3 text, Phi-3, OLMo 2, Granite, SmolLM3) with sdpa or eager attention.
+    Asking for ``prefix``/``crossstep`` on anything else raises ``CotSurvivalError("E100")``.
+
     Methods: ``crossstep`` (prefix reuse + each candidate's own computation carried across
     steps), ``prefix`` (prefix reuse only; less memory), ``naive`` (full recompute, any model).
     """
@@ -265,6 +270,7 @@ def make_scorer(model, method: str = "auto", objective: str = "joint", max_batch
         method = "crossstep" if supports_prefix_reuse(model) else "naive"
     if method not in methods:
         raise ValueError(f"unknown method {method!r}; choose from auto, {', '.join(methods)}")
-    if method != "naive" and not supports_prefix_reuse(model):
-        raise ValueError(f"method {method!r} does not support model_type {model.config.model_type!r}; use 'naive'")
+    reason = unsupported_reason(model)
+    if method != "naive" and reason is not None:
+        raise CotSurvivalError("E100", method=method, architecture=type(model).__name__, reason=reason)
     return methods[method](model, objective=objective, max_batch_tokens=max_batch_tokens)
