@@ -193,7 +193,7 @@ def test_auto_picks_the_fast_path_for_every_family():
 def test_unsupported_architecture_is_refused():
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=400, n_embd=32, n_layer=2, n_head=4, n_positions=64)).eval()
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=400, bos_token_id=0, eos_token_id=0, n_embd=32, n_layer=2, n_head=4, n_positions=64)).eval()
     assert not supports_prefix_reuse(model)
     assert isinstance(make_scorer(model, "auto"), NaiveScorer)
     for method in ("prefix", "crossstep"):

@@ -35,7 +35,8 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
 @click.option("--baselines", default="", help="Comma-separated: random,surprisal,loo,attention.")
 @click.option("--max-batch-tokens", type=int, default=4096, show_default=True, help="Token rows per forward batch.")
 @click.option("--method", type=click.Choice(["auto", "crossstep", "prefix", "naive"]), default="auto", show_default=True,
-              help="auto = crossstep for Llama-family models, naive otherwise.")
+              help="auto = crossstep for supported architectures (Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3, OLMo 2, "
+                   "Granite, SmolLM3), naive otherwise.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True)
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default=None,
@@ -51,9 +52,12 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
 @click.option("--workers", type=int, default=None, help="Ray actors (default: one per GPU, else one per CPU).")
 @click.option("--gpus-per-worker", type=float, default=None,
               help="GPUs each Ray actor reserves (default: 1 when the cluster has GPUs, else 0).")
+# -- families: memory that fits the chain
+@click.option("--max-memory", default=None, help="Memory a chain may use beyond the weights (e.g. 8GB); default: "
+              "what the device has free. Chains that would not fit fall back to prefix reuse, smaller batches, naive.")
 def prune(chains, out, model, objective, keep_ratio, limit, baselines, max_batch_tokens, method, device, dtype,
           on_error, keep_annotations, seed, trust_remote_code, allow_unsafe_weights, backend, ray_address, workers,
-          gpus_per_worker):
+          gpus_per_worker, max_memory):
     """Greedy survival pruning of CHAINS (a file or 'gsm8k') into a run directory."""
     from .pruning import prune as run_prune
 
@@ -62,7 +66,8 @@ def prune(chains, out, model, objective, keep_ratio, limit, baselines, max_batch
                     baselines=names, max_batch_tokens=max_batch_tokens, method=method, device=device, dtype=dtype,
                     on_error=on_error, keep_annotations=keep_annotations, seed=seed,
                     trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights,
-                    backend=backend, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
+                    backend=backend, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
+                    max_memory=max_memory)
     manifest = run.read_manifest()
     click.echo(f"pruned {manifest['n_chains']} chains into {run.path} ({len(manifest['skipped'])} skipped)")
 

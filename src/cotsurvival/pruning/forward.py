@@ -90,18 +90,17 @@ def family_spec(model) -> FamilySpec | None:
 
 
 def unsupported_reason(model) -> str | None:
-    """Why :class:`FamilyForward` cannot reproduce ``model``'s forward, or None when it can."""
+    """Why :class:`FamilyForward` cannot reproduce ``model``'s forward (a phrase to follow the class name), or None."""
     config = model.config
-    name = type(model).__name__
     if family_spec(model) is None:
-        return f"{name} (model_type {getattr(config, 'model_type', '?')!r}) has no prefix-reuse forward"
+        return f"model_type {getattr(config, 'model_type', '?')!r} has no prefix-reuse forward"
     implementation = getattr(config, "_attn_implementation", None) or "eager"
     if implementation not in MASKED_ATTENTION:
-        return f"{name} with attn_implementation {implementation!r} (prefix reuse needs 'sdpa' or 'eager')"
+        return f"attn_implementation {implementation!r} takes no explicit mask (prefix reuse needs 'sdpa' or 'eager')"
     if getattr(config, "use_bidirectional_attention", False):
-        return f"{name} with bidirectional attention is not a causal language model"
+        return "bidirectional attention is not a causal language model"
     if getattr(config, "attention_chunk_size", None):
-        return f"{name} with chunked attention"
+        return "chunked attention"
     return None
 
 
@@ -178,7 +177,7 @@ class FamilyForward:
     def __init__(self, model) -> None:
         reason = unsupported_reason(model)
         if reason is not None:
-            raise ValueError(reason)
+            raise ValueError(f"{type(model).__name__}: {reason}")
         self.model = model
         self.spec = family_spec(model)
         self.base = model.model

@@ -30,10 +30,13 @@ from ..errors import CotSurvivalError
 from ..rundir import RunDir
 from .baselines import BASELINES, answer_attention, baseline_orders, orders_to_frame
 from .engine import ChainTrace, greedy_prune, n_deletions
+from ..threads import cap_torch_threads
+from .memory import memory_budget, parse_memory, plan_chain
 from .scoring import OBJECTIVES, make_scorer
 from .tables import load_checkpoint, save_checkpoint, steps_frame, tokens_frame, trace_from_tables, traces_frame
 
 CHECKPOINT_SECONDS = 20.0
+_SCORER_NAMES = {"crossstep": "CrossStepScorer", "prefix": "PrefixReuseScorer", "naive": "NaiveScorer"}
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ def prune(
     ray_address: str | None = None,
     workers: int | None = None,
     gpus_per_worker: float | None = None,
+    max_memory: str | int | None = None,
 ) -> RunDir:
     """Prune chains greedily and write (or resume, or continue) a run directory.
 
@@ -113,12 +117,18 @@ def prune(
         Actors to start (default: one per GPU, or one per CPU without GPUs).
     gpus_per_worker : float, optional
         GPUs each actor reserves (default 1 when the cluster has GPUs, else 0).
+    max_memory : str or int, optional
+        Memory a chain may use beyond the weights (``"8GB"``, ``"512MiB"``, bytes); default what the
+        device has free. A chain whose method would not fit runs with the one that does (cross-step
+        reuse, then prefix reuse, then smaller batches, then naive); the manifest records the
+        choice per chain under ``engine.chains`` (see :mod:`cotsurvival.pruning.memory`).
 
     Returns
     -------
     RunDir
     """
     _check_options(objective, keep_ratio, baselines, on_error, max_batch_tokens)
+    max_memory_bytes = parse_memory(max_memory)
     if backend not in ("local", "ray"):
         raise CotSurvivalError("E009", reason=f"--backend must be 'local' or 'ray', not {backend!r}")
     corpus = _as_corpus(chains, on_error, keep_annotations, limit)
@@ -141,19 +151,22 @@ def prune(
     try:
         return _prune_encoded(corpus, out, lm, tokenizer, info, pool, objective=objective, keep_ratio=keep_ratio,
                               max_batch_tokens=max_batch_tokens, method=method, baselines=baselines,
-                              on_error=on_error, keep_annotations=keep_annotations, seed=seed, progress=progress)
+                              on_error=on_error, keep_annotations=keep_annotations, seed=seed, progress=progress,
+                              max_memory=max_memory_bytes)
     finally:
         if pool is not None:
             pool.close()
 
 
 def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ratio, max_batch_tokens, method,
-                   baselines, on_error, keep_annotations, seed, progress) -> RunDir:
+                   baselines, on_error, keep_annotations, seed, progress, max_memory=None) -> RunDir:
     """Encode, open the run, prune what is not committed yet (here, or on the Ray ``pool``), commit."""
     started = time.perf_counter()
     encoded, skipped = _encode_all(corpus, tokenizer, info.max_positions, on_error)
     if not encoded:
         raise CotSurvivalError("E014", reason="every chain was skipped (see the reasons above)" if skipped else "the input is empty")
+    if lm is not None:  # refuse a method the architecture cannot run before the run directory exists
+        make_scorer(lm, method=method, objective=objective, max_batch_tokens=max_batch_tokens)
     run = RunDir(out)
     settings = PruneSettings(info.spec, info.sha256, objective, chains_fingerprint(encoded))
     manifest = _open_run(run, settings, info, encoded, skipped, corpus, keep_ratio, baselines, seed,
@@ -178,13 +191,27 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
     extra = {}
     try:  # the bar is closed (ending its line) before any error message is printed
         if pool is None:
-            scorer = make_scorer(lm, method=method, objective=objective, max_batch_tokens=max_batch_tokens)
-            scorer_name = type(scorer).__name__
+            cap_torch_threads()
+            budget = memory_budget(next(lm.parameters()).device, max_memory)
+            scorers: dict[tuple[str, int], object] = {}
+            chain_plans = dict(manifest.get("engine", {}).get("chains", {}))
             for index, item, wanted in todo:
+                plan = plan_chain(lm, len(item.prefix_ids), len(item.reasoning_ids), len(item.answer_ids), method,
+                                  max_batch_tokens, budget)
+                key = (plan.method, plan.max_batch_tokens)
+                if key not in scorers:
+                    scorers.clear()  # one scorer alive at a time: a cross-step scorer holds a chain's state
+                    scorers[key] = make_scorer(lm, method=plan.method, objective=objective,
+                                               max_batch_tokens=plan.max_batch_tokens)
+                scorer = scorers[key]
+                chain_plans[item.chain.id] = plan.to_dict()
                 trace = _prune_one(run, scorer, item, index, wanted, progress)
                 attention = answer_attention(lm, item) if "attention" in names else None
                 _commit(run, item, index, trace, names, seed, attention)
                 committed(item, trace)
+            methods = sorted({p["method"] for p in chain_plans.values()})
+            scorer_name = ", ".join(_SCORER_NAMES[m] for m in methods) if methods else _SCORER_NAMES.get(method, method)
+            extra["engine_chains"] = chain_plans
         else:
             scorer_name = pool.scorer_name
             for index, item, trace, attention, _ in pool.run(todo, start_of=lambda i, it: _start_trace(run, it, i),
@@ -197,9 +224,10 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
     timings = dict(manifest.get("timings", {}))
     timings["prune_seconds_last_invocation"] = round(time.perf_counter() - started, 3)
     timings["chains"] = chain_seconds
-    run.update_manifest(keep_ratio=target_ratio, baselines=names, timings=timings, updated=_now(),
-                        engine={"method": scorer_name, "max_batch_tokens": max_batch_tokens,
-                                "backend": "local" if pool is None else "ray"}, **extra)
+    engine = {"method": scorer_name, "max_batch_tokens": max_batch_tokens, "backend": "local" if pool is None else "ray"}
+    if "engine_chains" in extra:  # per chain: method, batch budget, estimated bytes, budget, why
+        engine.update(chains=extra.pop("engine_chains"), max_memory=max_memory)
+    run.update_manifest(keep_ratio=target_ratio, baselines=names, timings=timings, updated=_now(), engine=engine, **extra)
     return run
 
 
