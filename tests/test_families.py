@@ -226,3 +226,23 @@ def test_eager_attention_is_exact_too():
     encoded = EncodedChain(Chain("c", "", "", ""), prefix, kept, answer, [(0, 0)] * len(kept), False)
     assert greedy_prune(recorder, encoded, 2).order == order
     np.testing.assert_allclose(recorder.steps[1].candidate_objectives, oracle[1], atol=tolerance(model))
+
+
+def test_gpu_benchmark_script_runs_tiny_on_cpu(tmp_path):
+    """bench/gpu.py end to end on tiny shapes, so a GPU session can run it in one go."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from cli_helpers import CHILD_ENV
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "gpu.py"
+    out = tmp_path / "gpu.json"
+    result = subprocess.run([sys.executable, str(script), "--tiny", "--device", "cpu", "--steps", "1",
+                             "--families", "llama,gemma2,smollm3", "--json", str(out)],
+                            capture_output=True, text=True, timeout=600, env=CHILD_ENV)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["all_exact"] and [r["family"] for r in report["families"]] == ["llama", "gemma2", "smollm3"]
+    assert all(r["tokens_processed"] > 0 and r["seconds_per_chain"] > 0 for r in report["families"])

@@ -216,8 +216,7 @@ _FAMILY_DEFAULTS = {
     "mistral": {"sliding_window": None},
     "qwen3": {"sliding_window": None},
     "gemma2": {"sliding_window": 4096, "query_pre_attn_scalar": 8},
-    "gemma3_text": {"sliding_window": 4096, "query_pre_attn_scalar": 8,
-                    "layer_types": ["sliding_attention", "full_attention"]},
+    "gemma3_text": {"sliding_window": 4096, "query_pre_attn_scalar": 8},
     "granite": {"embedding_multiplier": 2.0, "residual_multiplier": 0.5, "attention_multiplier": 0.2,
                 "logits_scaling": 3.0},
 }
@@ -235,6 +234,11 @@ def tiny_config(family: str, vocab_size: int = 400, **variant):
                   bos_token_id=0, eos_token_id=0, pad_token_id=0, tie_word_embeddings=False)
     kwargs.update(_FAMILY_DEFAULTS.get(family, {}))
     kwargs.update(variant)
+    if family == "gemma3_text" and "layer_types" not in variant:
+        # Gemma 3 alternates five sliding layers with one global one; a tiny model alternates 1:1 so
+        # both kinds are present.
+        kwargs["layer_types"] = ["sliding_attention" if i % 2 == 0 else "full_attention"
+                                 for i in range(kwargs["num_hidden_layers"])]
     return getattr(transformers, config_name)(**kwargs)
 
 

@@ -21,6 +21,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
@@ -205,6 +206,7 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
                                                max_batch_tokens=plan.max_batch_tokens)
                 scorer = scorers[key]
                 chain_plans[item.chain.id] = plan.to_dict()
+                cap_torch_threads(own_load=torch.get_num_threads())  # the machine's load changes over a run
                 trace = _prune_one(run, scorer, item, index, wanted, progress)
                 attention = answer_attention(lm, item) if "attention" in names else None
                 _commit(run, item, index, trace, names, seed, attention)
