@@ -166,8 +166,10 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
     encoded, skipped = _encode_all(corpus, tokenizer, info.max_positions, on_error)
     if not encoded:
         raise CotSurvivalError("E014", reason="every chain was skipped (see the reasons above)" if skipped else "the input is empty")
+    default_scorer = None
     if lm is not None:  # refuse a method the architecture cannot run before the run directory exists
-        make_scorer(lm, method=method, objective=objective, max_batch_tokens=max_batch_tokens)
+        default_scorer = type(make_scorer(lm, method=method, objective=objective,
+                                          max_batch_tokens=max_batch_tokens)).__name__
     run = RunDir(out)
     settings = PruneSettings(info.spec, info.sha256, objective, chains_fingerprint(encoded))
     manifest = _open_run(run, settings, info, encoded, skipped, corpus, keep_ratio, baselines, seed,
@@ -212,7 +214,7 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
                 _commit(run, item, index, trace, names, seed, attention)
                 committed(item, trace)
             methods = sorted({p["method"] for p in chain_plans.values()})
-            scorer_name = ", ".join(_SCORER_NAMES[m] for m in methods) if methods else _SCORER_NAMES.get(method, method)
+            scorer_name = ", ".join(_SCORER_NAMES[m] for m in methods) if methods else default_scorer
             extra["engine_chains"] = chain_plans
         else:
             scorer_name = pool.scorer_name
