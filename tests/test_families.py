@@ -106,6 +106,7 @@ def test_family_forward_logprobs_equal_hf_forward(case):
     family, variant = case
     model = tiny_model(family, **variant)
     assert supports_prefix_reuse(model), unsupported_reason(model)
+    implementation = model.config._attn_implementation
     forward = FamilyForward(model)
     prefix, kept, answer = _chain()
     sequence = prefix + kept + answer
@@ -137,6 +138,7 @@ def test_family_forward_logprobs_equal_hf_forward(case):
         got = forward.log_probs(hidden[i, : length - 1], batch[i, 1:length]).numpy()
         expected = _oracle_logprobs(model, row)[start:]
         np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance(model), err_msg=f"row deleting {deleted[i]}")
+    assert model.config._attn_implementation == implementation  # the model's own users see no change
 
 
 class _Recording:
