@@ -27,7 +27,7 @@ import torch
 from cotsurvival.chains import Chain
 from cotsurvival.encoding import EncodedChain
 from cotsurvival.pruning.engine import greedy_prune, n_deletions
-from cotsurvival.pruning.scoring import make_scorer
+from cotsurvival.pruning.methods import make_scorer
 from cotsurvival.testing import TINY_FAMILIES, tiny_model
 from cotsurvival.threads import cap_torch_threads
 

@@ -93,7 +93,8 @@ def exactness(family: str, device: torch.device, steps: int = 6) -> dict:
     from cotsurvival.chains import Chain
     from cotsurvival.encoding import EncodedChain
     from cotsurvival.pruning.engine import greedy_prune
-    from cotsurvival.pruning.scoring import NaiveScorer, make_scorer
+    from cotsurvival.pruning.methods import make_scorer
+    from cotsurvival.pruning.scoring import NaiveScorer
     from cotsurvival.testing import tiny_model
 
     model = tiny_model(family, dtype=torch.float64, **EXACT_VARIANTS.get(family, {})).to(device)
@@ -138,7 +139,7 @@ def main() -> int:
     from cotsurvival.encoding import EncodedChain
     from cotsurvival.pruning.engine import greedy_prune, n_deletions
     from cotsurvival.pruning.memory import estimate_chain_bytes
-    from cotsurvival.pruning.scoring import make_scorer
+    from cotsurvival.pruning.methods import make_scorer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default=",".join(SHAPES))

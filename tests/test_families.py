@@ -16,7 +16,8 @@ from cotsurvival.errors import CotSurvivalError
 from cotsurvival.pruning.crossstep import CrossStepScorer
 from cotsurvival.pruning.engine import greedy_prune
 from cotsurvival.pruning.forward import FamilyForward, supports_prefix_reuse, unsupported_reason
-from cotsurvival.pruning.scoring import NaiveScorer, PrefixReuseScorer, make_scorer
+from cotsurvival.pruning.methods import make_scorer
+from cotsurvival.pruning.scoring import NaiveScorer, PrefixReuseScorer
 from cotsurvival.testing import TINY_FAMILIES, tiny_model
 
 from naive_greedy import naive_greedy

@@ -20,10 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import CotSurvivalError
-from .forward import FamilyForward, GenericForward, supports_prefix_reuse, unsupported_reason
-
-OBJECTIVES = ("joint", "answer")
+from .forward import FamilyForward, GenericForward, supports_prefix_reuse
+from .registry import OBJECTIVES
 
 
 @dataclass
@@ -92,7 +90,7 @@ class Scorer:
 
     def __init__(self, model, objective: str = "joint", max_batch_tokens: int = 4096) -> None:
         if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}")
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}")
         self.model = model
         self.objective = objective
         self.max_batch_tokens = max_batch_tokens
@@ -253,26 +251,3 @@ class NaiveScorer(Scorer):
             out[:] = logsm.gather(2, targets[..., None])[..., 0].double().cpu().numpy()
             out[:, weights == 0] = 0.0
         return out
-
-
-def make_scorer(model, method: str = "auto", objective: str = "joint", max_batch_tokens: int = 4096) -> Scorer:
-    """``auto`` = cross-step reuse where the architecture is supported, naive otherwise.
-
-    Supported: the classes of :data:`cotsurvival.pruning.forward.FAMILIES` (Llama, Mistral,
-    Qwen2/3, Gemma 2/3 text, Phi-3, OLMo 2, Granite, SmolLM3) with sdpa or eager attention.
-    Asking for ``prefix``/``crossstep`` on anything else raises ``CotSurvivalError("E100")``.
-
-    Methods: ``crossstep`` (prefix reuse + each candidate's own computation carried across
-    steps), ``prefix`` (prefix reuse only; less memory), ``naive`` (full recompute, any model).
-    """
-    from .crossstep import CrossStepScorer
-
-    methods = {"crossstep": CrossStepScorer, "prefix": PrefixReuseScorer, "naive": NaiveScorer}
-    if method == "auto":
-        method = "crossstep" if supports_prefix_reuse(model) else "naive"
-    if method not in methods:
-        raise ValueError(f"unknown method {method!r}; choose from auto, {', '.join(methods)}")
-    reason = unsupported_reason(model)
-    if method != "naive" and reason is not None:
-        raise CotSurvivalError("E100", method=method, architecture=type(model).__name__, reason=reason)
-    return methods[method](model, objective=objective, max_batch_tokens=max_batch_tokens)
