@@ -56,9 +56,12 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
 @click.option("--workers", type=int, default=None, help="Ray actors (default: one per GPU, else one per CPU).")
 @click.option("--gpus-per-worker", type=float, default=None,
               help="GPUs each Ray actor reserves (default: 1 when the cluster has GPUs, else 0).")
+# -- families: memory that fits the chain
+@click.option("--max-memory", default=None, help="Memory a chain may use beyond the weights (e.g. 8GB); default: "
+              "what the device has free. Chains that would not fit fall back to prefix reuse, smaller batches, naive.")
 def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file, baselines, max_batch_tokens, method, device, dtype,
           on_error, keep_annotations, seed, trust_remote_code, allow_unsafe_weights, backend, ray_address, workers,
-          gpus_per_worker):
+          gpus_per_worker, max_memory):
     """Greedy survival pruning of CHAINS (a file or 'gsm8k') into a run directory."""
     from .chains import parse_chain_selection
     from .pruning import prune as run_prune
@@ -69,7 +72,8 @@ def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file,
                     baselines=names, max_batch_tokens=max_batch_tokens, method=method, device=device, dtype=dtype,
                     on_error=on_error, keep_annotations=keep_annotations, seed=seed,
                     trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights,
-                    backend=backend, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
+                    backend=backend, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
+                    max_memory=max_memory)
     manifest = run.read_manifest()
     click.echo(f"pruned {manifest['n_chains']} chains into {run.path} ({len(manifest['skipped'])} skipped)")
 

@@ -65,6 +65,10 @@ class Errors:
     E084 = "Run directory {path} was made from another set of chains: {detail}. {hint}"
     E087 = "File system error on {path}: {reason}."
     E085 = "No such chain id{s}: {ids}{suggestion} ({n_available} chains in {source}; ids such as {examples})."
+    # --- engine reach and memory (families: E100-E109)
+    E100 = "--method {method} cannot prune {architecture}: {reason}. Use --method naive (exact, any architecture) or --method auto."
+    E101 = "Invalid --max-memory {value!r}: {reason} (e.g. 8GB, 512MiB, 2e9)."
+    E102 = "Chain {chain} does not fit in {budget}: even naive scoring one candidate at a time needs about {needed}. Raise --max-memory or use a larger device."
 
 class CotSurvivalError(Exception):
     """An error with a stable code and a one-line message meant for the user.
