@@ -57,16 +57,26 @@ def kaplan_meier(
 
 
 def _km_one(time: np.ndarray, event: np.ndarray, name, alpha: float) -> pd.DataFrame:
-    # Written with numpy rather than SurvfuncRight so a group with no events (all censored)
-    # still yields its flat curve instead of an error; checked against lifelines in the tests.
-    order = np.argsort(time, kind="stable")
-    time, event = time[order], event[order]
-    times = np.unique(time[event])
-    at_risk = len(time) - np.searchsorted(time, times, side="left")
-    events = np.array([int(event[time == t].sum()) for t in times], dtype=int)
+    # statsmodels' SurvfuncRight computes the estimate, Greenwood SE, numbers at risk and events; the
+    # log(-log) band is formed here from its counts (Greenwood sum = (se / S)^2; SurvfuncRight offers only a
+    # simultaneous band). A group
+    # with no events (all censored) makes SurvfuncRight fail, so its flat curve is written directly.
+    from statsmodels.duration.survfunc import SurvfuncRight
+
+    if not event.any():
+        times = np.empty(0)
+        survival = greenwood = np.empty(0)
+        at_risk, events = np.empty(0, dtype=int), np.empty(0, dtype=int)
+    else:
+        fit = SurvfuncRight(time, event.astype(int))
+        keep = np.asarray(fit.n_events) > 0
+        times = np.asarray(fit.surv_times, float)[keep]
+        survival = np.asarray(fit.surv_prob, float)[keep]
+        at_risk = np.asarray(fit.n_risk, float)[keep].astype(int)
+        events = np.asarray(fit.n_events, float)[keep].astype(int)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            greenwood = np.cumsum(events / (at_risk * (at_risk - events)))  # = (se / S)^2 where S > 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        survival = np.cumprod(1.0 - events / at_risk)
-        greenwood = np.cumsum(events / (at_risk * (at_risk - events)))
         z = float(stats.norm.ppf(1 - alpha / 2))
         log_s = np.log(survival)
         half = z * np.sqrt(greenwood) / log_s
