@@ -299,9 +299,13 @@ def _attention_sentences(result, withheld: list[str]) -> list[str]:
             withheld.append(f"best attention layer ({what}, {row['n_chains']} chains)")
             continue
         adjusted = row.get("p_selection_adjusted")
-        tail = (f"; chosen as the best of {row.get('n_layers_compared', '?')} layers, selection-adjusted "
-                f"{fmt_p(adjusted)} ({row.get('selection_test', '')})" if adjusted is not None else
-                "; not adjusted for choosing the best layer")
+        k = row.get("n_layers_compared", "?")
+        if adjusted is None:
+            tail = "; not adjusted for choosing the best layer"
+        else:
+            verdict = ("significant" if adjusted < ALPHA else "not significant")
+            tail = (f"; {verdict} after adjusting for choosing it among {k} layer(s): selection-adjusted "
+                    f"{fmt_p(adjusted)}, {row.get('selection_test', '')}")
         out.append(f"Attention received from {what} correlated best with survival at layer {row['layer']} (mean "
                    f"per-chain Spearman ρ = {_f(row['mean_rho'])} [95% CI {_f(row['lower'])}, {_f(row['upper'])}], "
                    f"{row['n_chains']:,} chains{tail}).")
