@@ -215,13 +215,38 @@ def test_stratified_cox_matches_lifelines_and_jackknife_matches_naive_refits():
     assert joint["df"] == 2 and joint["df_denom"] == 7 and 0 <= joint["p"] <= 1
 
 
-def test_tied_data_fit_and_residuals_agree():
-    """Tied deletion times: the fit uses the same tie method as statsmodels' residuals, so the Schoenfeld
-    residuals sum to zero (the score at the estimate); untied, Efron and Breslow agree with lifelines."""
+def test_tied_data_efron_residuals_match_lifelines():
+    """Tied deletion times: Efron fit, with the PH test and the clustered SE built on Efron Schoenfeld and
+    score residuals (statsmodels' own are Breslow-type: with an Efron fit they do not sum to zero)."""
+    from lifelines import CoxPHFitter
+    from lifelines.statistics import proportional_hazard_test
+
     df = simulated(n=300, seed=5)
     df["survival"] = np.ceil(df["survival"] * 5) / 5  # heavy ties
-    table = surv.cox_ph(df, reference="a", strata=None, se="cluster")
-    assert any("Breslow" in n for n in table.attrs["notes"])
+    mine = surv.cox_ph(df, reference="a", strata=None, se="model").set_index("term")
+    assert any("Efron" in n for n in mine.attrs["notes"])
+    x = pd.get_dummies(df["category"]).drop(columns="a").astype(float)
+    x = x.assign(rel_position=df["rel_position"], T=df["survival"], E=~df["censored"])
+    plain = CoxPHFitter().fit(x, "T", "E")
+    for term, name in [("category[b]", "b"), ("category[c]", "c"), ("rel_position", "rel_position")]:
+        assert mine.loc[term, "coef"] == pytest.approx(plain.summary.loc[name, "coef"], abs=1e-5)
+        assert mine.loc[term, "se"] == pytest.approx(plain.summary.loc[name, "se(coef)"], rel=1e-4)
+    # Schoenfeld residuals (lifelines computes them with Efron ties) and the PH test built on them
     _, design, event, model, result, _, _ = surv._fit_cox(df, "category", ("rel_position",), "a", "survival", None)
-    resid = np.asarray(result.schoenfeld_residuals)[event.astype(bool)]
-    assert np.abs(resid.sum(axis=0)).max() < 1e-6
+    score, schoenfeld = surv._residuals(df, design, event, "survival", None, "efron", np.asarray(result.params))
+    theirs = plain.compute_residuals(x, kind="schoenfeld")[["b", "c", "rel_position"]]
+    np.testing.assert_allclose(schoenfeld[theirs.index.to_numpy()], theirs.to_numpy(), atol=1e-6)
+    # (lifelines' "rank" transform breaks ties by row order, so the tied comparison uses identity time)
+    ph = surv.ph_test(df, reference="a", strata=None, transform="identity").set_index("term")
+    ref = proportional_hazard_test(plain, x, time_transform="identity").summary
+    for term, name in [("category[b]", "b"), ("category[c]", "c"), ("rel_position", "rel_position")]:
+        assert ph.loc[term, "chi2"] == pytest.approx(ref.loc[name, "test_statistic"], rel=1e-4)
+    # Efron score residuals sum to the score, 0 at the estimate; statsmodels' Breslow-type ones do not
+    assert np.abs(score.sum(axis=0)).max() < 1e-6
+    assert np.abs(np.asarray(result.score_residuals).sum(axis=0)).max() > 0.05
+    # untied, Efron = Breslow: the residuals equal statsmodels' (and the clustered SE equals lifelines',
+    # test_cox_matches_lifelines_with_clustered_se)
+    untied = simulated(n=200, seed=6)
+    _, d2, e2, _, r2, _, _ = surv._fit_cox(untied, "category", ("rel_position",), "a", "survival", None)
+    s2, _ = surv._residuals(untied, d2, e2, "survival", None, "efron", np.asarray(r2.params))
+    np.testing.assert_allclose(s2, np.asarray(r2.score_residuals), atol=1e-10)

@@ -217,14 +217,12 @@ def _fit_cox(df, group, covariates, reference, time, cluster, strata=None, ties=
     if design.shape[1] == 0:
         raise CotSurvivalError("E041", reason=f"one {group} only and no varying covariate: nothing to model")
     if ties is None:
-        # statsmodels' score and Schoenfeld residuals (behind the clustered SE and the PH test) are
-        # Breslow-type; with tied deletion times an Efron fit would not match them (residuals would not
-        # sum to zero), so tied data are fitted with Breslow throughout. Stratified by chain, a full
-        # ranking has no tied deletions and Efron = Breslow.
-        # Without ties both methods give the same likelihood, and statsmodels' Breslow path is the faster.
-        ties = "breslow"
+        # Efron (as lifelines and R). statsmodels' own score and Schoenfeld residuals are Breslow-type,
+        # which with tied times would not match an Efron fit, so the residuals behind the clustered SE
+        # and the PH test come from `_efron_residuals` instead (checked against lifelines on tied data).
+        ties = "efron"
         if _tied_events(frame, time, event, strata):
-            notes.append("tied deletion times: Breslow ties, consistent with the score residuals")
+            notes.append("tied deletion times: Efron ties, with Efron score and Schoenfeld residuals")
     kwargs = {"strata": frame[strata].to_numpy()} if strata else {}
     model = PHReg(frame[time].to_numpy(float), design.to_numpy(float), status=event, ties=ties, **kwargs)
     result = model.fit(groups=frame[cluster].to_numpy() if cluster else None)
@@ -278,7 +276,8 @@ def cox_ph(
     coef = np.asarray(result.params)
     dof = np.inf
     if method == "cluster":
-        cov = np.asarray(model.fit(groups=frame[cluster_key].to_numpy()).cov_params())
+        cov = _robust_cov(frame, design, event, time, strata, model.ties, coef, np.asarray(result.cov_params()),
+                          frame[cluster_key].to_numpy())
     elif method == "jackknife":
         cov, dof = _jackknife_cov(frame, design, event, time, cluster_key, strata, model.ties, coef)
     elif method == "model":
@@ -297,6 +296,72 @@ def cox_ph(
     table.attrs.update(reference=ref, notes=notes, clustered_by=cluster_key if method == "cluster" else None,
                        se_method=method, strata=strata, joint=joint)
     return table
+
+
+def _residuals(frame, design, event, time, strata, ties, beta):
+    """Score and Schoenfeld residuals consistent with the fit's tie method (rows in ``frame`` order)."""
+    t = frame[time].to_numpy(float)
+    x = design.to_numpy(float)
+    keys = frame[strata].to_numpy() if strata else np.zeros(len(t))
+    return _efron_residuals(t, event.astype(bool), x, beta, keys, efron=(ties == "efron"))
+
+
+def _efron_residuals(t, event, x, beta, strata, efron=True):
+    """Cox score residuals and Schoenfeld residuals with Efron (or Breslow) handling of ties.
+
+    Written with numpy because statsmodels' residuals are Breslow-type only. For an event time with
+    ``d`` tied deaths, Efron's l-th partial step (l = 0..d-1) removes the fraction l/d of the tied
+    subjects' risk: denominator ``S0 - l/d S0_D``, mean ``(S1 - l/d S1_D) / den``, hazard ``1/den``.
+    A tied death's Schoenfeld residual is ``x_i`` minus the average of the d means; its at-risk term
+    at its own time carries weight ``1 - l/d``. The score residuals sum to the score (0 at the MLE).
+    """
+    n, p = x.shape
+    score = np.zeros((n, p))
+    schoenfeld = np.full((n, p), np.nan)
+    risk = np.exp(x @ beta)
+    for key in np.unique(strata):
+        idx = np.flatnonzero(strata == key)
+        ti, ei, xi, ri = t[idx], event[idx], x[idx], risk[idx]
+        event_times = np.unique(ti[ei])
+        if not len(event_times):
+            continue
+        m = len(event_times)
+        abar, hs, ms, hw, mw = (np.zeros((m, p)), np.zeros(m), np.zeros((m, p)), np.zeros(m), np.zeros((m, p)))
+        for j, time_j in enumerate(event_times):
+            at_risk = ti >= time_j
+            dead = (ti == time_j) & ei
+            s0, s1 = ri[at_risk].sum(), ri[at_risk] @ xi[at_risk]
+            s0d, s1d = ri[dead].sum(), ri[dead] @ xi[dead]
+            d = int(dead.sum())
+            steps = np.arange(d) / d if efron else np.zeros(d)
+            den = s0 - steps * s0d
+            means = (s1[None, :] - steps[:, None] * s1d[None, :]) / den[:, None]
+            h = 1.0 / den
+            abar[j] = means.mean(axis=0)
+            hs[j], ms[j] = h.sum(), h @ means
+            keep = 1 - steps
+            hw[j], mw[j] = (keep * h).sum(), (keep * h) @ means
+        cum_h, cum_m = np.cumsum(hs), np.cumsum(ms, axis=0)
+        last = np.searchsorted(event_times, ti, side="right") - 1  # last event time <= own time
+        seen = last >= 0
+        resid = np.zeros((len(idx), p))
+        resid[seen] = -ri[seen, None] * (xi[seen] * cum_h[last[seen], None] - cum_m[last[seen]])
+        own = ei  # deaths: Schoenfeld part, and their own-time at-risk term reweighted by 1 - l/d
+        j = last[own]
+        resid[own] += xi[own] - abar[j]
+        resid[own] += ri[own, None] * ((xi[own] * hs[j, None] - ms[j]) - (xi[own] * hw[j, None] - mw[j]))
+        score[idx] = resid
+        schoenfeld[idx[own]] = xi[own] - abar[j]
+    return score, schoenfeld
+
+
+def _robust_cov(frame, design, event, time, strata, ties, beta, model_cov, clusters):
+    """Chain-clustered sandwich ``V (sum_c U_c U_c') V`` from tie-consistent score residuals."""
+    score, _ = _residuals(frame, design, event, time, strata, ties, beta)
+    _, codes = np.unique(clusters, return_inverse=True)
+    grouped = np.zeros((codes.max() + 1, score.shape[1]))
+    np.add.at(grouped, codes, score)
+    return model_cov @ (grouped.T @ grouped) @ model_cov
 
 
 def _jackknife_cov(frame, design, event, time, cluster, strata, ties, coef):
@@ -341,6 +406,7 @@ def ph_test(
     reference: str | None = None,
     time: str = "survival",
     strata: str | None = "chain_index",
+    transform: str = "rank",
 ) -> pd.DataFrame:
     """Proportional-hazards check: scaled Schoenfeld residuals against rank of event time.
 
@@ -355,13 +421,15 @@ def ph_test(
         ``term, chi2, p, p_holm, n_tokens, n_chains, n_events``.
     """
     frame, design, event, model, result, _, notes = _fit_cox(df, group, covariates, reference, time, None, strata)
-    resid = np.asarray(result.schoenfeld_residuals)
+    _, resid = _residuals(frame, design, event, time, strata, model.ties, np.asarray(result.params))
     is_event = event.astype(bool)
     resid = resid[is_event]
     variance = np.asarray(result.cov_params())
     n_events = int(is_event.sum())
     scaled = n_events * resid @ variance
-    times = stats.rankdata(frame[time].to_numpy(float)[is_event])
+    event_times = frame[time].to_numpy(float)[is_event]
+    # "rank": average ranks of the event times (R's cox.zph convention; invariant to the order of ties)
+    times = stats.rankdata(event_times) if transform == "rank" else event_times
     centered = times - times.mean()
     with np.errstate(divide="ignore", invalid="ignore"):
         chi2 = (centered @ scaled) ** 2 / (n_events * np.diag(variance) * (centered ** 2).sum())
