@@ -23,6 +23,11 @@ class Errors:
     E012 = "{path}: the run has no {what} yet. Run `{command}` first."
     E013 = "Taxonomy spec {path} is invalid: {reason}"
     E014 = "No chains to process: {reason}"
+    # labels table and stage API (integrity: E015-E019, E023-E029)
+    E015 = "{path}: no labels from source {source!r} (stored: {present}). Run `{command}` first."
+    E016 = "{path}: several judge label sources ({sources}); name one, e.g. labels='judge:MODEL'."
+    E017 = "{path}: {what} are from taxonomy {old!r}; this run asks for {new!r}. Pass --overwrite (overwrite=True) to replace them, or use the same taxonomy."
+    E018 = "{path}: labels of chain {chain} from source {source!r} do not match its tokens ({reason}). Re-run `{command}` with --overwrite."
     E040 = "{path}: tokens have no category labels ({detail}). Run `cotsurvival tag {path}` first, or load with require_tags=False to analyse untagged tokens."
     E041 = "Cannot analyse: {reason}"
     E042 = "Column {column!r} not in the table (available: {available})."

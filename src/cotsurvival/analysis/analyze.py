@@ -88,6 +88,7 @@ class AnalysisResult:
         counts = self.counts_
         rows = [("run", self.run), ("model", counts.get("model")), ("objective", counts.get("objective")),
                 ("chains", counts.get("n_chains")), ("tokens", counts.get("n_tokens")),
+                ("labels", self.config.get("labels_source")),
                 ("censored tokens", counts.get("n_censored")),
                 ("ranking", "full" if counts.get("full_ranking") else f"stopped at keep ratio {counts.get('keep_ratio')}"),
                 ("categories", ", ".join(f"{k}: {v:,}" for k, v in (counts.get("categories") or {}).items()) or "not tagged"),
@@ -110,6 +111,12 @@ class AnalysisResult:
         return (f'<div class="cs-analysis"><table class="cs-analysis-counts">{info}</table>'
                 f"<p><b>Primary (chain-level) test:</b> {escape(main)}</p>"
                 f"<p><b>Citations</b> ({len(self.citations_)})</p><ul class=\"cs-citations\">{items}</ul></div>")
+
+    def to_frame(self) -> pd.DataFrame:
+        """The scalar tests, one row each (``test`` and its fields; NaN where a field does not apply)."""
+        rows = [{"test": name, **{k: v for k, v in fields.items() if not isinstance(v, (dict, list))}}
+                for name, fields in self.tests_.items()]
+        return pd.DataFrame(rows)
 
     def save(self, out: str | os.PathLike | None = None) -> Path:
         """Write ``stats.json``, tables as CSV/Markdown/LaTeX, and ``citations.md`` to ``out``.
@@ -143,6 +150,7 @@ def analyze(
     n_folds: int = 5,
     categories: list[str] | None = None,
     save: bool = True,
+    labels: str = "rule",
     primary: str = chainlevel.DEFAULT_PRIMARY,
     min_chains: int = chainlevel.MIN_CHAINS,
     min_tokens: int = chainlevel.MIN_TOKENS,
@@ -164,7 +172,7 @@ def analyze(
     levels : tuple of str
         Label columns to analyse: ``category`` (coarse) and/or ``label`` (fine).
     reference : str, optional
-        Reference category of the Cox and mixed models (default the largest).
+        Reference category of the Cox model (default the largest).
     probe_alpha, n_folds : float, int
         Ridge penalty and number of chain-grouped folds of the attention probe.
     categories : list of str, optional
@@ -172,6 +180,9 @@ def analyze(
         recorded); any with no tokens is named in the notes.
     save : bool, default True
         Write the outputs.
+    labels : str, default "rule"
+        Label source (``"rule"``, ``"judge"``, ``"judge:MODEL"``; see :func:`load_run`); recorded
+        as ``config["labels_source"]`` in stats.json.
     primary : str, default "symbolic_math"
         The pre-specified primary contrast: this category against the rest of each chain, tested at
         the chain level with position adjustment (:func:`~cotsurvival.analysis.chain_level_test`).
@@ -186,8 +197,9 @@ def analyze(
     """
     run = as_rundir(run)
     manifest = run.read_manifest()
-    table = load_run(run, require_tags=False)
-    config = {"n_boot": n_boot, "seed": seed, "primary": primary, "min_chains": min_chains,
+    table = load_run(run, labels=labels, require_tags=False)
+    config = {"labels_source": table.attrs.get("labels_source"),
+              "n_boot": n_boot, "seed": seed, "primary": primary, "min_chains": min_chains,
               "min_tokens": min_tokens, "levels": list(levels), "reference": reference,
               "probe_alpha": probe_alpha, "n_folds": n_folds,
               "expected_categories": categories or ((manifest.get("taxonomy") or {}).get("categories"))}

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CotSurvivalError
-from ..rundir import RunDir
+from ..rundir import RunDir, as_rundir
 from .style import COARSE, FINE, order_present
 
 
@@ -30,7 +30,7 @@ class ReportData:
     """
 
     def __init__(self, run: str | os.PathLike | RunDir) -> None:
-        self.run = (run if isinstance(run, RunDir) else RunDir(run)).require()
+        self.run = as_rundir(run)
 
     # ---------------------------------------------------------------- tables
     @cached_property

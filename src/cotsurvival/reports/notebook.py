@@ -13,7 +13,7 @@ import os
 import pandas as pd
 
 from ..errors import CotSurvivalError
-from ..rundir import RunDir
+from ..rundir import RunDir, as_rundir
 from .data import display_name, token_segments
 from .style import COARSE, category_colours, order_present
 
@@ -21,8 +21,7 @@ _TOKEN_COLUMNS = ["position", "text", "char_start", "char_end", "deleted_step", 
                   "label", "category"]
 
 
-def _rundir(run: str | os.PathLike | RunDir) -> RunDir:
-    return (run if isinstance(run, RunDir) else RunDir(run)).require()
+_rundir = as_rundir  # the one opener (cotsurvival.rundir.as_rundir)
 
 
 def _rgba(hex_colour: str, alpha: float) -> str:
@@ -30,18 +29,25 @@ def _rgba(hex_colour: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha:.2f})"
 
 
-def read_chain_tokens(run: RunDir, chain_index: int) -> pd.DataFrame:
-    """One chain's tokens (columns a render needs), sorted by position; E051 if the chain is unknown."""
+def read_chain_tokens(run: RunDir, chain_index: int, labels: str = "rule") -> pd.DataFrame:
+    """One chain's tokens (columns a render needs), sorted by position; E051 if the chain is unknown.
+
+    ``label``/``category`` come from the labels source ``labels`` (missing when it has none).
+    """
     indices = run.part_indices("tokens")
     if chain_index not in indices:
         raise CotSurvivalError("E051", chain=chain_index, n_chains=len(indices), last=max(indices, default=-1))
-    import pyarrow.parquet as pq
+    names = run.part_columns("tokens", chain_index)
+    frame = run.read_part("tokens", chain_index, columns=[c for c in _TOKEN_COLUMNS + ["chain_index", "chain_id"]
+                                                         if c in names and c not in ("label", "category")])
+    from ..analysis.data import join_labels
+    from ..labels import resolve_source
 
-    names = set(pq.read_schema(run.part_path("tokens", chain_index)).names)
-    frame = run.read_part("tokens", chain_index, columns=[c for c in _TOKEN_COLUMNS if c in names])
-    for column in ("label", "category"):
-        if column not in frame:
-            frame[column] = None
+    try:
+        source = resolve_source(run, labels)
+    except CotSurvivalError:
+        source = None
+    frame = join_labels(run, frame, source)
     return frame.sort_values("position").reset_index(drop=True)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import CotSurvivalError
+from ..results import StageResult
 from ..rundir import RunDir
 from .data import ReportData, SkipFigure
 from .figures import FIGURES
@@ -21,8 +22,8 @@ MAX_TABLE_ROWS = 200
 
 
 @dataclass
-class Report:
-    """What :func:`build_report` wrote.
+class Report(StageResult):
+    """What :func:`build_report` wrote (a stage result: ``_repr_html_``, ``to_frame()``, ``save``/``load``).
 
     Attributes
     ----------
@@ -40,6 +41,14 @@ class Report:
     figures: dict[str, list[Path]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     stats_note: str | None = None
+
+    title = "cotsurvival report"
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per figure: its files, or why it was skipped."""
+        rows = [{"figure": stem, "files": [str(p) for p in paths], "skipped": None} for stem, paths in self.figures.items()]
+        rows += [{"figure": stem, "files": [], "skipped": reason} for stem, reason in self.skipped.items()]
+        return pd.DataFrame(rows, columns=["figure", "files", "skipped"])
 
 
 def build_report(

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CotSurvivalError
-from ..rundir import RunDir, atomic_write_bytes
+from ..rundir import RunDir, as_rundir, atomic_write_bytes
 from .data import display_name, token_segments
 from .notebook import read_chain_tokens
 from .style import COARSE, FINE, category_colours, order_present
@@ -57,7 +57,7 @@ def build_viewer(
     Path
         The file written.
     """
-    run = (run if isinstance(run, RunDir) else RunDir(run)).require()
+    run = as_rundir(run)
     available = run.part_indices("tokens")
     if not available:
         raise CotSurvivalError("E052", path=run.path)
