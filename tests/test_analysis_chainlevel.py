@@ -3,7 +3,6 @@ simulated null and alternative runs (the calibration the headline statistic must
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import statsmodels.api as sm
 from scipy import stats

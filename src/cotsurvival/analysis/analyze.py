@@ -25,7 +25,7 @@ from . import survival as surv
 from . import chainlevel
 from .citations import write_citations
 from .data import as_rundir, baseline_orderings, load_run, orderings_long
-from .inference import holm, mean_ci, paired_sign_flip_test, sign_flip_test
+from .inference import holm, mean_ci, paired_sign_flip_test
 
 LEVELS = ("category", "label")
 # Tables too long for Markdown/LaTeX are written as CSV only.
@@ -244,9 +244,9 @@ def _primary(result, table, primary, min_chains, min_tokens, seed) -> None:
         result.tables_["primary_per_chain"] = pd.DataFrame(test.pop("per_chain"))
         sd = test["sd_between_chains"]
         if isinstance(sd, float) and math.isfinite(sd) and sd > 0:
-            power = chainlevel.power(None, 0.1, contrast=primary, sd=sd)
-            test["power"] = {k: power[k] for k in ("delta", "power", "alpha", "n_chains_needed", "method")}
-            test["power"]["power_at_observed"] = _t_power(power["effect_size"], test["n_chains"])
+            power = chainlevel.power(None, 0.1, contrast=primary, sd=sd, n_chains=test["n_chains"])
+            test["power"] = {k: power[k] for k in ("delta", "power", "alpha", "n_chains_needed", "power_at_observed",
+                                                   "method")}
         if "withheld" in test:
             result.notes_.append(f"primary: not cited, {test['withheld']}")
         result.primary_ = test
@@ -269,12 +269,6 @@ def _primary(result, table, primary, min_chains, min_tokens, seed) -> None:
         result.tables_["chain_level_category"] = frame
         for row in frame[~cited].itertuples():
             result.notes_.append(f"chain_level_category: not cited, {row.withheld}")
-
-
-def _t_power(effect: float, n: int) -> float | None:
-    from statsmodels.stats.power import TTestPower
-
-    return float(TTestPower().power(effect_size=effect, nobs=n, alpha=0.05)) if n and n > 1 else None
 
 
 def _run(result: AnalysisResult, name: str, func: Callable, *args, **kwargs) -> Any:

@@ -232,7 +232,7 @@ def best_layers(summary: pd.DataFrame, per_chain: pd.DataFrame | None = None, *,
 
 def _max_t_sign_flip(per_chain: pd.DataFrame, features: list[str], n_resamples: int, seed: int) -> dict:
     """Sign-flip max-|t| test over layers (Westfall-Young single step); chains with a missing layer dropped."""
-    from .inference import EXACT_MAX_CHAINS, _flip_patterns
+    from .inference import _flip_patterns
 
     wide = per_chain[per_chain["feature"].isin(features)].pivot(index="chain_index", columns="feature", values="rho")
     wide = wide.dropna()

@@ -186,11 +186,12 @@ def power(
     alpha: float = 0.05,
     target_power: float = 0.8,
     sd: float | None = None,
+    n_chains: int | None = None,
 ) -> dict:
     """Chains needed to detect a difference ``delta`` in the primary contrast with ``target_power``.
 
     The between-chain standard deviation of the per-chain contrast (from the run, or ``sd``) gives
-    a standardized effect ``delta / sd``; statsmodels ``TTestPower`` (one-sample t-test across
+    a standardized effect ``delta / sd`` (``n_chains`` with ``sd``: the pilot's size, for the power it had); statsmodels ``TTestPower`` (one-sample t-test across
     chains, two-sided, the large-sample behaviour of the sign-flip test) solves for the number of
     chains. Checked against simulation in tests/test_analysis_chainlevel.py.
 
@@ -202,7 +203,7 @@ def power(
     """
     from statsmodels.stats.power import TTestPower
 
-    n_observed = None
+    n_observed = n_chains
     if sd is None:
         if isinstance(run_or_table, pd.DataFrame):
             table = run_or_table
