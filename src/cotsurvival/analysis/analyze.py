@@ -80,7 +80,7 @@ class AnalysisResult:
         })
 
     def _repr_html_(self) -> str:
-        """Jupyter: counts, the main test (log-rank across categories) and the citations; all text escaped."""
+        """Jupyter: counts, the primary (chain-level) test and the citations; all text escaped."""
         from html import escape
 
         from .citations import fmt_p
@@ -114,7 +114,9 @@ class AnalysisResult:
 
     def to_frame(self) -> pd.DataFrame:
         """The scalar tests, one row each (``test`` and its fields; NaN where a field does not apply)."""
-        rows = [{"test": name, **{k: v for k, v in fields.items() if not isinstance(v, (dict, list))}}
+        # a test's own "test" field (the method's name) becomes "method", so it cannot overwrite the name
+        rows = [{"test": name, **{("method" if k == "test" else k): v for k, v in fields.items()
+                                  if not isinstance(v, (dict, list))}}
                 for name, fields in self.tests_.items()]
         return pd.DataFrame(rows)
 
