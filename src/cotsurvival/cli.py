@@ -209,19 +209,29 @@ def attention(run, model, device, dtype, overwrite):
 
 
 # ----------------------------------------------------------------------------- reports
+_CHAINS_HELP = "Chain ids (the chains file's `id`), separated by commas."
+_IDS_HELP = "A text file of chain ids, one per line (# comments allowed)."
+
+
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Output folder (figures and index.html).")
 @click.option("--width", type=click.Choice(["one", "two", "both"]), default="both", show_default=True,
               help="Figure layout: one column (3.3 in), two columns (6.9 in), or both.")
-@click.option("--chain", "chain_index", type=int, default=None, help="chain_index drawn as text (default: median length).")
+@click.option("--chains", "chain_ids", default=None, help=_CHAINS_HELP + " Drawn as text (figure 8), one figure each.")
+@click.option("--ids", "ids_file", default=None, type=click.Path(dir_okay=False), help=_IDS_HELP)
+@click.option("--chain", "chain_index", type=int, default=None,
+              help="chain_index drawn as text (default: the chain of median length).")
 @click.option("--no-analyze", is_flag=True, help="Do not run `analyze` when RUN/stats/ is missing.")
-def report(run, out, width, chain_index, no_analyze):
-    """Figures (PNG 300 dpi + PDF) and a self-contained OUT/index.html for RUN."""
+def report(run, out, width, chain_ids, ids_file, chain_index, no_analyze):
+    """Figures (PNG 300 dpi + PDF) and a self-contained OUT/index.html for RUN, quoting RUN/stats/stats.json."""
+    from .chains import parse_chain_selection
     from .reports.report import build_report
 
     widths = ("one", "two") if width == "both" else (width,)
-    result = build_report(run, out, widths=widths, chain_index=chain_index, run_analysis=not no_analyze)
+    selected = parse_chain_selection(chain_ids, ids_file)
+    result = build_report(run, out, widths=widths, chain_index=chain_index, chain_ids=selected,
+                          run_analysis=not no_analyze)
     click.echo(f"wrote {len(result.figures)} figures and {result.index}")
     for stem, reason in result.skipped.items():
         click.echo(f"  skipped {stem}: {reason}")
@@ -232,18 +242,17 @@ def report(run, out, width, chain_index, no_analyze):
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
-@click.option("--chains", default="", help="Comma-separated chain_index values (default: the first --max-chains).")
-@click.option("--max-chains", type=int, default=50, show_default=True, help="Chains embedded when --chains is not given.")
+@click.option("--chains", "chain_ids", default=None, help=_CHAINS_HELP + " Default: the first --max-chains.")
+@click.option("--ids", "ids_file", default=None, type=click.Path(dir_okay=False), help=_IDS_HELP)
+@click.option("--max-chains", type=int, default=50, show_default=True, help="Chains embedded when no chains are chosen.")
 @click.option("--no-traces", is_flag=True, help="Leave out per-step costs (hover); a much smaller file.")
-def view(run, out, chains, max_chains, no_traces):
+def view(run, out, chain_ids, ids_file, max_chains, no_traces):
     """One self-contained, offline HTML page to watch RUN's chains shrink step by step."""
+    from .chains import parse_chain_selection
     from .stages import view as run_view
 
-    try:
-        selected = [int(c) for c in chains.split(",") if c.strip()] or None
-    except ValueError:
-        raise CotSurvivalError("E009", reason=f"--chains takes integers separated by commas, got {chains!r}") from None
-    result = run_view(run, out=out, chains=selected, max_chains=max_chains, traces=not no_traces)
+    selected = parse_chain_selection(chain_ids, ids_file)
+    result = run_view(run, out=out, chain_ids=selected, max_chains=max_chains, traces=not no_traces)
     click.echo(f"wrote {result.path} ({result.n_bytes / 1e6:.1f} MB)")
 
 

@@ -37,6 +37,11 @@ class Errors:
     E050 = "Unknown figure width {value!r}; choose from: {allowed}."
     E051 = "Chain {chain} is not in the run ({n_chains} chains; chain_index runs from 0 to {last})."
     E052 = "{path}: the run has no pruned tokens to show. Run `cotsurvival prune` first."
+    # reports and chain selection (E053-E059)
+    E053 = "Chain id(s) {ids} not in the run ({n_chains} chains, ids such as {examples}); ids are the chains file's `id` values."
+    E054 = "Choose chains with either {first} or {second}, not both."
+    E055 = "{source} names no chain ids; give ids separated by commas, or a file with one id per line."
+    E056 = "{path}: cannot read the stored statistics ({reason}). Re-run `cotsurvival analyze {run}`."
     E060 = "Cannot read questions from {source!r}: {reason}"
     E061 = "'{source}' is not a file or a built-in corpus (gsm8k); reading it as a Hugging Face dataset needs the `datasets` package: pip install datasets (and network access)."
     E062 = "Cannot load the Hugging Face dataset '{source}': {reason}"

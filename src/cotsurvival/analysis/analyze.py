@@ -138,6 +138,60 @@ class AnalysisResult:
         write_citations(folder / "citations.md", self)
         return folder
 
+    @classmethod
+    def load(cls, run: str | os.PathLike | RunDir, stats: str | os.PathLike | None = None) -> "AnalysisResult":
+        """Read back what :meth:`save` wrote (``stats.json``), so reports show the stored numbers.
+
+        Tables are rebuilt from ``stats.json`` (not the CSVs), so every figure and table reads the
+        same file. Top-level keys this class has no field for (e.g. ``primary``) are kept as
+        attributes with a trailing underscore (``result.primary_``).
+
+        Parameters
+        ----------
+        run : str, PathLike or RunDir
+            The run directory.
+        stats : str or PathLike, optional
+            The folder holding ``stats.json`` (default ``RUN/stats``).
+
+        Returns
+        -------
+        AnalysisResult
+
+        Raises
+        ------
+        CotSurvivalError
+            E012 when the run has no ``stats.json`` yet, E056 when it cannot be read.
+        """
+        run = as_rundir(run)
+        path = (Path(stats) if stats is not None else run.stats_dir) / "stats.json"
+        if not path.is_file():
+            raise CotSurvivalError("E012", path=run.path, what="statistics (stats/stats.json)",
+                                   command=f"cotsurvival analyze {run.path}")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CotSurvivalError("E056", path=path, reason=" ".join(str(exc).split())[:200], run=run.path) from None
+        if not isinstance(data, dict):
+            raise CotSurvivalError("E056", path=path, reason="not a JSON object", run=run.path)
+        result = cls(run=run.path, config=data.get("config") or {})
+        result.counts_ = data.get("counts") or {}
+        result.tests_ = data.get("tests") or {}
+        result.notes_ = list(data.get("notes") or [])
+        result.citations_ = list(data.get("citations") or [])
+        table_notes = data.get("table_notes") or {}
+        for name, records in (data.get("tables") or {}).items():
+            table = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+            for column in table.columns[table.isna().all().to_numpy()]:
+                table[column] = table[column].astype(float)  # a column of nulls was NaN when saved
+            if name in table_notes:
+                table.attrs["notes"] = list(table_notes[name])
+            result.tables_[name] = table
+        known = {"run", "config", "counts", "tests", "tables", "table_notes", "notes", "citations"}
+        for key, value in data.items():
+            if key not in known and key.isidentifier():
+                setattr(result, f"{key}_", value)
+        return result
+
 
 def analyze(
     run: str | os.PathLike | RunDir,

@@ -120,8 +120,19 @@ class ChainView:
         return f"ChainView({str(self.run.path)!r}, chain_index={self.chain_index})"
 
 
-def run_summary_html(run: str | os.PathLike | RunDir) -> str:
+def run_summary_html(run: str | os.PathLike | RunDir, stats=None) -> str:
     """A run at a glance: model, settings, chain and token counts, survival by category.
+
+    Survival medians are Kaplan–Meier medians ("not reached" when under half of a group was
+    deleted before the run stopped), read from the stored analysis (``stats`` or
+    ``RUN/stats/stats.json``) when it matches the run, else computed by the function
+    ``analyze`` itself uses (:func:`cotsurvival.analysis.survival_summary`, without CIs).
+
+    Parameters
+    ----------
+    run : str, PathLike or RunDir
+    stats : AnalysisResult, optional
+        The stored analysis to quote (default: loaded from the run when present).
 
     Returns
     -------
@@ -139,23 +150,62 @@ def run_summary_html(run: str | os.PathLike | RunDir) -> str:
             ("skipped inputs", len(manifest.get("skipped") or [])),
             ("cotsurvival", manifest.get("cotsurvival_version")), ("created", manifest.get("created"))]
     info = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows if v is not None)
-    return f'<table class="cs-summary">{info}</table>{_category_table(run)}'
+    return f'<table class="cs-summary">{info}</table>{_category_table(run, stats)}'
 
 
-def _category_table(run: RunDir) -> str:
+def _stored_summary(run: RunDir, stats) -> pd.DataFrame | None:
+    """``summary_category`` of the stored analysis, when there is one and it covers this run's chains."""
+    if stats is None:
+        from ..analysis import AnalysisResult
+
+        try:
+            stats = AnalysisResult.load(run)
+        except CotSurvivalError:
+            return None
+    summary = stats.tables_.get("summary_category")
+    if summary is None or summary.empty or stats.counts_.get("n_chains") != len(run.part_indices("tokens")):
+        return None  # not analysed by category, or analysed before the run grew
+    return summary.reset_index(drop=True)
+
+
+def _category_table(run: RunDir, stats=None) -> str:
+    from .stored import number_cell
+
     if not run.part_indices("tokens"):
         return ""
-    from ..analysis import load_run
+    summary = _stored_summary(run, stats)
+    stored = summary is not None
+    if not stored:
+        from ..analysis import load_run, survival_summary
 
-    tokens = load_run(run, require_tags=False, baselines=False, attention=False)
-    if tokens["category"].isna().all():
-        return f"<p>{len(tokens):,} tokens, not tagged yet.</p>"
+        tokens = load_run(run, require_tags=False, baselines=False, attention=False)
+        if tokens["category"].isna().all():
+            return f"<p>{len(tokens):,} tokens, not tagged yet.</p>"
+        # As analyze: one-token chains carry no ranking and are left out.
+        ranked = tokens[tokens["n_tokens"] > 1].dropna(subset=["category"])
+        if ranked.empty:
+            return f"<p>{len(tokens):,} tokens; no chain has 2 or more tokens, so no survival summary.</p>"
+        summary = survival_summary(ranked, "category", n_boot=0)
     colours = category_colours()
-    table = tokens.groupby("category")["survival"].agg(["size", "median", "mean"])
-    table = table.reindex(order_present(table.index, COARSE))
-    body = "".join(
-        f'<tr><td><span style="color:{colours.get(c, "#BBBBBB")}">■</span> {html.escape(display_name(c))}</td>'
-        f"<td>{int(r['size']):,}</td><td>{r['median']:.3f}</td><td>{r['mean']:.3f}</td></tr>"
-        for c, r in table.iterrows())
-    return ("<table class=\"cs-categories\"><tr><th>category</th><th>tokens</th><th>median survival</th>"
-            f"<th>mean survival</th></tr>{body}</table>")
+    order = order_present(summary["group"], COARSE)
+    position = {g: i for i, g in enumerate(summary["group"])}
+    body = []
+    for group in order:
+        i = position[group]
+        row = summary.iloc[i]
+
+        def cell(column, spec=".3f", missing=""):
+            if pd.isna(row[column]):
+                return f"<td>{html.escape(missing)}</td>"
+            if stored:
+                return number_cell(("tables", "summary_category", i, column), row[column], spec)
+            return f"<td>{html.escape(format(int(row[column]), ',d') if spec == ',d' else format(row[column], spec))}</td>"
+
+        body.append(f'<tr><td><span style="color:{colours.get(group, "#BBBBBB")}">■</span> '
+                    f"{html.escape(display_name(group))}</td>{cell('n_tokens', ',d')}{cell('n_events', ',d')}"
+                    f"{cell('median', missing='not reached')}{cell('mean', missing='not estimable (censored)')}</tr>")
+    source = ("from stats/stats.json" if stored else
+              "computed from the tokens; run `cotsurvival analyze` for confidence intervals")
+    return ('<table class="cs-categories"><caption>Survival by category (Kaplan–Meier median; '
+            f'{html.escape(source)})</caption><tr><th>category</th><th>tokens</th><th>deleted</th>'
+            f"<th>median survival</th><th>mean survival</th></tr>{''.join(body)}</table>")
