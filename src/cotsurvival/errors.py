@@ -31,6 +31,9 @@ class Errors:
     E040 = "{path}: tokens have no category labels ({detail}). Run `cotsurvival tag {path}` first, or load with require_tags=False to analyse untagged tokens."
     E041 = "Cannot analyse: {reason}"
     E042 = "Column {column!r} not in the table (available: {available})."
+    # --- stats (E043-E049): chain-level tests and power
+    E043 = "Cannot compute power: {reason}"
+    E044 = "Unknown primary contrast {value!r}: the run's {group} values are {available}."
     E050 = "Unknown figure width {value!r}; choose from: {allowed}."
     E051 = "Chain {chain} is not in the run ({n_chains} chains; chain_index runs from 0 to {last})."
     E052 = "{path}: the run has no pruned tokens to show. Run `cotsurvival prune` first."
