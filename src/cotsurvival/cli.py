@@ -32,7 +32,7 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
 @click.option("--objective", type=click.Choice(["joint", "answer"]), default="joint", show_default=True)
 @click.option("--keep-ratio", type=float, default=0.0, show_default=True, help="Stop after N - floor(N*R) deletions; 0 ranks every token.")
 @click.option("--limit", type=int, default=None, help="Only the first N valid chains.")
-@click.option("--baselines", default="", help="Comma-separated: random,surprisal,loo,attention.")
+@click.option("--baselines", default="", help="Comma-separated: random,surprisal,loo,attention,llmlingua2.")
 @click.option("--max-batch-tokens", type=int, default=4096, show_default=True, help="Token rows per forward batch.")
 @click.option("--method", type=click.Choice(["auto", "crossstep", "prefix", "naive"]), default="auto", show_default=True,
               help="auto = crossstep for Llama-family models, naive otherwise.")
@@ -51,9 +51,12 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
 @click.option("--workers", type=int, default=None, help="Ray actors (default: one per GPU, else one per CPU).")
 @click.option("--gpus-per-worker", type=float, default=None,
               help="GPUs each Ray actor reserves (default: 1 when the cluster has GPUs, else 0).")
+@click.option("--llmlingua-model", default=None,
+              help="LLMLingua-2 classifier for the llmlingua2 baseline: hub id or local directory "
+                   "(default: microsoft/llmlingua-2-xlm-roberta-large-meetingbank).")
 def prune(chains, out, model, objective, keep_ratio, limit, baselines, max_batch_tokens, method, device, dtype,
           on_error, keep_annotations, seed, trust_remote_code, allow_unsafe_weights, backend, ray_address, workers,
-          gpus_per_worker):
+          gpus_per_worker, llmlingua_model):
     """Greedy survival pruning of CHAINS (a file or 'gsm8k') into a run directory."""
     from .pruning import prune as run_prune
 
@@ -62,7 +65,8 @@ def prune(chains, out, model, objective, keep_ratio, limit, baselines, max_batch
                     baselines=names, max_batch_tokens=max_batch_tokens, method=method, device=device, dtype=dtype,
                     on_error=on_error, keep_annotations=keep_annotations, seed=seed,
                     trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights,
-                    backend=backend, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
+                    backend=backend, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
+                    llmlingua_model=llmlingua_model)
     manifest = run.read_manifest()
     click.echo(f"pruned {manifest['n_chains']} chains into {run.path} ({len(manifest['skipped'])} skipped)")
 

@@ -30,6 +30,7 @@ from ..errors import CotSurvivalError
 from ..rundir import RunDir
 from .baselines import BASELINES, answer_attention, baseline_orders, orders_to_frame
 from .engine import ChainTrace, greedy_prune, n_deletions
+from .llmlingua import classifier_for_run
 from .scoring import OBJECTIVES, make_scorer
 from .tables import load_checkpoint, save_checkpoint, steps_frame, tokens_frame, trace_from_tables, traces_frame
 
@@ -77,6 +78,7 @@ def prune(
     ray_address: str | None = None,
     workers: int | None = None,
     gpus_per_worker: float | None = None,
+    llmlingua_model: str | None = None,
 ) -> RunDir:
     """Prune chains greedily and write (or resume, or continue) a run directory.
 
@@ -113,6 +115,9 @@ def prune(
         Actors to start (default: one per GPU, or one per CPU without GPUs).
     gpus_per_worker : float, optional
         GPUs each actor reserves (default 1 when the cluster has GPUs, else 0).
+    llmlingua_model : str, optional
+        LLMLingua-2 classifier for the ``llmlingua2`` baseline (hub id or directory; default
+        ``microsoft/llmlingua-2-xlm-roberta-large-meetingbank``, or the one the run already used).
 
     Returns
     -------
@@ -141,14 +146,15 @@ def prune(
     try:
         return _prune_encoded(corpus, out, lm, tokenizer, info, pool, objective=objective, keep_ratio=keep_ratio,
                               max_batch_tokens=max_batch_tokens, method=method, baselines=baselines,
-                              on_error=on_error, keep_annotations=keep_annotations, seed=seed, progress=progress)
+                              on_error=on_error, keep_annotations=keep_annotations, seed=seed, progress=progress,
+                              llmlingua=dict(spec=llmlingua_model, device=device, allow_unsafe_weights=allow_unsafe_weights))
     finally:
         if pool is not None:
             pool.close()
 
 
 def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ratio, max_batch_tokens, method,
-                   baselines, on_error, keep_annotations, seed, progress) -> RunDir:
+                   baselines, on_error, keep_annotations, seed, progress, llmlingua=None) -> RunDir:
     """Encode, open the run, prune what is not committed yet (here, or on the Ray ``pool``), commit."""
     started = time.perf_counter()
     encoded, skipped = _encode_all(corpus, tokenizer, info.max_positions, on_error)
@@ -176,6 +182,10 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
         bar.set_postfix(last=f"{trace.seconds:.1f}s")
 
     extra = {}
+    llmlingua = llmlingua or {}
+    classifier = classifier_for_run(run, manifest, names, llmlingua.get("spec"), needed=bool(todo),
+                                    device=llmlingua.get("device", "auto"),
+                                    allow_unsafe_weights=llmlingua.get("allow_unsafe_weights", False))
     try:  # the bar is closed (ending its line) before any error message is printed
         if pool is None:
             scorer = make_scorer(lm, method=method, objective=objective, max_batch_tokens=max_batch_tokens)
@@ -183,13 +193,13 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
             for index, item, wanted in todo:
                 trace = _prune_one(run, scorer, item, index, wanted, progress)
                 attention = answer_attention(lm, item) if "attention" in names else None
-                _commit(run, item, index, trace, names, seed, attention)
+                _commit(run, item, index, trace, names, seed, attention, classifier)
                 committed(item, trace)
         else:
             scorer_name = pool.scorer_name
             for index, item, trace, attention, _ in pool.run(todo, start_of=lambda i, it: _start_trace(run, it, i),
                                                              attention="attention" in names):
-                _commit(run, item, index, trace, names, seed, attention)
+                _commit(run, item, index, trace, names, seed, attention, classifier)
                 committed(item, trace)
             extra["ray"] = pool.summary()
     finally:
@@ -338,12 +348,14 @@ def _start_trace(run: RunDir, item: EncodedChain, index: int) -> ChainTrace | No
 
 
 def _commit(run: RunDir, item: EncodedChain, index: int, trace: ChainTrace, names, seed,
-            attention: np.ndarray | None = None) -> None:
+            attention: np.ndarray | None = None, classifier=None) -> None:
     """Write one finished chain (steps, traces, baselines, then tokens: the commit marker)."""
     run.write_part("steps", index, steps_frame(item, trace, index))
     run.write_part("traces", index, traces_frame(item, trace, index))
     if names:
-        orders = baseline_orders(trace, names=names, seed=seed, chain_index=index, attention=attention)
+        keep_probs = classifier.keep_probs(item.chain.reasoning, item.offsets) if classifier is not None else None
+        orders = baseline_orders(trace, names=names, seed=seed, chain_index=index, attention=attention,
+                                 keep_probs=keep_probs)
         run.write_part("baselines", index, orders_to_frame(orders, len(item.reasoning_ids), trace.n_steps,
                                                            index, item.chain.id))
     run.write_part("tokens", index, tokens_frame(item, trace, index))  # the commit marker: last

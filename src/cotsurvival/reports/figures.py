@@ -17,7 +17,7 @@ from .data import (ReportData, SkipFigure, chain_means, composition_by_keep_rati
 from .style import WIDTHS, category_colours
 
 LEVELS = (("category", "coarse category"), ("label", "fine label"))
-ORDERINGS = ("greedy", "random", "surprisal", "loo", "attention")
+ORDERINGS = ("greedy", "random", "surprisal", "loo", "attention", "llmlingua2")
 MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*")
 MAX_POINTS = 600  # points drawn per group: more only blurs into ink
 
