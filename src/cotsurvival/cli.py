@@ -305,6 +305,45 @@ def demo(out, limit, keep_ratio, model):
 
 
 
+# ----------------------------------------------------------------------------- recover (answer recovery; engineer "recover")
+@cli.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--keep-ratios", default="0.9,0.7,0.5,0.3", show_default=True,
+              help="Comma-separated keep ratios in (0, 1); 1.0 (the unpruned chain) is always added.")
+@click.option("--orderings", default=None, help="Comma-separated: greedy and the run's baselines (default: all).")
+@click.option("--model", default=None, help="Model (default: the one that pruned the run). " + _MODEL_HELP)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="auto", show_default=True)
+@click.option("--max-new-tokens", type=int, default=16, show_default=True, help="Bound on the decoded answer line.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Sequences per forward / generate call.")
+@click.option("--out", "out", default=None, type=click.Path(file_okay=False),
+              help="Folder for the figure, tables and citations (default: RUN/recovery).")
+@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model's repository.")
+@click.option("--allow-unsafe-weights", is_flag=True, help="Allow pickled (.bin) weights, which can run code.")
+def recover(run, keep_ratios, orderings, model, device, dtype, max_new_tokens, batch_size, out, trust_remote_code,
+            allow_unsafe_weights):
+    """Answer recovery of RUN's pruned chains: log P(answer) and greedy-decoded answers per ordering and keep ratio."""
+    from pathlib import Path
+
+    from .errors import CotSurvivalError
+    from .recovery import recover as run_recover
+
+    try:
+        ratios = [float(r) for r in keep_ratios.split(",") if r.strip()]
+    except ValueError:
+        raise CotSurvivalError("E133", reason=f"--keep-ratios must be numbers, not {keep_ratios!r}") from None
+    names = [o.strip() for o in orderings.split(",") if o.strip()] if orderings else None
+    result = run_recover(run, keep_ratios=ratios, orderings=names, model=model, device=device, dtype=dtype,
+                         max_new_tokens=max_new_tokens, batch_size=batch_size, trust_remote_code=trust_remote_code,
+                         allow_unsafe_weights=allow_unsafe_weights)
+    paths = result.save(Path(out) if out else Path(run) / "recovery")
+    click.echo(f"recovery of {result.n_chains} chains x {len(result.orderings)} orderings x "
+               f"{len(result.keep_ratios)} keep ratios: {Path(run) / 'recovery.parquet'}")
+    for name in ("figure", "summary", "tests", "citations"):
+        if name in paths:
+            click.echo(f"  {name:<10} {paths[name]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI and turns known errors into one line and exit status 2."""
     try:
