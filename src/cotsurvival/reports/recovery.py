@@ -129,3 +129,16 @@ def _markdown(table: pd.DataFrame) -> str:
     rule = "|" + "|".join("---" for _ in shown.columns) + "|"
     body = ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
     return "\n".join([header, rule, *body]) + "\n"
+
+
+def fig_recovery(data, width: str):
+    """Report hook: the recovery figure of ``data.run``, skipped when ``cotsurvival recover`` has not run."""
+    from ..errors import CotSurvivalError
+    from ..recovery import RecoveryResult
+    from .data import SkipFigure
+
+    try:
+        result = RecoveryResult.load(data.run.path)
+    except CotSurvivalError:
+        raise SkipFigure("the run has no recovery.parquet (run `cotsurvival recover RUN`).") from None
+    return recovery_figure(result, width)
