@@ -181,3 +181,17 @@ def test_prune_stores_llmlingua2_like_the_other_baselines(tiny_loaded, clf_dir, 
         prune(EXAMPLE_CHAINS[:2], tmp_path / "run", loaded_model=tiny_loaded, keep_ratio=0.5,
               baselines=["llmlingua2"], llmlingua_model=str(tmp_path / "other"), progress=False)
     assert info.value.code == "E132"
+
+
+def test_cli_missing_classifier_is_one_line(tiny_dir, tmp_path):
+    from cli_helpers import assert_one_line_error, cli, write_jsonl
+    from cotsurvival.testing import EXAMPLE_CHAINS
+
+    chains = write_jsonl(tmp_path / "chains.jsonl", EXAMPLE_CHAINS[:1])
+    missing = tmp_path / "no-such-classifier"
+    done = cli("prune", chains, "--out", tmp_path / "run", "--model", tiny_dir, "--keep-ratio", "0.9",
+               "--baselines", "random,llmlingua2", "--llmlingua-model", missing, timeout=300)
+    assert done.returncode == 2
+    assert_one_line_error("\n".join(l for l in done.stderr.replace("\r", "\n").splitlines() if "error[" in l or
+                                    "Traceback" in l), "E130", str(missing))
+    assert "Traceback" not in done.stderr

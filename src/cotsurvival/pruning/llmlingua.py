@@ -263,7 +263,8 @@ def load_keep_classifier(spec: str = DEFAULT_LLMLINGUA_MODEL, *, device: str = "
                                                                     **kwargs, **attempt)
             break
         except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
-            reason = " ".join(str(exc).split())[:200]
+            # The first sentence says what went wrong; the rest of transformers' message is advice.
+            reason = " ".join(str(exc).split()).split(". ")[0][:200]
     else:
         raise CotSurvivalError("E130", model=spec, reason=reason or "cannot be loaded")
     if not getattr(tokenizer, "is_fast", False):

@@ -183,10 +183,10 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
 
     extra = {}
     llmlingua = llmlingua or {}
-    classifier = classifier_for_run(run, manifest, names, llmlingua.get("spec"), needed=bool(todo),
-                                    device=llmlingua.get("device", "auto"),
-                                    allow_unsafe_weights=llmlingua.get("allow_unsafe_weights", False))
     try:  # the bar is closed (ending its line) before any error message is printed
+        classifier = classifier_for_run(run, manifest, names, llmlingua.get("spec"), needed=bool(todo),
+                                        device=llmlingua.get("device", "auto"),
+                                        allow_unsafe_weights=llmlingua.get("allow_unsafe_weights", False))
         if pool is None:
             scorer = make_scorer(lm, method=method, objective=objective, max_batch_tokens=max_batch_tokens)
             scorer_name = type(scorer).__name__
