@@ -31,12 +31,14 @@ def recovery_figure(result, width: str = "two"):
         panels = [("accuracy", "answer recovered (share of chains)", "a  greedy-decoded answer correct"),
                   ("answer_logprob", "log P(answer) (nats, chain mean)", "b  teacher-forced log P(answer)")]
         for ax, (column, ylabel, title) in zip(axes, panels):
-            for ordering in result.orderings:
+            n = len(result.orderings)
+            for k, ordering in enumerate(result.orderings):
                 sub = summary[summary["ordering"] == ordering].sort_values("keep_ratio")
                 colour, marker = ORDERING_STYLE.get(ordering, ("#777777", "x"))
-                x = sub["keep_ratio"].to_numpy()
-                ax.fill_between(x, sub[f"{column}_ci_low"], sub[f"{column}_ci_high"], color=colour, alpha=0.15,
-                                linewidth=0)
+                # A small horizontal dodge keeps coinciding lines (e.g. equal accuracies) visible.
+                x = sub["keep_ratio"].to_numpy() + 0.008 * (k - (n - 1) / 2)
+                ax.fill_between(x, sub[f"{column}_ci_low"], sub[f"{column}_ci_high"], color=colour,
+                                alpha=0.08 if ordering == "greedy" else 0.15, linewidth=0)
                 ax.plot(x, sub[column], color=colour, marker=marker, markersize=3,
                         linewidth=1.6 if ordering == "greedy" else 1.0, label=ordering)
             ax.set(xlim=(1.02, min(result.keep_ratios) - 0.02), xlabel="keep ratio (tokens kept / N)", ylabel=ylabel)
