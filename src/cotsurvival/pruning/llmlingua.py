@@ -157,7 +157,7 @@ def chunk_bounds(tokens: list[str], max_len: int, end_tokens=CHUNK_END_TOKENS) -
     while start < n:
         stop = min(start + max_len, n)
         if stop < n:
-            for end in range(stop - 1, start - 1, -1):
+            for end in range(stop - 1, start, -1):  # as the original: never a chunk of one end token
                 if tokens[end] in end_tokens:
                     stop = end + 1
                     break
