@@ -22,9 +22,8 @@ import torch
 from ..encoding import EncodedChain
 from .engine import ChainTrace
 from .llmlingua import llmlingua2_order
+from .registry import BASELINES
 from .tables import null_if_zero
-
-BASELINES = ("random", "surprisal", "loo", "attention", "llmlingua2")
 
 
 @contextmanager
@@ -75,7 +74,7 @@ def baseline_orders(trace: ChainTrace, *, names, seed: int, chain_index: int,
                 raise ValueError("the llmlingua2 baseline needs KeepClassifier.keep_probs()")
             orders[name] = llmlingua2_order(keep_probs)
         else:
-            raise ValueError(f"unknown baseline {name!r}; choose from {BASELINES}")
+            raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
     return orders
 
 
