@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from .encoding import ANSWER_SEPARATOR
 from .errors import CotSurvivalError
 from .pruning.engine import n_deletions
-from .rundir import RunDir, atomic_write_bytes, atomic_write_parquet
+from .rundir import RunDir, atomic_write_parquet
 
 DEFAULT_KEEP_RATIOS = (0.9, 0.7, 0.5, 0.3)
 TABLE = "recovery.parquet"
@@ -457,6 +457,3 @@ def greedy_answer_lines(model, tokenizer, prompts: list[list[int]], max_new_toke
             out[i] = next((line for line in text.split("\n") if line.strip()), "")
     return out
 
-
-def write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))

@@ -1,5 +1,8 @@
 """Answer recovery: the figure, the tables and the citable sentences of a :class:`RecoveryResult`.
 
+Takes the result object (``summary()``, ``tests()``, ``orderings``, ...) and never imports
+:mod:`cotsurvival.recovery`, so the dependency runs one way (recovery -> reports).
+
 Figure: (a) share of chains whose greedy-decoded answer is right and (b) mean teacher-forced
 log P(answer), each against the keep ratio, one line per ordering, with 95% chain-bootstrap bands.
 """
@@ -101,8 +104,10 @@ def recovery_sentences(result) -> list[str]:
 
 def write_recovery_tables(result, folder: Path, figure: bool = True) -> dict[str, Path]:
     """Rows, summary and tests (CSV + Markdown), citations and the figure, into ``folder``."""
-    from ..recovery import write_text
-    from ..rundir import atomic_write_parquet
+    from ..rundir import atomic_write_bytes, atomic_write_parquet
+
+    def write_text(path: Path, text: str) -> None:
+        atomic_write_bytes(path, text.encode("utf-8"))
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"rows": folder / "recovery_rows.parquet"}
@@ -132,15 +137,3 @@ def _markdown(table: pd.DataFrame) -> str:
     body = ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
     return "\n".join([header, rule, *body]) + "\n"
 
-
-def fig_recovery(data, width: str):
-    """Report hook: the recovery figure of ``data.run``, skipped when ``cotsurvival recover`` has not run."""
-    from ..errors import CotSurvivalError
-    from ..recovery import RecoveryResult
-    from .data import SkipFigure
-
-    try:
-        result = RecoveryResult.load(data.run.path)
-    except CotSurvivalError:
-        raise SkipFigure("the run has no recovery.parquet (run `cotsurvival recover RUN`).") from None
-    return recovery_figure(result, width)
