@@ -57,6 +57,14 @@ class Errors:
     E072 = "Cannot start Ray workers: {reason}"
     E073 = "Cannot connect to the Ray cluster at {address}: {reason}"
     E074 = "A Ray worker failed: {reason}"
+    # ---- safety: outputs, resume settings, model lookup, chain selection (E080-E099)
+    E080 = "Refusing to write {path}: it is {role}. Choose another --out."
+    E081 = "Refusing to replace {path}: it {what} and was not written by `cotsurvival {command}`. Choose another --out, or pass --overwrite to replace it."
+    E082 = "Cannot write {path}: {reason}."
+    E083 = "Run directory {path} was made with {what} {old}; this command asks for {new}. {hint}"
+    E084 = "Run directory {path} was made from another set of chains: {detail}. {hint}"
+    E087 = "File system error on {path}: {reason}."
+    E085 = "No such chain id{s}: {ids}{suggestion} ({n_available} chains in {source}; ids such as {examples})."
     # --- recover (E130-E139): the llmlingua2 baseline and answer recovery
     E130 = ("Cannot load the LLMLingua-2 classifier '{model}': {reason}. Download it where there is network "
             "(huggingface-cli download {model}) and pass --llmlingua-model with its local directory.")
