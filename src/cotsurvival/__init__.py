@@ -28,6 +28,7 @@ STAGES = {
     "report": "cotsurvival.reports.report:build_report",
     "view": "cotsurvival.stages:view",
     "export": "cotsurvival.stages:export",
+    "recover": "cotsurvival.recovery:recover",  # answer recovery of pruned chains (engineer "recover")
 }
 #: Other public names, imported on first use too so that ``import cotsurvival`` stays fast.
 _LAZY = {

@@ -56,12 +56,15 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
 @click.option("--workers", type=int, default=None, help="Ray actors (default: one per GPU, else one per CPU).")
 @click.option("--gpus-per-worker", type=float, default=None,
               help="GPUs each Ray actor reserves (default: 1 when the cluster has GPUs, else 0).")
+@click.option("--llmlingua-model", default=None,
+              help="LLMLingua-2 classifier for the llmlingua2 baseline: hub id or local directory "
+                   "(default: microsoft/llmlingua-2-xlm-roberta-large-meetingbank).")
 # -- families: memory that fits the chain
 @click.option("--max-memory", default=None, help="Memory a chain may use beyond the weights (e.g. 8GB); default: "
               "what the device has free. Chains that would not fit fall back to prefix reuse, smaller batches, naive.")
 def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file, baselines, max_batch_tokens, method, device, dtype,
           on_error, keep_annotations, seed, trust_remote_code, allow_unsafe_weights, backend, ray_address, workers,
-          gpus_per_worker, max_memory):
+          gpus_per_worker, max_memory, llmlingua_model):
     """Greedy survival pruning of CHAINS (a file or 'gsm8k') into a run directory."""
     from .chains import parse_chain_selection
     from .pruning import prune as run_prune
@@ -73,7 +76,7 @@ def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file,
                     on_error=on_error, keep_annotations=keep_annotations, seed=seed,
                     trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights,
                     backend=backend, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
-                    max_memory=max_memory)
+                    max_memory=max_memory, llmlingua_model=llmlingua_model)
     manifest = run.read_manifest()
     click.echo(f"pruned {manifest['n_chains']} chains into {run.path} ({len(manifest['skipped'])} skipped)")
 
@@ -360,6 +363,45 @@ def demo(out, limit, keep_ratio, model):
     for name in ("run", "stats", "citations", "report", "viewer"):
         click.echo(f"  {name:<10} {paths[name]}")
 
+
+
+# ----------------------------------------------------------------------------- recover (answer recovery; engineer "recover")
+@cli.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--keep-ratios", default="0.9,0.7,0.5,0.3", show_default=True,
+              help="Comma-separated keep ratios in (0, 1); 1.0 (the unpruned chain) is always added.")
+@click.option("--orderings", default=None, help="Comma-separated: greedy and the run's baselines (default: all).")
+@click.option("--model", default=None, help="Model (default: the one that pruned the run). " + _MODEL_HELP)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="auto", show_default=True)
+@click.option("--max-new-tokens", type=int, default=16, show_default=True, help="Bound on the decoded answer line.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Sequences per forward / generate call.")
+@click.option("--out", "out", default=None, type=click.Path(file_okay=False),
+              help="Folder for the figure, tables and citations (default: RUN/recovery).")
+@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model's repository.")
+@click.option("--allow-unsafe-weights", is_flag=True, help="Allow pickled (.bin) weights, which can run code.")
+def recover(run, keep_ratios, orderings, model, device, dtype, max_new_tokens, batch_size, out, trust_remote_code,
+            allow_unsafe_weights):
+    """Answer recovery of RUN's pruned chains: log P(answer) and greedy-decoded answers per ordering and keep ratio."""
+    from pathlib import Path
+
+    from .errors import CotSurvivalError
+    from .recovery import recover as run_recover
+
+    try:
+        ratios = [float(r) for r in keep_ratios.split(",") if r.strip()]
+    except ValueError:
+        raise CotSurvivalError("E133", reason=f"--keep-ratios must be numbers, not {keep_ratios!r}") from None
+    names = [o.strip() for o in orderings.split(",") if o.strip()] if orderings else None
+    result = run_recover(run, keep_ratios=ratios, orderings=names, model=model, device=device, dtype=dtype,
+                         max_new_tokens=max_new_tokens, batch_size=batch_size, trust_remote_code=trust_remote_code,
+                         allow_unsafe_weights=allow_unsafe_weights)
+    paths = result.save(Path(out) if out else Path(run) / "recovery")
+    click.echo(f"recovery of {result.n_chains} chains x {len(result.orderings)} orderings x "
+               f"{len(result.keep_ratios)} keep ratios: {Path(run) / 'recovery.parquet'}")
+    for name in ("figure", "summary", "tests", "citations"):
+        if name in paths:
+            click.echo(f"  {name:<10} {paths[name]}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,6 +72,17 @@ class Errors:
     E100 = "--method {method} cannot prune {architecture}: {reason}. Use --method naive (exact, any architecture) or --method auto."
     E101 = "Invalid --max-memory {value!r}: {reason} (e.g. 8GB, 512MiB, 2e9)."
     E102 = "Chain {chain} does not fit in {budget}: even naive scoring one candidate at a time needs about {needed}. Raise --max-memory or use a larger device."
+    # --- recover (E130-E139): the llmlingua2 baseline and answer recovery
+    E130 = ("Cannot load the LLMLingua-2 classifier '{model}': {reason}. Download it where there is network "
+            "(huggingface-cli download {model}) and pass --llmlingua-model with its local directory.")
+    E131 = ("Refusing to load the LLMLingua-2 classifier '{model}' from {path}: pickled weights can run code. "
+            "Convert it to safetensors, or pass --allow-unsafe-weights if you trust the file.")
+    E132 = ("Run directory {path} has llmlingua2 orderings from classifier {old!r}; this run asks for {new!r}. "
+            "Use a new --out directory or the same --llmlingua-model.")
+    E133 = "Invalid recovery option: {reason}"
+    E134 = "{path}: the run has no {ordering!r} ordering. Available: {available}. Prune with --baselines {ordering} first."
+    E135 = "{path}: the run reaches keep ratio {reached}; recovery at {asked} needs `cotsurvival prune ... --keep-ratio {asked}` first."
+    E136 = "{path}: no recovery results yet. Run `cotsurvival recover {path}` first."
 
 class CotSurvivalError(Exception):
     """An error with a stable code and a one-line message meant for the user.

@@ -28,4 +28,5 @@ BASELINES = {
     "surprisal": "most predictable tokens (highest log p in the unpruned chain) first",
     "loo": "static leave-one-out: ascending step-1 costs",
     "attention": "least attention received from the answer tokens first",
+    "llmlingua2": "lowest LLMLingua-2 keep probability first (TokenSkip's order; --llmlingua-model)",
 }

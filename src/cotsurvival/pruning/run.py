@@ -33,6 +33,7 @@ from .baselines import BASELINES, answer_attention, baseline_orders, orders_to_f
 from .engine import ChainTrace, greedy_prune, n_deletions
 from ..threads import cap_torch_threads
 from .memory import memory_budget, parse_memory, plan_chain
+from .llmlingua import classifier_for_run
 from .methods import make_scorer
 from .registry import OBJECTIVES
 from .tables import load_checkpoint, save_checkpoint, steps_frame, tokens_frame, trace_from_tables, traces_frame
@@ -126,6 +127,7 @@ def prune(
     workers: int | None = None,
     gpus_per_worker: float | None = None,
     max_memory: str | int | None = None,
+    llmlingua_model: str | None = None,
 ) -> RunDir:
     """Prune chains greedily and write (or resume, or continue) a run directory.
 
@@ -171,6 +173,9 @@ def prune(
         device has free. A chain whose method would not fit runs with the one that does (cross-step
         reuse, then prefix reuse, then smaller batches, then naive); the manifest records the
         choice per chain under ``engine.chains`` (see :mod:`cotsurvival.pruning.memory`).
+    llmlingua_model : str, optional
+        LLMLingua-2 classifier for the ``llmlingua2`` baseline (hub id or directory; default
+        ``microsoft/llmlingua-2-xlm-roberta-large-meetingbank``, or the one the run already used).
 
     Returns
     -------
@@ -203,14 +208,16 @@ def prune(
         return _prune_encoded(corpus, out, lm, tokenizer, info, pool, objective=objective, keep_ratio=keep_ratio,
                               max_batch_tokens=max_batch_tokens, method=method, baselines=baselines,
                               on_error=on_error, keep_annotations=keep_annotations, seed=seed, progress=progress,
-                              selection=selection, max_memory=max_memory_bytes)
+                              selection=selection, max_memory=max_memory_bytes,
+                              llmlingua=dict(spec=llmlingua_model, device=device, allow_unsafe_weights=allow_unsafe_weights))
     finally:
         if pool is not None:
             pool.close()
 
 
 def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ratio, max_batch_tokens, method,
-                   baselines, on_error, keep_annotations, seed, progress, selection=None, max_memory=None) -> RunDir:
+                   baselines, on_error, keep_annotations, seed, progress, selection=None, max_memory=None,
+                   llmlingua=None) -> RunDir:
     """Encode, open the run, prune what is not committed yet (here, or on the Ray ``pool``), commit."""
     started = time.perf_counter()
     encoded, skipped = _encode_all(corpus, tokenizer, info.max_positions, on_error)
@@ -234,7 +241,8 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
                              method, max_batch_tokens, keep_annotations, selection or {}, scorer_name)
         return _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, objective=objective,
                            method=method, keep_ratio=keep_ratio, max_batch_tokens=max_batch_tokens,
-                           max_memory=max_memory, baselines=baselines, seed=seed, progress=progress)
+                           max_memory=max_memory, baselines=baselines, seed=seed, progress=progress,
+                           llmlingua=llmlingua)
     except BaseException:
         if not run_existed:
             _discard_if_empty(run, folder_existed)
@@ -242,7 +250,7 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
 
 
 def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objective, method, keep_ratio,
-                max_batch_tokens, max_memory, baselines, seed, progress) -> RunDir:
+                max_batch_tokens, max_memory, baselines, seed, progress, llmlingua=None) -> RunDir:
     target_ratio = min(keep_ratio, manifest["keep_ratio"])
     names = list(dict.fromkeys(list(manifest.get("baselines", [])) + list(baselines)))
     chain_seconds = dict(manifest.get("timings", {}).get("chains", {}))
@@ -274,7 +282,11 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objec
         record_method(scorer_name)
     chain_plans = dict(manifest.get("engine", {}).get("chains", {}))
     extra = {}
+    llmlingua = llmlingua or {}
     try:  # the bar is closed (ending its line) before any error message is printed
+        classifier = classifier_for_run(run, manifest, names, llmlingua.get("spec"), needed=bool(todo),
+                                        device=llmlingua.get("device", "auto"),
+                                        allow_unsafe_weights=llmlingua.get("allow_unsafe_weights", False))
         if pool is None:
             cap_torch_threads()
             budget = memory_budget(next(lm.parameters()).device, max_memory)
@@ -296,14 +308,14 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objec
                 cap_torch_threads(own_load=torch.get_num_threads())  # the machine's load changes over a run
                 trace = _prune_one(run, scorer, item, index, wanted, progress)
                 attention = answer_attention(lm, item) if "attention" in names else None
-                _commit(run, item, index, trace, names, seed, attention)
+                _commit(run, item, index, trace, names, seed, attention, classifier)
                 committed(item, trace)
             planned = sorted({p["method"] for p in chain_plans.values()})
             scorer_name = ", ".join(_SCORER_NAMES[m] for m in planned) if planned else scorer_name
         else:
             for index, item, trace, attention, _ in pool.run(todo, start_of=lambda i, it: _start_trace(run, it, i),
                                                              attention="attention" in names):
-                _commit(run, item, index, trace, names, seed, attention)
+                _commit(run, item, index, trace, names, seed, attention, classifier)
                 committed(item, trace)
             extra["ray"] = pool.summary()
     finally:
@@ -573,12 +585,14 @@ def _start_trace(run: RunDir, item: EncodedChain, index: int) -> ChainTrace | No
 
 
 def _commit(run: RunDir, item: EncodedChain, index: int, trace: ChainTrace, names, seed,
-            attention: np.ndarray | None = None) -> None:
+            attention: np.ndarray | None = None, classifier=None) -> None:
     """Write one finished chain (steps, traces, baselines, then tokens: the commit marker)."""
     run.write_part("steps", index, steps_frame(item, trace, index))
     run.write_part("traces", index, traces_frame(item, trace, index))
     if names:
-        orders = baseline_orders(trace, names=names, seed=seed, chain_index=index, attention=attention)
+        keep_probs = classifier.keep_probs(item.chain.reasoning, item.offsets) if classifier is not None else None
+        orders = baseline_orders(trace, names=names, seed=seed, chain_index=index, attention=attention,
+                                 keep_probs=keep_probs)
         run.write_part("baselines", index, orders_to_frame(orders, len(item.reasoning_ids), trace.n_steps,
                                                            index, item.chain.id))
     run.write_part("tokens", index, tokens_frame(item, trace, index))  # the commit marker: last
