@@ -13,5 +13,7 @@ __version__ = "0.1.0"
 from .chains import Chain, ChainCorpus, read_chains  # noqa: E402
 from .errors import CotSurvivalError  # noqa: E402
 from .rundir import RunDir  # noqa: E402
+from .comparison import compare  # noqa: E402  (engineer "compare")
 
 __all__ = ["Chain", "ChainCorpus", "CotSurvivalError", "RunDir", "read_chains", "__version__"]
+__all__ += ["compare"]

@@ -29,9 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from ..analysis.inference import bootstrap_ci, holm, paired_sign_flip_test
 from ..errors import CotSurvivalError
 from .align import TOKEN_UNITS, UNIT_RULE, WORD_UNITS, RunView, align, common_chains, load_view, match_chains
 
@@ -196,8 +194,12 @@ def compare(
     return result
 
 
+# Heavy modules (scipy, the analysis package) are imported inside the functions that use them, so that
+# `import cotsurvival` (which exports `compare`) stays light.
+
 # --------------------------------------------------------------------------- one pair
 def _compare_pair(a: RunView, b: RunView, keep_ratios, n_boot: int, seed: int, notes: list[str]):
+    from ..analysis.inference import bootstrap_ci
     chain_ids = common_chains(a, b)
     if not chain_ids:
         ids_a, ids_b = set(a.chains["chain_id"]), set(b.chains["chain_id"])
@@ -257,6 +259,7 @@ def _compare_pair(a: RunView, b: RunView, keep_ratios, n_boot: int, seed: int, n
 
 
 def _agreement(units: pd.DataFrame) -> pd.DataFrame:
+    from scipy import stats
     rows = []
     for chain_id, chain in units.groupby("chain_id", sort=False):
         ok = chain.dropna(subset=["survival_a", "survival_b"])
@@ -294,6 +297,9 @@ def chain_category_means(units: pd.DataFrame) -> pd.DataFrame:
 
 
 def _category_differences(units: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
+    # The one implementation of the chain-level tests (shared with `analysis`).
+    from ..analysis.inference import bootstrap_ci, holm, paired_sign_flip_test
+
     means = chain_category_means(units)
     rows = []
     for category, chains in means.groupby("category", sort=True):
@@ -313,6 +319,8 @@ def _category_differences(units: pd.DataFrame, n_boot: int, seed: int) -> pd.Dat
 # --------------------------------------------------------------------------- per run
 def _category_survival(views: list[RunView], n_boot: int, seed: int) -> pd.DataFrame:
     """Each view on its own tokens: mean over chains of the per-chain category mean survival, chain-bootstrap CI."""
+    from ..analysis.inference import bootstrap_ci
+
     rows = []
     for view in views:
         tokens = view.tokens.dropna(subset=["category"])
