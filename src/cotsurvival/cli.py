@@ -320,10 +320,9 @@ def compare_command(runs, out, keep_ratios, names, n_boot, seed):
         raise CotSurvivalError("E009", reason=f"--keep-ratios takes numbers separated by commas, got {keep_ratios!r}") from None
     result = compare(list(runs), out, keep_ratios=ratios, names=list(names) or None, n_boot=n_boot, seed=seed)
     for pair in result.pairs:
-        tau = pair["kendall_tau"]
-        click.echo(f"{pair['a']} vs {pair['b']}: {pair['n_chains']} chains, {pair['units']} units, "
-                   f"mean Kendall tau {tau['mean']:.3f}" if tau["mean"] is not None and tau["mean"] == tau["mean"]
-                   else f"{pair['a']} vs {pair['b']}: {pair['n_chains']} chains, {pair['units']} units")
+        tau = pair["kendall_tau"]["mean"]
+        shown = "undefined" if tau is None or tau != tau else f"{tau:.3f}"   # NaN != NaN
+        click.echo(f"{pair['a']} vs {pair['b']}: {pair['n_chains']} chains, {pair['units']} units, mean Kendall tau {shown}")
     for note in result.notes:
         click.echo(f"  note: {note}")
     click.echo(f"wrote {out}/comparison.json, citations.md and index.html")

@@ -530,7 +530,7 @@ def _fig_forest(result: ComparisonResult):
     pairs = result.pairs
     groups = _categories(table["category"].unique())
     colours = palette_for(groups)
-    fig, axes = _grid(len(pairs), 0.6 + 0.32 * len(groups))
+    fig, axes = _grid(len(pairs), 0.8 + 0.32 * len(groups))
     low_all = np.nanmin(np.r_[table["ci_low"].to_numpy(float), table["difference"].to_numpy(float), 0.0])
     high_all = np.nanmax(np.r_[table["ci_high"].to_numpy(float), table["difference"].to_numpy(float), 0.0])
     span = max(high_all - low_all, 0.05)
@@ -551,7 +551,7 @@ def _fig_forest(result: ComparisonResult):
         ax.set_yticks(range(len(groups)), [display_name(g) for g in groups])
         ax.set_ylim(len(groups) - 0.5, -0.5)
         ax.set_xlim(low_all - 0.08 * span, high_all + 1.0 * span)
-        ax.set_title(f"{pair['a']} − {pair['b']}, n = {pair['n_chains']} chains", fontsize=7)
+        ax.set_title(f"{pair['a']} − {pair['b']}\nn = {pair['n_chains']} chains", fontsize=7)
         ax.tick_params(labelleft=True, labelbottom=True)
     fig.supxlabel("difference in mean survival, a − b (95% chain-bootstrap CI)", fontsize=7)
     return fig
