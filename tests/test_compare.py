@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -261,3 +262,23 @@ def test_cli_compare(runs, tmp_path):
     assert list(data["pairs"][0]["jaccard"]) == ["0.5"]
     bad = cli("compare", runs["a"], "--out", out)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error[E120]") and "Traceback" not in bad.stderr
+
+
+def test_untagged_runs_compare_without_category_statistics(tmp_path):
+    a = synthetic_run(tmp_path / "a", n_chains=4, seed=0, tagged=False)
+    result = compare([a.path, f"{a.path}:loo"], tmp_path / "out")
+    pair = result.pairs[0]
+    assert pair["categories"] == {} and pair["kendall_tau"]["n_chains"] == 4
+    assert any("not tagged" in n for n in result.notes)
+    assert (tmp_path / "out" / "fig_scatter.png").is_file() and not (tmp_path / "out" / "fig_forest.png").exists()
+
+
+def test_run_spec_parsing(tmp_path):
+    from cotsurvival.comparison import parse_run_spec
+
+    assert parse_run_spec("runs/a:random") == (Path("runs/a"), "random")
+    assert parse_run_spec("runs/a") == (Path("runs/a"), "greedy")
+    assert parse_run_spec("runs/a:unknown") == (Path("runs/a:unknown"), "greedy")
+    odd = tmp_path / "x:random"              # a folder whose name really ends in ':random' is a run
+    odd.mkdir()
+    assert parse_run_spec(str(odd)) == (odd, "greedy")
