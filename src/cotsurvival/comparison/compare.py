@@ -212,6 +212,10 @@ def _compare_pair(a: RunView, b: RunView, keep_ratios, n_boot: int, seed: int, n
     uncovered = int((~units["covered_a"]).sum() + (~units["covered_b"]).sum())
     if uncovered:
         notes.append(f"{label}: {uncovered} unit(s) overlap no token of one run (their survival is missing).")
+    if len(chain_ids) < 10:
+        notes.append(f"{label}: only {len(chain_ids)} chains. Percentile chain-bootstrap intervals from fewer than 10 "
+                     f"chains understate the uncertainty, and the smallest possible two-sided sign-flip p-value is "
+                     f"2/2^{len(chain_ids)} = {min(1.0, 2 / 2 ** len(chain_ids)):.3g}.")
     agreement = _agreement(units)
     tau = bootstrap_ci(agreement["kendall_tau"], n_resamples=n_boot, seed=seed)
     rho = bootstrap_ci(agreement["spearman_rho"], n_resamples=n_boot, seed=seed)
@@ -444,7 +448,9 @@ def _grid(n: int, height: float):
 
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(WIDTHS["two"], height * rows), layout="constrained",
+    # Fewer than three panels get a narrower figure, so one pair's panel stays roughly square.
+    width = min(WIDTHS["two"], 2.3 * cols + 1.6)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height * rows), layout="constrained",
                              sharex=True, sharey=True, squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
