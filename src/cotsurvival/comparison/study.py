@@ -281,7 +281,7 @@ def run_study(
         timings[setting.name] = round(time.perf_counter() - started, 1)
     from .compare import compare
 
-    comparisons, citations = {}, {}
+    comparisons, citations, notes = {}, {}, {}
     for entry in study.comparisons:
         say(f"[compare] {entry['name']}: {' vs '.join(entry['runs'])}")
         specs = [str(root / r) for r in entry["runs"]]
@@ -290,8 +290,9 @@ def run_study(
         result.save(folder)
         comparisons[entry["name"]] = folder / "index.html"
         citations[entry["name"]] = list(result.citations_)
+        notes[entry["name"]] = list(result.notes)
     index = root / "index.html"
-    index.write_text(_index_page(study, root, runs, reports, comparisons, citations, len(chains)), encoding="utf-8")
+    index.write_text(_index_page(study, root, runs, reports, comparisons, citations, notes, len(chains)), encoding="utf-8")
     seconds = time.perf_counter() - began
     lock["timings_last_invocation"] = {"settings": timings, "total": round(seconds, 1)}
     lock_path.write_text(json.dumps(lock, indent=2), encoding="utf-8")
@@ -309,7 +310,7 @@ def _discard(root: Path, name: str, study: Study) -> None:
             shutil.rmtree(root / "comparisons" / entry["name"])
 
 
-def _index_page(study: Study, root: Path, runs, reports, comparisons, citations, n_chains: int) -> str:
+def _index_page(study: Study, root: Path, runs, reports, comparisons, citations, notes, n_chains: int) -> str:
     esc = html.escape
 
     def link(path: Path) -> str:
@@ -324,7 +325,9 @@ def _index_page(study: Study, root: Path, runs, reports, comparisons, citations,
     comp = []
     for name, page in comparisons.items():
         items = "".join(f"<li>{esc(c)}</li>" for c in citations.get(name, []))
-        comp.append(f"<h3><a href=\"{link(page)}\">{esc(name)}</a></h3><ul>{items}</ul>")
+        caveats = "".join(f"<li>{esc(n)}</li>" for n in notes.get(name, []))
+        comp.append(f"<h3><a href=\"{link(page)}\">{esc(name)}</a></h3><ul>{items}</ul>"
+                    + (f"<p>Notes:</p><ul>{caveats}</ul>" if caveats else ""))
     chains = esc(json.dumps(study.chains))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Study {esc(study.path.name)}</title>
