@@ -57,9 +57,9 @@ def cites(result, phrase):
 
 def test_one_category_only(tmp_path):
     run = synthetic_run(tmp_path / "one", n_chains=4, n_tokens=12)
-    for index in run.part_indices("tokens"):
-        part = run.read_part("tokens", index).assign(category="grammar", label="FUNCTION")
-        run.write_part("tokens", index, part)
+    for index in run.part_indices("labels"):
+        part = run.read_part("labels", index).assign(category="grammar", label="FUNCTION")
+        run.write_part("labels", index, part)
     result = analyze(run, n_boot=50)
     assert cites(result, "Only one category (grammar)")
     assert "needs at least 2 category groups" in result.tests_["logrank_category"]["note"]

@@ -66,13 +66,17 @@ def _prune(model_and_tokenizer, name, out, **kwargs):
 
 
 def _tag_by_rule(run):
-    """Tag tokens with a cheap deterministic rule (digits -> symbolic_math) without spaCy."""
+    """Store cheap deterministic labels (digits/operators -> symbolic_math) as the ``rule`` source, without spaCy."""
+    from cotsurvival.labels import RULE, record_source, write_labels
+
+    taxonomy = {"name": "test-rule", "version": "0"}
     for index in run.part_indices("tokens"):
         part = run.read_part("tokens", index)
         is_math = part["text"].str.contains(r"[0-9=/$+\-]", regex=True)
-        part["label"] = np.where(is_math, "SYMBOLIC_MATH", "CONTENT")
-        part["category"] = np.where(is_math, "symbolic_math", "narration")
-        run.write_part("tokens", index, part)
+        frame = part[["chain_index", "chain_id", "position"]].assign(
+            label=np.where(is_math, "SYMBOLIC_MATH", "CONTENT"), category=np.where(is_math, "symbolic_math", "narration"))
+        write_labels(run, index, frame, RULE, taxonomy)
+    record_source(run, RULE, kind="test rule", taxonomy=taxonomy)
 
 
 @pytest.fixture(scope="module")

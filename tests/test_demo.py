@@ -16,7 +16,11 @@ def test_demo_runs_every_stage(tmp_path, tiny_dir):
     chains = shortest_chains(2)
     tokens = pd.read_parquet(paths["run"] / "tokens.parquet")
     assert sorted(tokens["chain_id"].unique()) == sorted(c.id for c in chains)
-    assert tokens["category"].notna().all() and tokens["label"].notna().all()
+    from cotsurvival.analysis import load_run
+
+    labelled = load_run(paths["run"])
+    assert len(labelled) == len(tokens) and labelled.attrs["labels_source"] == "rule"
+    assert labelled["category"].notna().all() and labelled["label"].notna().all()
     baselines = pd.read_parquet(paths["run"] / "baselines.parquet")
     assert set(baselines["ordering"]) == {"random", "surprisal", "loo", "attention"}
     attention = pd.read_parquet(paths["run"] / "attention.parquet")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -78,7 +79,21 @@ def test_cohen_kappa_hand_worked_example():
     kappa, table = cohen_kappa(judge, rule, ["A", "B"])
     assert kappa == pytest.approx(0.4)
     assert table.to_numpy().tolist() == [[20, 5], [10, 15]]
-    assert cohen_kappa(["A", "A"], ["A", "A"])[0] == 1.0
+    assert math.isnan(cohen_kappa(["A", "A"], ["A", "A"])[0])  # one label only: p_e = 1, kappa is 0/0
+
+
+def test_tag_eval_and_tag_agree_agree_on_degenerate_data():
+    """One kappa: the tagger-vs-gold scores and the judge-vs-rule agreement give the same number on the same table."""
+    from cotsurvival.taxonomy.evaluate import Scores
+
+    cases = [(["A"] * 4, ["A"] * 4), (["A"] * 4, ["B"] * 4), (["A", "A", "B"], ["A", "A", "A"]),
+             (["A"] * 25 + ["B"] * 25, ["A"] * 20 + ["B"] * 5 + ["A"] * 10 + ["B"] * 15)]
+    for first, second in cases:
+        kappa, table = cohen_kappa(first, second, ["A", "B"])
+        via_eval = Scores("fine", "count", table).kappa
+        assert (math.isnan(kappa) and math.isnan(via_eval)) or kappa == pytest.approx(via_eval), (first, second)
+    # hand-worked: A,A,B vs A,A,A -> p_o = 2/3, p_e = (2*3 + 1*0)/9 = 2/3 -> kappa = 0
+    assert cohen_kappa(["A", "A", "B"], ["A", "A", "A"], ["A", "B"])[0] == pytest.approx(0.0)
 
 
 # ------------------------------------------------------------------------------- HTTP server
@@ -133,6 +148,19 @@ def tagged_run(tmp_path):
     return run
 
 
+def _judged_tokens(run, model="canned-model"):
+    """tokens.parquet joined with the rule labels and the judge's labels (as judge_* columns) from labels.parquet."""
+    from cotsurvival.labels import read_labels
+
+    keys = ["chain_index", "position"]
+    rule = read_labels(run, "rule")[keys + ["label", "category"]]
+    judge = read_labels(run, f"judge:{model}", extra=True)[keys + ["label", "category", "judge_fallback", "judge_reason"]]
+    judge = judge.rename(columns={"label": "judge_label", "category": "judge_category"})
+    tokens = run.read_table("tokens")
+    assert "label" not in tokens.columns and "judge_label" not in tokens.columns  # tokens stays pruning's
+    return tokens.merge(rule, on=keys, validate="1:1").merge(judge, on=keys, validate="1:1")
+
+
 def test_judge_over_http_reasks_and_stores_labels(server, tagged_run):
     _, url = server
     _Handler.script = ["invalid", "valid"]
@@ -141,11 +169,13 @@ def test_judge_over_http_reasks_and_stores_labels(server, tagged_run):
     assert len(_Handler.requests) == 3  # chain 0: invalid then valid; chain 1: valid
     assert _Handler.requests[0]["model"] == "canned-model" and _Handler.requests[0]["temperature"] == 0
     assert "have no label" in _Handler.requests[1]["messages"][-1]["content"]
-    tokens = tagged_run.read_table("tokens")
+    tokens = _judged_tokens(tagged_run)
     expected = ["SYMBOLIC_MATH" if any(c.isdigit() for c in t) else "CONTENT" for t in tokens["text"]]
     assert tokens["judge_label"].tolist() == expected
     assert {"label", "category", "judge_category", "judge_fallback", "judge_reason"} <= set(tokens.columns)
-    assert tagged_run.read_manifest()["judge"]["model"] == "canned-model"
+    manifest = tagged_run.read_manifest()
+    assert manifest["judge"]["model"] == "canned-model"
+    assert manifest["labels"]["judge:canned-model"]["n_chains"] == 2 and manifest["labels"]["rule"]["n_chains"] == 2
 
     # tag-agree: kappa against an independent computation from the stored columns
     agreement = judge_agreement(tagged_run)
@@ -163,7 +193,7 @@ def test_judge_that_never_fixes_its_output_falls_back(server, tagged_run):
     _Handler.script = ["invalid"]
     result = judge_run(tagged_run, "canned-model", url=url, retries=1)
     assert len(_Handler.requests) == 4  # two chains, one re-ask each
-    tokens = tagged_run.read_table("tokens")
+    tokens = _judged_tokens(tagged_run)
     assert result["n_fallback"] == 2 == int(tokens["judge_fallback"].sum())
     flagged = tokens[tokens["judge_fallback"]]
     assert (flagged["judge_label"] == flagged["label"]).all()
@@ -198,6 +228,10 @@ def test_cli_judge_and_agree(server, tagged_run, tmp_path):
     assert "Cohen's kappa" in result.output
     data = json.loads(out.read_text())
     assert data["n"] == len(tagged_run.read_table("tokens"))
+    n_requests = len(_Handler.requests)
+    result = CliRunner().invoke(cli, ["tag", str(tagged_run.path), "--judge", "canned", "--judge-url", url])
+    assert result.exit_code == 0, result.output
+    assert len(_Handler.requests) == n_requests  # a re-run resumes: every chain already has this judge's labels
 
 
 def test_local_chat_model_path_falls_back_on_garbage(tagged_run):
@@ -208,7 +242,7 @@ def test_local_chat_model_path_falls_back_on_garbage(tagged_run):
     model, tokenizer = tiny_llama()
     client = LocalChatClient.from_loaded(model, tokenizer, "tiny", max_new_tokens=8)
     result = judge_run(tagged_run, client, retries=1)
-    tokens = tagged_run.read_table("tokens")
+    tokens = _judged_tokens(tagged_run, "tiny")
     asked = ~tokens["is_whitespace"].astype(bool)
     assert result["n_fallback"] == int(asked.sum()) == int(tokens["judge_fallback"].sum())
     assert (tokens["judge_label"] == tokens["label"]).all()

@@ -194,7 +194,7 @@ def hostile_run(folder: Path, math: str = " $12 and $5", analyzed: bool = True):
     chain_id = IMG
     tokens["chain_id"] = chain_id
     run.write_part("tokens", 0, tokens)
-    for table in ("steps", "traces", "baselines"):
+    for table in ("steps", "traces", "baselines", "labels"):
         part = run.read_part(table, 0)
         part["chain_id"] = chain_id
         run.write_part(table, 0, part)

@@ -369,12 +369,17 @@ def test_tag_run_on_synthetic_run(tmp_path):
     from cotsurvival.taxonomy import tag_run
     from cotsurvival.testing import synthetic_run
 
+    from cotsurvival.labels import read_labels
+
     run = synthetic_run(tmp_path / "run", n_chains=3, tagged=False)
-    assert "label" not in run.read_table("tokens").columns
+    tokens_before = run.read_table("tokens")
+    assert "label" not in tokens_before.columns
     summary = tag_run(run)
     assert summary["n_chains"] == 3
-    tokens = run.read_table("tokens")
-    assert {"label", "category"} <= set(tokens.columns)
+    pd.testing.assert_frame_equal(run.read_table("tokens"), tokens_before)  # tagging never rewrites tokens
+    tokens = tokens_before.merge(read_labels(run, "rule", extra=True), on=["chain_index", "chain_id", "position"],
+                                 validate="1:1")
+    assert len(tokens) == len(tokens_before)
     spec = load_spec()
     assert (tokens["category"] == tokens["label"].map(GUIDELINE_CATEGORY)).all()
     expected_by_word = {"48": "SYMBOLIC_MATH", "the": "FUNCTION", "she": "COREFERENCE", "so": "META_DISCOURSE"}
@@ -383,17 +388,21 @@ def test_tag_run_on_synthetic_run(tmp_path):
         assert len(rows) and (rows["label"] == label).all(), word
     chains = run.read_chains()
     first = chains.iloc[0]
-    part = run.read_part("tokens", 0)
+    part = run.read_part("tokens", 0).merge(read_labels(run, "rule", [0]), on=["chain_id", "position"])
     spans = tag(first["reasoning"], first["question"])
     assert part["label"].tolist() == project_spans(spans, list(zip(part["char_start"], part["char_end"])),
                                                    first["reasoning"])
     manifest = RunDir(run.path).read_manifest()
     assert manifest["taxonomy"] == {"name": spec.name, "version": spec.version, "path": spec.path}
-    # re-running replaces the labels instead of adding columns
-    tag_run(run)
-    again = run.read_part("tokens", 0)
-    assert list(again.columns) == list(part.columns)
-    assert again["label"].tolist() == part["label"].tolist()
+    assert manifest["labels"]["rule"]["taxonomy"] == manifest["taxonomy"]
+    assert manifest["labels"]["rule"]["n_chains"] == 3
+    # re-running resumes (nothing left to do); with overwrite it replaces the labels instead of adding rows
+    assert tag_run(run)["n_skipped"] == 3
+    first_part = run.read_part("labels", 0)
+    assert tag_run(run, overwrite=True)["n_chains"] == 3
+    again = run.read_part("labels", 0)
+    assert list(again.columns) == list(first_part.columns) and len(again) == len(first_part)
+    assert again["label"].tolist() == first_part["label"].tolist()
 
 
 def test_tag_run_rejects_mismatched_tokens(tmp_path):
@@ -441,7 +450,7 @@ def test_cli_tag_chains_file_and_run(tmp_path):
     run = synthetic_run(tmp_path / "run", n_chains=2, tagged=False)
     result = CliRunner().invoke(cli, ["tag", str(run.path)])
     assert result.exit_code == 0, result.output
-    assert "label" in run.read_part("tokens", 1).columns
+    assert set(run.read_part("labels", 1)["source"]) == {"rule"}
 
     assert main(["tag", str(chains)]) == 2  # a chains file needs --out
     assert main(["tag", str(chains), "--out", str(out), "--taxonomy", str(tmp_path / "nope.json")]) == 2
@@ -480,7 +489,7 @@ def test_tag_run_writes_equation_column(tmp_path):
                                     "answer": "#### 9"}]))
     run.write_manifest({"n_chains": 1})
     tag_run(run)
-    part = run.read_part("tokens", 0).set_index("text")
+    part = tokens.merge(run.read_part("labels", 0), on="position").set_index("text")
     assert part.loc["2", "equation_correct"].tolist() == [False, False]
     assert part.loc["9", "equation_correct"] == True  # noqa: E712 - pandas nullable boolean
     assert pd.isna(part.loc["pens", "equation_correct"])

@@ -94,7 +94,20 @@ def test_chain_selection_and_errors(tmp_path, capsys):
     with pytest.raises(CotSurvivalError) as info:
         build_viewer(run, tmp_path / "x.html", chains=[7])
     assert info.value.code == "E051"
-    assert main(["view", str(run.path), "--out", str(tmp_path / "y.html"), "--chains", "1,3"]) == 0
-    assert [c["index"] for c in embedded(tmp_path / "y.html")["chains"]] == [1, 3]
-    assert main(["view", str(run.path), "--out", str(tmp_path / "z.html"), "--chains", "a"]) == 2
-    assert "error[E009]" in capsys.readouterr().err
+    # Chosen by id (the chains file's `id`), on the command line or in a file, in the order given.
+    assert main(["view", str(run.path), "--out", str(tmp_path / "y.html"), "--chains", "syn-3,syn-1"]) == 0
+    assert [c["index"] for c in embedded(tmp_path / "y.html")["chains"]] == [3, 1]
+    ids = tmp_path / "ids.txt"
+    ids.write_text("# two chains\nsyn-2\nsyn-0\n")
+    assert main(["view", str(run.path), "--out", str(tmp_path / "i.html"), "--ids", str(ids)]) == 0
+    assert [c["id"] for c in embedded(tmp_path / "i.html")["chains"]] == ["syn-2", "syn-0"]
+    capsys.readouterr()
+    for args, code in ((["--chains", "syn-1,syn-9"], "E053"), (["--chains", "syn-1", "--ids", str(ids)], "E054"),
+                       (["--chains", ","], "E055")):
+        assert main(["view", str(run.path), "--out", str(tmp_path / "z.html"), *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error[{code}]") and "\n" not in err
+        assert not (tmp_path / "z.html").exists()
+    with pytest.raises(CotSurvivalError) as info:
+        build_viewer(run, tmp_path / "x.html", chain_ids=["nope"])
+    assert info.value.code == "E053" and "syn-0" in info.value.message

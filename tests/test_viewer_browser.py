@@ -76,7 +76,9 @@ def test_slider_shows_exactly_the_kept_tokens(page, tmp_path):
     page.select_option("#ordering", "greedy")
     set_step(page, 1)
     traces = run.read_part("traces", 0)
-    tokens = run.read_part("tokens", 0).sort_values("position")
+    labels = run.read_part("labels", 0)
+    tokens = run.read_part("tokens", 0).merge(labels[labels["source"] == "rule"][["position", "label"]], on="position")
+    tokens = tokens.sort_values("position")
     alive = tokens[tokens["deleted_step"].isna() | (tokens["deleted_step"] > 1)].iloc[0]
     cost = float(traces[(traces["step"] == 2) & (traces["position"] == alive["position"])]["cost"].iloc[0])
     title = page.get_attribute(f'#text .tok[data-position="{int(alive["position"])}"]', "title")

@@ -1,19 +1,57 @@
 """cotsurvival: which tokens of a chain-of-thought carry the load, and what kind of tokens are they?
 
-Stages (each also a CLI command)::
+Stages (each also a CLI command of the same name, calling the same function)::
 
-    read_chains -> prune -> tag -> analyze -> report
+    generate -> prune -> tag -> attention -> analyze -> report / view / export
 
-See README.md for the run-directory contract between stages.
+>>> import cotsurvival                                           # doctest: +SKIP
+>>> run = cotsurvival.prune("gsm8k", "runs/demo", limit=2, keep_ratio=0.5)
+>>> cotsurvival.tag(run)                                         # labels.parquet
+>>> cotsurvival.analyze(run)                                     # RUN/stats/
+
+See README.md and docs/run-directory.md for the run-directory contract between stages.
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib import import_module
 
-from .chains import Chain, ChainCorpus, read_chains  # noqa: E402
-from .errors import CotSurvivalError  # noqa: E402
-from .rundir import RunDir  # noqa: E402
-from .comparison import compare  # noqa: E402  (engineer "compare")
+from ._version import __version__
+from .errors import CotSurvivalError
 
-__all__ = ["Chain", "ChainCorpus", "CotSurvivalError", "RunDir", "read_chains", "__version__"]
-__all__ += ["compare"]
+#: Stage name -> "module:function". Adding a stage (here and as ``cotsurvival.<name>``) is one line.
+STAGES = {
+    "generate": "cotsurvival.generation.generate:generate",
+    "prune": "cotsurvival.pruning.run:prune",
+    "tag": "cotsurvival.taxonomy.runs:tag",
+    "attention": "cotsurvival.stages:attention",
+    "analyze": "cotsurvival.analysis.analyze:analyze",
+    "report": "cotsurvival.reports.report:build_report",
+    "view": "cotsurvival.stages:view",
+    "export": "cotsurvival.stages:export",
+}
+#: Other public names, imported on first use too so that ``import cotsurvival`` stays fast.
+_LAZY = {
+    **STAGES,
+    "Chain": "cotsurvival.chains:Chain",
+    "ChainCorpus": "cotsurvival.chains:ChainCorpus",
+    "read_chains": "cotsurvival.chains:read_chains",
+    "RunDir": "cotsurvival.rundir:RunDir",
+    "load_run": "cotsurvival.analysis.data:load_run",
+    "compare": "cotsurvival.comparison.compare:compare",  # engineer "compare"
+}
+
+__all__ = ["CotSurvivalError", "STAGES", "__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'cotsurvival' has no attribute {name!r}")
+    module, attribute = target.split(":")
+    value = getattr(import_module(module), attribute)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

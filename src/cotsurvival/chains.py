@@ -280,3 +280,51 @@ def _builtin_gsm8k() -> Iterator[tuple[int, object]]:
             "question": data["question"].strip(),
             "answer": data["answer"].strip(),
         }
+
+
+# ----------------------------------------------------------------------------- chain selection (CLI)
+def parse_chain_selection(chains: str | None, ids_file: str | Path | None) -> list[str] | None:
+    """Chain ids chosen on the command line: ``--chains ID,ID`` or ``--ids FILE`` (one id per line).
+
+    Shared by the commands that take a chain selection (prune, report, view). Ids are the chains
+    file's ``id`` values, kept in the order given with repeats dropped; in an ids file, blank
+    lines are skipped and ``#`` starts a comment.
+
+    Parameters
+    ----------
+    chains : str or None
+        Comma-separated ids.
+    ids_file : str, Path or None
+        A text file with one id per line.
+
+    Returns
+    -------
+    list of str or None
+        The ids, or ``None`` when neither option was given (all chains).
+
+    Raises
+    ------
+    CotSurvivalError
+        E054 when both are given, E055 when the selection names no id, E001 when the file is missing.
+    """
+    if chains is not None and ids_file is not None:
+        raise CotSurvivalError("E054", first="--chains", second="--ids")
+    if chains is None and ids_file is None:
+        return None
+    if chains is not None:
+        ids, source = chains.split(","), f"--chains {chains!r}"
+    else:
+        path = Path(ids_file)
+        if not path.is_file():
+            raise CotSurvivalError("E001", path=path)
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = path.read_bytes()[: exc.start].count(b"\n") + 1
+            raise CotSurvivalError("E002", path=path, line=line, reason="invalid UTF-8") from None
+        ids = [line.split("#", 1)[0] for line in text.splitlines()]
+        source = f"--ids {path}"
+    selected = list(dict.fromkeys(i.strip() for i in ids if i.strip()))
+    if not selected:
+        raise CotSurvivalError("E055", source=source)
+    return selected

@@ -9,8 +9,9 @@ import sys
 
 import click
 
-from . import __version__
+from ._version import __version__
 from .errors import CotSurvivalError
+from .pruning.registry import BASELINES, OBJECTIVES, SCORING_METHODS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -29,13 +30,14 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
 @click.argument("chains")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory (created or resumed).")
 @click.option("--model", default="smollm2-135m", show_default=True, help=_MODEL_HELP)
-@click.option("--objective", type=click.Choice(["joint", "answer"]), default="joint", show_default=True)
+@click.option("--objective", type=click.Choice(list(OBJECTIVES)), default="joint", show_default=True,
+              help="; ".join(f"{k}: {v}" for k, v in OBJECTIVES.items()))
 @click.option("--keep-ratio", type=float, default=0.0, show_default=True, help="Stop after N - floor(N*R) deletions; 0 ranks every token.")
 @click.option("--limit", type=int, default=None, help="Only the first N valid chains.")
-@click.option("--baselines", default="", help="Comma-separated: random,surprisal,loo,attention.")
+@click.option("--baselines", default="", help=f"Comma-separated: {','.join(BASELINES)}.")
 @click.option("--max-batch-tokens", type=int, default=4096, show_default=True, help="Token rows per forward batch.")
-@click.option("--method", type=click.Choice(["auto", "crossstep", "prefix", "naive"]), default="auto", show_default=True,
-              help="auto = crossstep for Llama-family models, naive otherwise.")
+@click.option("--method", type=click.Choice(list(SCORING_METHODS)), default="auto", show_default=True,
+              help="; ".join(f"{k}: {v}" for k, v in SCORING_METHODS.items()))
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True)
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default=None,
@@ -73,10 +75,10 @@ def prune(chains, out, model, objective, keep_ratio, limit, baselines, max_batch
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output JSONL.")
 def export(run, keep_ratio, out):
     """Write the pruned chains of RUN as text at a keep ratio."""
-    from .pruning import export_pruned
+    from .stages import export as run_export
 
-    count = export_pruned(run, keep_ratio, out)
-    click.echo(f"wrote {count} pruned chains to {out}")
+    result = run_export(run, keep_ratio=keep_ratio, out=out)
+    click.echo(f"wrote {result.n_chains} pruned chains to {out}")
 
 
 # ----------------------------------------------------------------------------- taxonomy
@@ -109,42 +111,24 @@ def tag_eval(gold, out, taxonomy, top):
 @click.option("--judge-url", default=None, help="OpenAI-compatible endpoint base URL (.../v1) for --judge.")
 @click.option("--judge-retries", type=int, default=2, show_default=True, help="Re-asks per chain after invalid output.")
 @click.option("--device", default="auto", show_default=True, help="Device of a local judge model.")
-def tag_command(source, out, taxonomy, batch_size, judge, judge_url, judge_retries, device):
-    """Label reasoning tokens: SOURCE is a run directory (fills tokens' label/category) or a chains file / 'gsm8k'."""
-    from pathlib import Path
+@click.option("--overwrite", is_flag=True, help="Re-label chains that already have labels (also from another taxonomy version).")
+def tag_command(source, out, taxonomy, batch_size, judge, judge_url, judge_retries, device, overwrite):
+    """Label reasoning tokens: SOURCE is a run directory (writes RUN/labels.parquet) or a chains file / 'gsm8k'."""
+    from .taxonomy.runs import tag
 
-    from tqdm import tqdm
-
-    from .taxonomy import load_spec
-
-    spec = load_spec(taxonomy)
-    if Path(source).is_dir():
-        from .rundir import RunDir
-        from .taxonomy.runs import tag_run
-
-        run = RunDir(source).require()
-        with tqdm(total=len(run.part_indices("tokens")), unit="chain", desc="tag", disable=None) as bar:
-            summary = tag_run(run, spec=spec, batch_size=batch_size, progress=bar.update)
-        click.echo(f"labelled {summary['n_tokens']} tokens of {summary['n_chains']} chains in {source}/tokens.parquet "
-                   f"({spec.name} {spec.version})")
-        if judge:
-            from .taxonomy.judge import judge_run
-
-            with tqdm(total=summary["n_chains"], unit="chain", desc="judge", disable=None) as bar:
-                result = judge_run(run, judge, url=judge_url, spec=spec, retries=judge_retries, device=device,
-                                   progress=bar.update)
-            click.echo(f"judge {judge}: labelled {result['n_tokens']} tokens; {result['n_fallback']} fell back to "
-                       f"the rule label (flagged judge_fallback) in {source}/tokens.parquet")
+    result = tag(source, out=out, taxonomy=taxonomy, batch_size=batch_size, judge=judge, judge_url=judge_url,
+                 judge_retries=judge_retries, device=device, overwrite=overwrite, progress=True)
+    if out:
+        click.echo(f"wrote spans of {result.n_chains} chains to {out}")
         return
-    if judge:
-        raise CotSurvivalError("E009", reason="--judge needs a run directory as SOURCE")
-    if not out:
-        raise CotSurvivalError("E009", reason="tagging a chains file needs --out SPANS.jsonl")
-    from .taxonomy.tagger import write_spans
-
-    with tqdm(unit="chain", desc="tag", disable=None) as bar:
-        count = write_spans(source, out, spec=spec, batch_size=batch_size, progress=bar.update)
-    click.echo(f"wrote spans of {count} chains to {out}")
+    taxonomy_name = " ".join(str(result.taxonomy.get(k, "")) for k in ("name", "version"))
+    click.echo(f"labelled {result.n_tokens} tokens of {result.n_chains} chains in {source}/labels.parquet "
+               f"({taxonomy_name}; {result.n_skipped} chains already labelled)")
+    if result.judge:
+        judged = result.judge
+        click.echo(f"{judged['source']}: labelled {judged['n_tokens']} tokens of {judged['n_chains']} chains "
+                   f"({judged['n_skipped']} already labelled); {judged['n_fallback']} fell back to the rule label "
+                   f"(flagged judge_fallback) in {source}/labels.parquet")
 
 
 @cli.command("tag-agree")
@@ -192,26 +176,36 @@ def analyze(run, out, n_boot, seed, no_mixed, levels, reference):
 @click.option("--overwrite", is_flag=True, help="Recompute chains that already have attention features.")
 def attention(run, model, device, dtype, overwrite):
     """Attention received (from answer / later reasoning tokens, per layer) and surprisal per token of RUN."""
-    from .analysis import compute_attention_features
+    from .stages import attention as run_attention
 
-    count = compute_attention_features(run, model, device=device, dtype=dtype, overwrite=overwrite, progress=True)
-    click.echo(f"wrote attention features for {count} chains to {run}/attention.parquet")
+    result = run_attention(run, model=model, device=device, dtype=dtype, overwrite=overwrite, progress=True)
+    click.echo(f"wrote attention features for {result.n_chains} chains to {run}/attention.parquet")
 
 
 # ----------------------------------------------------------------------------- reports
+_CHAINS_HELP = "Chain ids (the chains file's `id`), separated by commas."
+_IDS_HELP = "A text file of chain ids, one per line (# comments allowed)."
+
+
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Output folder (figures and index.html).")
 @click.option("--width", type=click.Choice(["one", "two", "both"]), default="both", show_default=True,
               help="Figure layout: one column (3.3 in), two columns (6.9 in), or both.")
-@click.option("--chain", "chain_index", type=int, default=None, help="chain_index drawn as text (default: median length).")
+@click.option("--chains", "chain_ids", default=None, help=_CHAINS_HELP + " Drawn as text (figure 8), one figure each.")
+@click.option("--ids", "ids_file", default=None, type=click.Path(dir_okay=False), help=_IDS_HELP)
+@click.option("--chain", "chain_index", type=int, default=None,
+              help="chain_index drawn as text (default: the chain of median length).")
 @click.option("--no-analyze", is_flag=True, help="Do not run `analyze` when RUN/stats/ is missing.")
-def report(run, out, width, chain_index, no_analyze):
-    """Figures (PNG 300 dpi + PDF) and a self-contained OUT/index.html for RUN."""
-    from .reports import build_report
+def report(run, out, width, chain_ids, ids_file, chain_index, no_analyze):
+    """Figures (PNG 300 dpi + PDF) and a self-contained OUT/index.html for RUN, quoting RUN/stats/stats.json."""
+    from .chains import parse_chain_selection
+    from .reports.report import build_report
 
     widths = ("one", "two") if width == "both" else (width,)
-    result = build_report(run, out, widths=widths, chain_index=chain_index, run_analysis=not no_analyze)
+    selected = parse_chain_selection(chain_ids, ids_file)
+    result = build_report(run, out, widths=widths, chain_index=chain_index, chain_ids=selected,
+                          run_analysis=not no_analyze)
     click.echo(f"wrote {len(result.figures)} figures and {result.index}")
     for stem, reason in result.skipped.items():
         click.echo(f"  skipped {stem}: {reason}")
@@ -222,19 +216,18 @@ def report(run, out, width, chain_index, no_analyze):
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
-@click.option("--chains", default="", help="Comma-separated chain_index values (default: the first --max-chains).")
-@click.option("--max-chains", type=int, default=50, show_default=True, help="Chains embedded when --chains is not given.")
+@click.option("--chains", "chain_ids", default=None, help=_CHAINS_HELP + " Default: the first --max-chains.")
+@click.option("--ids", "ids_file", default=None, type=click.Path(dir_okay=False), help=_IDS_HELP)
+@click.option("--max-chains", type=int, default=50, show_default=True, help="Chains embedded when no chains are chosen.")
 @click.option("--no-traces", is_flag=True, help="Leave out per-step costs (hover); a much smaller file.")
-def view(run, out, chains, max_chains, no_traces):
+def view(run, out, chain_ids, ids_file, max_chains, no_traces):
     """One self-contained, offline HTML page to watch RUN's chains shrink step by step."""
-    from .reports import build_viewer
+    from .chains import parse_chain_selection
+    from .stages import view as run_view
 
-    try:
-        selected = [int(c) for c in chains.split(",") if c.strip()] or None
-    except ValueError:
-        raise CotSurvivalError("E009", reason=f"--chains takes integers separated by commas, got {chains!r}") from None
-    path = build_viewer(run, out, chains=selected, max_chains=max_chains, traces=not no_traces)
-    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    selected = parse_chain_selection(chain_ids, ids_file)
+    result = run_view(run, out=out, chain_ids=selected, max_chains=max_chains, traces=not no_traces)
+    click.echo(f"wrote {result.path} ({result.n_bytes / 1e6:.1f} MB)")
 
 
 # ----------------------------------------------------------------------------- generation
@@ -265,22 +258,14 @@ def generate(questions, model, out, rejected_out, samples, temperature, max_new_
     QUESTIONS is a JSONL/CSV/Parquet file with question and answer, 'gsm8k' (built in), or a
     Hugging Face dataset NAME[:CONFIG][@SPLIT] (needs `datasets` and network).
     """
-    import time
+    from .generation.generate import generate as run_generate
 
-    from .generation import generate_chains, load_prompt, read_questions
-    from .models import load_model
-
-    # Read the cheap inputs first so a typo fails before the model loads.
-    items = read_questions(questions, limit=limit)
-    load_prompt(prompt)
-    lm, tokenizer, info = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                                     allow_unsafe_weights=allow_unsafe_weights)
-    started = time.perf_counter()
-    result = generate_chains(items, lm, tokenizer, samples=samples, temperature=temperature,
-                             max_new_tokens=max_new_tokens, prompt=prompt, batch_size=batch_size, seed=seed, out=out,
-                             rejected_out=rejected_out, resume=not no_resume, model_spec=info.spec)
+    result = run_generate(questions, model=model, out=out, rejected_out=rejected_out, samples=samples,
+                          temperature=temperature, max_new_tokens=max_new_tokens, prompt=prompt, batch_size=batch_size,
+                          device=device, dtype=dtype, limit=limit, seed=seed, resume=not no_resume,
+                          trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights)
     click.echo(f"accepted {len(result.accepted)}/{result.n_questions} questions ({result.acceptance_rate:.1%}; "
-               f"{result.n_resumed} resumed) in {time.perf_counter() - started:.0f} s on {info.device}: "
+               f"{result.n_resumed} resumed) in {result.seconds:.0f} s on {result.device}: "
                f"{result.out}, rejected: {result.rejected_out}")
 
 

@@ -5,7 +5,8 @@ Layout (every stage reads and writes only these; see README "The run directory")
     RUN/
       manifest.json          versions, model, settings, skipped chains, timings
       chains.parquet         one row per chain (ids of prefix / reasoning / answer)
-      tokens.parquet/        one row per reasoning token (greedy ranks; labels after `tag`)
+      tokens.parquet/        one row per reasoning token (greedy ranks); written by pruning only
+      labels.parquet/        token labels by source (`rule`, `judge:<model>`); see cotsurvival.labels
       steps.parquet/         objective after each greedy step
       traces.parquet/        cost of deleting each remaining token at every step
       baselines.parquet/     ranks under the baseline orderings (`ordering` column)
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from importlib import import_module
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -32,7 +34,7 @@ import pyarrow.parquet as pq
 
 from .errors import CotSurvivalError
 
-PER_CHAIN_TABLES = ("tokens", "steps", "traces", "baselines", "attention")
+PER_CHAIN_TABLES = ("tokens", "steps", "traces", "baselines", "attention", "labels")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -86,6 +88,10 @@ class RunDir:
     def checkpoint_dir(self) -> Path:
         return self.path / "checkpoints"
 
+    def checkpoint_path(self, chain_index: int) -> Path:
+        """Where a chain being pruned keeps its partial state (``checkpoints/part-NNNNNN.npz``)."""
+        return self.checkpoint_dir / f"part-{chain_index:06d}.npz"
+
     def table_dir(self, table: str) -> Path:
         if table not in PER_CHAIN_TABLES:
             raise ValueError(f"unknown per-chain table {table!r}")
@@ -108,9 +114,7 @@ class RunDir:
 
     def _repr_html_(self) -> str:
         """Jupyter: the run at a glance (model, settings, counts, survival by category)."""
-        from .reports.notebook import run_summary_html
-
-        return run_summary_html(self)
+        return _presentation().run_summary_html(self)
 
     def chain(self, chain_index: int):
         """One chain for display in Jupyter, coloured by category and shaded by survival.
@@ -125,9 +129,17 @@ class RunDir:
         cotsurvival.reports.notebook.ChainView
             Shows as HTML in a notebook; ``str(view.html)`` is the fragment.
         """
-        from .reports.notebook import ChainView
+        return _presentation().ChainView(self, chain_index)
 
-        return ChainView(self, chain_index)
+    # ------------------------------------------------------------- stage API
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "RunDir":
+        """Open an existing run directory (E007 if ``path`` is not one); a run is saved as it is written."""
+        return cls(path).require()
+
+    def to_frame(self) -> pd.DataFrame:
+        """Pruning's per-token table (``tokens.parquet``); ``cotsurvival.load_run(run)`` joins labels and features."""
+        return self.read_table("tokens")
 
     # -------------------------------------------------------------- manifest
     def read_manifest(self) -> dict[str, Any]:
@@ -163,6 +175,16 @@ class RunDir:
             return []
         return sorted(int(p.stem.split("-")[1]) for p in folder.glob("part-*.parquet"))
 
+    def part_columns(self, table: str, chain_index: int) -> set[str]:
+        """Column names of one part (from its schema, without reading the data); E008 if unreadable."""
+        path = self.part_path(table, chain_index)
+        if not path.exists():
+            raise CotSurvivalError("E001", path=path)
+        try:
+            return set(pq.read_schema(path).names)
+        except (pa.ArrowException, OSError) as exc:
+            raise CotSurvivalError("E008", path=path, reason=_first_line(exc)) from None
+
     def read_part(self, table: str, chain_index: int, columns: list[str] | None = None) -> pd.DataFrame:
         return _read_parquet(self.part_path(table, chain_index), columns=columns)
 
@@ -177,12 +199,24 @@ class RunDir:
         return pd.concat(frames, ignore_index=True)
 
 
+def as_rundir(run: str | os.PathLike | "RunDir") -> "RunDir":
+    """The one way to open a run directory: a :class:`RunDir` for a path or a RunDir; E007 if it is not one."""
+    return (run if isinstance(run, RunDir) else RunDir(run)).require()
+
+
+def _presentation():
+    # Jupyter HTML lives in the reports layer, which builds on this module. It is looked up when a
+    # notebook asks for it, by name, so this lowest layer has no import edge to reports (no cycle).
+    return import_module("cotsurvival.reports.notebook")
+
+
 _WRITER = {
     "tokens": "cotsurvival prune",
     "steps": "cotsurvival prune",
     "traces": "cotsurvival prune",
     "baselines": "cotsurvival prune --baselines random,surprisal,loo,attention",
     "attention": "cotsurvival attention RUN",
+    "labels": "cotsurvival tag RUN",
 }
 
 
@@ -192,4 +226,8 @@ def _read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
     try:
         return pq.read_table(path, columns=columns).to_pandas()
     except (pa.ArrowException, OSError) as exc:
-        raise CotSurvivalError("E008", path=path, reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        raise CotSurvivalError("E008", path=path, reason=_first_line(exc)) from None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

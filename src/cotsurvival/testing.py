@@ -69,18 +69,19 @@ def tiny_llama(seed: int = 0, dtype: torch.dtype = torch.float32, n_layers: int 
     return model.to(dtype).eval(), tokenizer
 
 
-CATEGORY_OF_LABEL = {
-    "SYMBOLIC_MATH": "symbolic_math", "VERBAL_MATH": "narration", "ENTITY_NAME": "referential",
-    "COREFERENCE": "referential", "META_DISCOURSE": "narration", "CONTENT": "narration", "FUNCTION": "grammar",
-}
+from .taxonomy.spec import CATEGORY_OF_LABEL  # noqa: E402  (the packaged spec's label -> category)
 # Mean static deletion cost per label in the synthetic run (nats): math costs most, as in the study.
 _SYNTHETIC_COST = {"SYMBOLIC_MATH": 3.0, "ENTITY_NAME": 1.6, "VERBAL_MATH": 1.4, "COREFERENCE": 1.0,
                    "CONTENT": 0.9, "META_DISCOURSE": 0.5, "FUNCTION": 0.4}
 
 
 def synthetic_run(path, n_chains: int = 6, n_tokens: int = 30, keep_ratio: float = 0.0, seed: int = 0,
-                  tagged: bool = True, baselines: bool = True):
+                  tagged: bool = True, baselines: bool = True, labels_layout: str = "table"):
     """Write a small, internally consistent run directory without any model.
+
+    With ``tagged`` the true labels are stored as the source ``rule`` of ``labels.parquet``
+    (``labels_layout="table"``), or inside ``tokens.parquet`` as cotsurvival 0.1.0 wrote them
+    (``labels_layout="0.1.0"``).
 
     Token costs are drawn per fine label (symbolic math costliest) and drift as neighbours are deleted,
     so the greedy order, traces and steps agree with each other exactly as a real run's do. Meant for
@@ -93,7 +94,7 @@ def synthetic_run(path, n_chains: int = 6, n_tokens: int = 30, keep_ratio: float
     import numpy as np
     import pandas as pd
 
-    from . import __version__
+    from ._version import __version__
     from .rundir import RunDir
 
     rng = np.random.default_rng(seed)
@@ -102,7 +103,7 @@ def synthetic_run(path, n_chains: int = 6, n_tokens: int = 30, keep_ratio: float
     labels = list(_SYNTHETIC_COST)
     words = {"SYMBOLIC_MATH": "48", "VERBAL_MATH": "total", "ENTITY_NAME": "clips", "COREFERENCE": "she",
              "META_DISCOURSE": "so", "CONTENT": "sold", "FUNCTION": "the"}
-    chain_rows = []
+    chain_rows, label_rows = [], []
     for index in range(n_chains):
         n = int(n_tokens + rng.integers(-n_tokens // 3, n_tokens // 3 + 1)) if n_tokens > 3 else n_tokens
         token_labels = rng.choice(labels, size=n, p=[0.25, 0.08, 0.15, 0.07, 0.1, 0.1, 0.25])
@@ -127,8 +128,12 @@ def synthetic_run(path, n_chains: int = 6, n_tokens: int = 30, keep_ratio: float
         tokens["censored"] = tokens["deleted_step"].isna()
         tokens["deletion_cost"] = [costs_at.get(i, np.nan) for i in range(n)]
         if tagged:
-            tokens["label"] = token_labels
-            tokens["category"] = [CATEGORY_OF_LABEL[lab] for lab in token_labels]
+            labelled = tokens[["chain_index", "chain_id", "position"]].assign(
+                label=token_labels, category=[CATEGORY_OF_LABEL[lab] for lab in token_labels])
+            if labels_layout == "0.1.0":
+                tokens["label"], tokens["category"] = labelled["label"], labelled["category"]
+            else:
+                label_rows.append(labelled)
         run.write_part("tokens", index, tokens)
         steps = pd.DataFrame({"chain_index": index, "chain_id": chain_id, "step": np.arange(n_steps + 1),
                               "position_deleted": pd.array([None] + list(order), dtype="Int64"),
@@ -148,6 +153,12 @@ def synthetic_run(path, n_chains: int = 6, n_tokens: int = 30, keep_ratio: float
         "engine": {"method": "synthetic"}, "baselines": ["random", "surprisal", "loo", "attention"] if baselines else [],
         "taxonomy": {"name": "synthetic", "version": "0"} if tagged else None, "timings": {},
     })
+    if label_rows:
+        from .labels import RULE, record_source, write_labels
+
+        for frame in label_rows:
+            write_labels(run, int(frame["chain_index"].iloc[0]), frame, RULE, {"name": "synthetic", "version": "0"})
+        record_source(run, RULE, kind="synthetic truth", taxonomy={"name": "synthetic", "version": "0"})
     return run
 
 

@@ -81,6 +81,7 @@ class AnalysisResult:
         counts = self.counts_
         rows = [("run", self.run), ("model", counts.get("model")), ("objective", counts.get("objective")),
                 ("chains", counts.get("n_chains")), ("tokens", counts.get("n_tokens")),
+                ("labels", self.config.get("labels_source")),
                 ("censored tokens", counts.get("n_censored")),
                 ("ranking", "full" if counts.get("full_ranking") else f"stopped at keep ratio {counts.get('keep_ratio')}"),
                 ("categories", ", ".join(f"{k}: {v:,}" for k, v in (counts.get("categories") or {}).items()) or "not tagged"),
@@ -102,6 +103,12 @@ class AnalysisResult:
                 f"<p><b>Log-rank test across categories:</b> {escape(main)}</p>"
                 f"<p><b>Citations</b> ({len(self.citations_)})</p><ul class=\"cs-citations\">{items}</ul></div>")
 
+    def to_frame(self) -> pd.DataFrame:
+        """The scalar tests, one row each (``test`` and its fields; NaN where a field does not apply)."""
+        rows = [{"test": name, **{k: v for k, v in fields.items() if not isinstance(v, (dict, list))}}
+                for name, fields in self.tests_.items()]
+        return pd.DataFrame(rows)
+
     def save(self, out: str | os.PathLike | None = None) -> Path:
         """Write ``stats.json``, tables as CSV/Markdown/LaTeX, and ``citations.md`` to ``out``.
 
@@ -120,6 +127,60 @@ class AnalysisResult:
         write_citations(folder / "citations.md", self)
         return folder
 
+    @classmethod
+    def load(cls, run: str | os.PathLike | RunDir, stats: str | os.PathLike | None = None) -> "AnalysisResult":
+        """Read back what :meth:`save` wrote (``stats.json``), so reports show the stored numbers.
+
+        Tables are rebuilt from ``stats.json`` (not the CSVs), so every figure and table reads the
+        same file. Top-level keys this class has no field for (e.g. ``primary``) are kept as
+        attributes with a trailing underscore (``result.primary_``).
+
+        Parameters
+        ----------
+        run : str, PathLike or RunDir
+            The run directory.
+        stats : str or PathLike, optional
+            The folder holding ``stats.json`` (default ``RUN/stats``).
+
+        Returns
+        -------
+        AnalysisResult
+
+        Raises
+        ------
+        CotSurvivalError
+            E012 when the run has no ``stats.json`` yet, E056 when it cannot be read.
+        """
+        run = as_rundir(run)
+        path = (Path(stats) if stats is not None else run.stats_dir) / "stats.json"
+        if not path.is_file():
+            raise CotSurvivalError("E012", path=run.path, what="statistics (stats/stats.json)",
+                                   command=f"cotsurvival analyze {run.path}")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CotSurvivalError("E056", path=path, reason=" ".join(str(exc).split())[:200], run=run.path) from None
+        if not isinstance(data, dict):
+            raise CotSurvivalError("E056", path=path, reason="not a JSON object", run=run.path)
+        result = cls(run=run.path, config=data.get("config") or {})
+        result.counts_ = data.get("counts") or {}
+        result.tests_ = data.get("tests") or {}
+        result.notes_ = list(data.get("notes") or [])
+        result.citations_ = list(data.get("citations") or [])
+        table_notes = data.get("table_notes") or {}
+        for name, records in (data.get("tables") or {}).items():
+            table = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+            for column in table.columns[table.isna().all().to_numpy()]:
+                table[column] = table[column].astype(float)  # a column of nulls was NaN when saved
+            if name in table_notes:
+                table.attrs["notes"] = list(table_notes[name])
+            result.tables_[name] = table
+        known = {"run", "config", "counts", "tests", "tables", "table_notes", "notes", "citations"}
+        for key, value in data.items():
+            if key not in known and key.isidentifier():
+                setattr(result, f"{key}_", value)
+        return result
+
 
 def analyze(
     run: str | os.PathLike | RunDir,
@@ -134,6 +195,7 @@ def analyze(
     n_folds: int = 5,
     categories: list[str] | None = None,
     save: bool = True,
+    labels: str = "rule",
 ) -> AnalysisResult:
     """Run every analysis of a run directory and (by default) write ``RUN/stats/``.
 
@@ -159,6 +221,9 @@ def analyze(
         recorded); any with no tokens is named in the notes.
     save : bool, default True
         Write the outputs.
+    labels : str, default "rule"
+        Label source (``"rule"``, ``"judge"``, ``"judge:MODEL"``; see :func:`load_run`); recorded
+        as ``config["labels_source"]`` in stats.json.
 
     Returns
     -------
@@ -166,8 +231,9 @@ def analyze(
     """
     run = as_rundir(run)
     manifest = run.read_manifest()
-    table = load_run(run, require_tags=False)
-    config = {"n_boot": n_boot, "seed": seed, "mixed": mixed, "levels": list(levels), "reference": reference,
+    table = load_run(run, labels=labels, require_tags=False)
+    config = {"labels_source": table.attrs.get("labels_source"),
+              "n_boot": n_boot, "seed": seed, "mixed": mixed, "levels": list(levels), "reference": reference,
               "probe_alpha": probe_alpha, "n_folds": n_folds,
               "expected_categories": categories or ((manifest.get("taxonomy") or {}).get("categories"))}
     result = AnalysisResult(run=run.path, config=config)

@@ -13,26 +13,22 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CotSurvivalError
-from ..rundir import RunDir
+from ..labels import RULE, read_labels, resolve_source, stored_sources
+from ..rundir import RunDir, as_rundir  # noqa: F401  (as_rundir: re-exported for older imports)
 
 TOKEN_COLUMNS = [
     "chain_index", "chain_id", "position", "n_tokens", "rel_position", "text", "token_len", "is_whitespace",
     "label", "category", "deleted_step", "survival", "censored", "deletion_cost",
 ]
 _READ_COLUMNS = ["chain_index", "chain_id", "position", "n_tokens", "text", "is_whitespace", "deleted_step",
-                 "survival", "censored", "deletion_cost", "label", "category"]
+                 "survival", "censored", "deletion_cost"]
 GREEDY = "greedy"
-
-
-def as_rundir(run: str | os.PathLike | RunDir) -> RunDir:
-    """A :class:`RunDir` for a path or a RunDir; raises E007 if it is not a run directory."""
-    run = run if isinstance(run, RunDir) else RunDir(run)
-    return run.require()
 
 
 def load_run(
     run: str | os.PathLike | RunDir,
     *,
+    labels: str = RULE,
     require_tags: bool = True,
     baselines: bool = True,
     attention: bool = True,
@@ -43,9 +39,14 @@ def load_run(
     ----------
     run : str, PathLike or RunDir
         The run directory.
+    labels : str, default "rule"
+        Which labels fill ``label``/``category``: ``"rule"`` (the rule tagger), ``"judge"`` (the
+        run's only LLM judge) or an exact source such as ``"judge:MODEL"`` (see
+        :mod:`cotsurvival.labels`). The source used is in ``frame.attrs["labels_source"]``
+        (``None`` when the run has none and ``require_tags`` is False).
     require_tags : bool, default True
-        Raise E040 when tokens have no ``label``/``category`` (``cotsurvival tag`` has not run).
-        With ``False`` the columns are filled with missing values instead.
+        Raise E040 when tokens have no ``label``/``category`` from that source (E015 when the
+        source does not exist). With ``False`` missing labels are left missing instead.
     baselines : bool, default True
         Join ``baselines.parquet`` when it exists, as ``survival_<ordering>``,
         ``censored_<ordering>`` and ``deleted_step_<ordering>``.
@@ -64,18 +65,42 @@ def load_run(
     indices = run.part_indices("tokens")
     if not indices:
         raise CotSurvivalError("E012", path=run.path, what="tokens", command="cotsurvival prune")
-    # Part by part keeps memory flat and tolerates parts written before/after tagging.
+    # Part by part keeps memory flat.
     frames = [_read_tokens_part(run, i) for i in indices]
     tokens = pd.concat(frames, ignore_index=True)
-    _check_tags(tokens, run, require_tags)
+    source = _label_source(run, labels, require_tags)
+    tokens = join_labels(run, tokens, source)
+    _check_tags(tokens, run, require_tags, source)
     tokens = _derive(tokens)
     if baselines and run.part_indices("baselines"):
         tokens = tokens.merge(_wide_baselines(run), on=["chain_index", "position"], how="left", validate="1:1")
     if attention and run.part_indices("attention"):
         features = run.read_table("attention").drop(columns=["chain_id"], errors="ignore")
         tokens = tokens.merge(features, on=["chain_index", "position"], how="left", validate="1:1")
+    tokens.attrs["labels_source"] = source
     return tokens
 
+
+def join_labels(run: RunDir, tokens: pd.DataFrame, source: str | None) -> pd.DataFrame:
+    """``tokens`` (rows of tokens.parquet) with ``label``/``category`` from ``source`` (missing where absent).
+
+    E018 when stored labels belong to another chain (their ``chain_id`` differs): a stale or
+    copied part. Within a run a chain's positions never change (its ``reasoning_ids`` are fixed),
+    so labels are matched by ``(chain_index, position)``.
+    """
+    tokens = tokens.drop(columns=["label", "category"], errors="ignore")
+    if source is None:
+        return tokens.assign(label=pd.Series([None] * len(tokens), dtype="object", index=tokens.index),
+                             category=pd.Series([None] * len(tokens), dtype="object", index=tokens.index))
+    stored = read_labels(run, source, sorted(tokens["chain_index"].unique()))
+    joined = tokens.merge(stored[["chain_index", "position", "chain_id", "label", "category"]],
+                          on=["chain_index", "position"], how="left", suffixes=("", "_labels"), validate="1:1")
+    stray = joined[joined["chain_id_labels"].notna() & (joined["chain_id"] != joined["chain_id_labels"])]
+    if len(stray):
+        raise CotSurvivalError("E018", path=run.path, chain=int(stray["chain_index"].iloc[0]), source=source,
+                               reason=f"they are of chain {stray['chain_id_labels'].iloc[0]!r}, the tokens of "
+                                      f"{stray['chain_id'].iloc[0]!r}", command=f"cotsurvival tag {run.path}")
+    return joined.drop(columns=["chain_id_labels"])
 
 def baseline_orderings(frame: pd.DataFrame) -> list[str]:
     """Names of the baseline orderings joined in a :func:`load_run` table."""
@@ -87,14 +112,15 @@ def attention_layers(frame: pd.DataFrame, kind: str = "answer") -> list[str]:
     return sorted(c for c in frame.columns if c.startswith(f"attn_{kind}_L"))
 
 
-def orderings_long(run: str | os.PathLike | RunDir | pd.DataFrame, *, require_tags: bool = True) -> pd.DataFrame:
+def orderings_long(run: str | os.PathLike | RunDir | pd.DataFrame, *, require_tags: bool = True,
+                   labels: str = RULE) -> pd.DataFrame:
     """Greedy and baseline orderings stacked, one row per (ordering, token).
 
     Parameters
     ----------
     run : str, PathLike, RunDir or DataFrame
         A run directory, or a table from :func:`load_run`.
-    require_tags : bool, default True
+    require_tags, labels
         As in :func:`load_run`.
 
     Returns
@@ -104,7 +130,7 @@ def orderings_long(run: str | os.PathLike | RunDir | pd.DataFrame, *, require_ta
         position, n_tokens, rel_position, token_len, label, category, deleted_step, survival,
         censored``.
     """
-    frame = run if isinstance(run, pd.DataFrame) else load_run(run, require_tags=require_tags, attention=False)
+    frame = run if isinstance(run, pd.DataFrame) else load_run(run, labels=labels, require_tags=require_tags, attention=False)
     keys = ["chain_index", "chain_id", "position", "n_tokens", "rel_position", "token_len", "label", "category"]
     blocks = [frame[keys + ["deleted_step", "survival", "censored"]].assign(ordering=GREEDY)]
     for name in baseline_orderings(frame):
@@ -119,32 +145,36 @@ def orderings_long(run: str | os.PathLike | RunDir | pd.DataFrame, *, require_ta
 
 # --------------------------------------------------------------------------- helpers
 def _read_tokens_part(run: RunDir, index: int) -> pd.DataFrame:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    names = run.part_columns("tokens", index)
+    return run.read_part("tokens", index, columns=[c for c in _READ_COLUMNS if c in names])
 
-    from ..errors import CotSurvivalError
 
-    path = run.part_path("tokens", index)
+def _label_source(run: RunDir, labels: str, require_tags: bool) -> str | None:
+    """The exact stored source ``labels`` names.
+
+    None when the run has no rule labels and tags are optional (an untagged run); a source asked
+    for by name (``"judge"``, ``"judge:MODEL"``) that is not stored is always an error (E015).
+    """
     try:
-        names = set(pq.read_schema(path).names)
-    except (pa.ArrowException, OSError) as exc:
-        raise CotSurvivalError("E008", path=path, reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-    part = run.read_part("tokens", index, columns=[c for c in _READ_COLUMNS if c in names])
-    for column in ("label", "category"):
-        if column not in part:
-            part[column] = pd.Series([None] * len(part), dtype="object")
-    return part
+        return resolve_source(run, labels)
+    except CotSurvivalError as exc:
+        if exc.code != "E015" or labels != RULE:
+            raise
+        if require_tags:
+            if not stored_sources(run):
+                raise CotSurvivalError("E040", path=run.path, detail="no labels.parquet") from None
+            raise
+        return None
 
 
-def _check_tags(tokens: pd.DataFrame, run: RunDir, require_tags: bool) -> None:
+def _check_tags(tokens: pd.DataFrame, run: RunDir, require_tags: bool, source: str | None) -> None:
     if not require_tags:
         return
     missing = tokens["category"].isna()
-    if missing.all():
-        raise CotSurvivalError("E040", path=run.path, detail="no 'label'/'category' columns")
     if missing.any():
         n_chains = tokens.loc[missing, "chain_index"].nunique()
-        raise CotSurvivalError("E040", path=run.path, detail=f"{int(missing.sum())} tokens in {n_chains} chains untagged")
+        raise CotSurvivalError("E040", path=run.path,
+                               detail=f"{int(missing.sum())} tokens in {n_chains} chains have no {source!r} labels")
 
 
 def _derive(tokens: pd.DataFrame) -> pd.DataFrame:

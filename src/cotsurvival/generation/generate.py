@@ -42,6 +42,7 @@ from typing import Iterable, Sequence
 import torch
 
 from ..errors import CotSurvivalError
+from ..results import StageResult
 from .prompting import Prompt, answer_is_complete, load_prompt, split_response
 from .questions import Question, as_questions, read_questions
 from .verify import answers_match
@@ -62,14 +63,31 @@ class SampleResult:
 
 
 @dataclass
-class GenerationResult:
+class GenerationResult(StageResult):
     """Rows written (or that would be written) for accepted and rejected questions."""
 
+    title = "cotsurvival generate"
     accepted: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
     n_resumed: int = 0
     out: Path | None = None
     rejected_out: Path | None = None
+    seconds: float = 0.0
+    device: str | None = None
+
+    def to_frame(self):
+        """One row per question done: the accepted rows then the rejected ones (``accepted`` column)."""
+        import pandas as pd
+
+        rows = [dict(r, accepted=True) for r in self.accepted] + [dict(r, accepted=False) for r in self.rejected]
+        return pd.DataFrame(rows)
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return (f"<p><b>cotsurvival generate</b> accepted {len(self.accepted)}/{self.n_questions} questions "
+                f"({self.acceptance_rate:.1%}; {self.n_resumed} resumed) in {self.seconds:.0f} s: "
+                f"{html.escape(str(self.out))}</p>")
 
     @property
     def n_questions(self) -> int:
@@ -93,6 +111,50 @@ def score_response(response: str, gold: str, prompt: Prompt, n_new_tokens: int =
     kind = "choice" if prompt.style == "mcq" else "auto"
     correct = bool(split.reasoning) and answers_match(split.predicted, gold, kind=kind)
     return SampleResult(response, n_new_tokens, split.reasoning, split.answer, split.predicted, correct)
+
+
+def generate(
+    questions: str | Path | Iterable,
+    *,
+    model: str = "smollm2-135m",
+    out: str | Path,
+    rejected_out: str | Path | None = None,
+    samples: int = 10,
+    temperature: float = 0.7,
+    max_new_tokens: int = 1536,
+    prompt: str | Path = "gsm8k",
+    batch_size: int | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    limit: int | None = None,
+    seed: int = 0,
+    resume: bool = True,
+    trust_remote_code: bool = False,
+    allow_unsafe_weights: bool = False,
+    progress: bool = True,
+) -> GenerationResult:
+    """The ``generate`` stage (what ``cotsurvival generate`` runs): load ``model``, then :func:`generate_chains`.
+
+    The questions and the prompt are read before the model loads, so a typo fails fast.
+    ``model`` is a spec for :func:`cotsurvival.models.load_model`; see :func:`generate_chains` for
+    the other parameters.
+    """
+    import time
+
+    from ..models import load_model
+
+    items = read_questions(questions, limit=limit) if isinstance(questions, (str, Path)) else questions
+    load_prompt(prompt)
+    lm, tokenizer, info = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                                     allow_unsafe_weights=allow_unsafe_weights)
+    started = time.perf_counter()
+    result = generate_chains(items, lm, tokenizer, samples=samples, temperature=temperature,
+                             max_new_tokens=max_new_tokens, prompt=prompt, batch_size=batch_size, seed=seed, out=out,
+                             rejected_out=rejected_out, resume=resume, model_spec=info.spec,
+                             limit=None if isinstance(questions, (str, Path)) else limit, progress=progress)
+    result.seconds = time.perf_counter() - started
+    result.device = str(info.device)
+    return result
 
 
 def generate_chains(

@@ -19,9 +19,8 @@ import torch
 
 from ..encoding import EncodedChain
 from .engine import ChainTrace
+from .registry import BASELINES
 from .tables import null_if_zero
-
-BASELINES = ("random", "surprisal", "loo", "attention")
 
 
 @contextmanager
@@ -68,7 +67,7 @@ def baseline_orders(trace: ChainTrace, *, names, seed: int, chain_index: int,
                 raise ValueError("the attention baseline needs answer_attention()")
             orders[name] = np.argsort(attention, kind="stable")
         else:
-            raise ValueError(f"unknown baseline {name!r}; choose from {BASELINES}")
+            raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
     return orders
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CotSurvivalError
-from ..rundir import RunDir, atomic_write_bytes
+from ..rundir import RunDir, as_rundir, atomic_write_bytes
 from .engine import n_deletions
 
 
@@ -27,7 +27,7 @@ def export_pruned(run: str | Path | RunDir, keep_ratio: float, out: str | Path) 
 
     Returns the number of chains written.
     """
-    run = run if isinstance(run, RunDir) else RunDir(run)
+    run = as_rundir(run)
     manifest = run.require().read_manifest()
     if keep_ratio < manifest["keep_ratio"]:
         raise CotSurvivalError("E009", reason=f"the run reaches keep ratio {manifest['keep_ratio']}; export at "

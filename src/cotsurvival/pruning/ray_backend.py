@@ -43,7 +43,7 @@ class _Worker:
                  allow_unsafe_weights, threads, name):
         import torch
 
-        from .scoring import make_scorer
+        from .methods import make_scorer
 
         if threads:
             torch.set_num_threads(threads)

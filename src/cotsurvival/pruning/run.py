@@ -23,14 +23,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .. import __version__
+from .._version import __version__
 from ..chains import Chain, ChainCorpus, read_chains
 from ..encoding import EncodedChain, encode_chain
 from ..errors import CotSurvivalError
 from ..rundir import RunDir
 from .baselines import BASELINES, answer_attention, baseline_orders, orders_to_frame
 from .engine import ChainTrace, greedy_prune, n_deletions
-from .scoring import OBJECTIVES, make_scorer
+from .methods import make_scorer
+from .registry import OBJECTIVES
 from .tables import load_checkpoint, save_checkpoint, steps_frame, tokens_frame, trace_from_tables, traces_frame
 
 CHECKPOINT_SECONDS = 20.0
@@ -297,7 +298,7 @@ def _has_baselines(run: RunDir, index: int, names) -> bool:
 
 
 def _prune_one(run: RunDir, scorer, item: EncodedChain, index: int, wanted: int, progress: bool) -> ChainTrace:
-    checkpoint = run.checkpoint_dir / f"part-{index:06d}.npz"
+    checkpoint = run.checkpoint_path(index)
     start = _start_trace(run, item, index)
     bar = tqdm(total=wanted, initial=start.n_steps if start else 0, desc=f"  {item.chain.id}", unit="step",
                leave=False, disable=not progress, dynamic_ncols=True)
@@ -321,7 +322,7 @@ def _prune_one(run: RunDir, scorer, item: EncodedChain, index: int, wanted: int,
 
 def _start_trace(run: RunDir, item: EncodedChain, index: int) -> ChainTrace | None:
     """Where a chain's pruning starts: its checkpoint, its committed tables (a lower keep ratio), or nothing."""
-    checkpoint = run.checkpoint_dir / f"part-{index:06d}.npz"
+    checkpoint = run.checkpoint_path(index)
     start = None
     if checkpoint.is_file():
         try:
@@ -347,7 +348,7 @@ def _commit(run: RunDir, item: EncodedChain, index: int, trace: ChainTrace, name
         run.write_part("baselines", index, orders_to_frame(orders, len(item.reasoning_ids), trace.n_steps,
                                                            index, item.chain.id))
     run.write_part("tokens", index, tokens_frame(item, trace, index))  # the commit marker: last
-    (run.checkpoint_dir / f"part-{index:06d}.npz").unlink(missing_ok=True)
+    run.checkpoint_path(index).unlink(missing_ok=True)
 
 
 def _now() -> str:

@@ -21,8 +21,7 @@ import numpy as np
 import torch
 
 from .forward import DecoderForward, GenericForward, supports_prefix_reuse
-
-OBJECTIVES = ("joint", "answer")
+from .registry import OBJECTIVES
 
 
 @dataclass
@@ -91,7 +90,7 @@ class Scorer:
 
     def __init__(self, model, objective: str = "joint", max_batch_tokens: int = 4096) -> None:
         if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}")
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}")
         self.model = model
         self.objective = objective
         self.max_batch_tokens = max_batch_tokens
@@ -250,21 +249,3 @@ class NaiveScorer(Scorer):
             out[:] = logsm.gather(2, targets[..., None])[..., 0].double().cpu().numpy()
             out[:, weights == 0] = 0.0
         return out
-
-
-def make_scorer(model, method: str = "auto", objective: str = "joint", max_batch_tokens: int = 4096) -> Scorer:
-    """``auto`` = cross-step reuse where the architecture is supported, naive otherwise.
-
-    Methods: ``crossstep`` (prefix reuse + each candidate's own computation carried across
-    steps), ``prefix`` (prefix reuse only; less memory), ``naive`` (full recompute, any model).
-    """
-    from .crossstep import CrossStepScorer
-
-    methods = {"crossstep": CrossStepScorer, "prefix": PrefixReuseScorer, "naive": NaiveScorer}
-    if method == "auto":
-        method = "crossstep" if supports_prefix_reuse(model) else "naive"
-    if method not in methods:
-        raise ValueError(f"unknown method {method!r}; choose from auto, {', '.join(methods)}")
-    if method != "naive" and not supports_prefix_reuse(model):
-        raise ValueError(f"method {method!r} does not support model_type {model.config.model_type!r}; use 'naive'")
-    return methods[method](model, objective=objective, max_batch_tokens=max_batch_tokens)

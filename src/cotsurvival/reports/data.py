@@ -1,36 +1,108 @@
 """What the report needs from a run, read once and cached.
 
-Built on :mod:`cotsurvival.analysis` (the joined token table, Kaplan–Meier, orderings) so the
-figures show exactly the numbers the statistics report.
+Per-token data comes from :mod:`cotsurvival.analysis` (the joined token table); every statistic a
+figure prints comes from the stored analysis (``RUN/stats/stats.json``), so the figure, the table
+and the sentence of a paper quote one number.
 """
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
 from ..errors import CotSurvivalError
-from ..rundir import RunDir
+from ..rundir import RunDir, as_rundir
 from .style import COARSE, FINE, order_present
+
+
+_LOAD = object()  # ReportData's default: read stats.json lazily
 
 
 class SkipFigure(Exception):
     """A figure cannot be drawn from this run; the message says why (shown in the page)."""
 
 
+@dataclass(frozen=True)
+class Quote:
+    """A number a figure or the page prints, and where it is stored.
+
+    ``source`` is the path of the value in ``stats.json`` (keys and list indices), e.g.
+    ``("tables", "summary_category", 2, "median")``; ``text`` is how it was printed.
+    """
+
+    source: tuple
+    value: object
+    text: str
+
+
+def format_number(value, spec: str = ".3g") -> str:
+    """How the report prints a stored number: ``spec`` for floats, thousands separators for integers."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)) or (isinstance(value, float) and spec == ",d"):
+        return f"{int(value):,}"
+    return f"{float(value):{spec}}"
+
+
 class ReportData:
-    """Lazy, cached access to a run's tables for the report figures.
+    """Lazy, cached access to a run's tables and its stored statistics, for the report figures.
+
+    Figures draw per-token data from the run and print statistics only from the stored
+    :class:`~cotsurvival.analysis.AnalysisResult` (``RUN/stats/stats.json``), recording each
+    number they print as a :class:`Quote` so a test can check it against ``stats.json``.
 
     Parameters
     ----------
     run : str, PathLike or RunDir
         The run directory.
+    stats : AnalysisResult or None, optional
+        The stored statistics; ``None`` means there are none. Default: read
+        ``RUN/stats/stats.json`` when first needed.
     """
 
-    def __init__(self, run: str | os.PathLike | RunDir) -> None:
-        self.run = (run if isinstance(run, RunDir) else RunDir(run)).require()
+    def __init__(self, run: str | os.PathLike | RunDir, stats=_LOAD) -> None:
+        self.run = as_rundir(run)
+        if stats is not _LOAD:
+            self.__dict__["stats"] = stats  # pre-fills the cached property
+        self.quotes: list[Quote] = []
+
+    # ---------------------------------------------------------------- stored statistics
+    @cached_property
+    def stats(self):
+        """The stored :class:`~cotsurvival.analysis.AnalysisResult`, or ``None`` when not analysed."""
+        from ..analysis import AnalysisResult
+
+        try:
+            return AnalysisResult.load(self.run)
+        except CotSurvivalError:
+            return None
+
+    def stored_table(self, name: str, what: str = "this figure") -> pd.DataFrame:
+        """A stored result table (row order as in ``stats.json``), or :class:`SkipFigure` saying why not."""
+        if self.stats is None:
+            raise SkipFigure(f"no statistics yet: run `cotsurvival analyze {self.run.path}` for {what}.")
+        table = self.stats.tables_.get(name)
+        if table is None or table.empty:
+            note = (self.stats.tests_.get(name) or {}).get("note")
+            raise SkipFigure(f"stats.json has no {name!r} table" + (f" ({note})" if note else "") + ".")
+        return table.reset_index(drop=True)
+
+    def stored_test(self, name: str) -> dict | None:
+        """A stored test (``stats.json["tests"][name]``), or ``None`` when absent or not computed."""
+        test = (self.stats.tests_.get(name) if self.stats is not None else None) or None
+        return None if test is None or "note" in test else test
+
+    def quote(self, source: tuple, value, spec: str = ".3g") -> str:
+        """Print a stored number and record where it came from (see :class:`Quote`)."""
+        text = format_number(value, spec)
+        self.quotes.append(Quote(tuple(source), value, text))
+        return text
 
     # ---------------------------------------------------------------- tables
     @cached_property
@@ -83,6 +155,18 @@ class ReportData:
         return order_present(self.require_tags()[level].unique(), canonical)
 
 
+def resolve_chain_ids(run: RunDir, ids: list[str]) -> list[int]:
+    """``chain_index`` of each chain id, in the order given; E053 names the ids the run lacks."""
+    chains = run.read_chains()
+    index_of = dict(zip(chains["chain_id"].astype(str), chains["chain_index"].astype(int)))
+    missing = [i for i in ids if i not in index_of]
+    if missing:
+        known = list(index_of)
+        raise CotSurvivalError("E053", ids=", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""),
+                               n_chains=len(known), examples=", ".join(known[:3]) + (" ..." if len(known) > 3 else ""))
+    return [index_of[i] for i in ids]
+
+
 def display_name(name: str) -> str:
     """Human name of a category or label: ``META_DISCOURSE`` -> ``meta-discourse``."""
     special = {"META_DISCOURSE": "meta-discourse", "symbolic_math": "symbolic math"}
@@ -123,23 +207,6 @@ def composition_by_keep_ratio(tokens: pd.DataFrame, level: str, groups: list[str
     frame = pd.DataFrame(shares, columns=groups, index=pd.Index(grid, name="keep_ratio"))
     frame["n_chains"] = counts.astype(int)
     return frame[frame["n_chains"] > 0]
-
-
-def chain_means(frame: pd.DataFrame, by: list[str], value: str = "survival") -> pd.DataFrame:
-    """Mean of ``value`` per chain within ``by`` groups (the chain is the unit of replication)."""
-    return frame.groupby(["chain_index"] + by, observed=True)[value].mean().reset_index()
-
-
-def mean_ci(values: pd.Series, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and t-based confidence interval of ``values`` (half-width 0 for one value)."""
-    from scipy import stats
-
-    values = values.dropna().to_numpy(float)
-    mean = float(values.mean()) if len(values) else float("nan")
-    if len(values) < 2:
-        return mean, mean, mean
-    half = float(stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
-    return mean, mean - half, mean + half
 
 
 def token_segments(reasoning: str, chain_tokens: pd.DataFrame) -> tuple[list[str], str]:

@@ -12,9 +12,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .data import (ReportData, SkipFigure, chain_means, composition_by_keep_ratio, display_name, mean_ci,
-                   token_segments)
-from .style import WIDTHS, category_colours
+from .data import ReportData, SkipFigure, composition_by_keep_ratio, display_name, token_segments
+from .style import COARSE, FINE, WIDTHS, category_colours, order_present
 
 LEVELS = (("category", "coarse category"), ("label", "fine label"))
 ORDERINGS = ("greedy", "random", "surprisal", "loo", "attention")
@@ -51,24 +50,58 @@ def _subsample(frame: pd.DataFrame, by: str, n: int, seed: int = 0) -> pd.DataFr
     return frame.sample(frac=1.0, random_state=seed).groupby(by, observed=True).head(n)
 
 
+# ----------------------------------------------------------------------------- stored statistics
+def _stored_groups(table: pd.DataFrame, level: str, column: str = "group") -> list[str]:
+    canonical = COARSE if level == "category" else FINE
+    return order_present(table[column].unique(), canonical)
+
+
+def _summary_rows(data: ReportData, level: str) -> dict[str, int]:
+    """Row number of each group in the stored ``summary_<level>`` table ({} when it is missing)."""
+    try:
+        summary = data.stored_table(f"summary_{level}")
+    except SkipFigure:
+        return {}
+    return {str(g): i for i, g in enumerate(summary["group"])}
+
+
+def _median_text(data: ReportData, level: str, row: int) -> str:
+    """``median 0.45 [0.40, 0.52]`` or ``median not reached``, quoted from ``summary_<level>``."""
+    table = data.stats.tables_[f"summary_{level}"]
+    median = table["median"].iloc[row]
+    if pd.isna(median):
+        return "median not reached"
+    source = ("tables", f"summary_{level}", row)
+    text = "median " + data.quote(source + ("median",), float(median), ".2f")
+    low, high = table["median_lower"].iloc[row], table["median_upper"].iloc[row]
+    if pd.notna(low) or pd.notna(high):
+        text += (" [" + (data.quote(source + ("median_lower",), float(low), ".2f") if pd.notna(low) else "n/a") + ", "
+                 + (data.quote(source + ("median_upper",), float(high), ".2f") if pd.notna(high) else "not reached")
+                 + "]")
+    return text
+
+
 # ----------------------------------------------------------------------------- 1. Kaplan–Meier
 def fig_kaplan_meier(data: ReportData, width: str):
-    """Kaplan–Meier curves (95% log–log bands) by coarse category and by fine label."""
-    from ..analysis import kaplan_meier
-
-    tokens = data.require_tags()
+    """Stored Kaplan–Meier curves (95% log–log bands) by coarse category and by fine label."""
+    data.require_tags()
+    tables = {level: data.stored_table(f"km_{level}", "the Kaplan–Meier curves") for level, _ in LEVELS}
     colours = category_colours()
     fig, axes = _panels(width, 2, sharey=True)
     for ax, (level, title), letter in zip(axes, LEVELS, "ab"):
-        curves = kaplan_meier(tokens, group=level)
-        counts = tokens[level].value_counts()
-        for name in data.groups(level):
+        curves, rows = tables[level], _summary_rows(data, level)
+        for name in _stored_groups(curves, level):
             curve = curves[curves["group"] == name]
             colour = colours.get(name)
-            ax.step(curve["time"], curve["survival"], where="post", color=colour,
-                    label=f"{display_name(name)} ({counts[name]:,})")
+            label = display_name(name)
+            if name in rows:
+                n = data.quote(("tables", f"summary_{level}", rows[name], "n_tokens"),
+                               int(data.stats.tables_[f"summary_{level}"]["n_tokens"].iloc[rows[name]]), ",d")
+                label += f" ({n})"
+            ax.step(curve["time"], curve["survival"], where="post", color=colour, label=label)
             ax.fill_between(curve["time"], curve["lower"], curve["upper"], step="post", color=colour,
                             alpha=0.18, linewidth=0)
+        ax.axhline(0.5, color="0.6", linewidth=0.5, linestyle=":", zorder=0)  # where the median is read
         ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="deletion time (step / N)", ylabel="share of tokens still kept")
         _panel_letter(ax, f"{letter}  by {title}")
         _legend_right(ax, title="tokens (n)")
@@ -78,39 +111,48 @@ def fig_kaplan_meier(data: ReportData, width: str):
 
 # ----------------------------------------------------------------------------- 2. survival by category
 def fig_survival_by_category(data: ReportData, width: str):
-    """Normalized survival per token (box + points) with the chain-level means overlaid."""
+    """Token survival (points; censored hollow) with the stored Kaplan–Meier median and its chain-bootstrap CI."""
     from matplotlib.lines import Line2D
 
     tokens = data.require_tags()
+    tables = {level: data.stored_table(f"summary_{level}", "the medians") for level, _ in LEVELS}
     colours = category_colours()
     fig, axes = _panels(width, 2, height_two=2.7, height_one=2.0)
     rng = np.random.default_rng(0)
     for ax, (level, title), letter in zip(axes, LEVELS, "ab"):
-        groups = data.groups(level)
-        boxes = [tokens.loc[tokens[level] == g, "survival"].to_numpy() for g in groups]
+        summary = tables[level]
+        groups = _stored_groups(summary, level)
+        rows = {str(g): i for i, g in enumerate(summary["group"])}
         ypos = np.arange(len(groups))[::-1]  # first group on top
-        parts = ax.boxplot(boxes, positions=ypos, orientation="horizontal", widths=0.6, showfliers=False,
-                           patch_artist=True, medianprops={"color": "black", "linewidth": 1.0},
-                           whiskerprops={"linewidth": 0.7}, capprops={"linewidth": 0.7})
-        for patch, g in zip(parts["boxes"], groups):
-            patch.set(facecolor=colours.get(g), alpha=0.35, edgecolor="0.2", linewidth=0.7)
-        means = chain_means(tokens, [level])
-        for y, g, values in zip(ypos, groups, boxes):
-            if len(values) > MAX_POINTS:
-                values = rng.choice(values, MAX_POINTS, replace=False)
-            # Tokens jittered just below the box centre, chain means just above: both stay visible.
-            ax.scatter(values, y - 0.12 + rng.uniform(-0.1, 0.1, len(values)), s=2, color=colours.get(g),
-                       alpha=0.5, linewidths=0, zorder=3, rasterized=len(values) > 200)
-            chain_values = means.loc[means[level] == g, "survival"].to_numpy()
-            ax.scatter(chain_values, y + 0.17 + rng.uniform(-0.06, 0.06, len(chain_values)), s=11, marker="D",
-                       facecolor=colours.get(g), edgecolor="black", linewidths=0.5, zorder=4)
+        for y, g in zip(ypos, groups):
+            sub = tokens[tokens[level] == g]
+            if len(sub) > MAX_POINTS:
+                sub = sub.sample(MAX_POINTS, random_state=0)
+            jitter = rng.uniform(-0.22, 0.22, len(sub))
+            censored = sub["censored"].to_numpy(bool)
+            # Deleted tokens filled, censored ones hollow: a censored time is a lower bound, not a deletion.
+            ax.scatter(sub["survival"][~censored], y + jitter[~censored], s=3, color=colours.get(g), alpha=0.5,
+                       linewidths=0, zorder=3, rasterized=len(sub) > 200)
+            ax.scatter(sub["survival"][censored], y + jitter[censored], s=5, facecolor="none",
+                       edgecolor=colours.get(g), alpha=0.6, linewidths=0.5, zorder=3, rasterized=len(sub) > 200)
+            row = rows[g]
+            median, low, high = (summary[c].iloc[row] for c in ("median", "median_lower", "median_upper"))
+            if pd.notna(median):
+                ax.errorbar([median], [y], xerr=[[median - low if pd.notna(low) else 0],
+                                                 [high - median if pd.notna(high) else 0]],
+                            fmt="|", color="black", markersize=9, markeredgewidth=1.4, elinewidth=1.0, capsize=2,
+                            zorder=5)
+            ax.annotate(_median_text(data, level, row), xy=(1.02, y), xycoords=("axes fraction", "data"),
+                        va="center", ha="left", fontsize=6, annotation_clip=False)
         ax.set_yticks(ypos, [display_name(g) for g in groups])
         ax.set(xlim=(-0.02, 1.02), ylim=(-0.6, len(groups) - 0.4), xlabel="normalized survival (step deleted / N)")
         _panel_letter(ax, f"{letter}  by {title}")
-    handles = [Line2D([], [], marker="o", linestyle="", markersize=2.5, color="0.4", label="token"),
-               Line2D([], [], marker="D", linestyle="", markersize=3.5, markerfacecolor="0.7",
-                      markeredgecolor="black", markeredgewidth=0.5, label="chain mean")]
-    fig.legend(handles=handles, loc="outside lower center", ncols=2)
+    handles = [Line2D([], [], marker="o", linestyle="", markersize=2.5, color="0.4", label="deleted token"),
+               Line2D([], [], marker="o", linestyle="", markersize=3, markerfacecolor="none", markeredgecolor="0.4",
+                      label="kept when the run stopped"),
+               Line2D([], [], marker="|", linestyle="-", markersize=7, color="black",
+                      label="Kaplan–Meier median, chain-bootstrap 95% CI")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3 if width == "two" else 1)
     return fig
 
 
@@ -135,36 +177,31 @@ def fig_composition(data: ReportData, width: str):
 
 # ----------------------------------------------------------------------------- 4. orderings
 def fig_orderings(data: ReportData, width: str):
-    """Mean normalized survival per category under the greedy order and each baseline ordering."""
-    from ..analysis import orderings_long
+    """Stored median normalized survival per category under the greedy order and each baseline ordering."""
+    import matplotlib.pyplot as plt
 
     if not data.has_baselines:
         raise SkipFigure("the run has no baselines.parquet (prune with `--baselines random,surprisal,loo,attention`).")
-    long = orderings_long(data.require_tags())
-    orderings = [o for o in ORDERINGS if o in long["ordering"].cat.categories]
-    orderings += [o for o in long["ordering"].cat.categories if o not in orderings]
+    data.require_tags()
+    table = data.stored_table("orderings_category", "the ordering comparison")
     colours = category_colours()
-    fig, axes = _panels(width, 2, height_two=2.6, height_one=2.3)
-    y = np.arange(len(orderings))[::-1]  # greedy on top
-    for ax, (level, title), letter in zip(axes, LEVELS, "ab"):
-        groups = data.groups(level)
-        per_chain = chain_means(long, ["ordering", level])
-        # Categories dodge vertically within an ordering, first category on top like the legend.
-        offsets = np.linspace(0.3, -0.3, len(groups)) if len(groups) > 1 else [0.0]
-        for g, dy, marker in zip(groups, offsets, MARKERS):
-            rows = [mean_ci(per_chain.loc[(per_chain["ordering"] == o) & (per_chain[level] == g), "survival"])
-                    for o in orderings]
-            mean, low, high = (np.array(v) for v in zip(*rows))
-            ax.errorbar(mean, y + dy, xerr=[mean - low, high - mean], color=colours.get(g), marker=marker,
-                        markersize=3, linestyle="none", elinewidth=0.8, capsize=0, label=display_name(g))
-        ax.set_yticks(y, orderings)
-        ax.axhspan(y[0] - 0.45, y[0] + 0.45, color="0.92", zorder=0)  # greedy is the reference row
-        for boundary in y[:-1] - 0.5:
-            ax.axhline(boundary, color="0.85", linewidth=0.5, zorder=0)
-        ax.set(xlim=(0, 1), ylim=(y[-1] - 0.5, y[0] + 0.5),
-               xlabel="mean normalized survival (chain means, 95% CI)")
-        _panel_letter(ax, f"{letter}  by {title}")
-        _legend_right(ax)
+    names = list(dict.fromkeys(table["ordering"]))
+    orderings = [o for o in ORDERINGS if o in names] + [o for o in names if o not in ORDERINGS]
+    groups = _stored_groups(table, "category")
+    fig, ax = plt.subplots(figsize=(WIDTHS[width], 0.35 * len(orderings) + 0.9), layout="constrained")
+    y = np.arange(len(orderings))[::-1].astype(float)
+    # Categories dodge vertically within an ordering, first category on top like the legend.
+    offsets = np.linspace(0.3, -0.3, len(groups)) if len(groups) > 1 else [0.0]
+    for g, dy, marker in zip(groups, offsets, MARKERS):
+        sub = table[table["group"] == g].set_index("ordering")["median"].reindex(orderings)
+        ax.plot(sub.to_numpy(float), y + dy, color=colours.get(g), marker=marker, markersize=3.5, linestyle="none",
+                label=display_name(g))
+    ax.set_yticks(y, orderings)
+    ax.axhspan(y[0] - 0.45, y[0] + 0.45, color="0.92", zorder=0)  # greedy is the reference row
+    for boundary in y[:-1] - 0.5:
+        ax.axhline(boundary, color="0.85", linewidth=0.5, zorder=0)
+    ax.set(xlim=(0, 1), ylim=(y[-1] - 0.5, y[0] + 0.5), xlabel="median normalized survival (stats: orderings_category)")
+    _legend_right(ax)
     return fig
 
 
@@ -186,7 +223,15 @@ def fig_rank_shift(data: ReportData, width: str, n_movers: int = 6):
     ax.plot([0, 1], [0, 1], color="0.3", linewidth=0.7, linestyle="--", label="no shift")
     ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="static percentile (step-1 cost rank)",
            ylabel="deletion percentile (greedy)")
-    _panel_letter(ax, "a  static vs dynamic rank")
+    tau = data.stored_test("tau")
+    title = "a  static vs dynamic rank"
+    if tau is not None and tau.get("n_chains"):
+        source = ("tests", "tau")
+        title += (f"\nmean Kendall τ = {data.quote(source + ('mean',), tau['mean'], '.2f')}"
+                  + (f" [{data.quote(source + ('lower',), tau['lower'], '.2f')}, "
+                     f"{data.quote(source + ('upper',), tau['upper'], '.2f')}]" if tau.get("lower") is not None else "")
+                  + f", {data.quote(source + ('n_chains',), tau['n_chains'], ',d')} chains")
+    _panel_letter(ax, title)
     _legend_right(ax, markerscale=2.5)
 
     ax = axes[1]
@@ -198,11 +243,11 @@ def fig_rank_shift(data: ReportData, width: str, n_movers: int = 6):
         path = _rank_path(data, int(row["chain_index"]), int(row["position"]))
         ax.plot(path["step_frac"], path["pct"], color=colours.get(row["category"]), marker=marker, markersize=2.5,
                 markevery=max(len(path) // 6, 1), linewidth=1.0,
-                label=f"“{_short(row['text'])}” {row['chain_id']} ({row['shift']:+.2f})")
+                label=f"“{_short(row['text'])}” {row['chain_id']} {'↑' if row['shift'] > 0 else '↓'}")
     ax.set(xlim=(0, 1), ylim=(-0.03, 1.03), xlabel="pruning progress (step / N)",
            ylabel="cost percentile among kept\n(0 = next to go)")
     _panel_letter(ax, "b  biggest rank movers")
-    _legend_right(ax, title="token, chain (shift)")
+    _legend_right(ax, title="token, chain (↑ kept longer\nthan its static rank)")
     return fig
 
 
@@ -234,65 +279,56 @@ def _short(text: str, limit: int = 10) -> str:
 
 # ----------------------------------------------------------------------------- 6. objective
 def fig_objective(data: ReportData, width: str):
-    """Objective lost as the chain is pruned: per chain and pooled, cumulative and per step."""
+    """Objective lost as the chain is pruned: per chain, with the stored pooled mean and CI; and per step."""
     from ..analysis.dynamics import degradation_curves
 
     steps = data.steps
     if steps["step"].max() < 1:
-        raise SkipFigure("no pruning step was run.")
-    per_chain, pooled = degradation_curves(data.run, grid=101)
+        raise SkipFigure("no pruning step was run (every token was kept), so the objective never changed.")
+    # Per-chain curves are data (the function analyze calls); the pooled mean and CI are the stored ones.
+    per_chain, _ = degradation_curves(data.run)
     per_chain = per_chain.sort_values(["chain_index", "step"])
     per_chain["step_cost"] = -per_chain.groupby("chain_index")["objective"].diff()
     fig, axes = _panels(width, 2, height_two=2.4, height_one=2.0)
     n_chains = per_chain["chain_index"].nunique()
     for ax, column in zip(axes, ("drop", "step_cost")):
         for _, chain in per_chain.dropna(subset=[column]).groupby("chain_index", sort=False):
-            ax.plot(chain["fraction_pruned"], chain[column], color="0.55", alpha=0.35, linewidth=0.5, rasterized=True)
-        ax.plot([], [], color="0.55", linewidth=0.6, label=f"one chain (n={n_chains})")
+            # A chain with one point (a single step) is a dot, not an invisible line.
+            ax.plot(chain["fraction_pruned"], chain[column], color="0.55", alpha=0.45, linewidth=0.5,
+                    marker="." if len(chain) < 3 else None, markersize=2, rasterized=True)
+        ax.plot([], [], color="0.55", linewidth=0.6, label=f"one chain (n={n_chains:,})")
         ax.set(xlim=(0, 1), xlabel="fraction of reasoning tokens pruned")
     ax = axes[0]
-    pooled = pooled.dropna(subset=["mean_drop"])
-    ax.fill_between(pooled["fraction_pruned"], pooled["lower"], pooled["upper"], color="black", alpha=0.2,
-                    linewidth=0, label="pooled mean, 95% CI")
-    ax.plot(pooled["fraction_pruned"], pooled["mean_drop"], color="black", linewidth=1.4)
+    try:
+        pooled = data.stored_table("degradation", "the pooled curve").dropna(subset=["mean_drop"])
+    except SkipFigure:
+        pooled = None
+    if pooled is not None and len(pooled):
+        ax.fill_between(pooled["fraction_pruned"], pooled["lower"], pooled["upper"], color="black", alpha=0.2,
+                        linewidth=0, label="mean over chains, 95% t CI")
+        ax.plot(pooled["fraction_pruned"], pooled["mean_drop"], color="black", linewidth=1.4,
+                marker="o" if len(pooled) < 3 else None, markersize=2.5)
     ax.set(ylabel="objective change from step 0 (nats)")
     _panel_letter(ax, "a  cumulative")
     ax.legend(loc="lower left")
     ax = axes[1]
-    # Per-step costs are noisy; a pooled median with its IQR on a common grid shows the trend.
-    pooled_step = _pooled_quantiles(per_chain.dropna(subset=["step_cost"]), "step_cost")
-    ax.fill_between(pooled_step.index, pooled_step[0.25], pooled_step[0.75], color="black", alpha=0.2, linewidth=0,
-                    label="pooled IQR")
-    ax.plot(pooled_step.index, pooled_step[0.5], color="black", linewidth=1.4, label="pooled median")
     ax.set(ylabel="objective lost by the step (nats)")
     _panel_letter(ax, "b  per step")
-    ax.legend(loc="upper left")
     return fig
-
-
-def _pooled_quantiles(frame: pd.DataFrame, column: str, n_grid: int = 101) -> pd.DataFrame:
-    grid = np.linspace(0, 1, n_grid)
-    curves = []
-    for _, chain in frame.groupby("chain_index", sort=False):
-        x = chain["fraction_pruned"].to_numpy(float)
-        inside = grid[(grid >= x.min()) & (grid <= x.max())]
-        curves.append(pd.Series(np.interp(inside, x, chain[column].to_numpy(float)), index=inside))
-    return pd.concat(curves, axis=1).quantile([0.25, 0.5, 0.75], axis=1).T.sort_index()
 
 
 # ----------------------------------------------------------------------------- 7. attention
 def fig_attention(data: ReportData, width: str):
-    """Attention received from the answer vs survival, and per-layer Spearman rho with survival."""
-    from scipy import stats
-
+    """Attention received from the answer vs survival, and the stored per-layer mean per-chain Spearman rho."""
     from ..analysis import attention_layers
 
     if not data.has_attention:
         raise SkipFigure("the run has no attention.parquet (run `cotsurvival attention RUN`).")
     tokens = data.require_tags()
-    answer, later = attention_layers(tokens, "answer"), attention_layers(tokens, "later")
+    answer = attention_layers(tokens, "answer")
     if not answer:
         raise SkipFigure("attention.parquet has no attn_answer_LXX columns.")
+    correlations = data.stored_table("attention_correlations", "the attention correlations")
     colours = category_colours()
     fig, axes = _panels(width, 2, height_two=2.5, height_one=2.1)
     ax = axes[0]
@@ -307,26 +343,32 @@ def fig_attention(data: ReportData, width: str):
 
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide at 6.5 pt
-    rho = stats.spearmanr(frame["attn"], frame["survival"]).statistic
     ax.set(ylim=(-0.02, 1.02), xlabel="attention from answer (mean over layers)", ylabel="normalized survival")
-    _panel_letter(ax, f"a  attention vs survival (ρ = {rho:.2f})")
+    _panel_letter(ax, "a  attention vs survival")
     _legend_right(ax, markerscale=2.5)
 
     ax = axes[1]
-    for columns, name, colour, marker in ((answer, "from answer", "black", "o"), (later, "from later reasoning", "0.55", "s")):
-        if not columns:
+    best = (data.stored_test("attention_best_layer") or {})
+    for kind, name, colour, marker in (("answer", "from answer", "black", "o"), ("later", "from later reasoning", "0.55", "s")):
+        rows = correlations[correlations["feature"].astype(str).str.startswith(f"attn_{kind}_L")]
+        if rows.empty:
             continue
-        layers = [int(c.rsplit("L", 1)[1]) for c in columns]
-        rhos = [stats.spearmanr(tokens[c], tokens["survival"], nan_policy="omit").statistic for c in columns]
-        half = 1.96 / np.sqrt(max(tokens[columns[0]].notna().sum() - 3, 1))  # Fisher z, pooled tokens
-        ax.fill_between(layers, np.tanh(np.arctanh(rhos) - half), np.tanh(np.arctanh(rhos) + half), color=colour,
+        layers = rows["feature"].str.rsplit("L", n=1).str[1].astype(int).to_numpy()
+        ax.fill_between(layers, rows["lower"].to_numpy(float), rows["upper"].to_numpy(float), color=colour,
                         alpha=0.2, linewidth=0)
-        ax.plot(layers, rhos, color=colour, marker=marker, markersize=3, label=name)
+        label = name
+        if kind in best:
+            source = ("tests", "attention_best_layer", kind)
+            label += (f"\nbest L{data.quote(source + ('layer',), best[kind]['layer'], ',d')}: "
+                      f"ρ = {data.quote(source + ('mean_rho',), best[kind]['mean_rho'], '.2f')}, "
+                      f"{data.quote(source + ('n_chains',), best[kind]['n_chains'], ',d')} chains")
+        ax.plot(layers, rows["mean_rho"].to_numpy(float), color=colour, marker=marker, markersize=3, label=label)
     ax.axhline(0, color="0.3", linewidth=0.6, linestyle=":")
-    ax.set(xlabel="layer", ylabel="Spearman ρ with survival")
+    # ρ lies in [-1, 1]; a t-interval over few chains can reach past that, so the axis stops there.
+    ax.set(xlabel="layer", ylabel="mean per-chain Spearman ρ\nwith survival", ylim=(-1.05, 1.05))
     ax.xaxis.get_major_locator().set_params(integer=True)
-    _panel_letter(ax, "b  per layer (95% CI)")
-    _legend_right(ax)
+    _panel_letter(ax, "b  per layer (95% t CI over chains)")
+    ax.legend(loc="best", fontsize=6, handlelength=1.4)
     return fig
 
 
@@ -443,27 +485,32 @@ class FigureSpec:
 FIGURES = (
     FigureSpec("fig1_kaplan_meier", "Kaplan–Meier survival by category",
                "Share of tokens still kept as greedy pruning proceeds (time = deletion step / N), with 95% "
-               "log–log Greenwood bands. Tokens kept when the run stopped are right-censored.", fig_kaplan_meier),
+               "log–log Greenwood bands; tokens kept when the run stopped are right-censored. Curves, counts and "
+               "medians are the stored km_* and summary_* tables of stats.json.", fig_kaplan_meier),
     FigureSpec("fig2_survival_by_category", "Normalized survival by category",
-               "Boxes: token survival (step deleted / N; censored tokens sit at the run's last step). Dots: "
-               f"tokens (at most {MAX_POINTS} drawn per group). Diamonds: one chain's mean.", fig_survival_by_category),
+               "Dots: tokens (filled: deleted at that time; hollow: still kept when the run stopped, so their "
+               f"survival is at least that; at most {MAX_POINTS} drawn per group). Bars: the stored Kaplan–Meier "
+               "median with its chain-bootstrap 95% CI (summary_* in stats.json).", fig_survival_by_category),
     FigureSpec("fig3_composition", "Composition of the kept chain",
                "Share of each category among the tokens still kept at each keep ratio, averaged over chains "
-               "(each chain weighs the same).", fig_composition),
+               "(each chain weighs the same). Descriptive: no test is drawn from it.", fig_composition),
     FigureSpec("fig4_orderings", "Greedy vs baseline orderings",
-               "Mean normalized survival per category under each ordering; points are means of chain means "
-               "with 95% t-intervals over chains.", fig_orderings),
+               "Median normalized survival per category under each ordering, from the stored orderings_category "
+               "table (censored survivors tied at the run's end); its tests are in the Statistics section.",
+               fig_orderings),
     FigureSpec("fig5_rank_shift", "Static vs dynamic importance",
                "(a) Percentile of a token's step-1 (leave-one-out) cost vs its greedy deletion percentile; "
-               "off the diagonal, importance changed as neighbours went. (b) Cost percentile among the kept "
-               "tokens at every step, for the tokens whose rank moved most.", fig_rank_shift),
+               "off the diagonal, importance changed as neighbours went; τ is the stored mean per-chain Kendall τ. "
+               "(b) Cost percentile among the kept tokens at every step, for the tokens whose rank moved most.",
+               fig_rank_shift),
     FigureSpec("fig6_objective", "Objective degradation",
                "(a) Objective relative to the unpruned chain and (b) objective lost by each greedy step, vs the "
-               "fraction of reasoning tokens pruned: thin lines per chain, black the pooled median and IQR.",
-               fig_objective),
+               "fraction of reasoning tokens pruned: thin lines per chain; black the stored mean over chains with "
+               "its 95% t-interval (degradation table).", fig_objective),
     FigureSpec("fig7_attention", "Attention and survival",
                "(a) Attention a token receives from the answer (mean over layers and heads) vs its survival. "
-               "(b) Spearman ρ between attention at each layer and survival over all tokens.", fig_attention),
+               "(b) Mean over chains of the per-chain Spearman ρ between attention at each layer and survival, "
+               "with its 95% t-interval (stored attention_correlations table).", fig_attention),
     FigureSpec("fig8_chain", "A chain, coloured by category",
                "Token background: category colour; opacity: normalized survival (faint = deleted early, "
                "solid = kept longest).", fig_chain_text),

@@ -13,7 +13,7 @@ import os
 import pandas as pd
 
 from ..errors import CotSurvivalError
-from ..rundir import RunDir
+from ..rundir import RunDir, as_rundir
 from .data import display_name, token_segments
 from .style import COARSE, category_colours, order_present
 
@@ -21,8 +21,7 @@ _TOKEN_COLUMNS = ["position", "text", "char_start", "char_end", "deleted_step", 
                   "label", "category"]
 
 
-def _rundir(run: str | os.PathLike | RunDir) -> RunDir:
-    return (run if isinstance(run, RunDir) else RunDir(run)).require()
+_rundir = as_rundir  # the one opener (cotsurvival.rundir.as_rundir)
 
 
 def _rgba(hex_colour: str, alpha: float) -> str:
@@ -30,18 +29,25 @@ def _rgba(hex_colour: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha:.2f})"
 
 
-def read_chain_tokens(run: RunDir, chain_index: int) -> pd.DataFrame:
-    """One chain's tokens (columns a render needs), sorted by position; E051 if the chain is unknown."""
+def read_chain_tokens(run: RunDir, chain_index: int, labels: str = "rule") -> pd.DataFrame:
+    """One chain's tokens (columns a render needs), sorted by position; E051 if the chain is unknown.
+
+    ``label``/``category`` come from the labels source ``labels`` (missing when it has none).
+    """
     indices = run.part_indices("tokens")
     if chain_index not in indices:
         raise CotSurvivalError("E051", chain=chain_index, n_chains=len(indices), last=max(indices, default=-1))
-    import pyarrow.parquet as pq
+    names = run.part_columns("tokens", chain_index)
+    frame = run.read_part("tokens", chain_index, columns=[c for c in _TOKEN_COLUMNS + ["chain_index", "chain_id"]
+                                                         if c in names and c not in ("label", "category")])
+    from ..analysis.data import join_labels
+    from ..labels import resolve_source
 
-    names = set(pq.read_schema(run.part_path("tokens", chain_index)).names)
-    frame = run.read_part("tokens", chain_index, columns=[c for c in _TOKEN_COLUMNS if c in names])
-    for column in ("label", "category"):
-        if column not in frame:
-            frame[column] = None
+    try:
+        source = resolve_source(run, labels)
+    except CotSurvivalError:
+        source = None
+    frame = join_labels(run, frame, source)
     return frame.sort_values("position").reset_index(drop=True)
 
 
@@ -114,8 +120,19 @@ class ChainView:
         return f"ChainView({str(self.run.path)!r}, chain_index={self.chain_index})"
 
 
-def run_summary_html(run: str | os.PathLike | RunDir) -> str:
+def run_summary_html(run: str | os.PathLike | RunDir, stats=None) -> str:
     """A run at a glance: model, settings, chain and token counts, survival by category.
+
+    Survival medians are Kaplan–Meier medians ("not reached" when under half of a group was
+    deleted before the run stopped), read from the stored analysis (``stats`` or
+    ``RUN/stats/stats.json``) when it matches the run, else computed by the function
+    ``analyze`` itself uses (:func:`cotsurvival.analysis.survival_summary`, without CIs).
+
+    Parameters
+    ----------
+    run : str, PathLike or RunDir
+    stats : AnalysisResult, optional
+        The stored analysis to quote (default: loaded from the run when present).
 
     Returns
     -------
@@ -133,23 +150,62 @@ def run_summary_html(run: str | os.PathLike | RunDir) -> str:
             ("skipped inputs", len(manifest.get("skipped") or [])),
             ("cotsurvival", manifest.get("cotsurvival_version")), ("created", manifest.get("created"))]
     info = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows if v is not None)
-    return f'<table class="cs-summary">{info}</table>{_category_table(run)}'
+    return f'<table class="cs-summary">{info}</table>{_category_table(run, stats)}'
 
 
-def _category_table(run: RunDir) -> str:
+def _stored_summary(run: RunDir, stats) -> pd.DataFrame | None:
+    """``summary_category`` of the stored analysis, when there is one and it covers this run's chains."""
+    if stats is None:
+        from ..analysis import AnalysisResult
+
+        try:
+            stats = AnalysisResult.load(run)
+        except CotSurvivalError:
+            return None
+    summary = stats.tables_.get("summary_category")
+    if summary is None or summary.empty or stats.counts_.get("n_chains") != len(run.part_indices("tokens")):
+        return None  # not analysed by category, or analysed before the run grew
+    return summary.reset_index(drop=True)
+
+
+def _category_table(run: RunDir, stats=None) -> str:
+    from .stored import number_cell
+
     if not run.part_indices("tokens"):
         return ""
-    from ..analysis import load_run
+    summary = _stored_summary(run, stats)
+    stored = summary is not None
+    if not stored:
+        from ..analysis import load_run, survival_summary
 
-    tokens = load_run(run, require_tags=False, baselines=False, attention=False)
-    if tokens["category"].isna().all():
-        return f"<p>{len(tokens):,} tokens, not tagged yet.</p>"
+        tokens = load_run(run, require_tags=False, baselines=False, attention=False)
+        if tokens["category"].isna().all():
+            return f"<p>{len(tokens):,} tokens, not tagged yet.</p>"
+        # As analyze: one-token chains carry no ranking and are left out.
+        ranked = tokens[tokens["n_tokens"] > 1].dropna(subset=["category"])
+        if ranked.empty:
+            return f"<p>{len(tokens):,} tokens; no chain has 2 or more tokens, so no survival summary.</p>"
+        summary = survival_summary(ranked, "category", n_boot=0)
     colours = category_colours()
-    table = tokens.groupby("category")["survival"].agg(["size", "median", "mean"])
-    table = table.reindex(order_present(table.index, COARSE))
-    body = "".join(
-        f'<tr><td><span style="color:{colours.get(c, "#BBBBBB")}">■</span> {html.escape(display_name(c))}</td>'
-        f"<td>{int(r['size']):,}</td><td>{r['median']:.3f}</td><td>{r['mean']:.3f}</td></tr>"
-        for c, r in table.iterrows())
-    return ("<table class=\"cs-categories\"><tr><th>category</th><th>tokens</th><th>median survival</th>"
-            f"<th>mean survival</th></tr>{body}</table>")
+    order = order_present(summary["group"], COARSE)
+    position = {g: i for i, g in enumerate(summary["group"])}
+    body = []
+    for group in order:
+        i = position[group]
+        row = summary.iloc[i]
+
+        def cell(column, spec=".3f", missing=""):
+            if pd.isna(row[column]):
+                return f"<td>{html.escape(missing)}</td>"
+            if stored:
+                return number_cell(("tables", "summary_category", i, column), row[column], spec)
+            return f"<td>{html.escape(format(int(row[column]), ',d') if spec == ',d' else format(row[column], spec))}</td>"
+
+        body.append(f'<tr><td><span style="color:{colours.get(group, "#BBBBBB")}">■</span> '
+                    f"{html.escape(display_name(group))}</td>{cell('n_tokens', ',d')}{cell('n_events', ',d')}"
+                    f"{cell('median', missing='not reached')}{cell('mean', missing='not estimable (censored)')}</tr>")
+    source = ("from stats/stats.json" if stored else
+              "computed from the tokens; run `cotsurvival analyze` for confidence intervals")
+    return ('<table class="cs-categories"><caption>Survival by category (Kaplan–Meier median; '
+            f'{html.escape(source)})</caption><tr><th>category</th><th>tokens</th><th>deleted</th>'
+            f"<th>median survival</th><th>mean survival</th></tr>{''.join(body)}</table>")

@@ -12,17 +12,17 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import CotSurvivalError
-from ..rundir import RunDir
-from .data import ReportData, SkipFigure
+from ..results import StageResult
+from ..rundir import RunDir, atomic_write_bytes
+from .data import Quote, ReportData, SkipFigure, resolve_chain_ids
 from .figures import FIGURES
+from .stored import citations_html, headline_html, notes_html, table_html, tests_html
 from .style import WIDTHS, figure_style
-
-MAX_TABLE_ROWS = 200
 
 
 @dataclass
-class Report:
-    """What :func:`build_report` wrote.
+class Report(StageResult):
+    """What :func:`build_report` wrote (a stage result: ``_repr_html_``, ``to_frame()``, ``save``/``load``).
 
     Attributes
     ----------
@@ -33,13 +33,27 @@ class Report:
     skipped : dict
         Figure stem -> why it was left out.
     stats_note : str or None
-        Why the statistics section is missing, if it is.
+        Why the statistics section is missing, or why it may be out of date.
+    quotes : dict
+        Figure stem -> the stored numbers it prints (:class:`~cotsurvival.reports.data.Quote`).
+    texts : dict
+        Figure stem -> every text it shows except tick labels (titles, legends, annotations).
     """
 
     index: Path
     figures: dict[str, list[Path]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     stats_note: str | None = None
+    quotes: dict[str, list[Quote]] = field(default_factory=dict)
+    texts: dict[str, list[str]] = field(default_factory=dict)
+
+    title = "cotsurvival report"
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per figure: its files, or why it was skipped."""
+        rows = [{"figure": stem, "files": [str(p) for p in paths], "skipped": None} for stem, paths in self.figures.items()]
+        rows += [{"figure": stem, "files": [], "skipped": reason} for stem, reason in self.skipped.items()]
+        return pd.DataFrame(rows, columns=["figure", "files", "skipped"])
 
 
 def build_report(
@@ -48,9 +62,13 @@ def build_report(
     *,
     widths: tuple[str, ...] = ("one", "two"),
     chain_index: int | None = None,
+    chain_ids: list[str] | None = None,
     run_analysis: bool = True,
 ) -> Report:
     """Draw the report figures of a run and write ``OUT/index.html``.
+
+    Every statistic in the figures and the page is read from the stored analysis
+    (:meth:`cotsurvival.analysis.AnalysisResult.load`, i.e. ``RUN/stats/stats.json``).
 
     Parameters
     ----------
@@ -61,9 +79,14 @@ def build_report(
     widths : tuple of {"one", "two"}, default both
         Layouts to draw: one column (3.3 in) and/or two columns (6.9 in).
     chain_index : int, optional
-        The chain drawn as text (figure 8); default the chain of median length.
+        The chain drawn as text (figure 8); default the chain of median length. E051 if the run
+        has no such chain.
+    chain_ids : list of str, optional
+        Chain ids (the chains file's ``id``) to draw as text, one figure 8 each; E053 names
+        unknown ids. Not together with ``chain_index`` (E054).
     run_analysis : bool, default True
-        When ``RUN/stats/`` is missing, call :func:`cotsurvival.analysis.analyze` to write it.
+        When ``RUN/stats/stats.json`` is missing, call :func:`cotsurvival.analysis.analyze` (which
+        writes it) and show its result.
 
     Returns
     -------
@@ -72,59 +95,107 @@ def build_report(
     bad = [w for w in widths if w not in WIDTHS]
     if bad or not widths:
         raise CotSurvivalError("E050", value=", ".join(bad) or "(none)", allowed=", ".join(WIDTHS))
-    data = ReportData(run)
+    run = (run if isinstance(run, RunDir) else RunDir(run)).require()
+    text_chains = _text_chains(run, chain_index, chain_ids)
+    stats, stats_note = _stats(run, run_analysis)
+    data = ReportData(run, stats=stats)
     out = Path(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    report = Report(index=out / "index.html")
-    for spec in FIGURES:
-        kwargs = {"chain_index": chain_index} if spec.stem == "fig8_chain" and chain_index is not None else {}
-        try:
-            report.figures[spec.stem] = _draw(spec, data, out, widths, kwargs)
-        except SkipFigure as exc:
-            report.skipped[spec.stem] = str(exc)
-    stats_dir, report.stats_note = _ensure_stats(data.run, run_analysis)
-    page = _page(data, report, stats_dir, widths)
-    report.index.write_text(page, encoding="utf-8")
+    report = Report(index=out / "index.html", stats_note=stats_note)
+    try:
+        for spec in FIGURES:
+            for stem, kwargs in _variants(spec, text_chains):
+                data.quotes = []
+                try:
+                    report.figures[stem], report.texts[stem] = _draw(spec, data, out, stem, widths, kwargs)
+                except SkipFigure as exc:
+                    report.skipped[stem] = str(exc)
+                report.quotes[stem] = data.quotes
+        page = _page(data, report, widths)
+        atomic_write_bytes(report.index, page.encode("utf-8"))
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # leave no empty report folder behind
+        raise
     return report
 
 
-def _draw(spec, data: ReportData, out: Path, widths, kwargs) -> list[Path]:
+def _text_chains(run: RunDir, chain_index: int | None, chain_ids: list[str] | None) -> list[int] | None:
+    """Chains drawn as text: validated before anything is written."""
+    if chain_index is not None and chain_ids:
+        raise CotSurvivalError("E054", first="--chain", second="--chains/--ids")
+    if chain_ids:
+        return resolve_chain_ids(run, list(chain_ids))
+    if chain_index is None:
+        return None
+    indices = run.part_indices("tokens")
+    if chain_index not in indices:
+        raise CotSurvivalError("E051", chain=chain_index, n_chains=len(indices), last=max(indices, default=-1))
+    return [int(chain_index)]
+
+
+def _variants(spec, text_chains: list[int] | None):
+    """``(stem, kwargs)`` per drawing of a figure: figure 8 once per chosen chain."""
+    if spec.stem != "fig8_chain" or not text_chains:
+        return [(spec.stem, {})]
+    if len(text_chains) == 1:
+        return [(spec.stem, {"chain_index": text_chains[0]})]
+    return [(f"{spec.stem}_{i}", {"chain_index": i}) for i in text_chains]
+
+
+def _draw(spec, data: ReportData, out: Path, stem: str, widths, kwargs) -> tuple[list[Path], list[str]]:
+    from matplotlib.text import Text
+
     from .style import save_figure
 
     paths: list[Path] = []
+    texts: list[str] = []
     for width in widths:
         with figure_style():
             fig = spec.draw(data, width, **kwargs)
-            paths += save_figure(fig, out / f"{spec.stem}_{width}")
-    return paths
+            # Everything but the axes' own tick and axis labels: titles, legends, annotations.
+            axis = {id(t) for ax in fig.axes for a in (ax.xaxis, ax.yaxis) for t in a.findobj(Text)}
+            texts += [t.get_text() for t in fig.findobj(Text) if id(t) not in axis and t.get_text()]
+            paths += save_figure(fig, out / f"{stem}_{width}")
+    return paths, texts
 
 
-def _ensure_stats(run: RunDir, run_analysis: bool) -> tuple[Path | None, str | None]:
+def _stats(run: RunDir, run_analysis: bool):
+    """The stored analysis (loaded, or computed and saved now), or ``None`` with the reason."""
+    from ..analysis import AnalysisResult
+
     if (run.stats_dir / "stats.json").is_file():
-        return run.stats_dir, None
+        result = AnalysisResult.load(run)
+        stored, now = result.counts_.get("n_chains"), len(run.part_indices("tokens"))
+        if stored is not None and stored != now:
+            return result, (f"stats/stats.json describes {stored} chains but the run now has {now}: re-run "
+                            f"`cotsurvival analyze {run.path}` to update the statistics shown.")
+        return result, None
     if not run_analysis:
-        return None, "No statistics yet: run `cotsurvival analyze RUN`."
+        return None, f"No statistics yet: run `cotsurvival analyze {run.path}`."
+    from ..analysis import analyze
+
     try:
-        from ..analysis import analyze
-    except ImportError:
-        return None, "No statistics yet, and this installation has no `analyze`; run `cotsurvival analyze RUN`."
-    try:
+        # analyze saves stats.json; showing what it saved keeps the page equal to the file.
         analyze(run)
     except CotSurvivalError as exc:
         return None, f"Statistics could not be computed: {exc.one_line()}"
-    return (run.stats_dir, None) if run.stats_dir.is_dir() else (None, "`analyze` wrote no stats/ folder.")
+    return AnalysisResult.load(run), None
 
 
 # ----------------------------------------------------------------------------- page
-def _page(data: ReportData, report: Report, stats_dir: Path | None, widths) -> str:
+def _page(data: ReportData, report: Report, widths) -> str:
     from .notebook import run_summary_html
 
     css = resources.files("cotsurvival.reports").joinpath("templates/report.css").read_text(encoding="utf-8")
     shown = "two" if "two" in widths else widths[0]
-    sections = [_figure_html(spec, report, shown) for spec in FIGURES]
-    toc = "".join(f'<li><a href="#{spec.stem}">{html.escape(spec.title)}</a>'
-                  + (" <span class=muted>(omitted)</span>" if spec.stem in report.skipped else "") + "</li>"
-                  for spec in FIGURES)
+    stems = list(report.quotes)
+    titles = {stem: _title(stem) for stem in stems}
+    sections = [_figure_html(stem, titles[stem], report, shown) for stem in stems]
+    toc = "".join(f'<li><a href="#{html.escape(stem)}">{html.escape(titles[stem])}</a>'
+                  + (" <span class=muted>(omitted)</span>" if stem in report.skipped else "") + "</li>"
+                  for stem in stems)
     title = f"cotsurvival report: {data.run.path.name}"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -133,50 +204,51 @@ def _page(data: ReportData, report: Report, stats_dir: Path | None, widths) -> s
 <title>{html.escape(title)}</title><style>{css}</style></head>
 <body><main>
 <h1>{html.escape(title)}</h1>
-{run_summary_html(data.run)}
+{headline_html(data.stats)}
+<section id="summary">{run_summary_html(data.run, stats=data.stats)}</section>
 <nav><h2>Contents</h2><ol>{toc}<li><a href="#stats">Statistics</a></li><li><a href="#citations">Citations</a></li></ol></nav>
 {''.join(sections)}
-{_stats_html(stats_dir, report.stats_note)}
+{_stats_html(data.stats, report.stats_note)}
 </main></body></html>
 """
 
 
-def _figure_html(spec, report: Report, width: str) -> str:
-    anchor = html.escape(spec.stem)
-    if spec.stem in report.skipped:
-        return (f'<section id="{anchor}"><h2>{html.escape(spec.title)}</h2>'
-                f'<p class="note">Figure omitted: {html.escape(report.skipped[spec.stem])}</p></section>')
-    files = report.figures[spec.stem]
+def _spec(stem: str):
+    return next(spec for spec in FIGURES if stem == spec.stem or stem.startswith(spec.stem + "_"))
+
+
+def _title(stem: str) -> str:
+    spec = _spec(stem)
+    return spec.title if stem == spec.stem else f"{spec.title} (chain {stem.rsplit('_', 1)[1]})"
+
+
+def _figure_html(stem: str, title: str, report: Report, width: str) -> str:
+    spec = _spec(stem)
+    anchor = html.escape(stem)
+    if stem in report.skipped:
+        return (f'<section id="{anchor}"><h2>{html.escape(title)}</h2>'
+                f'<p class="note">Figure omitted: {html.escape(report.skipped[stem])}</p></section>')
+    files = report.figures[stem]
     png = next(p for p in files if p.suffix == ".png" and p.stem.endswith(f"_{width}"))
     data_uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
     links = " · ".join(f'<a href="{html.escape(p.name)}">{html.escape(p.name)}</a>' for p in files)
-    return (f'<section id="{anchor}"><h2>{html.escape(spec.title)}</h2><figure>'
-            f'<img src="{data_uri}" alt="{html.escape(spec.title)}">'
+    return (f'<section id="{anchor}"><h2>{html.escape(title)}</h2><figure>'
+            f'<img src="{data_uri}" alt="{html.escape(title)}">'
             f"<figcaption>{html.escape(spec.caption)}<br><span class=files>Files: {links}</span></figcaption>"
             f"</figure></section>")
 
 
-def _stats_html(stats_dir: Path | None, note: str | None) -> str:
-    if stats_dir is None:
+def _stats_html(result, note: str | None) -> str:
+    if result is None:
         message = html.escape(note or "No statistics.")
         return (f'<section id="stats"><h2>Statistics</h2><p class="note">{message}</p></section>'
                 f'<section id="citations"><h2>Citations</h2><p class="note">{message}</p></section>')
-    tables = []
-    for path in sorted(stats_dir.glob("*.csv")):
-        frame = pd.read_csv(path)
-        more = len(frame) - MAX_TABLE_ROWS
-        body = frame.head(MAX_TABLE_ROWS).to_html(index=False, escape=True, border=0, na_rep="",
-                                                  float_format=lambda v: f"{v:.4g}", classes="stats")
-        tail = f'<p class="muted">{more} more rows in {html.escape(path.name)}.</p>' if more > 0 else ""
-        tables.append(f'<h3 id="table-{html.escape(path.stem)}">{html.escape(path.stem.replace("_", " "))}</h3>'
-                      f'<div class="scroll">{body}</div>{tail}')
-    stats_json = stats_dir / "stats.json"
-    raw = ""
-    if stats_json.is_file():
-        pretty = json.dumps(json.loads(stats_json.read_text(encoding="utf-8")), indent=1, default=str)
-        raw = f"<details><summary>stats.json</summary><pre>{html.escape(pretty)}</pre></details>"
-    citations = stats_dir / "citations.md"
-    cite = (f"<pre class=wrap>{html.escape(citations.read_text(encoding='utf-8'))}</pre>" if citations.is_file()
-            else '<p class="note">No citations.md in stats/.</p>')
-    return (f'<section id="stats"><h2>Statistics</h2>{"".join(tables) or "<p class=note>No tables.</p>"}{raw}</section>'
-            f'<section id="citations"><h2>Citations</h2>{cite}</section>')
+    tables = "".join(table_html(name, table, result) for name, table in result.tables_.items() if not table.empty)
+    pretty = json.dumps(result.to_dict(), indent=1, default=str)
+    raw = f"<details><summary>stats.json</summary><pre>{html.escape(pretty)}</pre></details>"
+    stale = f'<p class="note">{html.escape(note)}</p>' if note else ""
+    return (f'<section id="stats"><h2>Statistics</h2>{stale}'
+            f'<p class="muted">Every number below is read from stats/stats.json (hover a cell for its place '
+            f'there); nothing is recomputed for the report.</p>{notes_html(result)}'
+            f'<h3 id="tests">Tests</h3>{tests_html(result.tests_)}{tables or "<p class=note>No tables.</p>"}{raw}</section>'
+            f'<section id="citations"><h2>Citations</h2>{citations_html(result)}</section>')

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CotSurvivalError
-from ..rundir import RunDir, atomic_write_bytes
-from .data import display_name, token_segments
+from ..rundir import RunDir, as_rundir, atomic_write_bytes
+from .data import display_name, resolve_chain_ids, token_segments
 from .notebook import read_chain_tokens
 from .style import COARSE, FINE, category_colours, order_present
 
@@ -34,6 +34,7 @@ def build_viewer(
     out: str | os.PathLike,
     *,
     chains: Iterable[int] | None = None,
+    chain_ids: Iterable[str] | None = None,
     max_chains: int = 50,
     traces: bool = True,
 ) -> Path:
@@ -47,6 +48,9 @@ def build_viewer(
         The HTML file to write.
     chains : iterable of int, optional
         ``chain_index`` values to include (default: the first ``max_chains`` pruned chains).
+    chain_ids : iterable of str, optional
+        Chain ids (the chains file's ``id``) to include instead; E053 names ids the run lacks,
+        E054 if ``chains`` is given too.
     max_chains : int, default 50
         Cap on the chains embedded when ``chains`` is not given; traces grow as N² per chain.
     traces : bool, default True
@@ -57,10 +61,14 @@ def build_viewer(
     Path
         The file written.
     """
-    run = (run if isinstance(run, RunDir) else RunDir(run)).require()
+    run = as_rundir(run)
     available = run.part_indices("tokens")
     if not available:
         raise CotSurvivalError("E052", path=run.path)
+    if chains is not None and chain_ids is not None:
+        raise CotSurvivalError("E054", first="chains", second="chain_ids")
+    if chain_ids is not None:
+        chains = resolve_chain_ids(run, list(chain_ids))
     selected = list(chains) if chains is not None else available[:max_chains]
     for index in selected:
         if index not in available:

@@ -32,19 +32,12 @@ from typing import Iterable, Mapping, Sequence
 import pandas as pd
 
 from ..errors import CotSurvivalError
+from .spec import CATEGORY_OF_LABEL, OVERLAP_ORDER, SHORT_NAMES
 
-#: Fallback when the taxonomy spec cannot be loaded: the guideline's labels in overlap order.
-FINE_LABELS = ("SYMBOLIC_MATH", "VERBAL_MATH", "COREFERENCE", "ENTITY_NAME", "META_DISCOURSE", "CONTENT", "FUNCTION")
-#: Fallback fine label -> coarse category (the guideline's table).
-COARSE_OF = {
-    "SYMBOLIC_MATH": "symbolic_math",
-    "VERBAL_MATH": "narration",
-    "META_DISCOURSE": "narration",
-    "CONTENT": "narration",
-    "ENTITY_NAME": "referential",
-    "COREFERENCE": "referential",
-    "FUNCTION": "grammar",
-}
+#: Fallback when a taxonomy spec cannot be loaded: the packaged spec's labels in overlap order.
+FINE_LABELS = OVERLAP_ORDER  # the packaged spec's labels, in its overlap order
+#: Fallback fine label -> coarse category (the packaged spec's).
+COARSE_OF = dict(CATEGORY_OF_LABEL)
 #: Predicted label of a character no predicted span covers.
 UNLABELLED = "<none>"
 BUILTIN_GOLD = "builtin"
@@ -111,17 +104,10 @@ class Scores:
 
     @property
     def kappa(self) -> float:
-        """Cohen's kappa of the confusion table (statsmodels)."""
-        from statsmodels.stats.inter_rater import cohens_kappa
+        """Cohen's kappa of the confusion table (NaN where undefined; see :func:`.agreement.kappa_from_table`)."""
+        from .agreement import kappa_from_table
 
-        table = self.confusion.to_numpy(dtype=float)
-        if self.n == 0:
-            return math.nan
-        expected = (table.sum(axis=1) * table.sum(axis=0)).sum() / self.n**2
-        if expected >= 1.0:
-            # One label only on both sides: kappa is undefined (0/0); statsmodels would divide by 0.
-            return math.nan
-        return float(cohens_kappa(table, return_results=False))
+        return kappa_from_table(self.confusion)
 
     @property
     def per_label(self) -> pd.DataFrame:
@@ -475,9 +461,7 @@ def _json_number(value: object) -> object:
 
 
 def _short(label: str) -> str:
-    short = {"SYMBOLIC_MATH": "SymbMath", "VERBAL_MATH": "VerbalMath", "ENTITY_NAME": "EntName", "COREFERENCE": "CoRef",
-             "META_DISCOURSE": "MetaDisc", "CONTENT": "Content", "FUNCTION": "Grammar"}
-    return short.get(label, label)
+    return SHORT_NAMES.get(label, label)
 
 
 def _format_summary(summary: pd.DataFrame) -> str:

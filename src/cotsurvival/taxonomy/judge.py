@@ -14,6 +14,7 @@ HTTP endpoint (``POST {url}/chat/completions``).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import urllib.error
@@ -24,7 +25,9 @@ from typing import Callable, Protocol, Sequence
 import pandas as pd
 
 from ..errors import CotSurvivalError
-from ..rundir import RunDir, atomic_write_bytes
+from ..results import StageResult
+from ..rundir import RunDir, as_rundir, atomic_write_bytes
+from .agreement import cohen_kappa  # noqa: F401  (also importable from here, as in 0.1.0)
 from .spec import TaxonomySpec, load_spec
 
 PROMPT_VERSION = "judge-v1"
@@ -248,20 +251,40 @@ def make_client(judge: str, url: str | None = None, device: str = "auto") -> Cha
     return HTTPChatClient(url, judge) if url else LocalChatClient(judge, device=device)
 
 
+@dataclass
+class JudgeResult(StageResult):
+    """What ``judge_run`` did: chains and tokens labelled, tokens that fell back to the rule label."""
+
+    title = "cotsurvival tag --judge"
+    target: str = ""
+    source: str = ""
+    n_chains: int = 0
+    n_tokens: int = 0
+    n_fallback: int = 0
+    n_skipped: int = 0
+    seconds: float = 0.0
+
+
 def judge_run(
-    run_dir,
+    run,
     judge: str | ChatClient,
     url: str | None = None,
     spec: TaxonomySpec | None = None,
     retries: int = 2,
     device: str = "auto",
-    progress: Callable[[int], None] | None = None,
-) -> dict:
-    """Label a run's tokens with an LLM judge; adds ``judge_*`` columns next to the rule labels.
+    progress: bool | Callable[[int], None] = False,
+    *,
+    overwrite: bool = False,
+) -> JudgeResult:
+    """Label a run's tokens with an LLM judge: the source ``judge:<model>`` of labels.parquet.
+
+    Chains that already have this judge's labels are skipped (a re-run resumes, no request is
+    repeated) unless ``overwrite``; labels from another taxonomy version are refused (E017) unless
+    ``overwrite``. Tokens the judge leaves unlabelled take the rule label, flagged ``judge_fallback``.
 
     Parameters
     ----------
-    run_dir : path or RunDir
+    run : path or RunDir
         A run already tagged by the rule tagger (its labels are the fallback).
     judge : str or ChatClient
         Model spec (local) or model name at ``url``; or a ready client.
@@ -269,52 +292,73 @@ def judge_run(
         OpenAI-compatible endpoint.
     retries : int
         Re-asks per chain after invalid output.
+    progress : bool
+        Show a progress bar (a callable is also accepted and called with 1 per chain).
 
     Returns
     -------
-    dict
-        ``{"n_chains", "n_tokens", "n_fallback"}``.
+    JudgeResult
+        ``source`` is ``judge:<model>``; ``result["n_fallback"]`` etc. also work.
     """
-    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    run.require()
+    import time
+
+    from ..labels import RULE, already_labelled, judge_source, read_labels, record_source, write_labels
+    from ..progress import progress_bar
+
+    run = as_rundir(run)
     spec = spec or load_spec()
     if retries < 0:
         raise CotSurvivalError("E009", reason=f"retries must be >= 0, not {retries}")
     client = judge if not isinstance(judge, str) else make_client(judge, url, device)
+    name = getattr(client, "name", str(judge))
+    source = judge_source(name)
     chains = run.read_chains().set_index("chain_index")
     n_tokens = n_fallback = 0
     indices = run.part_indices("tokens")
-    for index in indices:
-        tokens = run.read_part("tokens", index).drop(columns=list(JUDGE_COLUMNS), errors="ignore")
-        if "label" not in tokens.columns:
-            raise CotSurvivalError("E012", path=run.path, what="rule labels", command=f"cotsurvival tag {run.path}")
-        row = chains.loc[index]
-        asked = [(int(p), str(t)) for p, t, w in zip(tokens["position"], tokens["text"], _whitespace(tokens)) if not w]
-        result = judge_chain(client, str(row["question"]), str(row["reasoning"]), str(row["answer"]), asked, spec,
-                             retries=retries)
-        labels, reasons, flags = [], [], []
-        for position, rule_label, is_space in zip(tokens["position"], tokens["label"], _whitespace(tokens)):
-            position = int(position)
-            if is_space:
-                labels.append(spec.whitespace_label), reasons.append("whitespace"), flags.append(False)
-            elif position in result.labels:
-                label, why = result.labels[position]
-                labels.append(label), reasons.append(why), flags.append(False)
-            else:
-                labels.append(rule_label), reasons.append("fallback: rule label"), flags.append(True)
-        tokens["judge_label"] = labels
-        tokens["judge_category"] = [spec.category(label) for label in labels]
-        tokens["judge_fallback"] = flags
-        tokens["judge_reason"] = reasons
-        run.write_part("tokens", index, tokens)
-        n_tokens += len(tokens)
-        n_fallback += sum(flags)
-        if progress is not None:
-            progress(1)
-    name = getattr(client, "name", str(judge))
-    run.update_manifest(judge={"model": name, "url": url, "prompt": PROMPT_VERSION, "retries": retries,
-                               "n_fallback": n_fallback, "taxonomy": spec.manifest_entry()})
-    return {"n_chains": len(indices), "n_tokens": n_tokens, "n_fallback": n_fallback}
+    done = set() if overwrite else already_labelled(run, source, spec.manifest_entry(), "judge labels")
+    todo = [i for i in indices if i not in done]
+    entry = {"model": name, "url": url, "prompt": PROMPT_VERSION, "retries": retries, "taxonomy": spec.manifest_entry()}
+    record_source(run, source, complete=False, kind="LLM judge", **entry)
+    started = time.perf_counter()
+    with progress_bar(progress, len(todo), "judge") as bar:
+        for index in todo:
+            tokens = run.read_part("tokens", index, columns=["chain_index", "chain_id", "position", "text",
+                                                             "is_whitespace"])
+            rule = read_labels(run, RULE, [index])
+            if len(rule) != len(tokens):
+                raise CotSurvivalError("E012", path=run.path, what="rule labels", command=f"cotsurvival tag {run.path}")
+            tokens = tokens.merge(rule[["position", "label"]], on="position", how="left", validate="1:1")
+            row = chains.loc[index]
+            asked = [(int(p), str(t)) for p, t, w in zip(tokens["position"], tokens["text"], _whitespace(tokens))
+                     if not w]
+            result = judge_chain(client, str(row["question"]), str(row["reasoning"]), str(row["answer"]), asked, spec,
+                                 retries=retries)
+            labels, reasons, flags = [], [], []
+            for position, rule_label, is_space in zip(tokens["position"], tokens["label"], _whitespace(tokens)):
+                position = int(position)
+                if is_space:
+                    labels.append(spec.whitespace_label), reasons.append("whitespace"), flags.append(False)
+                elif position in result.labels:
+                    label, why = result.labels[position]
+                    labels.append(label), reasons.append(why), flags.append(False)
+                else:
+                    labels.append(rule_label), reasons.append("fallback: rule label"), flags.append(True)
+            rows = tokens[["chain_index", "chain_id", "position"]].copy()
+            rows["label"] = labels
+            rows["category"] = [spec.category(label) for label in labels]
+            rows["judge_fallback"] = flags
+            rows["judge_reason"] = reasons
+            write_labels(run, index, rows, source, spec.manifest_entry())
+            n_tokens += len(tokens)
+            n_fallback += sum(flags)
+            bar.update(1)
+    stored = read_labels(run, source, extra=True)  # all chains of this source, also those of earlier runs
+    entry = {"model": name, "url": url, "prompt": PROMPT_VERSION, "retries": retries,
+             "n_fallback": int(stored["judge_fallback"].fillna(False).sum()), "taxonomy": spec.manifest_entry()}
+    run.update_manifest(judge=entry)  # 0.1.0 key, kept for readers of older manifests
+    record_source(run, source, kind="LLM judge", **entry)
+    return JudgeResult(target=str(run.path), source=source, n_chains=len(todo), n_tokens=n_tokens,
+                       n_fallback=n_fallback, n_skipped=len(done), seconds=time.perf_counter() - started)
 
 
 def _whitespace(tokens: pd.DataFrame) -> list[bool]:
@@ -341,41 +385,34 @@ class Agreement:
     def to_json(self, path) -> None:
         from pathlib import Path
 
-        data = {"level": self.level, "n": self.n, "accuracy": self.accuracy, "kappa": self.kappa,
+        kappa = None if math.isnan(self.kappa) else self.kappa  # undefined (one label only): JSON null
+        data = {"level": self.level, "n": self.n, "accuracy": self.accuracy, "kappa": kappa,
                 "confusion": {str(r): {str(c): int(v) for c, v in row.items()} for r, row in self.confusion.iterrows()}}
         atomic_write_bytes(Path(path), json.dumps(data, indent=2).encode("utf-8"))
 
 
-def cohen_kappa(first: Sequence[str], second: Sequence[str], labels: Sequence[str] | None = None
-                ) -> tuple[float, pd.DataFrame]:
-    """Cohen's kappa of two label sequences (statsmodels) and their square confusion table."""
-    from statsmodels.stats.inter_rater import cohens_kappa
+def judge_agreement(run, level: str = "label", spec: TaxonomySpec | None = None, judge: str = "judge") -> Agreement:
+    """Cohen's kappa and confusion between the judge's labels and the rule labels (or their categories).
 
-    if len(first) != len(second) or not len(first):
-        raise CotSurvivalError("E009", reason="kappa needs two non-empty label sequences of equal length")
-    labels = list(labels) if labels is not None else sorted(set(first) | set(second))
-    table = pd.crosstab(pd.Categorical(list(first), categories=labels), pd.Categorical(list(second), categories=labels),
-                        dropna=False)
-    table.index.name, table.columns.name = "judge", "rule"
-    observed = table.to_numpy()
-    if (observed.sum(axis=0) * observed.sum(axis=1)).sum() == observed.sum() ** 2:
-        kappa = 1.0 if observed.trace() == observed.sum() else 0.0  # one label only: chance agreement is total
-    else:
-        kappa = float(cohens_kappa(observed, return_results=False))
-    return kappa, table
+    ``judge`` names the judge source (``"judge"``: the only one; or ``"judge:MODEL"``).
+    """
+    from ..labels import RULE, read_labels, resolve_source
 
-
-def judge_agreement(run_dir, level: str = "label", spec: TaxonomySpec | None = None) -> Agreement:
-    """Cohen's kappa and confusion between ``judge_label`` and ``label`` (or the categories)."""
-    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    run.require()
+    run = as_rundir(run)
     spec = spec or load_spec()
     if level not in ("label", "category"):
         raise CotSurvivalError("E009", reason=f"level must be 'label' or 'category', not {level!r}")
-    frame = run.read_table("tokens")
-    if "judge_label" not in frame.columns:
-        raise CotSurvivalError("E022", path=run.path)
-    judge_column, rule_column = ("judge_label", "label") if level == "label" else ("judge_category", "category")
+    try:
+        source = resolve_source(run, judge)
+    except CotSurvivalError as exc:
+        if exc.code == "E015":
+            raise CotSurvivalError("E022", path=run.path) from None
+        raise
+    keys = ["chain_index", "position"]
+    judged = read_labels(run, source)[keys + [level]]
+    rule = read_labels(run, RULE)[keys + [level]]
+    frame = judged.merge(rule, on=keys, how="inner", suffixes=("_judge", "_rule"), validate="1:1")
+    judge_column, rule_column = f"{level}_judge", f"{level}_rule"
     names = list(spec.overlap_order) if level == "label" else list(spec.categories)
     kappa, table = cohen_kappa(frame[judge_column].astype(str), frame[rule_column].astype(str), names)
     table.index = [spec.short(n) if level == "label" else n for n in table.index]

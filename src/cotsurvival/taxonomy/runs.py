@@ -1,54 +1,150 @@
-"""Filling a run directory's tokens with taxonomy labels (``cotsurvival tag RUN``)."""
+"""The ``tag`` stage: label a run's tokens (``labels.parquet``) or a chains file's text (spans JSONL).
+
+``tag_run`` writes the rule tagger's labels as the source ``rule`` of ``RUN/labels.parquet`` (see
+:mod:`cotsurvival.labels`); ``tokens.parquet`` is pruning's alone and is never rewritten here.
+:func:`tag` is the stage function the ``cotsurvival tag`` command calls.
+"""
 from __future__ import annotations
 
+import dataclasses
 import time
 from os import PathLike
-from typing import Callable
+from pathlib import Path
 
 import pandas as pd
 
 from ..errors import CotSurvivalError
-from ..rundir import RunDir
+from ..labels import RULE, already_labelled, record_source, write_labels
+from ..progress import Progress, progress_bar
+from ..results import StageResult
+from ..rundir import RunDir, as_rundir
 from .spec import TaxonomySpec, load_spec
 from .tagger import DEFAULT_BATCH_SIZE, iter_tag, project_spans
 
 LABEL_COLUMNS = ("label", "category", "equation_correct")
 
 
-def tag_run(
-    run_dir: str | PathLike | RunDir,
-    spec: TaxonomySpec | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: Callable[[int], None] | None = None,
-    equations: bool = True,
-) -> dict:
-    """Label every reasoning token of a run with the rule tagger.
+@dataclasses.dataclass
+class TagResult(StageResult):
+    """What ``tag`` did: chains and tokens labelled (or spans written), per label counts."""
 
-    For each chain the reasoning is tagged (its question is used), the spans are projected onto
-    the run's tokens (``char_start``/``char_end``), and the tokens part is rewritten atomically with
-    ``label`` and ``category`` columns (replacing earlier labels). The spec is recorded under
-    ``taxonomy`` in manifest.json.
+    title = "cotsurvival tag"
+    target: str
+    source: str
+    n_chains: int
+    n_tokens: int
+    n_skipped: int = 0
+    label_counts: dict = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+    taxonomy: dict = dataclasses.field(default_factory=dict)
+    judge: dict | None = None
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per label: its token count (this invocation's chains)."""
+        counts = pd.Series(self.label_counts, dtype="int64").sort_values(ascending=False)
+        return counts.rename_axis("label").reset_index(name="n_tokens").assign(source=self.source)
+
+    def _repr_html_(self) -> str:
+        import html
+
+        line = (f"{self.source} labels: {self.n_tokens} tokens of {self.n_chains} chains "
+                f"({self.n_skipped} chains already labelled) in {self.target}")
+        return f"<p><b>cotsurvival tag</b> {html.escape(line)}</p>" + self.to_frame().to_html(index=False)
+
+
+def tag(
+    source: str | PathLike | RunDir,
+    *,
+    out: str | PathLike | None = None,
+    taxonomy: str | PathLike | TaxonomySpec | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    judge=None,
+    judge_url: str | None = None,
+    judge_retries: int = 2,
+    device: str = "auto",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> TagResult:
+    """The ``tag`` stage (what ``cotsurvival tag`` runs).
 
     Parameters
     ----------
-    run_dir : path or RunDir
+    source : path or RunDir
+        A run directory: its tokens get rule labels (and judge labels with ``judge``) in
+        ``labels.parquet``. Otherwise a chains file or ``"gsm8k"``: spans are written to ``out``.
+    out : path, optional
+        Spans JSONL, only (and always) with a chains file.
+    taxonomy : path or TaxonomySpec, optional
+        The packaged spec by default.
+    judge : str or ChatClient, optional
+        Also label the run with an LLM judge (model spec, or model name at ``judge_url``).
+    overwrite : bool
+        Re-label chains that already have labels, also from another taxonomy version.
+    progress : bool
+        Show progress bars.
+    """
+    spec = taxonomy if isinstance(taxonomy, TaxonomySpec) else load_spec(taxonomy)
+    if isinstance(source, RunDir) or Path(source).is_dir():
+        if out is not None:
+            raise CotSurvivalError("E009", reason="--out is for chains files; a run's labels go to RUN/labels.parquet")
+        result = tag_run(source, spec=spec, batch_size=batch_size, progress=progress, overwrite=overwrite)
+        if judge:
+            from .judge import judge_run
+
+            judged = judge_run(source, judge, url=judge_url, spec=spec, retries=judge_retries, device=device,
+                               progress=progress, overwrite=overwrite)
+            result.judge = judged.to_dict()
+        return result
+    if judge:
+        raise CotSurvivalError("E009", reason="--judge needs a run directory as SOURCE")
+    if not out:
+        raise CotSurvivalError("E009", reason="tagging a chains file needs --out SPANS.jsonl")
+    from .tagger import write_spans
+
+    started = time.perf_counter()
+    with progress_bar(progress, None, "tag") as bar:
+        count = write_spans(source, out, spec=spec, batch_size=batch_size, progress=bar.update)
+    return TagResult(target=str(out), source=RULE, n_chains=count, n_tokens=0, seconds=time.perf_counter() - started,
+                     taxonomy=spec.manifest_entry())
+
+
+def tag_run(
+    run: str | PathLike | RunDir,
+    spec: TaxonomySpec | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Progress = False,
+    equations: bool = True,
+    *,
+    overwrite: bool = False,
+) -> TagResult:
+    """Label every reasoning token of a run with the rule tagger (source ``rule`` of labels.parquet).
+
+    For each chain the reasoning is tagged (its question is used) and the spans are projected onto
+    the run's tokens (``char_start``/``char_end``). Chains that already have rule labels of the same
+    taxonomy are skipped (re-running resumes), unless ``overwrite``. Labels from another taxonomy
+    version are refused (E017) unless ``overwrite``. ``tokens.parquet`` is not touched. The spec is
+    recorded under ``labels.rule`` (and ``taxonomy``) in manifest.json.
+
+    Parameters
+    ----------
+    run : path or RunDir
     spec : TaxonomySpec, optional
         The packaged spec by default.
     batch_size : int
         Chains per spaCy batch.
-    progress : callable, optional
-        Called with the number of chains just finished (e.g. ``tqdm.update``).
+    progress : bool
+        Show a progress bar (a callable is also accepted and called with 1 per chain).
     equations : bool
-        Also write ``equation_correct`` (nullable bool): for tokens inside an arithmetic equation
+        Also store ``equation_correct`` (nullable bool): for tokens inside an arithmetic equation
         the tagger found, whether its sides agree (see :mod:`.equations`); null elsewhere.
+    overwrite : bool
+        Re-tag every chain, replacing rule labels (also those of another taxonomy version).
 
     Returns
     -------
-    dict
-        ``{"n_chains", "n_tokens", "label_counts", "seconds"}``.
+    TagResult
     """
-    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    run.require()
+    run = as_rundir(run)
     spec = spec or load_spec()
     indices = run.part_indices("tokens")
     if not indices:
@@ -57,32 +153,38 @@ def tag_run(
     missing = [i for i in indices if i not in chains.index]
     if missing:
         raise CotSurvivalError("E020", path=run.path, chain=missing[0], reason="it is not in chains.parquet")
+    done = set() if overwrite else already_labelled(run, RULE, spec.manifest_entry(), "rule labels")
+    todo = [i for i in indices if i not in done]
+    record_source(run, RULE, complete=False, kind="rule tagger", taxonomy=spec.manifest_entry())
     started = time.perf_counter()
-    texts = [str(chains.at[i, "reasoning"]) for i in indices]
-    questions = [chains.at[i, "question"] if isinstance(chains.at[i, "question"], str) else None for i in indices]
+    texts = [str(chains.at[i, "reasoning"]) for i in todo]
+    questions = [chains.at[i, "question"] if isinstance(chains.at[i, "question"], str) else None for i in todo]
     counts: dict[str, int] = {}
     n_tokens = 0
-    for index, text, spans in zip(indices, texts, iter_tag(texts, questions, spec=spec, batch_size=batch_size)):
-        tokens = run.read_part("tokens", index).drop(columns=list(LABEL_COLUMNS), errors="ignore")
-        _check_offsets(run, index, tokens, text)
-        offsets = list(zip(tokens["char_start"].tolist(), tokens["char_end"].tolist()))
-        labels = project_spans(spans, offsets, text, spec)
-        tokens["label"] = pd.Series(labels, index=tokens.index, dtype=object)
-        tokens["category"] = [spec.category(label) for label in labels]
-        if equations:
-            tokens["equation_correct"] = _equation_column(text, spans, offsets)
-        run.write_part("tokens", index, tokens)
-        for label in labels:
-            counts[label] = counts.get(label, 0) + 1
-        n_tokens += len(labels)
-        if progress is not None:
-            progress(1)
+    with progress_bar(progress, len(todo), "tag") as bar:
+        for index, text, spans in zip(todo, texts, iter_tag(texts, questions, spec=spec, batch_size=batch_size)):
+            tokens = run.read_part("tokens", index)
+            _check_offsets(run, index, tokens, text)
+            offsets = list(zip(tokens["char_start"].tolist(), tokens["char_end"].tolist()))
+            labels = project_spans(spans, offsets, text, spec)
+            rows = tokens[["chain_index", "chain_id", "position"]].copy()
+            rows["label"] = pd.Series(labels, index=rows.index, dtype=object)
+            rows["category"] = [spec.category(label) for label in labels]
+            if equations:
+                rows["equation_correct"] = _equation_column(text, spans, offsets).to_numpy()
+            write_labels(run, index, rows, RULE, spec.manifest_entry())
+            for label in labels:
+                counts[label] = counts.get(label, 0) + 1
+            n_tokens += len(labels)
+            bar.update(1)
     seconds = time.perf_counter() - started
     manifest = run.read_manifest()
     timings = dict(manifest.get("timings") or {})
     timings["tag"] = round(seconds, 3)
     run.update_manifest(taxonomy=spec.manifest_entry(), timings=timings)
-    return {"n_chains": len(indices), "n_tokens": n_tokens, "label_counts": counts, "seconds": seconds}
+    record_source(run, RULE, kind="rule tagger", taxonomy=spec.manifest_entry())
+    return TagResult(target=str(run.path), source=RULE, n_chains=len(todo), n_tokens=n_tokens, n_skipped=len(done),
+                     label_counts=counts, seconds=seconds, taxonomy=spec.manifest_entry())
 
 
 def _check_offsets(run: RunDir, index: int, tokens: pd.DataFrame, text: str) -> None:

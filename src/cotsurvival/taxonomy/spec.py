@@ -15,8 +15,31 @@ from typing import Mapping
 
 from ..errors import CotSurvivalError
 
-FINE_LABELS = ("SYMBOLIC_MATH", "VERBAL_MATH", "ENTITY_NAME", "COREFERENCE", "META_DISCOURSE", "CONTENT", "FUNCTION")
 DEFAULT_SPEC_NAME = "taxonomy-v1.json"
+
+
+def _packaged_names() -> dict:
+    # The label and category names, read from the packaged spec file itself (a few ms), so that no
+    # module keeps its own copy of the lists. The full validated spec is load_spec().
+    data = json.loads((resources.files("cotsurvival.taxonomy") / "data" / DEFAULT_SPEC_NAME).read_text(encoding="utf-8"))
+    return {"labels": tuple(entry["name"] for entry in data["labels"]),
+            "overlap_order": tuple(data["overlap_order"]),
+            "categories": tuple(entry["name"] for entry in data["categories"]),
+            "category_of": {entry["name"]: entry["category"] for entry in data["labels"]},
+            "short": {entry["name"]: entry.get("short", entry["name"]) for entry in data["labels"]}}
+
+
+_PACKAGED = _packaged_names()
+#: The fine labels of the packaged spec (the ones the rule tagger emits; a user spec must keep them).
+FINE_LABELS: tuple[str, ...] = _PACKAGED["labels"]
+#: The packaged spec's coarse categories, in its order.
+CATEGORIES: tuple[str, ...] = _PACKAGED["categories"]
+#: Fine label -> coarse category in the packaged spec.
+CATEGORY_OF_LABEL: dict[str, str] = _PACKAGED["category_of"]
+#: The packaged spec's overlap order (first wins) of the fine labels.
+OVERLAP_ORDER: tuple[str, ...] = _PACKAGED["overlap_order"]
+#: Fine label -> short name (``SYMBOLIC_MATH`` -> ``SymbMath``) in the packaged spec.
+SHORT_NAMES: dict[str, str] = _PACKAGED["short"]
 #: Lexicons the rule tagger reads; a user spec must provide each (possibly empty).
 REQUIRED_LEXICONS = (
     "operation_words", "number_words", "ordinal_words", "discourse_markers", "planning_verbs",

@@ -277,7 +277,12 @@ def write_spans(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress=None,
 ) -> int:
-    """Tag the chains of a file (or ``"gsm8k"``) and write ``{"id", "spans"}`` JSONL lines to ``out``.
+    """Tag the chains of a file (or ``"gsm8k"``) and write ``{"id", "spans", "reasoning"}`` JSONL lines to ``out``.
+
+    Span offsets index the chain's ``reasoning`` exactly as the caller gave it: nothing is
+    stripped (GSM8K ``<<...>>`` calculator annotations are labelled in place, SYMBOLIC_MATH).
+    Each line repeats the ``reasoning`` its offsets index (for GSM8K-style records without a
+    ``reasoning`` field, the part of ``answer`` before its ``#### n`` line, stripped).
 
     Parameters
     ----------
@@ -294,31 +299,22 @@ def write_spans(
         Number of chains written.
     """
     import json
-    import os
-    import tempfile
     from pathlib import Path
 
     from ..chains import read_chains
+    from ..rundir import atomic_write_bytes
 
-    corpus = read_chains(source)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            texts = [chain.reasoning for chain in corpus]
-            questions = [chain.question for chain in corpus]
-            for chain, spans in zip(corpus, iter_tag(texts, questions, spec=spec, batch_size=batch_size)):
-                record = {"id": chain.id, "spans": [[s.start, s.end, s.label] for s in spans]}
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-                count += 1
-                if progress is not None:
-                    progress(1)
-        os.replace(tmp, out)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise CotSurvivalError("E010", path=out, reason=exc.strerror or str(exc)) from exc
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    # keep_annotations: the offsets must index the caller's `reasoning` exactly as given, so nothing
+    # (GSM8K <<...>> calculator annotations included) is stripped; the tagger labels it in place.
+    corpus = read_chains(source, keep_annotations=True)
+    lines = []
+    texts = [chain.reasoning for chain in corpus]
+    questions = [chain.question for chain in corpus]
+    for chain, spans in zip(corpus, iter_tag(texts, questions, spec=spec, batch_size=batch_size)):
+        record = {"id": chain.id, "spans": [[s.start, s.end, s.label] for s in spans], "reasoning": chain.reasoning}
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+        if progress is not None:
+            progress(1)
+    count = len(lines)
+    atomic_write_bytes(Path(out), "".join(lines).encode("utf-8"))
     return count
