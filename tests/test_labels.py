@@ -99,7 +99,7 @@ def test_prune_tag_judge_continue_keeps_every_label(tmp_path, tiny_dir, judge_ur
     report = build_report(run, tmp_path / "report", widths=("one",), run_analysis=False)
     assert report.index.is_file()
     page = build_viewer(run, tmp_path / "view.html")
-    assert "SYMBOLIC_MATH" in page.read_text()
+    assert "SYMBOLIC_MATH" in page.read_text() and "labels rule" in page.read_text()
 
 
 def test_legacy_010_layout_is_still_read(tmp_path):

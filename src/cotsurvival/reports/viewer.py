@@ -87,8 +87,11 @@ def _payload(run: RunDir, rows: pd.DataFrame, selected: list[int], n_available: 
     present_coarse = order_present({c for ch in chains for c in ch["category"]}, COARSE)
     present_fine = order_present({lab for ch in chains for lab in ch["label"]}, FINE)
     manifest = run.read_manifest()
+    from ..labels import RULE, stored_sources
+
+    labels = RULE if RULE in stored_sources(run) else "none"  # read_chain_tokens shows the rule labels
     note = (f"model {(manifest.get('model') or {}).get('spec', '?')} · objective {manifest.get('objective', '?')} · "
-            f"{len(chains)} of {n_available} chains shown")
+            f"labels {labels} · {len(chains)} of {n_available} chains shown")
     return {
         "run": {"name": run.path.name, "note": note},
         "categories": present_coarse,
