@@ -23,7 +23,7 @@ import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator, Literal, Sequence
 
 from .assets import gsm8k_template_dir
 from .errors import ChainInputError, CotSurvivalError
@@ -99,6 +99,7 @@ def read_chains(
     on_error: OnError = "fail",
     keep_annotations: bool = False,
     limit: int | None = None,
+    ids: Sequence[str] | None = None,
 ) -> ChainCorpus:
     """Read chains from a file or the built-in corpus.
 
@@ -112,6 +113,9 @@ def read_chains(
         Keep GSM8K calculator annotations ``<<...>>`` (stripped by default).
     limit : int, optional
         Stop after this many valid chains.
+    ids : sequence of str, optional
+        Only the chains with these ids (in the order of the source); an id the source lacks fails
+        with E085, naming the near misses.
 
     Returns
     -------
@@ -119,8 +123,12 @@ def read_chains(
     """
     if on_error not in ("fail", "skip"):
         raise CotSurvivalError("E009", reason=f"on_error must be 'fail' or 'skip', not {on_error!r}")
+    if limit is not None and limit < 1:
+        raise CotSurvivalError("E009", reason=f"--limit must be at least 1, not {limit}")
+    wanted = set(ids) if ids is not None else None
     name = str(source)
     corpus = ChainCorpus(source=name)
+    every_id: list[str] = []
     if name in BUILTIN_CORPORA:
         records = _builtin_gsm8k()
     else:
@@ -137,6 +145,9 @@ def read_chains(
             if chain.id in seen:
                 raise ValueError(f"duplicate id {chain.id!r}")
             seen.add(chain.id)
+            every_id.append(chain.id)
+            if wanted is not None and chain.id not in wanted:
+                continue
         except (ValueError, TypeError, KeyError) as exc:
             reason = (str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)) or type(exc).__name__
             if on_error == "fail":
@@ -147,7 +158,26 @@ def read_chains(
         corpus.lines.append(line)
         if limit is not None and len(corpus.chains) >= limit:
             break
+        if wanted is not None and len(corpus.chains) == len(wanted):
+            break
+    if wanted is not None:
+        found = {c.id for c in corpus.chains}
+        missing = [i for i in ids if i not in found]
+        if missing and (limit is None or len(corpus.chains) < limit):
+            _raise_unknown_ids(missing, every_id, name)
     return corpus
+
+
+def _raise_unknown_ids(missing: list[str], available: list[str], source: str) -> None:
+    import difflib
+
+    near = []
+    for chain_id in missing:
+        near += difflib.get_close_matches(chain_id, available, n=1, cutoff=0.6)
+    suggestion = f"; did you mean {', '.join(repr(n) for n in dict.fromkeys(near))}?" if near else ""
+    raise CotSurvivalError("E085", s="s" if len(missing) > 1 else "", ids=", ".join(repr(m) for m in missing),
+                           suggestion=suggestion, n_available=len(available), source=source,
+                           examples=", ".join(available[:3]) or "none")
 
 
 def _chain_from_record(record: object, line: int, stem: str, keep_annotations: bool) -> Chain:
@@ -155,7 +185,7 @@ def _chain_from_record(record: object, line: int, stem: str, keep_annotations: b
         raise TypeError(f"expected a JSON object, got {type(record).__name__}")
     for key in ("question", "answer"):
         if key not in record or record[key] is None:
-            raise KeyError(f"missing field '{key}'")
+            raise KeyError(f"missing field '{key}'" + _fields_found(record, key))
     fields = {k: record.get(k) for k in ("question", "reasoning", "answer")}
     for key, value in fields.items():
         if value is not None and not isinstance(value, str):
@@ -167,7 +197,16 @@ def _chain_from_record(record: object, line: int, stem: str, keep_annotations: b
     question, reasoning, answer = fields["question"], fields["reasoning"], fields["answer"]
     if reasoning is None:
         # GSM8K native form: the worked solution is in `answer`.
-        reasoning, answer = split_gsm8k_solution(answer, keep_annotations=keep_annotations)
+        try:
+            reasoning, answer = split_gsm8k_solution(answer, keep_annotations=keep_annotations)
+            problem = None if reasoning.strip() else "has no worked solution before its '#### n' line (GSM8K form)"
+        except ValueError:
+            if "reasoning" in record:  # the column is there but empty (a blank CSV cell): GSM8K's own message
+                raise
+            problem = "has no final '#### n' line (GSM8K form)"
+        if problem and "reasoning" not in record:
+            # Neither form: most often the reasoning column is misspelled, so say that first.
+            raise KeyError("missing field 'reasoning'" + _fields_found(record, "reasoning") + f", and 'answer' {problem}")
     elif not keep_annotations:
         reasoning = _CALCULATOR.sub("", reasoning)
     if not reasoning.strip():
@@ -177,6 +216,17 @@ def _chain_from_record(record: object, line: int, stem: str, keep_annotations: b
     raw_id = record.get("id")
     chain_id = f"{stem}-{line}" if raw_id is None or raw_id == "" else str(raw_id)
     return Chain(id=chain_id, question=question, reasoning=reasoning, answer=answer)
+
+
+def _fields_found(record: dict, wanted: str) -> str:
+    """`` (fields found: a, b; did you mean 'x'?)`` for a missing-field message."""
+    import difflib
+
+    names = [str(k) for k in record if k is not None]
+    close = difflib.get_close_matches(wanted, [n for n in names if n not in ("id", "question", "reasoning", "answer")],
+                                      n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f" (fields found: {', '.join(names) or 'none'}{hint})"
 
 
 def _encodes_as_utf8(text: str) -> bool:

@@ -5,6 +5,7 @@ with status 2; no traceback reaches the user.
 """
 from __future__ import annotations
 
+import errno
 import sys
 
 import click
@@ -34,6 +35,8 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
               help="; ".join(f"{k}: {v}" for k, v in OBJECTIVES.items()))
 @click.option("--keep-ratio", type=float, default=0.0, show_default=True, help="Stop after N - floor(N*R) deletions; 0 ranks every token.")
 @click.option("--limit", type=int, default=None, help="Only the first N valid chains.")
+@click.option("--chains", "chain_ids", default=None, help="Only these chain ids (comma-separated), e.g. gsm8k-test-269,gsm8k-test-579.")
+@click.option("--ids", "ids_file", type=click.Path(dir_okay=False), default=None, help="Only the chain ids listed in this file (one a line).")
 @click.option("--baselines", default="", help=f"Comma-separated: {','.join(BASELINES)}.")
 @click.option("--max-batch-tokens", type=int, default=4096, show_default=True, help="Token rows per forward batch.")
 @click.option("--method", type=click.Choice(list(SCORING_METHODS)), default="auto", show_default=True,
@@ -53,14 +56,16 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
 @click.option("--workers", type=int, default=None, help="Ray actors (default: one per GPU, else one per CPU).")
 @click.option("--gpus-per-worker", type=float, default=None,
               help="GPUs each Ray actor reserves (default: 1 when the cluster has GPUs, else 0).")
-def prune(chains, out, model, objective, keep_ratio, limit, baselines, max_batch_tokens, method, device, dtype,
+def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file, baselines, max_batch_tokens, method, device, dtype,
           on_error, keep_annotations, seed, trust_remote_code, allow_unsafe_weights, backend, ray_address, workers,
           gpus_per_worker):
     """Greedy survival pruning of CHAINS (a file or 'gsm8k') into a run directory."""
+    from .chains import parse_chain_selection
     from .pruning import prune as run_prune
 
     names = [b.strip() for b in baselines.split(",") if b.strip()]
-    run = run_prune(chains, out, model=model, objective=objective, keep_ratio=keep_ratio, limit=limit,
+    ids = parse_chain_selection(chain_ids, ids_file)
+    run = run_prune(chains, out, model=model, objective=objective, keep_ratio=keep_ratio, limit=limit, ids=ids,
                     baselines=names, max_batch_tokens=max_batch_tokens, method=method, device=device, dtype=dtype,
                     on_error=on_error, keep_annotations=keep_annotations, seed=seed,
                     trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights,
@@ -73,11 +78,12 @@ def prune(chains, out, model, objective, keep_ratio, limit, baselines, max_batch
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--keep-ratio", type=float, required=True, help="Keep ratio to export (the run must reach it).")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output JSONL.")
-def export(run, keep_ratio, out):
+@click.option("--overwrite", is_flag=True, help="Replace OUT even if it is not an earlier export.")
+def export(run, keep_ratio, out, overwrite):
     """Write the pruned chains of RUN as text at a keep ratio."""
     from .stages import export as run_export
 
-    result = run_export(run, keep_ratio=keep_ratio, out=out)
+    result = run_export(run, keep_ratio=keep_ratio, out=out, overwrite=overwrite)
     click.echo(f"wrote {result.n_chains} pruned chains to {out}")
 
 
@@ -91,6 +97,13 @@ def tag_eval(gold, out, taxonomy, top):
     """Score the rule tagger on a gold file (GOLD.jsonl, or 'builtin' for the packaged gold set)."""
     from .taxonomy.evaluate import evaluate_tagger
 
+    if out:
+        from pathlib import Path
+
+        from .outputs import check_output
+
+        check_output(out, inputs=[p for p in (gold, taxonomy) if p and Path(p).is_file()], overwrite=True,
+                     command="tag-eval")
     report = evaluate_tagger(gold, taxonomy=taxonomy)
     click.echo(report.to_text(top=top))
     if out:
@@ -111,11 +124,19 @@ def tag_eval(gold, out, taxonomy, top):
 @click.option("--judge-url", default=None, help="OpenAI-compatible endpoint base URL (.../v1) for --judge.")
 @click.option("--judge-retries", type=int, default=2, show_default=True, help="Re-asks per chain after invalid output.")
 @click.option("--device", default="auto", show_default=True, help="Device of a local judge model.")
-@click.option("--overwrite", is_flag=True, help="Re-label chains that already have labels (also from another taxonomy version).")
+@click.option("--overwrite", is_flag=True, help="Re-label chains that already have labels (also from another taxonomy version); "
+                                             "with a chains file, replace --out even if it is not an earlier spans file.")
 def tag_command(source, out, taxonomy, batch_size, judge, judge_url, judge_retries, device, overwrite):
     """Label reasoning tokens: SOURCE is a run directory (writes RUN/labels.parquet) or a chains file / 'gsm8k'."""
+    from pathlib import Path
+
     from .taxonomy.runs import tag
 
+    if out:  # never over the chains or the spec it reads, nor over a file that is not an earlier spans file
+        from .outputs import check_output, is_spans_file
+
+        inputs = [(p, "an input of this command") for p in (source, taxonomy) if p and Path(p).is_file()]
+        check_output(out, inputs=inputs, overwrite=overwrite, ours=is_spans_file, command="tag")
     result = tag(source, out=out, taxonomy=taxonomy, batch_size=batch_size, judge=judge, judge_url=judge_url,
                  judge_retries=judge_retries, device=device, overwrite=overwrite, progress=True)
     if out:
@@ -160,6 +181,12 @@ def analyze(run, out, n_boot, seed, no_mixed, levels, reference):
     """Statistics of RUN: survival by category, dynamics, attention; writes RUN/stats/."""
     from .analysis import analyze as run_analysis
 
+    if out:
+        from .outputs import check_output, run_inputs
+
+        check_output(out, inputs=[i for i in run_inputs(run) if not i[0].name == "stats"], overwrite=True,
+                     command="analyze", folder=True)
+
     result = run_analysis(run, out, n_boot=n_boot, seed=seed, mixed=not no_mixed,
                           levels=tuple(levels) or ("category", "label"), reference=reference)
     folder = out or result.run / "stats"
@@ -197,10 +224,14 @@ _IDS_HELP = "A text file of chain ids, one per line (# comments allowed)."
 @click.option("--chain", "chain_index", type=int, default=None,
               help="chain_index drawn as text (default: the chain of median length).")
 @click.option("--no-analyze", is_flag=True, help="Do not run `analyze` when RUN/stats/ is missing.")
-def report(run, out, width, chain_ids, ids_file, chain_index, no_analyze):
+@click.option("--overwrite", is_flag=True, help="Write into OUT even if it holds files that are not an earlier report.")
+def report(run, out, width, chain_ids, ids_file, chain_index, no_analyze, overwrite):
     """Figures (PNG 300 dpi + PDF) and a self-contained OUT/index.html for RUN, quoting RUN/stats/stats.json."""
     from .chains import parse_chain_selection
+    from .outputs import check_output, is_report_folder, run_inputs
     from .reports.report import build_report
+
+    check_output(out, inputs=run_inputs(run), overwrite=overwrite, ours=is_report_folder, command="report", folder=True)
 
     widths = ("one", "two") if width == "both" else (width,)
     selected = parse_chain_selection(chain_ids, ids_file)
@@ -220,11 +251,14 @@ def report(run, out, width, chain_ids, ids_file, chain_index, no_analyze):
 @click.option("--ids", "ids_file", default=None, type=click.Path(dir_okay=False), help=_IDS_HELP)
 @click.option("--max-chains", type=int, default=50, show_default=True, help="Chains embedded when no chains are chosen.")
 @click.option("--no-traces", is_flag=True, help="Leave out per-step costs (hover); a much smaller file.")
-def view(run, out, chain_ids, ids_file, max_chains, no_traces):
+@click.option("--overwrite", is_flag=True, help="Replace OUT even if it is not an earlier viewer page.")
+def view(run, out, chain_ids, ids_file, max_chains, no_traces, overwrite):
     """One self-contained, offline HTML page to watch RUN's chains shrink step by step."""
     from .chains import parse_chain_selection
+    from .outputs import check_output, is_viewer_file, run_inputs
     from .stages import view as run_view
 
+    check_output(out, inputs=run_inputs(run), overwrite=overwrite, ours=is_viewer_file, command="view")
     selected = parse_chain_selection(chain_ids, ids_file)
     result = run_view(run, out=out, chain_ids=selected, max_chains=max_chains, traces=not no_traces)
     click.echo(f"wrote {result.path} ({result.n_bytes / 1e6:.1f} MB)")
@@ -249,10 +283,11 @@ def view(run, out, chain_ids, ids_file, max_chains, no_traces):
 @click.option("--limit", type=int, default=None, help="Only the first N questions.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
 @click.option("--no-resume", is_flag=True, help="Start OUT afresh instead of skipping questions already done.")
+@click.option("--overwrite", is_flag=True, help="With --no-resume: replace OUT even if it is not an earlier generate output.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model's repository.")
 @click.option("--allow-unsafe-weights", is_flag=True, help="Allow pickled (.bin) weights, which can run code.")
 def generate(questions, model, out, rejected_out, samples, temperature, max_new_tokens, prompt, batch_size, device,
-             dtype, limit, seed, no_resume, trust_remote_code, allow_unsafe_weights):
+             dtype, limit, seed, no_resume, overwrite, trust_remote_code, allow_unsafe_weights):
     """Teacher chains by rejection sampling: the first correct of up to --samples replies per question.
 
     QUESTIONS is a JSONL/CSV/Parquet file with question and answer, 'gsm8k' (built in), or a
@@ -260,6 +295,17 @@ def generate(questions, model, out, rejected_out, samples, temperature, max_new_
     """
     from .generation.generate import generate as run_generate
 
+    from pathlib import Path
+
+    from .outputs import check_output, is_generated_file
+
+    # Outputs are appended to (resumed) unless --no-resume, which starts them afresh: only then can a
+    # file that generate did not write be lost. Never over the questions or the prompt file.
+    inputs = [(p, "an input of this command") for p in (questions, prompt) if p and Path(p).is_file()]
+    default_rejected = Path(out).with_name(Path(out).name.removesuffix(".jsonl") + ".rejected.jsonl")
+    for path in (out, rejected_out or default_rejected):
+        check_output(path, inputs=inputs, overwrite=overwrite or not no_resume, ours=is_generated_file,
+                     command="generate")
     result = run_generate(questions, model=model, out=out, rejected_out=rejected_out, samples=samples,
                           temperature=temperature, max_new_tokens=max_new_tokens, prompt=prompt, batch_size=batch_size,
                           device=device, dtype=dtype, limit=limit, seed=seed, resume=not no_resume,
@@ -335,6 +381,10 @@ def study_command(study, out, overwrite, backend, ray_address):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI and turns known errors into one line and exit status 2."""
+    import warnings
+
+    # A warning is one line on the command line ("warning: ..."), not Python's file:line and source echo.
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
     try:
         cli.main(args=argv, prog_name="cotsurvival", standalone_mode=False)
     except CotSurvivalError as exc:
@@ -351,6 +401,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted; re-run the same command to resume", err=True)
         return 130
+    except OSError as exc:
+        # Anything the filesystem refuses (a read-only or full output folder, a missing parent) that no
+        # stage turned into its own error yet: still one line and status 2, never a traceback.
+        reason = {errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+                  errno.EROFS: "read-only file system"}.get(exc.errno, exc.strerror or str(exc))
+        error = CotSurvivalError("E087", path=exc.filename or "(no path)", reason=reason)
+        click.echo(error.one_line(), err=True)
+        return 2
     return 0
 
 

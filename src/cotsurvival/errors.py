@@ -64,6 +64,14 @@ class Errors:
     E123 = "{path}: invalid study file ({reason})."
     E124 = "Setting {name!r} already has results in {path} made with different settings ({changed}). Re-run with --overwrite to discard them, or give the new setting another name."
     E125 = "{path}: not a comparison folder (no comparison.json). Run `cotsurvival compare` first."
+    # ---- safety: outputs, resume settings, model lookup, chain selection (E080-E099)
+    E080 = "Refusing to write {path}: it is {role}. Choose another --out."
+    E081 = "Refusing to replace {path}: it {what} and was not written by `cotsurvival {command}`. Choose another --out, or pass --overwrite to replace it."
+    E082 = "Cannot write {path}: {reason}."
+    E083 = "Run directory {path} was made with {what} {old}; this command asks for {new}. {hint}"
+    E084 = "Run directory {path} was made from another set of chains: {detail}. {hint}"
+    E087 = "File system error on {path}: {reason}."
+    E085 = "No such chain id{s}: {ids}{suggestion} ({n_available} chains in {source}; ids such as {examples})."
 
 class CotSurvivalError(Exception):
     """An error with a stable code and a one-line message meant for the user.

@@ -116,7 +116,8 @@ def load_model(
         kwargs["attn_implementation"] = attn_implementation
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code,
-                                                  **{k: v for k, v in load_kwargs.items() if k == "gguf_file"})
+                                                  **{k: v for k, v in load_kwargs.items()
+                                                     if k in ("gguf_file", "local_files_only", "revision")})
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except CotSurvivalError:
         raise
@@ -150,10 +151,78 @@ def _locate(spec: str, allow_unsafe: bool) -> tuple[str, str | None, str | None,
         if len(weights) == 1:
             sha = file_sha256(weights[0])
         return str(path), None, sha, {"use_safetensors": None if allow_unsafe else True}
-    if path.exists() or spec.startswith((".", "/", "~")):
+    if path.exists():
         raise CotSurvivalError("E005", model=spec, reason="path is neither a model directory nor a .gguf file")
-    # A hub id: transformers resolves it (from the local HF cache when offline).
-    return spec, "main", None, {"use_safetensors": None if allow_unsafe else True}
+    if _looks_like_path(spec, path):
+        raise CotSurvivalError("E005", model=spec, reason=f"no such file or directory ({path.absolute()}); "
+                                                         f"{_suggest(spec)}")
+    return _locate_hub(spec, allow_unsafe)
+
+
+# ----------------------------------------------------------------------------- hub ids, failing fast
+HUB_PROBE_SECONDS = 5.0
+
+
+def _looks_like_path(spec: str, path: Path) -> bool:
+    """A spec meant as a local path: explicit (./ / ~), more than org/name, or under a folder that exists here."""
+    if spec.startswith((".", "/", "~")) or "\\" in spec or spec.count("/") > 1:
+        return True
+    return "/" in spec and path.parent != Path(".") and path.parent.is_dir()
+
+
+def _suggest(spec: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(spec.lower(), list(MODEL_ALIASES), n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return (f"{hint}use the built-in '{DEFAULT_MODEL}', a local model directory or .gguf file, "
+            f"or a Hugging Face id that is cached or reachable")
+
+
+def _locate_hub(spec: str, allow_unsafe: bool) -> tuple[str, str | None, str | None, dict]:
+    """A hub id: from the local Hugging Face cache when it is there, else only after a quick reachability check.
+
+    transformers alone retries an unreachable hub for about a minute and ends in a long error; a
+    near miss of a built-in name (``smollm2``) or a typo is better told at once.
+    """
+    import difflib
+    import os
+
+    from huggingface_hub import try_to_load_from_cache
+
+    kwargs = {"use_safetensors": None if allow_unsafe else True}
+    try:
+        cached = try_to_load_from_cache(spec, "config.json")
+    except Exception:  # an id the hub library rejects (bad characters): not cached
+        cached = None
+    if isinstance(cached, str):
+        revision = Path(cached).parent.name  # .../snapshots/<commit>/config.json
+        return spec, revision, None, dict(kwargs, local_files_only=True)
+    near = difflib.get_close_matches(spec.lower(), list(MODEL_ALIASES), n=1, cutoff=0.6)
+    if near:
+        raise CotSurvivalError("E005", model=spec, reason=f"not a built-in model; did you mean '{near[0]}'?")
+    offline = any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+                  for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    if offline:
+        raise CotSurvivalError("E005", model=spec, reason=f"not in the local Hugging Face cache and the hub is "
+                                                         f"offline (HF_HUB_OFFLINE); {_suggest(spec)}")
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        info = HfApi().model_info(spec, timeout=HUB_PROBE_SECONDS)
+    except GatedRepoError:
+        raise CotSurvivalError("E005", model=spec, reason="the repository is gated: accept its terms on the hub "
+                                                         "and log in (hf auth login)") from None
+    except RepositoryNotFoundError:
+        raise CotSurvivalError("E005", model=spec, reason=f"no such model on the Hugging Face hub (or it is "
+                                                         f"private); {_suggest(spec)}") from None
+    except Exception as exc:  # connection refused, DNS, timeout, proxy: the hub cannot be reached
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise CotSurvivalError("E005", model=spec, reason=f"cannot reach the Hugging Face hub ({reason}) and the "
+                                                         f"model is not cached; {_suggest(spec)}") from None
+    revision = getattr(info, "sha", None)
+    return spec, revision or "main", None, dict(kwargs, revision=revision) if revision else kwargs
 
 
 def _check_safe_weights(folder: Path, allow_unsafe: bool) -> None:

@@ -21,9 +21,11 @@ written to a temporary name and renamed, so a crash never leaves a half-written 
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
+import threading
 from importlib import import_module
 from pathlib import Path
 from typing import Any, Iterable
@@ -38,18 +40,54 @@ PER_CHAIN_TABLES = ("tokens", "steps", "traces", "baselines", "attention", "labe
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``data`` to ``path`` via a temporary file and ``os.replace``.
+
+    The file gets the mode ``open()`` would give it (0666 less the process umask): ``mkstemp``
+    creates its temporary file 0600, which would leave a run unreadable to collaborators.
+    """
+    path = Path(path)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
+            if hasattr(os, "fchmod"):
+                os.fchmod(handle.fileno(), 0o666 & ~current_umask())
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise CotSurvivalError("E010", path=path, reason=exc.strerror or str(exc)) from exc
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise write_error(path, exc) from exc
+
+
+def write_error(path: Path, exc: OSError) -> CotSurvivalError:
+    """The one-line error for a failed write: E082 for permissions, E010 (free space, resume) otherwise."""
+    if isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        reason = "read-only file system" if exc.errno == errno.EROFS else "permission denied"
+        where = exc.filename if exc.filename and Path(exc.filename) != path else None
+        return CotSurvivalError("E082", path=path, reason=f"{reason} ({where})" if where else reason)
+    return CotSurvivalError("E010", path=path, reason=exc.strerror or str(exc))
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:  # os.umask can only be read by setting it; set it straight back
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+_UMASK_LOCK = threading.Lock()
 
 
 def atomic_write_parquet(path: Path, frame: pd.DataFrame | pa.Table) -> None:

@@ -102,11 +102,12 @@ class ExportResult(StageResult):
         return pd.read_json(self.path, lines=True)
 
 
-def export(run: str | os.PathLike | RunDir, *, keep_ratio: float, out: str | os.PathLike) -> ExportResult:
+def export(run: str | os.PathLike | RunDir, *, keep_ratio: float, out: str | os.PathLike,
+           overwrite: bool = False) -> ExportResult:
     """Write the pruned chains of a run as JSONL at a keep ratio (see :func:`cotsurvival.pruning.export_pruned`)."""
     from .pruning.export import export_pruned
 
-    count = export_pruned(run, keep_ratio, out)
+    count = export_pruned(run, keep_ratio, out, overwrite=overwrite)
     return ExportResult(path=str(out), keep_ratio=keep_ratio, n_chains=count)
 
 

@@ -69,9 +69,9 @@ def compute_attention_features(
     written, started = 0, time.perf_counter()
     rows = chains.itertuples(index=False)
     if progress:
-        from tqdm import tqdm
+        from ..progress import make_bar
 
-        rows = tqdm(rows, total=len(chains), desc="attention")
+        rows = make_bar(rows, total=len(chains), desc="attention", unit="chain")
     for chain in rows:
         index = int(chain.chain_index)
         if run.has_part("attention", index) and not overwrite:

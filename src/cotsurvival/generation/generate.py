@@ -443,9 +443,9 @@ class _Writer:
 
 
 def _progress(total: int, initial: int, result: GenerationResult, enabled: bool):
-    from tqdm.auto import tqdm
+    from ..progress import make_bar
 
-    bar = tqdm(total=total, initial=initial, desc="generate", unit="question", disable=not enabled)
+    bar = make_bar(total=total, initial=initial, desc="generate", unit="question", disable=not enabled)
     if initial:
         bar.set_postfix_str(f"accepted {len(result.accepted)}/{result.n_questions} (resumed)")
     return bar

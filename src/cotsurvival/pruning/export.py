@@ -22,13 +22,19 @@ def pruned_text(reasoning: str, char_starts, char_ends, keep: np.ndarray) -> str
     return "".join(pieces).strip()
 
 
-def export_pruned(run: str | Path | RunDir, keep_ratio: float, out: str | Path) -> int:
+def export_pruned(run: str | Path | RunDir, keep_ratio: float, out: str | Path, *, overwrite: bool = False) -> int:
     """Write ``{id, question, reasoning, answer, keep_ratio, n_kept, n_tokens}`` per chain as JSONL.
+
+    ``out`` may not be a file of the run nor the chains file it was pruned from (E080), nor an
+    existing file other than an earlier export unless ``overwrite`` (E081).
 
     Returns the number of chains written.
     """
+    from ..outputs import check_output, is_export_file, run_inputs
+
     run = as_rundir(run)
     manifest = run.require().read_manifest()
+    check_output(out, inputs=run_inputs(run.path), overwrite=overwrite, ours=is_export_file, command="export")
     if keep_ratio < manifest["keep_ratio"]:
         raise CotSurvivalError("E009", reason=f"the run reaches keep ratio {manifest['keep_ratio']}; export at "
                                               f"{keep_ratio} needs `cotsurvival prune ... --keep-ratio {keep_ratio}` first")

@@ -21,12 +21,12 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from .._version import __version__
-from ..chains import Chain, ChainCorpus, read_chains
+from ..chains import BUILTIN_CORPORA, Chain, ChainCorpus, read_chains
 from ..encoding import EncodedChain, encode_chain
 from ..errors import CotSurvivalError
+from ..progress import make_bar
 from ..rundir import RunDir
 from .baselines import BASELINES, answer_attention, baseline_orders, orders_to_frame
 from .engine import ChainTrace, greedy_prune, n_deletions
@@ -39,12 +39,54 @@ CHECKPOINT_SECONDS = 20.0
 
 @dataclass(frozen=True)
 class PruneSettings:
-    """What must match for a run directory to be resumed or continued."""
+    """Every setting that changes a run's numbers: all must match for a run to be resumed or continued.
+
+    Compared in this order, so a refusal names the first cause (a different tokenizer also changes
+    the chains' ids, but the message should say "tokenizer"). Runs made before a field existed do
+    not record it; it is not compared for them.
+    """
 
     model: str
     model_sha256: str | None
+    dtype: str
+    scoring: str
     objective: str
+    tokenizer: str
+    keep_annotations: bool
+    seed: int
     chains_fingerprint: str
+
+
+# The exact scorers compute the same greedy order and costs (up to float rounding: tested against a
+# naive full recompute), so a run may be continued with another of them (e.g. --method prefix to
+# use less memory); any other scorer (an approximation) changes results and must match.
+EXACT_SCORERS = {"CrossStepScorer": "exact", "PrefixReuseScorer": "exact", "NaiveScorer": "exact"}
+
+# How each setting is named to the user, and the option that sets it.
+_SETTING_NAMES = {
+    "model": ("model", "--model"), "model_sha256": ("model weights (sha256)", "--model"),
+    "dtype": ("dtype", "--dtype"), "scoring": ("scoring method", "--method"),
+    "objective": ("objective", "--objective"), "tokenizer": ("tokenizer / chat template (fingerprint)", "--model"),
+    "keep_annotations": ("keep annotations", "--keep-annotations"), "seed": ("seed", "--seed"),
+}
+
+
+def scoring_setting(scorer_name: str) -> str:
+    """What a scorer means for the results: ``exact`` for the exact greedy scorers, else its name."""
+    return EXACT_SCORERS.get(scorer_name, scorer_name)
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A short hash of what turns a chain into ids: tokenizer class, vocabulary size, special tokens,
+    chat template, and the ids of a probe text (digits, spaces, punctuation, a newline)."""
+    probe = "Question: 12 apples cost $3.50 each, so 12 * 3.5 = 42.\nAnswer: #### 42  é"
+    parts = {
+        "class": type(tokenizer).__name__, "size": len(tokenizer),
+        "special": {k: str(v) for k, v in sorted(getattr(tokenizer, "special_tokens_map", {}).items())},
+        "template": getattr(tokenizer, "chat_template", None),
+        "probe": list(tokenizer(probe, add_special_tokens=True)["input_ids"]),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def chains_fingerprint(encoded: Sequence[EncodedChain]) -> str:
@@ -67,6 +109,7 @@ def prune(
     device: str = "auto",
     dtype: str = "auto",
     limit: int | None = None,
+    ids: Sequence[str] | None = None,
     on_error: str | None = None,
     keep_annotations: bool = False,
     seed: int = 0,
@@ -99,6 +142,10 @@ def prune(
         Scoring method; ``auto`` uses prefix reuse when the architecture supports it.
     baselines : sequence of str
         Any of ``random``, ``surprisal``, ``loo``, ``attention``.
+    limit : int, optional
+        Only the first N valid chains (after ``ids``).
+    ids : sequence of str, optional
+        Only the chains with these ids (E085 names any the source lacks).
     on_error : {None, "fail", "skip"}
         Bad input lines fail unless ``"skip"``; chains the model cannot take (too long, empty
         answer) are skipped unless ``"fail"``. Every skip is recorded in the manifest.
@@ -122,7 +169,9 @@ def prune(
     _check_options(objective, keep_ratio, baselines, on_error, max_batch_tokens)
     if backend not in ("local", "ray"):
         raise CotSurvivalError("E009", reason=f"--backend must be 'local' or 'ray', not {backend!r}")
-    corpus = _as_corpus(chains, on_error, keep_annotations, limit)
+    _check_out(out, chains)
+    corpus = _as_corpus(chains, on_error, keep_annotations, limit, ids)
+    selection = {"limit": limit, "ids": list(ids) if ids is not None else None}
     pool = None
     if backend == "ray":
         from .ray_backend import RayPool
@@ -142,27 +191,51 @@ def prune(
     try:
         return _prune_encoded(corpus, out, lm, tokenizer, info, pool, objective=objective, keep_ratio=keep_ratio,
                               max_batch_tokens=max_batch_tokens, method=method, baselines=baselines,
-                              on_error=on_error, keep_annotations=keep_annotations, seed=seed, progress=progress)
+                              on_error=on_error, keep_annotations=keep_annotations, seed=seed, progress=progress,
+                              selection=selection)
     finally:
         if pool is not None:
             pool.close()
 
 
 def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ratio, max_batch_tokens, method,
-                   baselines, on_error, keep_annotations, seed, progress) -> RunDir:
+                   baselines, on_error, keep_annotations, seed, progress, selection=None) -> RunDir:
     """Encode, open the run, prune what is not committed yet (here, or on the Ray ``pool``), commit."""
     started = time.perf_counter()
     encoded, skipped = _encode_all(corpus, tokenizer, info.max_positions, on_error)
     if not encoded:
         raise CotSurvivalError("E014", reason="every chain was skipped (see the reasons above)" if skipped else "the input is empty")
+    scorer = None
+    if pool is None:
+        try:  # before the run directory exists: an unsupported method must not leave one behind
+            scorer = make_scorer(lm, method=method, objective=objective, max_batch_tokens=max_batch_tokens)
+        except ValueError as exc:
+            raise CotSurvivalError("E009", reason=str(exc)) from None
+        scorer_name = type(scorer).__name__
+    else:
+        scorer_name = pool.scorer_name
     run = RunDir(out)
-    settings = PruneSettings(info.spec, info.sha256, objective, chains_fingerprint(encoded))
-    manifest = _open_run(run, settings, info, encoded, skipped, corpus, keep_ratio, baselines, seed,
-                         method, max_batch_tokens, keep_annotations)
+    settings = PruneSettings(info.spec, info.sha256, info.dtype, scoring_setting(scorer_name), objective,
+                             tokenizer_fingerprint(tokenizer), bool(keep_annotations), int(seed),
+                             chains_fingerprint(encoded))
+    folder_existed, run_existed = run.path.exists(), run.exists()
+    try:
+        manifest = _open_run(run, settings, info, encoded, skipped, corpus, keep_ratio, baselines, seed,
+                             method, max_batch_tokens, keep_annotations, selection or {}, scorer_name)
+        return _prune_open(run, manifest, encoded, lm, pool, scorer, scorer_name, started, keep_ratio=keep_ratio,
+                           max_batch_tokens=max_batch_tokens, baselines=baselines, seed=seed, progress=progress)
+    except BaseException:
+        if not run_existed:
+            _discard_if_empty(run, folder_existed)
+        raise
+
+
+def _prune_open(run, manifest, encoded, lm, pool, scorer, scorer_name, started, *, keep_ratio, max_batch_tokens,
+                baselines, seed, progress) -> RunDir:
     target_ratio = min(keep_ratio, manifest["keep_ratio"])
     names = list(dict.fromkeys(list(manifest.get("baselines", [])) + list(baselines)))
     chain_seconds = dict(manifest.get("timings", {}).get("chains", {}))
-    bar = tqdm(total=len(encoded), desc="chains", unit="chain", disable=not progress, dynamic_ncols=True)
+    bar = make_bar(total=len(encoded), desc="chains", unit="chain", disable=not progress)
     todo = []
     for index, item in enumerate(encoded):
         wanted = n_deletions(len(item.reasoning_ids), target_ratio)
@@ -176,18 +249,21 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
         bar.update(1)
         bar.set_postfix(last=f"{trace.seconds:.1f}s")
 
+    # Every scorer that produced a committed chain (the exact ones may differ between invocations), recorded
+    # before this invocation commits anything, so the manifest stays true of every chain even if it is killed.
+    methods = list(manifest.get("engine", {}).get("methods", []))
+    if todo and scorer_name not in methods:
+        methods = sorted([*methods, scorer_name])
+        manifest = run.update_manifest(engine=dict(manifest.get("engine", {}), methods=methods))
     extra = {}
     try:  # the bar is closed (ending its line) before any error message is printed
         if pool is None:
-            scorer = make_scorer(lm, method=method, objective=objective, max_batch_tokens=max_batch_tokens)
-            scorer_name = type(scorer).__name__
             for index, item, wanted in todo:
                 trace = _prune_one(run, scorer, item, index, wanted, progress)
                 attention = answer_attention(lm, item) if "attention" in names else None
                 _commit(run, item, index, trace, names, seed, attention)
                 committed(item, trace)
         else:
-            scorer_name = pool.scorer_name
             for index, item, trace, attention, _ in pool.run(todo, start_of=lambda i, it: _start_trace(run, it, i),
                                                              attention="attention" in names):
                 _commit(run, item, index, trace, names, seed, attention)
@@ -199,9 +275,43 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
     timings["prune_seconds_last_invocation"] = round(time.perf_counter() - started, 3)
     timings["chains"] = chain_seconds
     run.update_manifest(keep_ratio=target_ratio, baselines=names, timings=timings, updated=_now(),
-                        engine={"method": scorer_name, "max_batch_tokens": max_batch_tokens,
+                        engine={"method": scorer_name, "methods": methods, "max_batch_tokens": max_batch_tokens,
                                 "backend": "local" if pool is None else "ray"}, **extra)
     return run
+
+
+def _discard_if_empty(run: RunDir, folder_existed: bool) -> None:
+    """Remove what a failed first invocation created when no chain was committed and nothing checkpointed.
+
+    A failure before any chain commits (an unsupported method, a full disk, an interrupt in the first
+    chain without a checkpoint) would otherwise leave a run directory that holds no results.
+    """
+    import shutil
+
+    if run.part_indices("tokens") or (run.checkpoint_dir.is_dir() and any(run.checkpoint_dir.iterdir())):
+        return
+    if not folder_existed:
+        shutil.rmtree(run.path, ignore_errors=True)
+        return
+    for path in (run.manifest_path, run.chains_path):
+        path.unlink(missing_ok=True)
+    for folder in [run.checkpoint_dir, *(run.path / f"{t}.parquet" for t in ("tokens", "steps", "traces", "baselines"))]:
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            pass
+
+
+def _check_out(out, chains) -> None:
+    """The run directory may not be a file, nor the chains file it is pruned from."""
+    from ..outputs import check_output
+
+    if isinstance(chains, (str, Path)) and str(chains) not in BUILTIN_CORPORA:
+        check_output(out, inputs=[(chains, "the chains file this command reads")], folder=True, overwrite=True,
+                     command="prune")
+    target = Path(out)
+    if target.exists() and not target.is_dir():
+        raise CotSurvivalError("E081", path=out, what="is a file, not a run directory", command="prune")
 
 
 def _check_options(objective, keep_ratio, baselines, on_error, max_batch_tokens) -> None:
@@ -218,11 +328,21 @@ def _check_options(objective, keep_ratio, baselines, on_error, max_batch_tokens)
         raise CotSurvivalError("E009", reason="--max-batch-tokens must be positive")
 
 
-def _as_corpus(chains, on_error, keep_annotations, limit) -> ChainCorpus:
+def _as_corpus(chains, on_error, keep_annotations, limit, ids=None) -> ChainCorpus:
     if isinstance(chains, (str, Path)):
         return read_chains(chains, on_error="skip" if on_error == "skip" else "fail",
-                           keep_annotations=keep_annotations, limit=limit)
+                           keep_annotations=keep_annotations, limit=limit, ids=ids)
+    if limit is not None and limit < 1:
+        raise CotSurvivalError("E009", reason=f"limit must be at least 1, not {limit}")
     items = list(chains)
+    if ids is not None:
+        known = {c.id for c in items}
+        missing = [i for i in ids if i not in known]
+        if missing:
+            from ..chains import _raise_unknown_ids
+
+            _raise_unknown_ids(missing, [c.id for c in items], "<python>")
+        items = [c for c in items if c.id in set(ids)]
     return ChainCorpus(source="<python>", chains=items[:limit] if limit else items)
 
 
@@ -252,31 +372,106 @@ def _encode_all(corpus, tokenizer, max_positions, on_error):
 
 
 def _open_run(run, settings, info, encoded, skipped, corpus, keep_ratio, baselines, seed, method,
-              max_batch_tokens, keep_annotations) -> dict:
+              max_batch_tokens, keep_annotations, selection, scorer_name) -> dict:
     if run.exists():
         manifest = run.read_manifest()
-        previous = manifest.get("settings", {})
-        for key in ("model", "model_sha256", "objective", "chains_fingerprint"):
-            if previous.get(key) != getattr(settings, key):
-                what = "set of chains" if key == "chains_fingerprint" else key.replace("_", " ")
-                raise CotSurvivalError("E006", path=run.path, what=what, old=previous.get(key),
-                                       new=getattr(settings, key))
+        _check_same_settings(run, manifest, settings, encoded, selection)
         return manifest
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_chains(pd.DataFrame([{
         "chain_index": i, "chain_id": e.chain.id, "question": e.chain.question, "reasoning": e.chain.reasoning,
         "answer": e.chain.answer, "prefix_ids": e.prefix_ids, "reasoning_ids": e.reasoning_ids,
         "answer_ids": e.answer_ids, "used_chat_template": e.used_chat_template} for i, e in enumerate(encoded)]))
+    source = {"source": corpus.source, "keep_annotations": keep_annotations, **selection}
+    if corpus.source not in BUILTIN_CORPORA and not corpus.source.startswith("<") and Path(corpus.source).is_file():
+        source["path"] = str(Path(corpus.source).resolve())  # so outputs can refuse to overwrite it from anywhere
     manifest = {
         "cotsurvival_version": __version__, "created": _now(), "updated": _now(), "model": info.to_dict(),
         "objective": settings.objective, "keep_ratio": keep_ratio, "seed": seed,
-        "chains_source": {"source": corpus.source, "keep_annotations": keep_annotations},
+        "chains_source": source,
         "n_chains": len(encoded), "skipped": skipped,
-        "engine": {"method": method, "max_batch_tokens": max_batch_tokens}, "baselines": list(baselines),
+        "engine": {"method": method, "methods": [scorer_name], "max_batch_tokens": max_batch_tokens},
+        "baselines": list(baselines),
         "taxonomy": None, "timings": {}, "settings": settings.__dict__,
     }
     run.write_manifest(manifest)
     return manifest
+
+
+def _check_same_settings(run: RunDir, manifest: dict, settings: PruneSettings, encoded, selection: dict) -> None:
+    """Refuse to resume or continue with any setting that changes the numbers, naming it and the run's value."""
+    previous = manifest.get("settings", {})
+    for key, (name, option) in _SETTING_NAMES.items():
+        if key not in previous:
+            continue  # a run made before this setting was recorded
+        old, new = previous[key], getattr(settings, key)
+        if old != new:
+            if option == "--keep-annotations":
+                hint = f"Re-run {'with' if old else 'without'} --keep-annotations, or use a new --out directory."
+            elif key in ("model_sha256", "tokenizer"):
+                hint = "The model's files changed since the run was made; use the same files, or a new --out directory."
+            elif key == "scoring":
+                hint = (f"Re-run with --method {'crossstep, prefix or naive' if old == 'exact' else old}, "
+                        f"or use a new --out directory.")
+            else:
+                hint = f"Re-run with {option} {old}, or use a new --out directory."
+            raise CotSurvivalError("E083", path=run.path, what=name, old=repr(old), new=repr(new), hint=hint)
+    if previous.get("chains_fingerprint") != settings.chains_fingerprint:
+        raise CotSurvivalError("E084", path=run.path, detail=_chains_difference(run, encoded),
+                               hint=_selection_hint(manifest.get("chains_source", {}), selection))
+
+
+def _chains_difference(run: RunDir, encoded) -> str:
+    """Which chains were added, dropped or changed between the run and this command."""
+    try:
+        old = run.read_chains()
+    except CotSurvivalError:
+        return "chains.parquet is unreadable"
+    old_ids = [str(i) for i in old["chain_id"]]
+    new_ids = [e.chain.id for e in encoded]
+
+    def listed(ids):
+        return ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+
+    parts = [f"the run has {len(old_ids)} chains, this command selects {len(new_ids)}"]
+    added = [i for i in new_ids if i not in set(old_ids)]
+    dropped = [i for i in old_ids if i not in set(new_ids)]
+    if added:
+        parts.append(f"added: {listed(added)}")
+    if dropped:
+        parts.append(f"dropped: {listed(dropped)}")
+    if not added and not dropped:
+        by_id = old.set_index("chain_id")
+        changed = [e.chain.id for e in encoded
+                   if (by_id.loc[e.chain.id, "question"], by_id.loc[e.chain.id, "reasoning"], by_id.loc[e.chain.id, "answer"])
+                   != (e.chain.question, e.chain.reasoning, e.chain.answer)]
+        if changed:
+            parts.append(f"text changed: {listed(changed)}")
+        elif old_ids != new_ids:
+            parts.append("the same chains in another order")
+        else:
+            parts.append("the same texts tokenize differently")
+    return "; ".join(parts)
+
+
+def _selection_hint(source: dict, selection: dict) -> str:
+    was = []
+    if source.get("limit") is not None:
+        was.append(f"--limit {source['limit']}")
+    if source.get("ids"):
+        was.append(f"--chains {','.join(source['ids'])}")
+    now = []
+    if selection.get("limit") is not None:
+        now.append(f"--limit {selection['limit']}")
+    if selection.get("ids"):
+        now.append(f"--chains {','.join(selection['ids'])}")
+    if ("limit" in source or "ids" in source) and was == now:
+        return "The selection is the same, so the chains themselves changed; re-run with the run's chains, or use a new --out directory."
+    if "limit" in source or "ids" in source:
+        made = " ".join(was) or "no --limit and no --chains/--ids (every chain)"
+        return (f"The run was made with {made}; this command has {' '.join(now) or 'neither'}. "
+                f"Re-run with the run's selection, or use a new --out directory.")
+    return "Re-run with the run's chains (same file, --limit and --chains/--ids), or use a new --out directory."
 
 
 def _committed_steps(run: RunDir, index: int) -> int:
@@ -300,8 +495,8 @@ def _has_baselines(run: RunDir, index: int, names) -> bool:
 def _prune_one(run: RunDir, scorer, item: EncodedChain, index: int, wanted: int, progress: bool) -> ChainTrace:
     checkpoint = run.checkpoint_path(index)
     start = _start_trace(run, item, index)
-    bar = tqdm(total=wanted, initial=start.n_steps if start else 0, desc=f"  {item.chain.id}", unit="step",
-               leave=False, disable=not progress, dynamic_ncols=True)
+    bar = make_bar(total=wanted, initial=start.n_steps if start else 0, desc=f"  {item.chain.id}", unit="step",
+                       leave=False, disable=not progress)
     last_save = [time.perf_counter()]
 
     def on_step(trace: ChainTrace) -> None:

@@ -153,6 +153,9 @@ def tag_run(
     missing = [i for i in indices if i not in chains.index]
     if missing:
         raise CotSurvivalError("E020", path=run.path, chain=missing[0], reason="it is not in chains.parquet")
+    from .language import warn_if_not_english  # the rules are English: say so when a text is not
+
+    warn_if_not_english([chains.loc[i, "chain_id"] for i in indices], [chains.loc[i, "reasoning"] for i in indices])
     done = set() if overwrite else already_labelled(run, RULE, spec.manifest_entry(), "rule labels")
     todo = [i for i in indices if i not in done]
     record_source(run, RULE, complete=False, kind="rule tagger", taxonomy=spec.manifest_entry())

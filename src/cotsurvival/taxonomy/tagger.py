@@ -307,6 +307,9 @@ def write_spans(
     # keep_annotations: the offsets must index the caller's `reasoning` exactly as given, so nothing
     # (GSM8K <<...>> calculator annotations included) is stripped; the tagger labels it in place.
     corpus = read_chains(source, keep_annotations=True)
+    from .language import warn_if_not_english  # the rules are English: say so when a text is not
+
+    warn_if_not_english([c.id for c in corpus], [c.reasoning for c in corpus])
     lines = []
     texts = [chain.reasoning for chain in corpus]
     questions = [chain.question for chain in corpus]
