@@ -56,9 +56,12 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
 @click.option("--workers", type=int, default=None, help="Ray actors (default: one per GPU, else one per CPU).")
 @click.option("--gpus-per-worker", type=float, default=None,
               help="GPUs each Ray actor reserves (default: 1 when the cluster has GPUs, else 0).")
+# -- families: memory that fits the chain
+@click.option("--max-memory", default=None, help="Memory a chain may use beyond the weights (e.g. 8GB); default: "
+              "what the device has free. Chains that would not fit fall back to prefix reuse, smaller batches, naive.")
 def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file, baselines, max_batch_tokens, method, device, dtype,
           on_error, keep_annotations, seed, trust_remote_code, allow_unsafe_weights, backend, ray_address, workers,
-          gpus_per_worker):
+          gpus_per_worker, max_memory):
     """Greedy survival pruning of CHAINS (a file or 'gsm8k') into a run directory."""
     from .chains import parse_chain_selection
     from .pruning import prune as run_prune
@@ -69,7 +72,8 @@ def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file,
                     baselines=names, max_batch_tokens=max_batch_tokens, method=method, device=device, dtype=dtype,
                     on_error=on_error, keep_annotations=keep_annotations, seed=seed,
                     trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights,
-                    backend=backend, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
+                    backend=backend, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
+                    max_memory=max_memory)
     manifest = run.read_manifest()
     click.echo(f"pruned {manifest['n_chains']} chains into {run.path} ({len(manifest['skipped'])} skipped)")
 
@@ -173,11 +177,16 @@ def tag_agree(run, level, out):
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None, help="Output folder (default: RUN/stats).")
 @click.option("--n-boot", type=int, default=1000, show_default=True, help="Chain-bootstrap resamples for CIs (0: none).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and the probe's folds.")
-@click.option("--no-mixed", is_flag=True, help="Skip the mixed-effects models (slowest on large runs).")
+@click.option("--no-mixed", is_flag=True, hidden=True, help="Ignored (the mixed model was dropped).")
 @click.option("--level", "levels", type=click.Choice(["category", "label"]), multiple=True,
               help="Label columns to analyse (repeatable; default both).")
-@click.option("--reference", default=None, help="Reference category of the Cox and mixed models (default: the largest).")
-def analyze(run, out, n_boot, seed, no_mixed, levels, reference):
+@click.option("--reference", default=None, help="Reference category of the Cox model (default: the largest).")
+# --- stats: the pre-specified primary contrast and the minimum support for citing
+@click.option("--primary", default="symbolic_math", show_default=True,
+              help="Primary contrast: this category vs the rest of each chain (chain-level, position-adjusted).")
+@click.option("--min-chains", type=int, default=5, show_default=True, help="Cite nothing resting on fewer chains.")
+@click.option("--min-tokens", type=int, default=20, show_default=True, help="Cite nothing resting on fewer tokens.")
+def analyze(run, out, n_boot, seed, no_mixed, levels, reference, primary, min_chains, min_tokens):
     """Statistics of RUN: survival by category, dynamics, attention; writes RUN/stats/."""
     from .analysis import analyze as run_analysis
 
@@ -187,12 +196,33 @@ def analyze(run, out, n_boot, seed, no_mixed, levels, reference):
         check_output(out, inputs=[i for i in run_inputs(run) if not i[0].name == "stats"], overwrite=True,
                      command="analyze", folder=True)
 
-    result = run_analysis(run, out, n_boot=n_boot, seed=seed, mixed=not no_mixed,
-                          levels=tuple(levels) or ("category", "label"), reference=reference)
+    result = run_analysis(run, out, n_boot=n_boot, seed=seed, levels=tuple(levels) or ("category", "label"),
+                          reference=reference, primary=primary, min_chains=min_chains, min_tokens=min_tokens)
     folder = out or result.run / "stats"
     click.echo(f"wrote {len(result.tables_)} tables, stats.json and citations.md to {folder}")
     for note in result.notes_:
         click.echo(f"  note: {note}")
+
+
+# ----------------------------------------------------------------------------- stats: power
+@cli.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--delta", type=float, default=0.1, show_default=True,
+              help="Difference in mean normalized survival to detect (primary contrast).")
+@click.option("--primary", default="symbolic_math", show_default=True, help="Category contrasted with the rest.")
+@click.option("--power", "target_power", type=float, default=0.8, show_default=True)
+@click.option("--alpha", type=float, default=0.05, show_default=True)
+def power(run, delta, primary, target_power, alpha):
+    """Chains needed to detect DELTA in the primary contrast, from RUN's between-chain spread."""
+    from .analysis import power as chains_needed
+
+    result = chains_needed(run, delta, contrast=primary, target_power=target_power, alpha=alpha)
+    click.echo(f"{result['contrast']}: between-chain SD {result['sd_between_chains']:.3f} "
+               f"({result['n_chains_observed']} chains); to detect a difference of {delta:g} with "
+               f"{target_power:.0%} power at alpha {alpha:g}: {result['n_chains_needed']} chains")
+    if result["power_at_observed"] is not None:
+        click.echo(f"  power with the run's {result['n_chains_observed']} chains: {result['power_at_observed']:.0%}")
+    click.echo(f"  method: {result['method']}")
 
 
 @cli.command()

@@ -31,6 +31,9 @@ class Errors:
     E040 = "{path}: tokens have no category labels ({detail}). Run `cotsurvival tag {path}` first, or load with require_tags=False to analyse untagged tokens."
     E041 = "Cannot analyse: {reason}"
     E042 = "Column {column!r} not in the table (available: {available})."
+    # --- stats (E043-E049): chain-level tests and power
+    E043 = "Cannot compute power: {reason}"
+    E044 = "Unknown primary contrast {value!r}: the run's {group} values are {available}."
     E050 = "Unknown figure width {value!r}; choose from: {allowed}."
     E051 = "Chain {chain} is not in the run ({n_chains} chains; chain_index runs from 0 to {last})."
     E052 = "{path}: the run has no pruned tokens to show. Run `cotsurvival prune` first."
@@ -72,6 +75,10 @@ class Errors:
     E084 = "Run directory {path} was made from another set of chains: {detail}. {hint}"
     E087 = "File system error on {path}: {reason}."
     E085 = "No such chain id{s}: {ids}{suggestion} ({n_available} chains in {source}; ids such as {examples})."
+    # --- engine reach and memory (families: E100-E109)
+    E100 = "--method {method} cannot prune {architecture}: {reason}. Use --method naive (exact, any architecture) or --method auto."
+    E101 = "Invalid --max-memory {value!r}: {reason} (e.g. 8GB, 512MiB, 2e9)."
+    E102 = "Chain {chain} does not fit in {budget}: even naive scoring one candidate at a time needs about {needed}. Raise --max-memory or use a larger device."
 
 class CotSurvivalError(Exception):
     """An error with a stable code and a one-line message meant for the user.

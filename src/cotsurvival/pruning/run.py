@@ -21,6 +21,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .._version import __version__
 from ..chains import BUILTIN_CORPORA, Chain, ChainCorpus, read_chains
@@ -30,11 +31,14 @@ from ..progress import make_bar
 from ..rundir import RunDir
 from .baselines import BASELINES, answer_attention, baseline_orders, orders_to_frame
 from .engine import ChainTrace, greedy_prune, n_deletions
+from ..threads import cap_torch_threads
+from .memory import memory_budget, parse_memory, plan_chain
 from .methods import make_scorer
 from .registry import OBJECTIVES
 from .tables import load_checkpoint, save_checkpoint, steps_frame, tokens_frame, trace_from_tables, traces_frame
 
 CHECKPOINT_SECONDS = 20.0
+_SCORER_NAMES = {"crossstep": "CrossStepScorer", "prefix": "PrefixReuseScorer", "naive": "NaiveScorer"}
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,7 @@ def prune(
     ray_address: str | None = None,
     workers: int | None = None,
     gpus_per_worker: float | None = None,
+    max_memory: str | int | None = None,
 ) -> RunDir:
     """Prune chains greedily and write (or resume, or continue) a run directory.
 
@@ -161,12 +166,18 @@ def prune(
         Actors to start (default: one per GPU, or one per CPU without GPUs).
     gpus_per_worker : float, optional
         GPUs each actor reserves (default 1 when the cluster has GPUs, else 0).
+    max_memory : str or int, optional
+        Memory a chain may use beyond the weights (``"8GB"``, ``"512MiB"``, bytes); default what the
+        device has free. A chain whose method would not fit runs with the one that does (cross-step
+        reuse, then prefix reuse, then smaller batches, then naive); the manifest records the
+        choice per chain under ``engine.chains`` (see :mod:`cotsurvival.pruning.memory`).
 
     Returns
     -------
     RunDir
     """
     _check_options(objective, keep_ratio, baselines, on_error, max_batch_tokens)
+    max_memory_bytes = parse_memory(max_memory)
     if backend not in ("local", "ray"):
         raise CotSurvivalError("E009", reason=f"--backend must be 'local' or 'ray', not {backend!r}")
     _check_out(out, chains)
@@ -192,26 +203,25 @@ def prune(
         return _prune_encoded(corpus, out, lm, tokenizer, info, pool, objective=objective, keep_ratio=keep_ratio,
                               max_batch_tokens=max_batch_tokens, method=method, baselines=baselines,
                               on_error=on_error, keep_annotations=keep_annotations, seed=seed, progress=progress,
-                              selection=selection)
+                              selection=selection, max_memory=max_memory_bytes)
     finally:
         if pool is not None:
             pool.close()
 
 
 def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ratio, max_batch_tokens, method,
-                   baselines, on_error, keep_annotations, seed, progress, selection=None) -> RunDir:
+                   baselines, on_error, keep_annotations, seed, progress, selection=None, max_memory=None) -> RunDir:
     """Encode, open the run, prune what is not committed yet (here, or on the Ray ``pool``), commit."""
     started = time.perf_counter()
     encoded, skipped = _encode_all(corpus, tokenizer, info.max_positions, on_error)
     if not encoded:
         raise CotSurvivalError("E014", reason="every chain was skipped (see the reasons above)" if skipped else "the input is empty")
-    scorer = None
     if pool is None:
-        try:  # before the run directory exists: an unsupported method must not leave one behind
-            scorer = make_scorer(lm, method=method, objective=objective, max_batch_tokens=max_batch_tokens)
+        try:  # before the run directory exists: an unsupported method must not leave one behind (E100)
+            scorer_name = type(make_scorer(lm, method=method, objective=objective,
+                                           max_batch_tokens=max_batch_tokens)).__name__
         except ValueError as exc:
             raise CotSurvivalError("E009", reason=str(exc)) from None
-        scorer_name = type(scorer).__name__
     else:
         scorer_name = pool.scorer_name
     run = RunDir(out)
@@ -222,16 +232,17 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
     try:
         manifest = _open_run(run, settings, info, encoded, skipped, corpus, keep_ratio, baselines, seed,
                              method, max_batch_tokens, keep_annotations, selection or {}, scorer_name)
-        return _prune_open(run, manifest, encoded, lm, pool, scorer, scorer_name, started, keep_ratio=keep_ratio,
-                           max_batch_tokens=max_batch_tokens, baselines=baselines, seed=seed, progress=progress)
+        return _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, objective=objective,
+                           method=method, keep_ratio=keep_ratio, max_batch_tokens=max_batch_tokens,
+                           max_memory=max_memory, baselines=baselines, seed=seed, progress=progress)
     except BaseException:
         if not run_existed:
             _discard_if_empty(run, folder_existed)
         raise
 
 
-def _prune_open(run, manifest, encoded, lm, pool, scorer, scorer_name, started, *, keep_ratio, max_batch_tokens,
-                baselines, seed, progress) -> RunDir:
+def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objective, method, keep_ratio,
+                max_batch_tokens, max_memory, baselines, seed, progress) -> RunDir:
     target_ratio = min(keep_ratio, manifest["keep_ratio"])
     names = list(dict.fromkeys(list(manifest.get("baselines", [])) + list(baselines)))
     chain_seconds = dict(manifest.get("timings", {}).get("chains", {}))
@@ -252,17 +263,43 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer, scorer_name, started, 
     # Every scorer that produced a committed chain (the exact ones may differ between invocations), recorded
     # before this invocation commits anything, so the manifest stays true of every chain even if it is killed.
     methods = list(manifest.get("engine", {}).get("methods", []))
-    if todo and scorer_name not in methods:
-        methods = sorted([*methods, scorer_name])
-        manifest = run.update_manifest(engine=dict(manifest.get("engine", {}), methods=methods))
+
+    def record_method(name: str) -> None:
+        nonlocal methods, manifest
+        if name not in methods:
+            methods = sorted([*methods, name])
+            manifest = run.update_manifest(engine=dict(manifest.get("engine", {}), methods=methods))
+
+    if todo and pool is not None:
+        record_method(scorer_name)
+    chain_plans = dict(manifest.get("engine", {}).get("chains", {}))
     extra = {}
     try:  # the bar is closed (ending its line) before any error message is printed
         if pool is None:
+            cap_torch_threads()
+            budget = memory_budget(next(lm.parameters()).device, max_memory)
+            scorers: dict[tuple[str, int], object] = {}
             for index, item, wanted in todo:
+                plan = plan_chain(lm, len(item.prefix_ids), len(item.reasoning_ids), len(item.answer_ids), method,
+                                  max_batch_tokens, budget)
+                key = (plan.method, plan.max_batch_tokens)
+                if key not in scorers:
+                    scorers.clear()  # one scorer alive at a time: a cross-step scorer holds a chain's state
+                    scorers[key] = make_scorer(lm, method=plan.method, objective=objective,
+                                               max_batch_tokens=plan.max_batch_tokens)
+                scorer = scorers[key]
+                # Recorded before the commit, so the manifest stays true of every committed chain if killed.
+                record_method(type(scorer).__name__)
+                chain_plans[item.chain.id] = plan.to_dict()
+                manifest = run.update_manifest(engine=dict(manifest.get("engine", {}), chains=chain_plans,
+                                                           max_memory=max_memory))
+                cap_torch_threads(own_load=torch.get_num_threads())  # the machine's load changes over a run
                 trace = _prune_one(run, scorer, item, index, wanted, progress)
                 attention = answer_attention(lm, item) if "attention" in names else None
                 _commit(run, item, index, trace, names, seed, attention)
                 committed(item, trace)
+            planned = sorted({p["method"] for p in chain_plans.values()})
+            scorer_name = ", ".join(_SCORER_NAMES[m] for m in planned) if planned else scorer_name
         else:
             for index, item, trace, attention, _ in pool.run(todo, start_of=lambda i, it: _start_trace(run, it, i),
                                                              attention="attention" in names):
@@ -274,9 +311,11 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer, scorer_name, started, 
     timings = dict(manifest.get("timings", {}))
     timings["prune_seconds_last_invocation"] = round(time.perf_counter() - started, 3)
     timings["chains"] = chain_seconds
-    run.update_manifest(keep_ratio=target_ratio, baselines=names, timings=timings, updated=_now(),
-                        engine={"method": scorer_name, "methods": methods, "max_batch_tokens": max_batch_tokens,
-                                "backend": "local" if pool is None else "ray"}, **extra)
+    engine = {"method": scorer_name, "methods": methods, "max_batch_tokens": max_batch_tokens,
+              "backend": "local" if pool is None else "ray"}
+    if pool is None:  # per chain: method, batch budget, estimated bytes, budget, why
+        engine.update(chains=chain_plans, max_memory=max_memory)
+    run.update_manifest(keep_ratio=target_ratio, baselines=names, timings=timings, updated=_now(), engine=engine, **extra)
     return run
 
 
