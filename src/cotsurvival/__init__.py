@@ -38,6 +38,7 @@ _LAZY = {
     "read_chains": "cotsurvival.chains:read_chains",
     "RunDir": "cotsurvival.rundir:RunDir",
     "load_run": "cotsurvival.analysis.data:load_run",
+    "compare": "cotsurvival.comparison.compare:compare",  # engineer "compare"
 }
 
 __all__ = ["CotSurvivalError", "STAGES", "__version__", *_LAZY]

@@ -364,6 +364,53 @@ def demo(out, limit, keep_ratio, model):
         click.echo(f"  {name:<10} {paths[name]}")
 
 
+# ----------------------------------------------------------------------------- comparison and study (engineer "compare")
+@cli.command("compare")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Output folder: comparison.json, tables, figures, citations.md, index.html.")
+@click.option("--keep-ratios", default="0.5,0.25", show_default=True,
+              help="Comma-separated keep ratios for the Jaccard overlap of kept sets.")
+@click.option("--name", "names", multiple=True, help="Display name per run, in order (repeatable; default: folder names).")
+@click.option("--n-boot", type=int, default=2000, show_default=True, help="Chain-bootstrap resamples for the CIs.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def compare_command(runs, out, keep_ratios, names, n_boot, seed):
+    """Compare RUNS side by side (two or more; RUN:random compares a baseline ordering of RUN)."""
+    from .comparison import compare
+
+    try:
+        ratios = [float(r) for r in keep_ratios.split(",") if r.strip()]
+    except ValueError:
+        raise CotSurvivalError("E009", reason=f"--keep-ratios takes numbers separated by commas, got {keep_ratios!r}") from None
+    result = compare(list(runs), out, keep_ratios=ratios, names=list(names) or None, n_boot=n_boot, seed=seed)
+    for pair in result.pairs:
+        tau = pair["kendall_tau"]["mean"]
+        shown = "undefined" if tau is None or tau != tau else f"{tau:.3f}"   # NaN != NaN
+        click.echo(f"{pair['a']} vs {pair['b']}: {pair['n_chains']} chains, {pair['units']} units, mean Kendall tau {shown}")
+    for note in result.notes:
+        click.echo(f"  note: {note}")
+    click.echo(f"wrote {out}/comparison.json, citations.md and index.html")
+
+
+@cli.command("study")
+@click.argument("study", type=click.Path(dir_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Study root (created or continued).")
+@click.option("--overwrite", is_flag=True, help="Discard results of settings whose declaration changed (default: refuse).")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default=None,
+              help="Override every setting's backend (ray: passed through to prune).")
+@click.option("--ray-address", default=None, help="Ray cluster to join with --backend ray.")
+def study_command(study, out, overwrite, backend, ray_address):
+    """Run every setting of a STUDY.toml (prune, tag, analyze, report), compare them, write OUT/index.html."""
+    from .comparison import run_study
+
+    result = run_study(study, out, overwrite=overwrite, backend=backend, ray_address=ray_address)
+    click.echo(f"\ndone in {result.seconds:.0f} s: {result.index}")
+    for name, page in result.reports.items():
+        click.echo(f"  setting    {name:<16} {page}")
+    for name, page in result.comparisons.items():
+        click.echo(f"  comparison {name:<16} {page}")
+
+
 
 # ----------------------------------------------------------------------------- recover (answer recovery; engineer "recover")
 @cli.command()

@@ -60,6 +60,13 @@ class Errors:
     E072 = "Cannot start Ray workers: {reason}"
     E073 = "Cannot connect to the Ray cluster at {address}: {reason}"
     E074 = "A Ray worker failed: {reason}"
+    # --- comparison and study (engineer "compare": E120-E129)
+    E120 = "Cannot compare: {reason}"
+    E121 = "{path}: the run has no {ordering!r} ordering (baselines.parquet has: {available}). Prune with --baselines {ordering}."
+    E122 = "The runs share no chain with identical reasoning text: {detail}"
+    E123 = "{path}: invalid study file ({reason})."
+    E124 = "Setting {name!r} already has results in {path} made with different settings ({changed}). Re-run with --overwrite to discard them, or give the new setting another name."
+    E125 = "{path}: not a comparison folder (no comparison.json). Run `cotsurvival compare` first."
     # ---- safety: outputs, resume settings, model lookup, chain selection (E080-E099)
     E080 = "Refusing to write {path}: it is {role}. Choose another --out."
     E081 = "Refusing to replace {path}: it {what} and was not written by `cotsurvival {command}`. Choose another --out, or pass --overwrite to replace it."
