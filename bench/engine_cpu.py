@@ -22,6 +22,7 @@ from cotsurvival.models import load_model
 from cotsurvival.pruning.engine import greedy_prune, n_deletions
 from cotsurvival.pruning.crossstep import CrossStepScorer
 from cotsurvival.pruning.scoring import NaiveScorer, PrefixReuseScorer
+from cotsurvival.threads import cap_torch_threads
 
 
 def suffix_lower_bound(p: int, n: int, a: int, steps: int) -> int:
@@ -56,7 +57,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=70, help="longest reasoning (tokens) to pick")
     parser.add_argument("--json", default=None, help="write results here")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    threads = cap_torch_threads()  # the CPUs this process can get (affinity, quota, load)
     model, tokenizer, info = load_model("smollm2-135m", device="cpu", dtype="float32")
     picked = []
     for chain in read_chains("gsm8k"):
@@ -89,7 +90,8 @@ def main() -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
     totals = {name: sum(r[f"{name}_s"] for r in rows) for name in ("naive", "prefix", "crossstep")}
-    summary = {"model": info.spec, "device": "cpu", "dtype": "float32", "max_batch_tokens": args.max_batch_tokens,
+    summary = {"model": info.spec, "device": "cpu", "dtype": "float32", "torch_threads": threads,
+               "max_batch_tokens": args.max_batch_tokens,
                "keep_ratio": args.keep_ratio, **{f"total_{k}_s": round(v, 1) for k, v in totals.items()},
                "speedup_prefix": round(totals["naive"] / totals["prefix"], 2),
                "speedup_crossstep": round(totals["naive"] / totals["crossstep"], 2),

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pandas as pd
 import pytest
@@ -15,14 +14,12 @@ from cotsurvival.testing import synthetic_run
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     run = synthetic_run(tmp_path_factory.mktemp("an") / "r", n_chains=6, n_tokens=30, seed=0)
-    started = time.perf_counter()
-    result = analyze(run)
-    return run, result, time.perf_counter() - started
+    return run, analyze(run)
 
 
-def test_small_run_is_fast_and_complete(small):
-    run, result, seconds = small
-    assert seconds < 20
+def test_small_run_is_complete(small):
+    # (speed is measured in bench/, not asserted in a test: the shared machine's load varies 10x)
+    run, result = small
     folder = run.stats_dir
     text = (folder / "stats.json").read_text()
     stats = json.loads(text)  # allow_nan=False on write: no NaN tokens
@@ -41,14 +38,39 @@ def test_small_run_is_fast_and_complete(small):
 
 
 def test_citations_follow_the_data(small):
-    _, result, _ = small
-    text = "\n".join(result.citations_)
-    assert "Symbolic math tokens survived to a median normalized step of" in text
-    summary = result.tables_["summary_category"].set_index("group")
-    assert f"{summary.loc['symbolic_math', 'median']:.2f}" in text
-    random = [c for c in result.citations_ if c.startswith("Under the random ordering")]
+    run, result = small
+    from cotsurvival.analysis import chain_level_test, load_run
+
+    first = result.citations_[0]
+    assert first.startswith("Primary result (pre-specified): symbolic math tokens")
+    oracle = chain_level_test(load_run(run), "category", "symbolic_math")
+    assert result.primary_["p_value"] == oracle["p_value"] and f"{oracle['estimate']:+.3f}" in first
+    assert f"n = {oracle['n_chains']} chains" in first and "sign-flip" in first
+    assert ("did not survive significantly" in first) == (oracle["p_value"] >= 0.05)
+    stats = json.loads((run.stats_dir / "stats.json").read_text())
+    assert stats["primary"]["estimate"] == pytest.approx(oracle["estimate"])
+    assert stats["primary"]["power"]["n_chains_needed"] >= 2
+    for sentence in result.citations_:
+        if "log-rank" in sentence or "Kruskal" in sentence:
+            assert "tokens treated as independent" in sentence, sentence
+        assert "Wald p unadjusted" not in sentence and "token length" not in sentence.replace("token length not", "")
+        if "chain-bootstrap" in sentence:
+            assert "6 chains" in sentence and "likely too narrow" in sentence
+    random = [c for c in result.citations_ if c.startswith("Descriptively, under the random ordering")]
     lr = result.tables_["orderings_category"].query("ordering == 'random'")["logrank_p"].iloc[0]
     assert ("did not differ significantly" in random[0]) == (lr >= 0.05)
+    paired = result.tables_["orderings_chain_level"].set_index("ordering")
+    assert paired.loc["random", "baseline_mean_contrast"] == 0.0  # the exact expectation, not one draw
+
+
+def test_minimum_support_withholds_citations(tmp_path):
+    result = analyze(synthetic_run(tmp_path / "few", n_chains=3, n_tokens=20), n_boot=20, save=False)
+    assert result.citations_[0].startswith("Primary result withheld")
+    assert not any(c.startswith("Descriptively") or "HR =" in c for c in result.citations_)
+    assert cites(result, "withheld (below the minimum support of 5 chains")
+    relaxed = analyze(synthetic_run(tmp_path / "few2", n_chains=3, n_tokens=20), n_boot=20, save=False,
+                      min_chains=3, min_tokens=5)
+    assert relaxed.citations_[0].startswith("Primary result (pre-specified)")
 
 
 def cites(result, phrase):
@@ -102,7 +124,8 @@ def test_cli_analyze(tmp_path):
     run = synthetic_run(tmp_path / "cli", n_chains=3, n_tokens=10)
     out = tmp_path / "stats"
     assert main(["analyze", str(run.path), "--out", str(out), "--n-boot", "20", "--no-mixed",
-                 "--level", "category"]) == 0
+                 "--level", "category", "--min-chains", "3", "--primary", "grammar"]) == 0
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["config"]["mixed"] is False and "mixed_category" not in stats["tables"]
+    assert "mixed_category" not in stats["tables"] and stats["config"]["min_chains"] == 3
+    assert stats["primary"]["targets"] == ["grammar"] and stats["primary"]["n_chains"] == 3
     assert main(["analyze", str(tmp_path / "missing")]) == 2

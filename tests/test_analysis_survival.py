@@ -53,7 +53,8 @@ def test_cox_matches_lifelines_with_clustered_se():
     from lifelines import CoxPHFitter
 
     df = simulated()
-    mine = surv.cox_ph(df, reference="a").set_index("term")
+    mine = surv.cox_ph(df, reference="a", covariates=("rel_position", "token_len"), strata=None,
+                       se="cluster").set_index("term")
     x = pd.get_dummies(df["category"]).drop(columns="a").astype(float)
     x = x.assign(rel_position=df["rel_position"], token_len=df["token_len"], T=df["survival"], E=~df["censored"],
                  chain=df["chain_index"])
@@ -73,7 +74,7 @@ def test_ph_test_matches_lifelines():
     from lifelines.statistics import proportional_hazard_test
 
     df = simulated(seed=1)
-    mine = surv.ph_test(df, reference="a").set_index("term")
+    mine = surv.ph_test(df, reference="a", covariates=("rel_position", "token_len"), strata=None).set_index("term")
     x = pd.get_dummies(df["category"]).drop(columns="a").astype(float)
     x = x.assign(rel_position=df["rel_position"], token_len=df["token_len"], T=df["survival"], E=~df["censored"])
     fit = CoxPHFitter().fit(x, "T", "E")
@@ -92,7 +93,7 @@ def test_ph_test_detects_time_varying_effect():
     time = np.where(group == "b", np.where(rng.random(n) < 0.5, early, late + 1.0), rng.exponential(1.0, n))
     df = pd.DataFrame({"category": group, "survival": time, "censored": False, "chain_index": rng.integers(0, 40, n),
                        "rel_position": rng.random(n), "token_len": 1.0})
-    table = surv.ph_test(df, covariates=(), reference="a")
+    table = surv.ph_test(df, covariates=(), reference="a", strata=None)
     assert table.loc[0, "p"] < 0.01
 
 
@@ -161,22 +162,6 @@ def test_rank_tests_and_cliffs_delta(full_run):
     assert sym.cliffs_delta < -0.5 and sym.p_holm < 0.001  # synthetic: math costs most, survives longest
 
 
-def test_mixed_model_recovers_known_effects():
-    rng = np.random.default_rng(5)
-    chains, per = 40, 25
-    chain = np.repeat(np.arange(chains), per)
-    category = rng.choice(["a", "b", "c"], chains * per)
-    y = 0.3 + np.select([category == "b", category == "c"], [0.1, 0.25], 0.0) + rng.normal(0, 0.1, chains)[chain] \
-        + rng.normal(0, 0.05, chains * per)
-    df = pd.DataFrame({"chain_index": chain, "category": category, "survival": y, "censored": False,
-                       "rel_position": rng.random(chains * per), "token_len": rng.integers(1, 5, chains * per)})
-    table = surv.mixed_model(df, reference="a").set_index("term")
-    assert table.loc["category[b]", "lower"] < 0.1 < table.loc["category[b]", "upper"]
-    assert table.loc["category[c]", "lower"] < 0.25 < table.loc["category[c]", "upper"]
-    assert table.attrs["chain_variance"] == pytest.approx(0.01, rel=0.6)
-    assert (table["n_chains"] == chains).all()
-
-
 def test_ordering_interaction_known_answers(full_run):
     long = orderings_long(full_run)
     same = pd.concat([long[long.ordering == "greedy"],
@@ -198,7 +183,70 @@ def test_degenerate_inputs_raise_clear_errors():
         surv.logrank_test(df.assign(censored=True))
     with pytest.raises(CotSurvivalError, match="all censored"):
         surv.cox_ph(df.assign(censored=True))
-    one = surv.cox_ph(df.assign(category="a"))
+    one = surv.cox_ph(df.assign(category="a"), covariates=("rel_position", "token_len"))
     assert list(one["term"]) == ["rel_position", "token_len"] and one.attrs["notes"]
-    const = surv.cox_ph(df.assign(token_len=2.0))
+    const = surv.cox_ph(df.assign(token_len=2.0), covariates=("rel_position", "token_len"))
     assert "token_len" not in set(const["term"]) and "constant" in const.attrs["notes"][0]
+
+
+def test_stratified_cox_matches_lifelines_and_jackknife_matches_naive_refits():
+    """Stratified by chain: coefficients and model SEs against lifelines' strata; with few chains the
+    SE is a leave-one-chain-out jackknife, checked against lifelines refits (an independent fitter)."""
+    from lifelines import CoxPHFitter
+
+    df = simulated(n=300, seed=4)
+    df["chain_index"] = df["chain_index"] % 8
+    x = pd.get_dummies(df["category"]).drop(columns="a").astype(float)
+    x = x.assign(rel_position=df["rel_position"], T=df["survival"], E=~df["censored"], chain=df["chain_index"])
+    fit = CoxPHFitter().fit(x, "T", "E", strata=["chain"]).summary
+    model = surv.cox_ph(df, reference="a", se="model").set_index("term")
+    for term, name in [("category[b]", "b"), ("category[c]", "c"), ("rel_position", "rel_position")]:
+        assert model.loc[term, "coef"] == pytest.approx(fit.loc[name, "coef"], abs=1e-5)
+        assert model.loc[term, "se"] == pytest.approx(fit.loc[name, "se(coef)"], rel=1e-4)
+    jack = surv.cox_ph(df, reference="a")  # 8 chains < 30: auto picks the jackknife
+    assert (jack["se_method"] == "jackknife").all()
+    loo = np.array([CoxPHFitter().fit(x[x.chain != c], "T", "E", strata=["chain"]).params_[["b", "c", "rel_position"]]
+                    for c in range(8)])
+    naive = np.sqrt(7 / 8 * ((loo - loo.mean(axis=0)) ** 2).sum(axis=0))
+    np.testing.assert_allclose(jack["se"], naive, rtol=1e-3)
+    t = jack["coef"] / jack["se"]
+    np.testing.assert_allclose(jack["p"], 2 * stats.t.sf(np.abs(t), 7))
+    joint = jack.attrs["joint"]
+    assert joint["df"] == 2 and joint["df_denom"] == 7 and 0 <= joint["p"] <= 1
+
+
+def test_tied_data_efron_residuals_match_lifelines():
+    """Tied deletion times: Efron fit, with the PH test and the clustered SE built on Efron Schoenfeld and
+    score residuals (statsmodels' own are Breslow-type: with an Efron fit they do not sum to zero)."""
+    from lifelines import CoxPHFitter
+    from lifelines.statistics import proportional_hazard_test
+
+    df = simulated(n=300, seed=5)
+    df["survival"] = np.ceil(df["survival"] * 5) / 5  # heavy ties
+    mine = surv.cox_ph(df, reference="a", strata=None, se="model").set_index("term")
+    assert any("Efron" in n for n in mine.attrs["notes"])
+    x = pd.get_dummies(df["category"]).drop(columns="a").astype(float)
+    x = x.assign(rel_position=df["rel_position"], T=df["survival"], E=~df["censored"])
+    plain = CoxPHFitter().fit(x, "T", "E")
+    for term, name in [("category[b]", "b"), ("category[c]", "c"), ("rel_position", "rel_position")]:
+        assert mine.loc[term, "coef"] == pytest.approx(plain.summary.loc[name, "coef"], abs=1e-5)
+        assert mine.loc[term, "se"] == pytest.approx(plain.summary.loc[name, "se(coef)"], rel=1e-4)
+    # Schoenfeld residuals (lifelines computes them with Efron ties) and the PH test built on them
+    _, design, event, model, result, _, _ = surv._fit_cox(df, "category", ("rel_position",), "a", "survival", None)
+    score, schoenfeld = surv._residuals(df, design, event, "survival", None, "efron", np.asarray(result.params))
+    theirs = plain.compute_residuals(x, kind="schoenfeld")[["b", "c", "rel_position"]]
+    np.testing.assert_allclose(schoenfeld[theirs.index.to_numpy()], theirs.to_numpy(), atol=1e-6)
+    # (lifelines' "rank" transform breaks ties by row order, so the tied comparison uses identity time)
+    ph = surv.ph_test(df, reference="a", strata=None, transform="identity").set_index("term")
+    ref = proportional_hazard_test(plain, x, time_transform="identity").summary
+    for term, name in [("category[b]", "b"), ("category[c]", "c"), ("rel_position", "rel_position")]:
+        assert ph.loc[term, "chi2"] == pytest.approx(ref.loc[name, "test_statistic"], rel=1e-4)
+    # Efron score residuals sum to the score, 0 at the estimate; statsmodels' Breslow-type ones do not
+    assert np.abs(score.sum(axis=0)).max() < 1e-6
+    assert np.abs(np.asarray(result.score_residuals).sum(axis=0)).max() > 0.05
+    # untied, Efron = Breslow: the residuals equal statsmodels' (and the clustered SE equals lifelines',
+    # test_cox_matches_lifelines_with_clustered_se)
+    untied = simulated(n=200, seed=6)
+    _, d2, e2, _, r2, _, _ = surv._fit_cox(untied, "category", ("rel_position",), "a", "survival", None)
+    s2, _ = surv._residuals(untied, d2, e2, "survival", None, "efron", np.asarray(r2.params))
+    np.testing.assert_allclose(s2, np.asarray(r2.score_residuals), atol=1e-10)

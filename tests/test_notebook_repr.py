@@ -80,8 +80,8 @@ def test_analysis_result_repr_html(tmp_path):
     assert "<script" not in page
     assert f"{result.counts_['n_tokens']:,}" in page
     assert f">{result.counts_['n_chains']}</td>" in page
-    logrank = result.tests_["logrank_category"]
-    assert f"{logrank['chi2']:.2f}" in page
+    primary = result.primary_  # the chain-level primary test is the headline (issue 11)
+    assert f"{primary['estimate']:+.3f}" in page and "Primary (chain-level) test" in page
     assert page.count("<li>") == len(result.citations_) > 0
     for sentence in result.citations_:
         assert html.escape(sentence) in page

@@ -56,13 +56,19 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
 @click.option("--workers", type=int, default=None, help="Ray actors (default: one per GPU, else one per CPU).")
 @click.option("--gpus-per-worker", type=float, default=None,
               help="GPUs each Ray actor reserves (default: 1 when the cluster has GPUs, else 0).")
+@click.option("--llmlingua-model", default=None,
+              help="LLMLingua-2 classifier for the llmlingua2 baseline: hub id or local directory "
+                   "(default: microsoft/llmlingua-2-xlm-roberta-large-meetingbank).")
+# -- families: memory that fits the chain
+@click.option("--max-memory", default=None, help="Memory a chain may use beyond the weights (e.g. 8GB); default: "
+              "what the device has free. Chains that would not fit fall back to prefix reuse, smaller batches, naive.")
 # --approx (engineer approx): approximate greedy survival for long chains
 @click.option("--approx", default=None,
               help="Approximate greedy survival for long chains: auto (exact up to 150 tokens, else "
                    "topk:0.1,window=64), topk:F[,window=W][,block=B], topk:k=K. Default: exact.")
 def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file, baselines, max_batch_tokens, method, device, dtype,
           on_error, keep_annotations, seed, trust_remote_code, allow_unsafe_weights, backend, ray_address, workers,
-          gpus_per_worker, approx):
+          gpus_per_worker, max_memory, llmlingua_model, approx):
     """Greedy survival pruning of CHAINS (a file or 'gsm8k') into a run directory."""
     from .chains import parse_chain_selection
     from .pruning import prune as run_prune
@@ -74,6 +80,7 @@ def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file,
                     on_error=on_error, keep_annotations=keep_annotations, seed=seed,
                     trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights,
                     backend=backend, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
+                    max_memory=max_memory, llmlingua_model=llmlingua_model,
                     approx=approx)
     manifest = run.read_manifest()
     click.echo(f"pruned {manifest['n_chains']} chains into {run.path} ({len(manifest['skipped'])} skipped)")
@@ -178,11 +185,16 @@ def tag_agree(run, level, out):
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None, help="Output folder (default: RUN/stats).")
 @click.option("--n-boot", type=int, default=1000, show_default=True, help="Chain-bootstrap resamples for CIs (0: none).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and the probe's folds.")
-@click.option("--no-mixed", is_flag=True, help="Skip the mixed-effects models (slowest on large runs).")
+@click.option("--no-mixed", is_flag=True, hidden=True, help="Ignored (the mixed model was dropped).")
 @click.option("--level", "levels", type=click.Choice(["category", "label"]), multiple=True,
               help="Label columns to analyse (repeatable; default both).")
-@click.option("--reference", default=None, help="Reference category of the Cox and mixed models (default: the largest).")
-def analyze(run, out, n_boot, seed, no_mixed, levels, reference):
+@click.option("--reference", default=None, help="Reference category of the Cox model (default: the largest).")
+# --- stats: the pre-specified primary contrast and the minimum support for citing
+@click.option("--primary", default="symbolic_math", show_default=True,
+              help="Primary contrast: this category vs the rest of each chain (chain-level, position-adjusted).")
+@click.option("--min-chains", type=int, default=5, show_default=True, help="Cite nothing resting on fewer chains.")
+@click.option("--min-tokens", type=int, default=20, show_default=True, help="Cite nothing resting on fewer tokens.")
+def analyze(run, out, n_boot, seed, no_mixed, levels, reference, primary, min_chains, min_tokens):
     """Statistics of RUN: survival by category, dynamics, attention; writes RUN/stats/."""
     from .analysis import analyze as run_analysis
 
@@ -192,12 +204,33 @@ def analyze(run, out, n_boot, seed, no_mixed, levels, reference):
         check_output(out, inputs=[i for i in run_inputs(run) if not i[0].name == "stats"], overwrite=True,
                      command="analyze", folder=True)
 
-    result = run_analysis(run, out, n_boot=n_boot, seed=seed, mixed=not no_mixed,
-                          levels=tuple(levels) or ("category", "label"), reference=reference)
+    result = run_analysis(run, out, n_boot=n_boot, seed=seed, levels=tuple(levels) or ("category", "label"),
+                          reference=reference, primary=primary, min_chains=min_chains, min_tokens=min_tokens)
     folder = out or result.run / "stats"
     click.echo(f"wrote {len(result.tables_)} tables, stats.json and citations.md to {folder}")
     for note in result.notes_:
         click.echo(f"  note: {note}")
+
+
+# ----------------------------------------------------------------------------- stats: power
+@cli.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--delta", type=float, default=0.1, show_default=True,
+              help="Difference in mean normalized survival to detect (primary contrast).")
+@click.option("--primary", default="symbolic_math", show_default=True, help="Category contrasted with the rest.")
+@click.option("--power", "target_power", type=float, default=0.8, show_default=True)
+@click.option("--alpha", type=float, default=0.05, show_default=True)
+def power(run, delta, primary, target_power, alpha):
+    """Chains needed to detect DELTA in the primary contrast, from RUN's between-chain spread."""
+    from .analysis import power as chains_needed
+
+    result = chains_needed(run, delta, contrast=primary, target_power=target_power, alpha=alpha)
+    click.echo(f"{result['contrast']}: between-chain SD {result['sd_between_chains']:.3f} "
+               f"({result['n_chains_observed']} chains); to detect a difference of {delta:g} with "
+               f"{target_power:.0%} power at alpha {alpha:g}: {result['n_chains_needed']} chains")
+    if result["power_at_observed"] is not None:
+        click.echo(f"  power with the run's {result['n_chains_observed']} chains: {result['power_at_observed']:.0%}")
+    click.echo(f"  method: {result['method']}")
 
 
 @cli.command()
@@ -335,6 +368,92 @@ def demo(out, limit, keep_ratio, model):
     for name in ("run", "stats", "citations", "report", "viewer"):
         click.echo(f"  {name:<10} {paths[name]}")
 
+
+# ----------------------------------------------------------------------------- comparison and study (engineer "compare")
+@cli.command("compare")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Output folder: comparison.json, tables, figures, citations.md, index.html.")
+@click.option("--keep-ratios", default="0.5,0.25", show_default=True,
+              help="Comma-separated keep ratios for the Jaccard overlap of kept sets.")
+@click.option("--name", "names", multiple=True, help="Display name per run, in order (repeatable; default: folder names).")
+@click.option("--n-boot", type=int, default=2000, show_default=True, help="Chain-bootstrap resamples for the CIs.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def compare_command(runs, out, keep_ratios, names, n_boot, seed):
+    """Compare RUNS side by side (two or more; RUN:random compares a baseline ordering of RUN)."""
+    from .comparison import compare
+
+    try:
+        ratios = [float(r) for r in keep_ratios.split(",") if r.strip()]
+    except ValueError:
+        raise CotSurvivalError("E009", reason=f"--keep-ratios takes numbers separated by commas, got {keep_ratios!r}") from None
+    result = compare(list(runs), out, keep_ratios=ratios, names=list(names) or None, n_boot=n_boot, seed=seed)
+    for pair in result.pairs:
+        tau = pair["kendall_tau"]["mean"]
+        shown = "undefined" if tau is None or tau != tau else f"{tau:.3f}"   # NaN != NaN
+        click.echo(f"{pair['a']} vs {pair['b']}: {pair['n_chains']} chains, {pair['units']} units, mean Kendall tau {shown}")
+    for note in result.notes:
+        click.echo(f"  note: {note}")
+    click.echo(f"wrote {out}/comparison.json, citations.md and index.html")
+
+
+@cli.command("study")
+@click.argument("study", type=click.Path(dir_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Study root (created or continued).")
+@click.option("--overwrite", is_flag=True, help="Discard results of settings whose declaration changed (default: refuse).")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default=None,
+              help="Override every setting's backend (ray: passed through to prune).")
+@click.option("--ray-address", default=None, help="Ray cluster to join with --backend ray.")
+def study_command(study, out, overwrite, backend, ray_address):
+    """Run every setting of a STUDY.toml (prune, tag, analyze, report), compare them, write OUT/index.html."""
+    from .comparison import run_study
+
+    result = run_study(study, out, overwrite=overwrite, backend=backend, ray_address=ray_address)
+    click.echo(f"\ndone in {result.seconds:.0f} s: {result.index}")
+    for name, page in result.reports.items():
+        click.echo(f"  setting    {name:<16} {page}")
+    for name, page in result.comparisons.items():
+        click.echo(f"  comparison {name:<16} {page}")
+
+
+
+# ----------------------------------------------------------------------------- recover (answer recovery; engineer "recover")
+@cli.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--keep-ratios", default="0.9,0.7,0.5,0.3", show_default=True,
+              help="Comma-separated keep ratios in (0, 1); 1.0 (the unpruned chain) is always added.")
+@click.option("--orderings", default=None, help="Comma-separated: greedy and the run's baselines (default: all).")
+@click.option("--model", default=None, help="Model (default: the one that pruned the run). " + _MODEL_HELP)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="auto", show_default=True)
+@click.option("--max-new-tokens", type=int, default=16, show_default=True, help="Bound on the decoded answer line.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Sequences per forward / generate call.")
+@click.option("--out", "out", default=None, type=click.Path(file_okay=False),
+              help="Folder for the figure, tables and citations (default: RUN/recovery).")
+@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model's repository.")
+@click.option("--allow-unsafe-weights", is_flag=True, help="Allow pickled (.bin) weights, which can run code.")
+def recover(run, keep_ratios, orderings, model, device, dtype, max_new_tokens, batch_size, out, trust_remote_code,
+            allow_unsafe_weights):
+    """Answer recovery of RUN's pruned chains: log P(answer) and greedy-decoded answers per ordering and keep ratio."""
+    from pathlib import Path
+
+    from .errors import CotSurvivalError
+    from .recovery import recover as run_recover
+
+    try:
+        ratios = [float(r) for r in keep_ratios.split(",") if r.strip()]
+    except ValueError:
+        raise CotSurvivalError("E133", reason=f"--keep-ratios must be numbers, not {keep_ratios!r}") from None
+    names = [o.strip() for o in orderings.split(",") if o.strip()] if orderings else None
+    result = run_recover(run, keep_ratios=ratios, orderings=names, model=model, device=device, dtype=dtype,
+                         max_new_tokens=max_new_tokens, batch_size=batch_size, trust_remote_code=trust_remote_code,
+                         allow_unsafe_weights=allow_unsafe_weights)
+    paths = result.save(Path(out) if out else Path(run) / "recovery")
+    click.echo(f"recovery of {result.n_chains} chains x {len(result.orderings)} orderings x "
+               f"{len(result.keep_ratios)} keep ratios: {Path(run) / 'recovery.parquet'}")
+    for name in ("figure", "summary", "tests", "citations"):
+        if name in paths:
+            click.echo(f"  {name:<10} {paths[name]}")
 
 
 def main(argv: list[str] | None = None) -> int:

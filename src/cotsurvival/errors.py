@@ -31,6 +31,9 @@ class Errors:
     E040 = "{path}: tokens have no category labels ({detail}). Run `cotsurvival tag {path}` first, or load with require_tags=False to analyse untagged tokens."
     E041 = "Cannot analyse: {reason}"
     E042 = "Column {column!r} not in the table (available: {available})."
+    # --- stats (E043-E049): chain-level tests and power
+    E043 = "Cannot compute power: {reason}"
+    E044 = "Unknown primary contrast {value!r}: the run's {group} values are {available}."
     E050 = "Unknown figure width {value!r}; choose from: {allowed}."
     E051 = "Chain {chain} is not in the run ({n_chains} chains; chain_index runs from 0 to {last})."
     E052 = "{path}: the run has no pruned tokens to show. Run `cotsurvival prune` first."
@@ -57,6 +60,13 @@ class Errors:
     E072 = "Cannot start Ray workers: {reason}"
     E073 = "Cannot connect to the Ray cluster at {address}: {reason}"
     E074 = "A Ray worker failed: {reason}"
+    # --- comparison and study (engineer "compare": E120-E129)
+    E120 = "Cannot compare: {reason}"
+    E121 = "{path}: the run has no {ordering!r} ordering (baselines.parquet has: {available}). Prune with --baselines {ordering}."
+    E122 = "The runs share no chain with identical reasoning text: {detail}"
+    E123 = "{path}: invalid study file ({reason})."
+    E124 = "Setting {name!r} already has results in {path} made with different settings ({changed}). Re-run with --overwrite to discard them, or give the new setting another name."
+    E125 = "{path}: not a comparison folder (no comparison.json). Run `cotsurvival compare` first."
     # ---- safety: outputs, resume settings, model lookup, chain selection (E080-E099)
     E080 = "Refusing to write {path}: it is {role}. Choose another --out."
     E081 = "Refusing to replace {path}: it {what} and was not written by `cotsurvival {command}`. Choose another --out, or pass --overwrite to replace it."
@@ -65,6 +75,21 @@ class Errors:
     E084 = "Run directory {path} was made from another set of chains: {detail}. {hint}"
     E087 = "File system error on {path}: {reason}."
     E085 = "No such chain id{s}: {ids}{suggestion} ({n_available} chains in {source}; ids such as {examples})."
+    # --- engine reach and memory (families: E100-E109)
+    E100 = "--method {method} cannot prune {architecture}: {reason}. Use --method naive (exact, any architecture) or --method auto."
+    E101 = "Invalid --max-memory {value!r}: {reason} (e.g. 8GB, 512MiB, 2e9)."
+    E102 = "Chain {chain} does not fit in {budget}: even naive scoring one candidate at a time needs about {needed}. Raise --max-memory or use a larger device."
+    # --- recover (E130-E139): the llmlingua2 baseline and answer recovery
+    E130 = ("Cannot load the LLMLingua-2 classifier '{model}': {reason}. Download it where there is network "
+            "(huggingface-cli download {model}) and pass --llmlingua-model with its local directory.")
+    E131 = ("Refusing to load the LLMLingua-2 classifier '{model}' from {path}: pickled weights can run code. "
+            "Convert it to safetensors, or pass --allow-unsafe-weights if you trust the file.")
+    E132 = ("Run directory {path} has llmlingua2 orderings from classifier {old!r}; this run asks for {new!r}. "
+            "Use a new --out directory or the same --llmlingua-model.")
+    E133 = "Invalid recovery option: {reason}"
+    E134 = "{path}: the run has no {ordering!r} ordering. Available: {available}. Prune with --baselines {ordering} first."
+    E135 = "{path}: the run reaches keep ratio {reached}; recovery at {asked} needs `cotsurvival prune ... --keep-ratio {asked}` first."
+    E136 = "{path}: no recovery results yet. Run `cotsurvival recover {path}` first."
     # approximate greedy survival (engineer approx: E110-E119)
     E110 = "Invalid --approx {spec!r}: {reason}. Examples: auto, topk:0.1, topk:0.1,window=64, topk:k=1 (exact)."
     E111 = "Chain {chain!r} has {n} reasoning tokens: exact greedy pruning above {limit} tokens costs about n^3/6 = {rows} decoder token rows. Use --approx auto (or e.g. --approx topk:0.1,window=64), or raise the limit with {env}=N."

@@ -206,3 +206,76 @@ def _synthetic_baselines(index, chain_id, base, n_steps, rng):
         frame["censored"] = frame["deleted_step"].isna()
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+# ----------------------------------------------------------------------------- tiny models per family
+# Every architecture the engine's fast path supports, as a random-weight model small enough for
+# unit tests. Each family keeps its own forward's features (q/k norms, soft-capping, sandwich
+# norms, multipliers, NoPE layers, windows); sizes shrink, defaults that assume a big model
+# (head_dim 128/256, 4096-token windows, pad ids beyond the vocabulary) are set explicitly.
+TINY_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "olmo2", "granite", "smollm3")
+
+_FAMILY_CLASSES = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM"), "mistral": ("MistralConfig", "MistralForCausalLM"),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"), "qwen3": ("Qwen3Config", "Qwen3ForCausalLM"),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM"), "gemma3_text": ("Gemma3TextConfig", "Gemma3ForCausalLM"),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM"), "olmo2": ("Olmo2Config", "Olmo2ForCausalLM"),
+    "granite": ("GraniteConfig", "GraniteForCausalLM"), "smollm3": ("SmolLM3Config", "SmolLM3ForCausalLM"),
+}
+# What a family's defaults would make too big or inconsistent for a 32-wide model.
+_FAMILY_DEFAULTS = {
+    "mistral": {"sliding_window": None},
+    "qwen3": {"sliding_window": None},
+    "gemma2": {"sliding_window": 4096, "query_pre_attn_scalar": 8},
+    "gemma3_text": {"sliding_window": 4096, "query_pre_attn_scalar": 8},
+    "granite": {"embedding_multiplier": 2.0, "residual_multiplier": 0.5, "attention_multiplier": 0.2,
+                "logits_scaling": 3.0},
+}
+
+
+def tiny_config(family: str, vocab_size: int = 400, **variant):
+    """A small config of ``family``'s own config class; ``variant`` overrides any field."""
+    import transformers
+
+    if family not in _FAMILY_CLASSES:
+        raise ValueError(f"unknown family {family!r}; choose from {', '.join(TINY_FAMILIES)}")
+    config_name, _ = _FAMILY_CLASSES[family]
+    kwargs = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=512,
+                  bos_token_id=0, eos_token_id=0, pad_token_id=0, tie_word_embeddings=False)
+    kwargs.update(_FAMILY_DEFAULTS.get(family, {}))
+    kwargs.update(variant)
+    if family == "gemma3_text" and "layer_types" not in variant:
+        # Gemma 3 alternates five sliding layers with one global one; a tiny model alternates 1:1 so
+        # both kinds are present.
+        kwargs["layer_types"] = ["sliding_attention" if i % 2 == 0 else "full_attention"
+                                 for i in range(kwargs["num_hidden_layers"])]
+    return getattr(transformers, config_name)(**kwargs)
+
+
+def tiny_model(family: str, seed: int = 0, dtype: torch.dtype = torch.float64, vocab_size: int = 400,
+               attn_implementation: str | None = None, **variant):
+    """A random-weight ``family`` causal LM (2 layers, 32 wide) in eval mode; ``variant`` edits its config.
+
+    Examples: ``tiny_model("qwen3", attention_bias=True)``, ``tiny_model("mistral", sliding_window=6)``,
+    ``tiny_model("llama", rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0,
+    "original_max_position_embeddings": 128})``.
+    """
+    import transformers
+
+    config = tiny_config(family, vocab_size=vocab_size, **variant)
+    if attn_implementation is not None:
+        config._attn_implementation = attn_implementation
+    torch.manual_seed(seed)
+    model = getattr(transformers, _FAMILY_CLASSES[family][1])(config)
+    # Larger-than-default weights give peaked distributions, so candidate scores are well separated;
+    # norms and biases get random values too, so a forward that skipped one would show.
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.dim() == 2:
+                parameter.normal_(0.0, 0.2)
+            elif "norm" in name:
+                parameter.uniform_(0.5, 1.5)
+            else:
+                parameter.normal_(0.0, 0.1)
+    return model.to(dtype).eval()

@@ -22,9 +22,10 @@ from ..rundir import RunDir
 from . import attention as attn
 from . import dynamics as dyn
 from . import survival as surv
+from . import chainlevel
 from .citations import write_citations
 from .data import as_rundir, baseline_orderings, load_run, orderings_long
-from .inference import mean_ci
+from .inference import holm, mean_ci, paired_sign_flip_test
 
 LEVELS = ("category", "label")
 # Tables too long for Markdown/LaTeX are written as CSV only.
@@ -40,7 +41,7 @@ class AnalysisResult:
     run : Path
         The run directory.
     config : dict
-        Settings used (``n_boot``, ``seed``, ``mixed`` ...).
+        Settings used (``n_boot``, ``seed``, ``primary``, ``min_chains``, ``min_tokens`` ...).
     counts_ : dict
         ``n_tokens, n_chains, n_censored, full_ranking, keep_ratio, categories, labels, orderings``.
     tables_ : dict of str to DataFrame
@@ -51,7 +52,11 @@ class AnalysisResult:
     notes_ : list of str
         Why something was skipped or should be read with care.
     citations_ : list of str
-        One sentence per finding, wording following significance.
+        One sentence per finding, wording following significance; the first is the primary result.
+    primary_ : dict
+        The pre-specified primary test (:func:`~cotsurvival.analysis.chain_level_test`): the
+        chain-level, position-adjusted contrast of ``config["primary"]`` against the rest of the chain,
+        with ``power`` (chains needed for 80% power at a 0.1 difference).
     """
 
     run: Path
@@ -61,11 +66,13 @@ class AnalysisResult:
     tests_: dict[str, dict] = field(default_factory=dict)
     notes_: list[str] = field(default_factory=list)
     citations_: list[str] = field(default_factory=list)
+    primary_: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """Machine-readable form (the content of ``stats.json``): NaN becomes null."""
         return _jsonable({
-            "run": str(self.run), "config": self.config, "counts": self.counts_, "tests": self.tests_,
+            "run": str(self.run), "config": self.config, "counts": self.counts_, "primary": self.primary_,
+            "tests": self.tests_,
             "tables": {name: table.to_dict(orient="records") for name, table in self.tables_.items()},
             "table_notes": {name: table.attrs.get("notes", []) for name, table in self.tables_.items()
                             if table.attrs.get("notes")},
@@ -73,7 +80,7 @@ class AnalysisResult:
         })
 
     def _repr_html_(self) -> str:
-        """Jupyter: counts, the main test (log-rank across categories) and the citations; all text escaped."""
+        """Jupyter: counts, the primary (chain-level) test and the citations; all text escaped."""
         from html import escape
 
         from .citations import fmt_p
@@ -90,22 +97,26 @@ class AnalysisResult:
         info = "".join(f"<tr><th style=\"text-align:left\">{escape(k)}</th><td style=\"text-align:left\">"
                        f"{escape(f'{v:,}' if isinstance(v, int) and not isinstance(v, bool) else str(v))}</td></tr>"
                        for k, v in rows if v is not None)
-        logrank = self.tests_.get("logrank_category")
-        if logrank is None:
+        primary = self.primary_
+        if not primary:
             main = "not computed"
-        elif "chi2" in logrank:
-            main = (f"χ²({logrank['df']}) = {logrank['chi2']:.2f}, {fmt_p(logrank['p'])} "
-                    f"(n = {logrank['n_tokens']:,} tokens in {logrank['n_chains']:,} chains)")
+        elif "p_value" in primary:
+            main = (f"{primary['contrast']}: difference in mean normalized survival {primary['estimate']:+.3f} "
+                    f"[95% CI {primary['ci_low']:+.3f}, {primary['ci_high']:+.3f}], {fmt_p(primary['p_value'])} "
+                    f"({primary['n_chains']:,} chains, {primary['n_tokens']:,} tokens)"
+                    + (f"; withheld: {primary['withheld']}" if "withheld" in primary else ""))
         else:
-            main = f"not computed: {logrank.get('note', '')}"
+            main = f"not computed: {primary.get('note', '')}"
         items = "".join(f"<li>{escape(str(c))}</li>" for c in self.citations_) or "<li>none</li>"
         return (f'<div class="cs-analysis"><table class="cs-analysis-counts">{info}</table>'
-                f"<p><b>Log-rank test across categories:</b> {escape(main)}</p>"
+                f"<p><b>Primary (chain-level) test:</b> {escape(main)}</p>"
                 f"<p><b>Citations</b> ({len(self.citations_)})</p><ul class=\"cs-citations\">{items}</ul></div>")
 
     def to_frame(self) -> pd.DataFrame:
         """The scalar tests, one row each (``test`` and its fields; NaN where a field does not apply)."""
-        rows = [{"test": name, **{k: v for k, v in fields.items() if not isinstance(v, (dict, list))}}
+        # a test's own "test" field (the method's name) becomes "method", so it cannot overwrite the name
+        rows = [{"test": name, **{("method" if k == "test" else k): v for k, v in fields.items()
+                                  if not isinstance(v, (dict, list))}}
                 for name, fields in self.tests_.items()]
         return pd.DataFrame(rows)
 
@@ -188,7 +199,7 @@ def analyze(
     *,
     n_boot: int = 1000,
     seed: int = 0,
-    mixed: bool = True,
+    mixed: bool | None = None,
     levels: tuple[str, ...] = LEVELS,
     reference: str | None = None,
     probe_alpha: float = 1.0,
@@ -196,6 +207,9 @@ def analyze(
     categories: list[str] | None = None,
     save: bool = True,
     labels: str = "rule",
+    primary: str = chainlevel.DEFAULT_PRIMARY,
+    min_chains: int = chainlevel.MIN_CHAINS,
+    min_tokens: int = chainlevel.MIN_TOKENS,
 ) -> AnalysisResult:
     """Run every analysis of a run directory and (by default) write ``RUN/stats/``.
 
@@ -208,12 +222,13 @@ def analyze(
         Chain-bootstrap resamples for the median/mean CIs (0 = no CIs).
     seed : int, default 0
         Seed of the bootstrap and of the probe's folds.
-    mixed : bool, default True
-        Fit the mixed-effects models (the slowest part on large runs).
+    mixed : None
+        Ignored (kept so old calls work): the linear mixed model was dropped, its random intercept is
+        degenerate by construction (every chain's normalized survival averages (N+1)/2N).
     levels : tuple of str
         Label columns to analyse: ``category`` (coarse) and/or ``label`` (fine).
     reference : str, optional
-        Reference category of the Cox and mixed models (default the largest).
+        Reference category of the Cox model (default the largest).
     probe_alpha, n_folds : float, int
         Ridge penalty and number of chain-grouped folds of the attention probe.
     categories : list of str, optional
@@ -224,6 +239,13 @@ def analyze(
     labels : str, default "rule"
         Label source (``"rule"``, ``"judge"``, ``"judge:MODEL"``; see :func:`load_run`); recorded
         as ``config["labels_source"]`` in stats.json.
+    primary : str, default "symbolic_math"
+        The pre-specified primary contrast: this category against the rest of each chain, tested at
+        the chain level with position adjustment (:func:`~cotsurvival.analysis.chain_level_test`).
+        It is ``stats.json["primary"]`` and the first sentence of ``citations.md``.
+    min_chains, min_tokens : int, default 5 and 20
+        Minimum support: a comparison resting on fewer chains or tokens is computed and stored but
+        not cited (a note says what was withheld).
 
     Returns
     -------
@@ -233,7 +255,8 @@ def analyze(
     manifest = run.read_manifest()
     table = load_run(run, labels=labels, require_tags=False)
     config = {"labels_source": table.attrs.get("labels_source"),
-              "n_boot": n_boot, "seed": seed, "mixed": mixed, "levels": list(levels), "reference": reference,
+              "n_boot": n_boot, "seed": seed, "primary": primary, "min_chains": min_chains,
+              "min_tokens": min_tokens, "levels": list(levels), "reference": reference,
               "probe_alpha": probe_alpha, "n_folds": n_folds,
               "expected_categories": categories or ((manifest.get("taxonomy") or {}).get("categories"))}
     result = AnalysisResult(run=run.path, config=config)
@@ -246,11 +269,13 @@ def analyze(
     ranked = table[table["n_tokens"] > 1]
     if tagged and ranked.empty:
         result.notes_.append("No chain has 2 or more reasoning tokens: no survival comparison is possible.")
+    if tagged and not ranked.empty:
+        _primary(result, ranked.dropna(subset=["category"]), primary, min_chains, min_tokens, seed)
     for level in levels if tagged and not ranked.empty else ():
-        _by_group(result, ranked.dropna(subset=[level]), level, n_boot, seed, mixed,
+        _by_group(result, ranked.dropna(subset=[level]), level, n_boot, seed,
                   reference if level == "category" else None)
     if tagged and not ranked.empty:
-        _orderings(result, ranked)
+        _orderings(result, ranked, primary)
     _dynamics(result, run, table)
     _attention(result, table, probe_alpha, n_folds, seed)
     result.notes_ = list(dict.fromkeys(result.notes_))
@@ -263,6 +288,45 @@ def analyze(
 
 
 # --------------------------------------------------------------------------- sections
+def _primary(result, table, primary, min_chains, min_tokens, seed) -> None:
+    """The pre-specified primary test, then every category against the rest (Holm across them)."""
+    try:
+        test = chainlevel.chain_level_test(table, "category", primary, min_chains=min_chains,
+                                           min_tokens=min_tokens, seed=seed)
+    except CotSurvivalError as exc:
+        result.primary_ = {"note": exc.message, "contrast": f"{primary} vs the rest of the chain"}
+        result.notes_.append(f"primary: {exc.message}")
+    else:
+        result.tables_["primary_per_chain"] = pd.DataFrame(test.pop("per_chain"))
+        sd = test["sd_between_chains"]
+        if isinstance(sd, float) and math.isfinite(sd) and sd > 0:
+            power = chainlevel.power(None, 0.1, contrast=primary, sd=sd, n_chains=test["n_chains"])
+            test["power"] = {k: power[k] for k in ("delta", "power", "alpha", "n_chains_needed", "power_at_observed",
+                                                   "method")}
+        if "withheld" in test:
+            result.notes_.append(f"primary: not cited, {test['withheld']}")
+        result.primary_ = test
+    rows = []
+    for name in sorted(map(str, table["category"].unique())):
+        try:
+            row = chainlevel.chain_level_test(table, "category", name, min_chains=min_chains, min_tokens=min_tokens,
+                                              seed=seed)
+        except CotSurvivalError:
+            continue
+        row.pop("per_chain")
+        rows.append({"group": name, **{k: row[k] for k in (
+            "estimate", "ci_low", "ci_high", "p_value", "n_chains", "n_tokens", "n_target_tokens", "cliffs_delta",
+            "cliffs_delta_ci_low", "cliffs_delta_ci_high", "test")}, "withheld": row.get("withheld", "")})
+    if rows:
+        frame = pd.DataFrame(rows)
+        cited = frame["withheld"] == ""
+        frame.insert(5, "p_holm", np.nan)
+        frame.loc[cited, "p_holm"] = holm(frame.loc[cited, "p_value"])
+        result.tables_["chain_level_category"] = frame
+        for row in frame[~cited].itertuples():
+            result.notes_.append(f"chain_level_category: not cited, {row.withheld}")
+
+
 def _run(result: AnalysisResult, name: str, func: Callable, *args, **kwargs) -> Any:
     """Run one statistic; a reason it cannot be computed goes to ``notes_`` and ``tests_[name]``."""
     from statsmodels.tools.sm_exceptions import ConvergenceWarning
@@ -293,7 +357,7 @@ def _run(result: AnalysisResult, name: str, func: Callable, *args, **kwargs) -> 
     return None
 
 
-def _by_group(result, table, level, n_boot, seed, mixed, reference) -> None:
+def _by_group(result, table, level, n_boot, seed, reference) -> None:
     full = not table["censored"].any()
     result.tables_[f"km_{level}"] = surv.kaplan_meier(table, group=level)
     _run(result, f"logrank_{level}", surv.logrank_test, table, level)
@@ -301,20 +365,22 @@ def _by_group(result, table, level, n_boot, seed, mixed, reference) -> None:
     cox = _run(result, f"cox_{level}", surv.cox_ph, table, level, reference=reference)
     if cox is not None:
         result.tests_.setdefault("cox_reference", {})[level] = cox.attrs.get("reference")
+        if cox.attrs.get("joint"):
+            result.tests_[f"cox_joint_{level}"] = {**cox.attrs["joint"], "se_method": cox.attrs["se_method"],
+                                                   "n_tokens": int(cox["n_tokens"].iloc[0]),
+                                                   "n_chains": int(cox["n_chains"].iloc[0])}
     _run(result, f"ph_test_{level}", surv.ph_test, table, level, reference=reference)
     _run(result, f"summary_{level}", surv.survival_summary, table, level, n_boot=n_boot, seed=seed)
     if not full:
         result.notes_.append(
             f"{level}: the run stopped before every token was deleted (censored survivors), so the rank tests "
-            "(Kruskal-Wallis, Mann-Whitney) and the mixed model are skipped; log-rank and Cox handle censoring.")
+            "(Kruskal-Wallis, Mann-Whitney) are skipped; log-rank and Cox handle censoring.")
         return
     _run(result, f"kruskal_{level}", surv.kruskal_test, table, level)
     _run(result, f"mannwhitney_{level}", surv.pairwise_mannwhitney, table, level)
-    if mixed:
-        _run(result, f"mixed_{level}", surv.mixed_model, table, level, reference=reference)
 
 
-def _orderings(result, table) -> None:
+def _orderings(result, table, primary) -> None:
     names = baseline_orderings(table)
     if not names:
         result.notes_.append("No baseline orderings in the run (prune with --baselines), so no comparison with "
@@ -323,9 +389,41 @@ def _orderings(result, table) -> None:
     long = orderings_long(table).dropna(subset=["category"])
     _run(result, "orderings_category", surv.ordering_effects, long, "category")
     _run(result, "ordering_interaction", surv.ordering_interaction, long, "category")
+    _run(result, "orderings_chain_level", _orderings_chain_level, long, primary, names)
     if long["censored"].any():
         result.notes_.append("orderings_category: medians, Cliff's deltas and Kruskal-Wallis treat censored "
                              "survivors as tied at the run's end.")
+
+
+def _orderings_chain_level(long: pd.DataFrame, primary: str, names: list[str]) -> pd.DataFrame:
+    """Greedy vs each baseline ordering: paired chain-level test of the primary contrast.
+
+    Per chain, the position-adjusted contrast of ``primary`` vs the rest under greedy minus the same
+    contrast under the baseline, tested with a paired sign flip over chains (Holm across baselines).
+    For the random ordering the stored single draw is not used: under a uniformly random deletion
+    order every token's survival has the same expectation, so the expected per-chain contrast is
+    exactly 0 (the regression coefficient is unbiased), and greedy is compared with that expectation.
+    """
+    greedy = chainlevel.chain_contrasts(long[long["ordering"] == "greedy"], primary).set_index("chain_index")
+    column = f"contrast_{primary}"
+    rows = []
+    for name in names:
+        if name == "random":
+            base = greedy[[column]] * 0.0
+            how = "expected contrast under a uniformly random order (exactly 0), not the one stored draw"
+        else:
+            base = chainlevel.chain_contrasts(long[long["ordering"] == name], primary).set_index("chain_index")
+            how = "per-chain contrast under the stored baseline order"
+        both = greedy[[column]].join(base[[column]], rsuffix="_base", how="inner").dropna()
+        test = paired_sign_flip_test(both[column], both[f"{column}_base"])
+        rows.append({"ordering": name, "contrast": f"{primary} vs rest, greedy minus {name}",
+                     "estimate": test["estimate"], "ci_low": test["ci_low"], "ci_high": test["ci_high"],
+                     "p_value": test["p_value"], "n_chains": test["n_chains"],
+                     "baseline_mean_contrast": float(both[f"{column}_base"].mean()) if len(both) else np.nan,
+                     "baseline": how, "test": "paired " + test["test"]})
+    frame = pd.DataFrame(rows)
+    frame.insert(5, "p_holm", holm(frame["p_value"]))
+    return frame
 
 
 def _dynamics(result, run, table) -> None:
@@ -347,9 +445,12 @@ def _dynamics(result, run, table) -> None:
             rescue, rtest = dyn.bottom_quartile_rescue(per_token, "category")
             result.tables_["rescue_category"] = rescue
             _run(result, "rescue_test", lambda: rtest)
+        # The chain is the unit: each chain's mean absolute shift, then a t-interval over chains.
+        shifted = per_token.dropna(subset=["rank_shift"])
+        per_chain_shift = shifted.assign(abs_shift=shifted["rank_shift"].abs()).groupby("chain_index")["abs_shift"].mean()
         result.tests_["rank_shift_overall"] = {
-            **mean_ci(per_token["rank_shift"].abs()), "n_tokens": int(per_token["rank_shift"].notna().sum()),
-            "n_chains": int(per_token.dropna(subset=["rank_shift"])["chain_index"].nunique())}
+            **mean_ci(per_chain_shift), "n_tokens": int(len(shifted)), "n_chains": int(len(per_chain_shift)),
+            "unit": "chain (mean absolute shift per chain)"}
     try:
         _, pooled = dyn.degradation_curves(run)
     except CotSurvivalError as exc:

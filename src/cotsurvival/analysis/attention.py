@@ -207,8 +207,15 @@ def feature_correlations(df: pd.DataFrame, features: list[str] | None = None, *,
     return per_chain, pd.DataFrame(summary)
 
 
-def best_layers(summary: pd.DataFrame) -> dict:
-    """The layer with the highest mean per-chain rho for each attention kind."""
+def best_layers(summary: pd.DataFrame, per_chain: pd.DataFrame | None = None, *, n_resamples: int = 20000,
+                seed: int = 0) -> dict:
+    """The layer with the highest mean per-chain rho for each attention kind, adjusted for the selection.
+
+    With ``per_chain`` (from :func:`feature_correlations`), ``p_selection_adjusted`` is a max-statistic
+    test: the largest |t| over all layers of that kind is compared with its distribution when every
+    chain's row of rhos is sign-flipped as a whole (the same flips for all layers, which keeps the
+    dependence between layers), so picking the best of ~30 layers does not make it look significant.
+    """
     out = {}
     for kind in ("answer", "later"):
         sub = summary[summary["feature"].str.startswith(f"attn_{kind}_L")].dropna(subset=["mean_rho"])
@@ -216,8 +223,38 @@ def best_layers(summary: pd.DataFrame) -> dict:
             best = sub.loc[sub["mean_rho"].idxmax()]
             out[kind] = {"feature": best["feature"], "layer": int(best["feature"].rsplit("L", 1)[1]),
                          "mean_rho": float(best["mean_rho"]), "lower": float(best["lower"]),
-                         "upper": float(best["upper"]), "n_chains": int(best["n_chains"])}
+                         "upper": float(best["upper"]), "n_chains": int(best["n_chains"]),
+                         "n_layers_compared": int(len(sub))}
+            if per_chain is not None and len(per_chain):
+                out[kind].update(_max_t_sign_flip(per_chain, list(sub["feature"]), n_resamples, seed))
     return out
+
+
+def _max_t_sign_flip(per_chain: pd.DataFrame, features: list[str], n_resamples: int, seed: int) -> dict:
+    """Sign-flip max-|t| test over layers (Westfall-Young single step); chains with a missing layer dropped."""
+    from .inference import _flip_patterns
+
+    wide = per_chain[per_chain["feature"].isin(features)].pivot(index="chain_index", columns="feature", values="rho")
+    wide = wide.dropna()
+    x = wide.to_numpy(float)
+    n = len(x)
+    if n < 2:
+        return {"p_selection_adjusted": np.nan, "selection_test": "too few chains"}
+
+    signs, exact = _flip_patterns(n, n_resamples, np.random.default_rng(seed))
+    sq = (x ** 2).sum(axis=0)  # invariant under sign flips
+    def t_of(means):
+        var = (sq - n * means ** 2) / (n - 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.abs(means) / np.sqrt(np.maximum(var, 1e-300) / n)
+    observed = float(t_of(x.mean(axis=0)).max())
+    hits = 0
+    for block in np.array_split(signs, max(1, len(signs) // 4096)):
+        hits += int((t_of(block @ x / n).max(axis=1) >= observed * (1 - 1e-12)).sum())
+    p = hits / len(signs) if exact else (hits + 1) / (len(signs) + 1)
+    return {"p_selection_adjusted": float(min(1.0, p)), "n_chains_selection": int(n),
+            "selection_test": (f"max-|t| over {x.shape[1]} layers under chain sign flips "
+                               f"({'exact' if exact else 'Monte Carlo'}, {n} chains)")}
 
 
 def group_folds(groups: np.ndarray, n_folds: int, seed: int = 0) -> np.ndarray:
@@ -270,6 +307,41 @@ def ridge_probe(df: pd.DataFrame, features: list[str], *, target: str = "surviva
         test = folds == fold
         prediction[test] = ridge_fit_predict(x[~test], y[~test], x[test], alpha)
     out.update(n_folds=int(len(np.unique(folds))), **_score(frame.assign(_pred=prediction), "_pred", target, threshold))
+    out["_prediction"] = pd.Series(prediction, index=frame.index)
+    return out
+
+
+def compare_probes(df: pd.DataFrame, first: pd.Series, second: pd.Series, *, threshold: float = 0.5,
+                   n_resamples: int = 2000, seed: int = 0, alpha: float = 0.05) -> dict:
+    """Held-out AUCs of two probes with chain-bootstrap CIs and a paired chain-bootstrap test.
+
+    Chains are resampled with replacement (all their tokens come along) and both AUCs are computed
+    on the same resample, so the difference's interval accounts for their correlation. The paired
+    p-value is twice the smaller tail of the bootstrap difference around 0. Hand-written because
+    scipy's ``bootstrap`` resamples observations, not clusters.
+    """
+    labels = survived_past(df, threshold)
+    known = labels.notna().to_numpy()
+    frame = pd.DataFrame({"chain": df["chain_index"].to_numpy(), "y": labels.fillna(False).to_numpy(bool),
+                          "a": first.reindex(df.index).to_numpy(float), "b": second.reindex(df.index).to_numpy(float)})[known]
+    chains = frame["chain"].unique()
+    groups = {c: np.flatnonzero(frame["chain"].to_numpy() == c) for c in chains}
+    y, a, b = frame["y"].to_numpy(), frame["a"].to_numpy(), frame["b"].to_numpy()
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_resamples):
+        idx = np.concatenate([groups[c] for c in rng.choice(chains, len(chains))])
+        draws.append((roc_auc(y[idx], a[idx]), roc_auc(y[idx], b[idx])))
+    draws = np.array(draws)
+    draws = draws[~np.isnan(draws).any(axis=1)]
+    diff = draws[:, 0] - draws[:, 1]
+    q = [alpha / 2, 1 - alpha / 2]
+    out = {"auc": roc_auc(y, a), "auc_other": roc_auc(y, b), "n_chains": int(len(chains)), "n_tokens": int(len(y)),
+           "n_resamples": int(len(draws)), "test": f"paired chain-bootstrap ({len(chains)} chains)"}
+    if len(draws):
+        out.update(auc_ci=np.quantile(draws[:, 0], q).tolist(), auc_other_ci=np.quantile(draws[:, 1], q).tolist(),
+                   difference=out["auc"] - out["auc_other"], difference_ci=np.quantile(diff, q).tolist(),
+                   p_value=float(min(1.0, 2 * min((diff <= 0).mean(), (diff >= 0).mean()))))
     return out
 
 
@@ -301,13 +373,17 @@ def attention_predictors(df: pd.DataFrame, *, alpha: float = 1.0, n_folds: int =
     attn = [f for f in features if f.startswith("attn_")]
     if not features:
         raise CotSurvivalError("E041", reason="the run has no attention features; run `cotsurvival attention RUN`")
-    _, summary = feature_correlations(df, features)
-    result = {"correlations": summary, "best_layer": best_layers(summary)}
+    per_chain, summary = feature_correlations(df, features)
+    result = {"correlations": summary, "best_layer": best_layers(summary, per_chain, seed=seed)}
     if attn:
         result["probe_attention"] = ridge_probe(df, attn, alpha=alpha, n_folds=n_folds, seed=seed, threshold=threshold)
     if "surprisal" in df:
         result["probe_surprisal"] = ridge_probe(df, ["surprisal"], alpha=alpha, n_folds=n_folds, seed=seed,
                                                 threshold=threshold)
+    first, second = (result.get(k, {}).pop("_prediction", None) for k in ("probe_attention", "probe_surprisal"))
+    if first is not None and second is not None:
+        frame = df.dropna(subset=["survival"])
+        result["probe_comparison"] = compare_probes(frame, first, second, threshold=threshold, seed=seed)
         raw = df.dropna(subset=["surprisal", "survival"])
         result["surprisal_raw"] = {**_score(raw, "surprisal", "survival", threshold), "n_tokens": int(len(raw)),
                                    "n_chains": int(raw["chain_index"].nunique())}

@@ -57,16 +57,26 @@ def kaplan_meier(
 
 
 def _km_one(time: np.ndarray, event: np.ndarray, name, alpha: float) -> pd.DataFrame:
-    # Written with numpy rather than SurvfuncRight so a group with no events (all censored)
-    # still yields its flat curve instead of an error; checked against lifelines in the tests.
-    order = np.argsort(time, kind="stable")
-    time, event = time[order], event[order]
-    times = np.unique(time[event])
-    at_risk = len(time) - np.searchsorted(time, times, side="left")
-    events = np.array([int(event[time == t].sum()) for t in times], dtype=int)
+    # statsmodels' SurvfuncRight computes the estimate, Greenwood SE, numbers at risk and events; the
+    # log(-log) band is formed here from its counts (Greenwood sum = (se / S)^2; SurvfuncRight offers only a
+    # simultaneous band). A group
+    # with no events (all censored) makes SurvfuncRight fail, so its flat curve is written directly.
+    from statsmodels.duration.survfunc import SurvfuncRight
+
+    if not event.any():
+        times = np.empty(0)
+        survival = greenwood = np.empty(0)
+        at_risk, events = np.empty(0, dtype=int), np.empty(0, dtype=int)
+    else:
+        fit = SurvfuncRight(time, event.astype(int))
+        keep = np.asarray(fit.n_events) > 0
+        times = np.asarray(fit.surv_times, float)[keep]
+        survival = np.asarray(fit.surv_prob, float)[keep]
+        at_risk = np.asarray(fit.n_risk, float)[keep].astype(int)
+        events = np.asarray(fit.n_events, float)[keep].astype(int)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            greenwood = np.cumsum(events / (at_risk * (at_risk - events)))  # = (se / S)^2 where S > 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        survival = np.cumprod(1.0 - events / at_risk)
-        greenwood = np.cumsum(events / (at_risk * (at_risk - events)))
         z = float(stats.norm.ppf(1 - alpha / 2))
         log_s = np.log(survival)
         half = z * np.sqrt(greenwood) / log_s
@@ -182,7 +192,18 @@ def pairwise_logrank(df: pd.DataFrame, group: str = "category", *, time: str = "
 
 
 # --------------------------------------------------------------------------- Cox PH
-def _fit_cox(df, group, covariates, reference, time, cluster):
+#: From this many chains on, chain-clustered sandwich SEs are used; below it a chain jackknife with
+#: t(C-1) reference (the sandwich with 6 chains rejected a true null about half the time, issue 11).
+CLUSTER_MIN_CHAINS = 30
+
+
+def _tied_events(frame: pd.DataFrame, time: str, event: np.ndarray, strata) -> bool:
+    keys = [frame[strata].to_numpy(), frame[time].to_numpy()] if strata else [frame[time].to_numpy()]
+    events = pd.DataFrame({f"k{i}": k[event.astype(bool)] for i, k in enumerate(keys)})
+    return bool(events.duplicated().any())
+
+
+def _fit_cox(df, group, covariates, reference, time, cluster, strata=None, ties=None):
     from statsmodels.duration.hazard_regression import PHReg
 
     frame = _usable(df, group, time=time, min_groups=1)
@@ -195,7 +216,15 @@ def _fit_cox(df, group, covariates, reference, time, cluster):
     design = pd.concat([dummies, _covariates(frame, covariates, notes)], axis=1)
     if design.shape[1] == 0:
         raise CotSurvivalError("E041", reason=f"one {group} only and no varying covariate: nothing to model")
-    model = PHReg(frame[time].to_numpy(float), design.to_numpy(float), status=event, ties="efron")
+    if ties is None:
+        # Efron (as lifelines and R). statsmodels' own score and Schoenfeld residuals are Breslow-type,
+        # which with tied times would not match an Efron fit, so the residuals behind the clustered SE
+        # and the PH test come from `_efron_residuals` instead (checked against lifelines on tied data).
+        ties = "efron"
+        if _tied_events(frame, time, event, strata):
+            notes.append("tied deletion times: Efron ties, with Efron score and Schoenfeld residuals")
+    kwargs = {"strata": frame[strata].to_numpy()} if strata else {}
+    model = PHReg(frame[time].to_numpy(float), design.to_numpy(float), status=event, ties=ties, **kwargs)
     result = model.fit(groups=frame[cluster].to_numpy() if cluster else None)
     if one_group:
         notes.append(f"only one {group} ({frame[group].iloc[0]}); the model has covariates only")
@@ -206,54 +235,178 @@ def cox_ph(
     df: pd.DataFrame,
     group: str = "category",
     *,
-    covariates: tuple[str, ...] = ("rel_position", "token_len"),
+    covariates: tuple[str, ...] = ("rel_position",),
     reference: str | None = None,
     time: str = "survival",
     cluster: str | None = "chain_index",
+    strata: str | None = "chain_index",
+    se: str = "auto",
+    ties: str | None = None,
 ) -> pd.DataFrame:
     """Cox proportional-hazards model of deletion with group dummies and covariates.
 
     A hazard ratio below 1 means the tokens are deleted later (survive longer) than the
-    reference group's. Standard errors are robust (sandwich) with chains as clusters, since
-    tokens of one chain are pruned together and are not independent. Ties use Efron's method.
+    reference group's. By default the baseline hazard is stratified by chain (each chain is
+    compared only with itself) and token length is *not* a covariate: it is nearly fixed by
+    category and would absorb the category effect (pass ``covariates=("rel_position", "token_len")``
+    for the adjusted version).
 
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        Token table.
-    group : str, default "category"
-    covariates : tuple of str
-        Numeric columns added to the model; constant ones are dropped with a note in
-        ``result.attrs["notes"]``.
-    reference : str, optional
-        Reference level of ``group``; default the largest group.
-    cluster : str or None, default "chain_index"
+    Standard errors (``se``): ``"cluster"`` is the chain-clustered sandwich, used by ``"auto"`` from
+    ``CLUSTER_MIN_CHAINS`` chains on; below that ``"auto"`` uses a leave-one-chain-out jackknife with
+    t(C-1) intervals and p-values (the sandwich is anti-conservative with few clusters); ``"model"`` is
+    the model-based (token-independent) SE.
 
     Returns
     -------
     pandas.DataFrame
         One row per term: ``term, coef, se, z, p, hr, hr_lower, hr_upper, n_tokens, n_chains,
-        n_events``; ``attrs`` holds ``reference`` and ``notes``.
+        n_events, se_method``; ``attrs`` holds ``reference``, ``notes``, ``se_method`` and ``joint``
+        (Wald test of all ``group`` terms together: ``statistic, df, df_denom, p, test``).
     """
-    frame, design, event, _, result, ref, notes = _fit_cox(df, group, covariates, reference, time, cluster)
-    coef, se = np.asarray(result.params), np.asarray(result.bse)
-    z = coef / se
-    table = pd.DataFrame({"term": design.columns, "coef": coef, "se": se, "z": z,
-                          "p": 2 * stats.norm.sf(np.abs(z)), "hr": np.exp(coef),
-                          "hr_lower": np.exp(coef - Z95 * se), "hr_upper": np.exp(coef + Z95 * se)})
-    counts = _counts(frame)
-    table = table.assign(**counts, n_events=int(event.sum()))
-    table.attrs.update(reference=ref, notes=notes, clustered_by=cluster)
+    cluster_key = cluster or "chain_index"
+    frame, design, event, model, result, ref, notes = _fit_cox(df, group, covariates, reference, time, None,
+                                                               strata, ties)
+    n_chains = int(frame[cluster_key].nunique()) if cluster_key in frame else 0
+    method = se
+    if se == "auto":
+        method = "cluster" if n_chains >= CLUSTER_MIN_CHAINS or n_chains < 3 else "jackknife"
+        if n_chains < 3:
+            method = "model"
+            notes.append(f"{n_chains} chains: model-based standard errors (tokens treated as independent)")
+    coef = np.asarray(result.params)
+    dof = np.inf
+    if method == "cluster":
+        cov = _robust_cov(frame, design, event, time, strata, model.ties, coef, np.asarray(result.cov_params()),
+                          frame[cluster_key].to_numpy())
+    elif method == "jackknife":
+        cov, dof = _jackknife_cov(frame, design, event, time, cluster_key, strata, model.ties, coef)
+    elif method == "model":
+        cov = np.asarray(result.cov_params())
+    else:
+        raise CotSurvivalError("E009", reason=f"se must be auto, cluster, jackknife or model, not {se!r}")
+    se_values = np.sqrt(np.diag(cov))
+    z = coef / se_values
+    reference_dist = stats.t(dof) if np.isfinite(dof) else stats.norm
+    crit = float(reference_dist.ppf(0.975))
+    table = pd.DataFrame({"term": design.columns, "coef": coef, "se": se_values, "z": z,
+                          "p": 2 * reference_dist.sf(np.abs(z)), "hr": np.exp(coef),
+                          "hr_lower": np.exp(coef - crit * se_values), "hr_upper": np.exp(coef + crit * se_values)})
+    table = table.assign(**_counts(frame), n_events=int(event.sum()), se_method=method)
+    joint = _joint_wald(coef, cov, [i for i, t in enumerate(design.columns) if t.startswith(f"{group}[")], dof)
+    table.attrs.update(reference=ref, notes=notes, clustered_by=cluster_key if method == "cluster" else None,
+                       se_method=method, strata=strata, joint=joint)
     return table
+
+
+def _residuals(frame, design, event, time, strata, ties, beta):
+    """Score and Schoenfeld residuals consistent with the fit's tie method (rows in ``frame`` order)."""
+    t = frame[time].to_numpy(float)
+    x = design.to_numpy(float)
+    keys = frame[strata].to_numpy() if strata else np.zeros(len(t))
+    return _efron_residuals(t, event.astype(bool), x, beta, keys, efron=(ties == "efron"))
+
+
+def _efron_residuals(t, event, x, beta, strata, efron=True):
+    """Cox score residuals and Schoenfeld residuals with Efron (or Breslow) handling of ties.
+
+    Written with numpy because statsmodels' residuals are Breslow-type only. For an event time with
+    ``d`` tied deaths, Efron's l-th partial step (l = 0..d-1) removes the fraction l/d of the tied
+    subjects' risk: denominator ``S0 - l/d S0_D``, mean ``(S1 - l/d S1_D) / den``, hazard ``1/den``.
+    A tied death's Schoenfeld residual is ``x_i`` minus the average of the d means; its at-risk term
+    at its own time carries weight ``1 - l/d``. The score residuals sum to the score (0 at the MLE).
+    """
+    n, p = x.shape
+    score = np.zeros((n, p))
+    schoenfeld = np.full((n, p), np.nan)
+    risk = np.exp(x @ beta)
+    for key in np.unique(strata):
+        idx = np.flatnonzero(strata == key)
+        ti, ei, xi, ri = t[idx], event[idx], x[idx], risk[idx]
+        event_times = np.unique(ti[ei])
+        if not len(event_times):
+            continue
+        m = len(event_times)
+        abar, hs, ms, hw, mw = (np.zeros((m, p)), np.zeros(m), np.zeros((m, p)), np.zeros(m), np.zeros((m, p)))
+        for j, time_j in enumerate(event_times):
+            at_risk = ti >= time_j
+            dead = (ti == time_j) & ei
+            s0, s1 = ri[at_risk].sum(), ri[at_risk] @ xi[at_risk]
+            s0d, s1d = ri[dead].sum(), ri[dead] @ xi[dead]
+            d = int(dead.sum())
+            steps = np.arange(d) / d if efron else np.zeros(d)
+            den = s0 - steps * s0d
+            means = (s1[None, :] - steps[:, None] * s1d[None, :]) / den[:, None]
+            h = 1.0 / den
+            abar[j] = means.mean(axis=0)
+            hs[j], ms[j] = h.sum(), h @ means
+            keep = 1 - steps
+            hw[j], mw[j] = (keep * h).sum(), (keep * h) @ means
+        cum_h, cum_m = np.cumsum(hs), np.cumsum(ms, axis=0)
+        last = np.searchsorted(event_times, ti, side="right") - 1  # last event time <= own time
+        seen = last >= 0
+        resid = np.zeros((len(idx), p))
+        resid[seen] = -ri[seen, None] * (xi[seen] * cum_h[last[seen], None] - cum_m[last[seen]])
+        own = ei  # deaths: Schoenfeld part, and their own-time at-risk term reweighted by 1 - l/d
+        j = last[own]
+        resid[own] += xi[own] - abar[j]
+        resid[own] += ri[own, None] * ((xi[own] * hs[j, None] - ms[j]) - (xi[own] * hw[j, None] - mw[j]))
+        score[idx] = resid
+        schoenfeld[idx[own]] = xi[own] - abar[j]
+    return score, schoenfeld
+
+
+def _robust_cov(frame, design, event, time, strata, ties, beta, model_cov, clusters):
+    """Chain-clustered sandwich ``V (sum_c U_c U_c') V`` from tie-consistent score residuals."""
+    score, _ = _residuals(frame, design, event, time, strata, ties, beta)
+    _, codes = np.unique(clusters, return_inverse=True)
+    grouped = np.zeros((codes.max() + 1, score.shape[1]))
+    np.add.at(grouped, codes, score)
+    return model_cov @ (grouped.T @ grouped) @ model_cov
+
+
+def _jackknife_cov(frame, design, event, time, cluster, strata, ties, coef):
+    """Leave-one-chain-out jackknife covariance ((C-1)/C sum of outer products); t(C-1) reference."""
+    from statsmodels.duration.hazard_regression import PHReg
+
+    chains = frame[cluster].to_numpy()
+    unique = np.unique(chains)
+    x, t = design.to_numpy(float), frame[time].to_numpy(float)
+    estimates = []
+    for chain in unique:
+        keep = chains != chain
+        kwargs = {"strata": frame[strata].to_numpy()[keep]} if strata else {}
+        # Warm start at the full-data estimate: one or two Newton steps instead of a fit from zero.
+        fit = PHReg(t[keep], x[keep], status=event[keep], ties=ties, **kwargs).fit(start_params=coef)
+        estimates.append(np.asarray(fit.params))
+    est = np.array(estimates)
+    c = len(unique)
+    centred = est - est.mean(axis=0)
+    return (c - 1) / c * centred.T @ centred, float(c - 1)
+
+
+def _joint_wald(coef, cov, index, dof) -> dict:
+    """Wald test of several terms together; with a jackknife (finite ``dof``) an F(k, C-1) reference."""
+    if not index:
+        return {}
+    beta, v = coef[index], cov[np.ix_(index, index)]
+    statistic = float(beta @ np.linalg.lstsq(v, beta, rcond=None)[0])
+    k = int(np.linalg.matrix_rank(v))
+    if np.isfinite(dof):
+        return {"statistic": statistic / max(k, 1), "df": k, "df_denom": dof,
+                "p": float(stats.f.sf(statistic / max(k, 1), k, dof)), "test": "joint Wald F (chain jackknife)"}
+    return {"statistic": statistic, "df": k, "df_denom": None, "p": float(stats.chi2.sf(statistic, k)),
+            "test": "joint Wald chi-square"}
 
 
 def ph_test(
     df: pd.DataFrame,
     group: str = "category",
     *,
-    covariates: tuple[str, ...] = ("rel_position", "token_len"),
+    covariates: tuple[str, ...] = ("rel_position",),
     reference: str | None = None,
     time: str = "survival",
+    strata: str | None = "chain_index",
+    transform: str = "rank",
 ) -> pd.DataFrame:
     """Proportional-hazards check: scaled Schoenfeld residuals against rank of event time.
 
@@ -267,15 +420,16 @@ def ph_test(
     pandas.DataFrame
         ``term, chi2, p, p_holm, n_tokens, n_chains, n_events``.
     """
-    frame, design, event, model, _, _, notes = _fit_cox(df, group, covariates, reference, time, None)
-    result = model.fit()
-    resid = np.asarray(result.schoenfeld_residuals)
+    frame, design, event, model, result, _, notes = _fit_cox(df, group, covariates, reference, time, None, strata)
+    _, resid = _residuals(frame, design, event, time, strata, model.ties, np.asarray(result.params))
     is_event = event.astype(bool)
     resid = resid[is_event]
     variance = np.asarray(result.cov_params())
     n_events = int(is_event.sum())
     scaled = n_events * resid @ variance
-    times = stats.rankdata(frame[time].to_numpy(float)[is_event])
+    event_times = frame[time].to_numpy(float)[is_event]
+    # "rank": average ranks of the event times (R's cox.zph convention; invariant to the order of ties)
+    times = stats.rankdata(event_times) if transform == "rank" else event_times
     centered = times - times.mean()
     with np.errstate(divide="ignore", invalid="ignore"):
         chi2 = (centered @ scaled) ** 2 / (n_events * np.diag(variance) * (centered ** 2).sum())
@@ -451,55 +605,6 @@ def pairwise_mannwhitney(df: pd.DataFrame, group: str = "category", *, time: str
     return table
 
 
-# --------------------------------------------------------------------------- mixed model
-def mixed_model(
-    df: pd.DataFrame,
-    group: str = "category",
-    *,
-    covariates: tuple[str, ...] = ("rel_position", "token_len"),
-    reference: str | None = None,
-    time: str = "survival",
-) -> pd.DataFrame:
-    """Linear mixed model of normalized survival with a random intercept per chain (REML).
-
-    ``survival ~ group dummies + covariates + (1 | chain)``, fitted with statsmodels ``MixedLM``.
-    Coefficients are differences in normalized survival from the reference group.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``term, coef, se, z, p, lower, upper, n_tokens, n_chains``; ``attrs`` holds
-        ``reference``, ``chain_variance``, ``residual_variance``, ``converged`` and ``notes``.
-    """
-    import warnings
-
-    from statsmodels.regression.mixed_linear_model import MixedLM
-    from statsmodels.tools.sm_exceptions import ConvergenceWarning
-
-    frame = _usable(df, group, time=time)
-    notes: list[str] = []
-    dummies = _dummies(frame[group].astype(str), reference, group)
-    design = pd.concat([pd.Series(1.0, index=frame.index, name="intercept"), dummies,
-                        _covariates(frame, covariates, notes)], axis=1)
-    if frame["chain_index"].nunique() < 2:
-        raise CotSurvivalError("E041", reason="a random intercept per chain needs at least 2 chains")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        model = MixedLM(frame[time].to_numpy(float), design.to_numpy(float), groups=frame["chain_index"].to_numpy())
-        result = model.fit(reml=True)
-    messages = sorted({str(w.message).split("\n")[0] for w in caught if issubclass(w.category, ConvergenceWarning)})
-    notes.extend(f"mixed model: {m}" for m in messages)
-    k = design.shape[1]
-    coef, se = np.asarray(result.fe_params), np.asarray(result.bse)[:k]
-    z = coef / se
-    table = pd.DataFrame({"term": design.columns, "coef": coef, "se": se, "z": z, "p": 2 * stats.norm.sf(np.abs(z)),
-                          "lower": coef - Z95 * se, "upper": coef + Z95 * se}).assign(**_counts(frame))
-    table.attrs.update(reference=dummies.attrs["reference"], chain_variance=float(np.asarray(result.cov_re)[0, 0]),
-                       residual_variance=float(result.scale), converged=bool(result.converged) and not messages,
-                       notes=notes)
-    return table
-
-
 # --------------------------------------------------------------------------- orderings
 def ordering_effects(long: pd.DataFrame, group: str = "category", *, time: str = "survival") -> pd.DataFrame:
     """Category structure under each ordering (greedy and baselines), side by side.
@@ -538,8 +643,10 @@ def ordering_effects(long: pd.DataFrame, group: str = "category", *, time: str =
 def ordering_interaction(long: pd.DataFrame, group: str = "category", *, time: str = "survival") -> dict:
     """Does the category structure differ between orderings? Wald test of category x ordering.
 
-    A Cox model on the stacked orderings with group, ordering and their interaction, robust
-    standard errors clustered by chain (each chain contributes every ordering). The Wald
+    A Cox model on the stacked orderings, stratified by chain x ordering, with group and group x
+    ordering terms, robust standard errors clustered by chain (each chain contributes every
+    ordering). Descriptive with few chains; the cited comparison is the paired chain-level test in
+    ``analyze`` (``orderings_chain_level``). The Wald
     chi-square of all interaction terms tests whether hazard ratios between groups are the same
     under every ordering. Also tested against ``greedy`` one ordering at a time.
 
@@ -576,8 +683,12 @@ def _interaction_wald(frame: pd.DataFrame, group: str, time: str) -> dict:
     g = _dummies(frame[group].astype(str), None, group)
     o = _dummies(frame["ordering"].astype(str), "greedy", "ordering")
     inter = {f"{a}:{b}": g[a].to_numpy() * o[b].to_numpy() for a in g for b in o}
-    design = pd.concat([g, o, pd.DataFrame(inter, index=frame.index)], axis=1)
-    model = PHReg(frame[time].to_numpy(float), design.to_numpy(float), status=event, ties="efron")
+    # Stratified by chain x ordering: each ordering of each chain is its own deletion process (its own
+    # baseline hazard, no tied deletion times), so the ordering main effects are absorbed by the strata.
+    strata = frame["chain_index"].astype(str) + "|" + frame["ordering"].astype(str)
+    design = pd.concat([g, pd.DataFrame(inter, index=frame.index)], axis=1)
+    model = PHReg(frame[time].to_numpy(float), design.to_numpy(float), status=event, ties="breslow",
+                  strata=strata.to_numpy())
     result = model.fit(groups=frame["chain_index"].to_numpy())
     k = len(inter)
     beta = np.asarray(result.params)[-k:]

@@ -6,6 +6,8 @@
 * ``loo``: static leave-one-out; ascending step-1 costs (the greedy trace's first step).
 * ``attention``: static; the least attention received from the answer tokens goes first
   (mean over layers, heads and answer queries, in the unpruned chain).
+* ``llmlingua2``: static; the lowest LLMLingua-2 keep probability goes first (the ordering TokenSkip
+  uses; classifier, chunking and word-to-token mapping in :mod:`cotsurvival.pruning.llmlingua`).
 
 Ties go to the lowest position in every ordering (stable sorts).
 """
@@ -19,6 +21,7 @@ import torch
 
 from ..encoding import EncodedChain
 from .engine import ChainTrace
+from .llmlingua import llmlingua2_order
 from .registry import BASELINES
 from .tables import null_if_zero
 
@@ -51,7 +54,7 @@ def answer_attention(model, encoded: EncodedChain) -> np.ndarray:
 
 
 def baseline_orders(trace: ChainTrace, *, names, seed: int, chain_index: int,
-                    attention: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                    attention: np.ndarray | None = None, keep_probs: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Deletion orders (original positions) of the requested baselines."""
     n = len(trace.step_positions[0]) if trace.step_positions else len(trace.static_logprobs)
     orders = {}
@@ -66,6 +69,10 @@ def baseline_orders(trace: ChainTrace, *, names, seed: int, chain_index: int,
             if attention is None:
                 raise ValueError("the attention baseline needs answer_attention()")
             orders[name] = np.argsort(attention, kind="stable")
+        elif name == "llmlingua2":
+            if keep_probs is None:
+                raise ValueError("the llmlingua2 baseline needs KeepClassifier.keep_probs()")
+            orders[name] = llmlingua2_order(keep_probs)
         else:
             raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
     return orders

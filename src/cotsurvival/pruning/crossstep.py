@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .forward import DecoderForward, PrefixCache
+from .forward import FamilyForward, PrefixCache
 from .scoring import Scorer, StepScores, duplicate_of_previous, plan_batches, target_weights
 
 
@@ -48,7 +48,7 @@ class CrossStepScorer(Scorer):
 
     def __init__(self, model, objective: str = "joint", max_batch_tokens: int = 4096) -> None:
         super().__init__(model, objective, max_batch_tokens)
-        self.forward = DecoderForward(model)
+        self.forward = FamilyForward(model)
         self._state: _State | None = None
 
     @torch.inference_mode()

@@ -6,7 +6,8 @@ the factory here, neither of the two imports the other back.
 from __future__ import annotations
 
 from .crossstep import CrossStepScorer
-from .forward import supports_prefix_reuse
+from ..errors import CotSurvivalError
+from .forward import supports_prefix_reuse, unsupported_reason
 from .registry import SCORING_METHODS
 from .scoring import NaiveScorer, PrefixReuseScorer, Scorer
 
@@ -17,6 +18,10 @@ assert set(SCORERS) | {"auto"} == set(SCORING_METHODS), "pruning.registry.SCORIN
 def make_scorer(model, method: str = "auto", objective: str = "joint", max_batch_tokens: int = 4096) -> Scorer:
     """``auto`` = cross-step reuse where the architecture is supported, naive otherwise.
 
+    Supported: the classes of :data:`cotsurvival.pruning.forward.FAMILIES` (Llama, Mistral,
+    Qwen2/3, Gemma 2/3 text, Phi-3, OLMo 2, Granite, SmolLM3) with sdpa or eager attention.
+    Asking for ``prefix``/``crossstep`` on anything else raises ``CotSurvivalError("E100")``.
+
     Methods: ``crossstep`` (prefix reuse + each candidate's own computation carried across
     steps), ``prefix`` (prefix reuse only; less memory), ``naive`` (full recompute, any model).
     """
@@ -24,6 +29,7 @@ def make_scorer(model, method: str = "auto", objective: str = "joint", max_batch
         method = "crossstep" if supports_prefix_reuse(model) else "naive"
     if method not in SCORERS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(SCORING_METHODS)}")
-    if method != "naive" and not supports_prefix_reuse(model):
-        raise ValueError(f"method {method!r} does not support model_type {model.config.model_type!r}; use 'naive'")
+    reason = unsupported_reason(model)
+    if method != "naive" and reason is not None:
+        raise CotSurvivalError("E100", method=method, architecture=type(model).__name__, reason=reason)
     return SCORERS[method](model, objective=objective, max_batch_tokens=max_batch_tokens)

@@ -15,7 +15,8 @@ OBJECTIVES = {
 #: How candidate deletions are scored (``auto`` picks per architecture); the classes are in
 #: :data:`cotsurvival.pruning.methods.SCORERS`.
 SCORING_METHODS = {
-    "auto": "crossstep for Llama-family models, naive otherwise",
+    "auto": "crossstep for supported architectures (Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3, OLMo 2, Granite, "
+            "SmolLM3), naive otherwise",
     "crossstep": "prefix reuse + each candidate's own computation carried across steps (fastest)",
     "prefix": "prefix reuse only (less memory)",
     "naive": "full recompute of every candidate (any model)",
@@ -27,4 +28,5 @@ BASELINES = {
     "surprisal": "most predictable tokens (highest log p in the unpruned chain) first",
     "loo": "static leave-one-out: ascending step-1 costs",
     "attention": "least attention received from the answer tokens first",
+    "llmlingua2": "lowest LLMLingua-2 keep probability first (TokenSkip's order; --llmlingua-model)",
 }

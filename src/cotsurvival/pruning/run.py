@@ -21,6 +21,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .._version import __version__
 from ..chains import BUILTIN_CORPORA, Chain, ChainCorpus, read_chains
@@ -30,11 +31,15 @@ from ..progress import make_bar
 from ..rundir import RunDir
 from .baselines import BASELINES, answer_attention, baseline_orders, orders_to_frame
 from .engine import ChainTrace, greedy_prune, n_deletions
+from ..threads import cap_torch_threads
+from .memory import memory_budget, parse_memory, plan_chain
+from .llmlingua import classifier_for_run
 from .methods import make_scorer
 from .registry import OBJECTIVES
 from .tables import load_checkpoint, save_checkpoint, steps_frame, tokens_frame, trace_from_tables, traces_frame
 
 CHECKPOINT_SECONDS = 20.0
+_SCORER_NAMES = {"crossstep": "CrossStepScorer", "prefix": "PrefixReuseScorer", "naive": "NaiveScorer"}
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,8 @@ def prune(
     ray_address: str | None = None,
     workers: int | None = None,
     gpus_per_worker: float | None = None,
+    max_memory: str | int | None = None,
+    llmlingua_model: str | None = None,
     approx: str | None = None,
 ) -> RunDir:
     """Prune chains greedily and write (or resume, or continue) a run directory.
@@ -162,6 +169,14 @@ def prune(
         Actors to start (default: one per GPU, or one per CPU without GPUs).
     gpus_per_worker : float, optional
         GPUs each actor reserves (default 1 when the cluster has GPUs, else 0).
+    max_memory : str or int, optional
+        Memory a chain may use beyond the weights (``"8GB"``, ``"512MiB"``, bytes); default what the
+        device has free. A chain whose method would not fit runs with the one that does (cross-step
+        reuse, then prefix reuse, then smaller batches, then naive); the manifest records the
+        choice per chain under ``engine.chains`` (see :mod:`cotsurvival.pruning.memory`).
+    llmlingua_model : str, optional
+        LLMLingua-2 classifier for the ``llmlingua2`` baseline (hub id or directory; default
+        ``microsoft/llmlingua-2-xlm-roberta-large-meetingbank``, or the one the run already used).
     approx : str, optional
         Approximate greedy survival for long chains (see :mod:`cotsurvival.pruning.approx`):
         ``"auto"``, ``"topk:0.1,window=64"``, ...; recorded in the manifest as ``engine.approx``.
@@ -173,6 +188,7 @@ def prune(
     RunDir
     """
     _check_options(objective, keep_ratio, baselines, on_error, max_batch_tokens)
+    max_memory_bytes = parse_memory(max_memory)
     if backend not in ("local", "ray"):
         raise CotSurvivalError("E009", reason=f"--backend must be 'local' or 'ray', not {backend!r}")
     # approx (engineer approx): parsed before any model is loaded, so a bad spec fails fast.
@@ -204,26 +220,28 @@ def prune(
         return _prune_encoded(corpus, out, lm, tokenizer, info, pool, objective=objective, keep_ratio=keep_ratio,
                               max_batch_tokens=max_batch_tokens, method=method, baselines=baselines,
                               on_error=on_error, keep_annotations=keep_annotations, seed=seed, progress=progress,
-                              selection=selection, approx=approx_spec)
+                              selection=selection, max_memory=max_memory_bytes,
+                              llmlingua=dict(spec=llmlingua_model, device=device, allow_unsafe_weights=allow_unsafe_weights),
+                              approx=approx_spec)
     finally:
         if pool is not None:
             pool.close()
 
 
 def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ratio, max_batch_tokens, method,
-                   baselines, on_error, keep_annotations, seed, progress, selection=None, approx=None) -> RunDir:
+                   baselines, on_error, keep_annotations, seed, progress, selection=None, max_memory=None,
+                   llmlingua=None, approx=None) -> RunDir:
     """Encode, open the run, prune what is not committed yet (here, or on the Ray ``pool``), commit."""
     started = time.perf_counter()
     encoded, skipped = _encode_all(corpus, tokenizer, info.max_positions, on_error)
     if not encoded:
         raise CotSurvivalError("E014", reason="every chain was skipped (see the reasons above)" if skipped else "the input is empty")
-    scorer = None
     if pool is None:
-        try:  # before the run directory exists: an unsupported method must not leave one behind
-            scorer = make_scorer(lm, method=method, objective=objective, max_batch_tokens=max_batch_tokens)
+        try:  # before the run directory exists: an unsupported method must not leave one behind (E100)
+            scorer_name = type(make_scorer(lm, method=method, objective=objective,
+                                           max_batch_tokens=max_batch_tokens)).__name__
         except ValueError as exc:
             raise CotSurvivalError("E009", reason=str(exc)) from None
-        scorer_name = type(scorer).__name__
     else:
         scorer_name = pool.scorer_name
     if approx is None:  # approx: an exact run of a very long chain is refused, naming --approx
@@ -239,17 +257,18 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
     try:
         manifest = _open_run(run, settings, info, encoded, skipped, corpus, keep_ratio, baselines, seed,
                              method, max_batch_tokens, keep_annotations, selection or {}, scorer_name)
-        return _prune_open(run, manifest, encoded, lm, pool, scorer, scorer_name, started, keep_ratio=keep_ratio,
-                           max_batch_tokens=max_batch_tokens, baselines=baselines, seed=seed, progress=progress,
-                           approx=approx)
+        return _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, objective=objective,
+                           method=method, keep_ratio=keep_ratio, max_batch_tokens=max_batch_tokens,
+                           max_memory=max_memory, baselines=baselines, seed=seed, progress=progress,
+                           llmlingua=llmlingua, approx=approx)
     except BaseException:
         if not run_existed:
             _discard_if_empty(run, folder_existed)
         raise
 
 
-def _prune_open(run, manifest, encoded, lm, pool, scorer, scorer_name, started, *, keep_ratio, max_batch_tokens,
-                baselines, seed, progress, approx=None) -> RunDir:
+def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objective, method, keep_ratio,
+                max_batch_tokens, max_memory, baselines, seed, progress, llmlingua=None, approx=None) -> RunDir:
     if approx is not None and "approx" not in manifest.get("engine", {}):
         # Recorded before any chain is committed: an interrupted approximate run says so too.
         from .approx import approx_record
@@ -278,23 +297,53 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer, scorer_name, started, 
     # Every scorer that produced a committed chain (the exact ones may differ between invocations), recorded
     # before this invocation commits anything, so the manifest stays true of every chain even if it is killed.
     methods = list(manifest.get("engine", {}).get("methods", []))
-    if todo and scorer_name not in methods:
-        methods = sorted([*methods, scorer_name])
-        manifest = run.update_manifest(engine=dict(manifest.get("engine", {}), methods=methods))
+
+    def record_method(name: str) -> None:
+        nonlocal methods, manifest
+        if name not in methods:
+            methods = sorted([*methods, name])
+            manifest = run.update_manifest(engine=dict(manifest.get("engine", {}), methods=methods))
+
+    if todo and pool is not None:
+        record_method(scorer_name)
+    chain_plans = dict(manifest.get("engine", {}).get("chains", {}))
     extra = {}
+    llmlingua = llmlingua or {}
     try:  # the bar is closed (ending its line) before any error message is printed
+        classifier = classifier_for_run(run, manifest, names, llmlingua.get("spec"), needed=bool(todo),
+                                        device=llmlingua.get("device", "auto"),
+                                        allow_unsafe_weights=llmlingua.get("allow_unsafe_weights", False))
         if pool is None:
+            cap_torch_threads()
+            budget = memory_budget(next(lm.parameters()).device, max_memory)
+            scorers: dict[tuple[str, int], object] = {}
             for index, item, wanted in todo:
+                plan = plan_chain(lm, len(item.prefix_ids), len(item.reasoning_ids), len(item.answer_ids), method,
+                                  max_batch_tokens, budget)
+                key = (plan.method, plan.max_batch_tokens)
+                if key not in scorers:
+                    scorers.clear()  # one scorer alive at a time: a cross-step scorer holds a chain's state
+                    scorers[key] = make_scorer(lm, method=plan.method, objective=objective,
+                                               max_batch_tokens=plan.max_batch_tokens)
+                scorer = scorers[key]
+                # Recorded before the commit, so the manifest stays true of every committed chain if killed.
+                record_method(type(scorer).__name__)
+                chain_plans[item.chain.id] = plan.to_dict()
+                manifest = run.update_manifest(engine=dict(manifest.get("engine", {}), chains=chain_plans,
+                                                           max_memory=max_memory))
+                cap_torch_threads(own_load=torch.get_num_threads())  # the machine's load changes over a run
                 trace = _prune_one(run, scorer, item, index, wanted, progress, approx)
                 attention = answer_attention(lm, item) if "attention" in names else None
                 _record_rows(run, item, trace, chain_rows)
-                _commit(run, item, index, trace, names, seed, attention)
+                _commit(run, item, index, trace, names, seed, attention, classifier)
                 committed(item, trace)
+            planned = sorted({p["method"] for p in chain_plans.values()})
+            scorer_name = ", ".join(_SCORER_NAMES[m] for m in planned) if planned else scorer_name
         else:
             for index, item, trace, attention, _ in pool.run(todo, start_of=lambda i, it: _start_trace(run, it, i),
                                                              attention="attention" in names):
                 _record_rows(run, item, trace, chain_rows)
-                _commit(run, item, index, trace, names, seed, attention)
+                _commit(run, item, index, trace, names, seed, attention, classifier)
                 committed(item, trace)
             extra["ray"] = pool.summary()
     finally:
@@ -302,10 +351,11 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer, scorer_name, started, 
     timings = dict(manifest.get("timings", {}))
     timings["prune_seconds_last_invocation"] = round(time.perf_counter() - started, 3)
     timings["chains"] = chain_seconds
-    run.update_manifest(keep_ratio=target_ratio, baselines=names, timings=timings, updated=_now(),
-                        engine={"method": scorer_name, "methods": methods, "max_batch_tokens": max_batch_tokens,
-                                "backend": "local" if pool is None else "ray",
-                                **_engine_approx(manifest, approx, chain_rows)}, **extra)
+    engine = {"method": scorer_name, "methods": methods, "max_batch_tokens": max_batch_tokens,
+              "backend": "local" if pool is None else "ray", **_engine_approx(manifest, approx, chain_rows)}
+    if pool is None:  # per chain: method, batch budget, estimated bytes, budget, why
+        engine.update(chains=chain_plans, max_memory=max_memory)
+    run.update_manifest(keep_ratio=target_ratio, baselines=names, timings=timings, updated=_now(), engine=engine, **extra)
     return run
 
 
@@ -585,12 +635,14 @@ def _start_trace(run: RunDir, item: EncodedChain, index: int) -> ChainTrace | No
 
 
 def _commit(run: RunDir, item: EncodedChain, index: int, trace: ChainTrace, names, seed,
-            attention: np.ndarray | None = None) -> None:
+            attention: np.ndarray | None = None, classifier=None) -> None:
     """Write one finished chain (steps, traces, baselines, then tokens: the commit marker)."""
     run.write_part("steps", index, steps_frame(item, trace, index))
     run.write_part("traces", index, traces_frame(item, trace, index))
     if names:
-        orders = baseline_orders(trace, names=names, seed=seed, chain_index=index, attention=attention)
+        keep_probs = classifier.keep_probs(item.chain.reasoning, item.offsets) if classifier is not None else None
+        orders = baseline_orders(trace, names=names, seed=seed, chain_index=index, attention=attention,
+                                 keep_probs=keep_probs)
         run.write_part("baselines", index, orders_to_frame(orders, len(item.reasoning_ids), trace.n_steps,
                                                            index, item.chain.id))
     run.write_part("tokens", index, tokens_frame(item, trace, index))  # the commit marker: last

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .forward import DecoderForward, GenericForward, supports_prefix_reuse
+from .forward import FamilyForward, GenericForward, supports_prefix_reuse
 from .registry import OBJECTIVES
 
 
@@ -152,7 +152,7 @@ class PrefixReuseScorer(Scorer):
 
     def __init__(self, model, objective: str = "joint", max_batch_tokens: int = 4096) -> None:
         super().__init__(model, objective, max_batch_tokens)
-        self.forward = DecoderForward(model)
+        self.forward = FamilyForward(model)
 
     @torch.inference_mode()
     def score(self, prefix, kept, answer) -> StepScores:
@@ -228,9 +228,11 @@ class NaiveScorer(Scorer):
     like against :class:`PrefixReuseScorer`; otherwise full ``model(...)`` logits.
     """
 
-    def __init__(self, model, objective: str = "joint", max_batch_tokens: int = 4096) -> None:
+    def __init__(self, model, objective: str = "joint", max_batch_tokens: int = 4096,
+                 model_forward: bool = False) -> None:
         super().__init__(model, objective, max_batch_tokens)
-        self.decoder = DecoderForward(model) if supports_prefix_reuse(model) else None
+        # model_forward=True: plain ``model(input_ids)`` whatever the architecture (an independent oracle).
+        self.decoder = FamilyForward(model) if supports_prefix_reuse(model) and not model_forward else None
         self.generic = None if self.decoder else GenericForward(model)
 
     @torch.inference_mode()

@@ -16,7 +16,7 @@ from .data import ReportData, SkipFigure, composition_by_keep_ratio, display_nam
 from .style import COARSE, FINE, WIDTHS, category_colours, order_present
 
 LEVELS = (("category", "coarse category"), ("label", "fine label"))
-ORDERINGS = ("greedy", "random", "surprisal", "loo", "attention")
+ORDERINGS = ("greedy", "random", "surprisal", "loo", "attention", "llmlingua2")
 MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*")
 MAX_POINTS = 600  # points drawn per group: more only blurs into ink
 

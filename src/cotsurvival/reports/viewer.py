@@ -26,7 +26,7 @@ from .data import display_name, resolve_chain_ids, token_segments
 from .notebook import read_chain_tokens
 from .style import COARSE, FINE, category_colours, order_present
 
-ORDERINGS = ("random", "surprisal", "loo", "attention")
+ORDERINGS = ("random", "surprisal", "loo", "attention", "llmlingua2")
 
 
 def build_viewer(

@@ -15,7 +15,6 @@ Dutch, Danish, Swedish, Russian, Chinese, Japanese and Hindi; texts with fewer t
 """
 from __future__ import annotations
 
-import importlib
 import re
 import warnings
 from functools import lru_cache
@@ -32,11 +31,12 @@ class NonEnglishWarning(UserWarning):
 @lru_cache(maxsize=1)
 def _stop_words() -> tuple[frozenset, tuple[frozenset, ...]]:
     from spacy.lang.en.stop_words import STOP_WORDS
+    from spacy.util import get_lang_class
 
     others = []
     for code in _OTHER_LANGUAGES:
-        try:
-            others.append(frozenset(importlib.import_module(f"spacy.lang.{code}.stop_words").STOP_WORDS))
+        try:  # spaCy's registry of languages: each class carries its stop-word list
+            others.append(frozenset(get_lang_class(code).Defaults.stop_words))
         except (ImportError, AttributeError):  # a spaCy build without that language
             continue
     return frozenset(STOP_WORDS), tuple(others)

@@ -1,0 +1,459 @@
+"""Answer recovery: does a pruned chain still lead the model to the answer?
+
+For every committed chain of a run, every ordering (``greedy`` and the run's baselines) and
+every keep ratio R, the pruned chain keeps the reasoning tokens the ordering has not deleted
+after ``N − floor(N·R)`` steps (the same rule as ``prune --keep-ratio`` and ``export``; R = 1
+is the unpruned chain). The sequence is built exactly as the engine builds it, from the run's
+own token ids (``prefix_ids ⊕ kept reasoning ids ⊕ answer_ids``, the model's chat template
+already in the prefix), and two things are measured:
+
+* ``answer_logprob``: the teacher-forced ``Σ log p(answer_ids | everything before)``, the
+  pruning objective's answer term (nats; at R = 1 it equals ``steps.parquet`` step 0 of a run
+  pruned with ``--objective answer``);
+* ``correct``: greedy decoding from ``prefix ⊕ kept ⊕ cue``, where the cue is the answer's
+  tokens before its value (``\\n####`` for GSM8K's ``#### 18``; the separator newline alone for a
+  bare ``18``), for at most ``max_new_tokens`` tokens, stopping at the end of the answer line or
+  an end-of-sequence token. The decoded answer line is checked against the chain's answer with
+  the project's verifier (:func:`cotsurvival.generation.verify.answers_match`, on the values
+  after ``####`` / inside ``\\boxed{}``).
+
+Results go to ``RUN/recovery.parquet/`` (one part per chain, written atomically). A chain whose
+part already holds every asked (ordering, keep ratio) with the same settings is skipped, so an
+interrupted call resumes. The chain is the unit of inference: accuracy and mean log P(answer)
+per ordering and keep ratio carry chain-bootstrap intervals, and greedy is compared with each
+baseline by a paired sign-flip test over chains (:mod:`cotsurvival.analysis.inference`).
+"""
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .encoding import ANSWER_SEPARATOR
+from .errors import CotSurvivalError
+from .pruning.engine import n_deletions
+from .rundir import RunDir, atomic_write_parquet
+
+DEFAULT_KEEP_RATIOS = (0.9, 0.7, 0.5, 0.3)
+TABLE = "recovery.parquet"
+COLUMNS = ["chain_index", "chain_id", "ordering", "keep_ratio", "n_tokens", "n_kept", "answer_logprob",
+           "answer_tokens", "predicted", "correct", "settings"]
+
+
+# ---------------------------------------------------------------------------------------- result
+
+@dataclass
+class RecoveryResult:
+    """Per-chain recovery rows and their chain-level summaries.
+
+    Attributes
+    ----------
+    frame : pandas.DataFrame
+        One row per (chain, ordering, keep ratio); columns ``COLUMNS``.
+    run : str
+        The run directory the rows came from.
+    n_boot, seed : int
+        Chain-bootstrap resamples and seed for the intervals.
+    """
+
+    frame: pd.DataFrame
+    run: str = ""
+    n_boot: int = 2000
+    seed: int = 0
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    # ---------------------------------------------------------------- tables
+    def to_frame(self) -> pd.DataFrame:
+        """The per-chain rows (a copy)."""
+        return self.frame.copy()
+
+    @property
+    def orderings(self) -> list[str]:
+        names = list(dict.fromkeys(self.frame["ordering"]))
+        return sorted(names, key=lambda o: (o != "greedy", names.index(o)))
+
+    @property
+    def keep_ratios(self) -> list[float]:
+        return sorted(set(self.frame["keep_ratio"].astype(float)), reverse=True)
+
+    @property
+    def n_chains(self) -> int:
+        return int(self.frame["chain_index"].nunique())
+
+    def summary(self) -> pd.DataFrame:
+        """Accuracy and mean log P(answer) per ordering and keep ratio, with chain-bootstrap 95% CIs."""
+        if "summary" not in self._cache:
+            from .analysis.inference import bootstrap_ci
+
+            rows = []
+            for ordering in self.orderings:
+                for ratio in self.keep_ratios:
+                    sub = self.frame[(self.frame["ordering"] == ordering) & (self.frame["keep_ratio"] == ratio)]
+                    if sub.empty:
+                        continue
+                    acc = bootstrap_ci(sub["correct"].astype(float), n_resamples=self.n_boot, seed=self.seed)
+                    lp = bootstrap_ci(sub["answer_logprob"], n_resamples=self.n_boot, seed=self.seed)
+                    rows.append({"ordering": ordering, "keep_ratio": ratio, "n_chains": acc["n_chains"],
+                                 "mean_kept_fraction": float((sub["n_kept"] / sub["n_tokens"]).mean()),
+                                 "accuracy": acc["estimate"], "accuracy_ci_low": acc["ci_low"],
+                                 "accuracy_ci_high": acc["ci_high"], "answer_logprob": lp["estimate"],
+                                 "answer_logprob_ci_low": lp["ci_low"], "answer_logprob_ci_high": lp["ci_high"]})
+            self._cache["summary"] = pd.DataFrame(rows)
+        return self._cache["summary"]
+
+    def tests(self) -> pd.DataFrame:
+        """Paired chain-level tests, greedy minus each baseline, per keep ratio below 1.
+
+        ``metric`` is ``correct`` (difference in the share of chains recovered) or
+        ``answer_logprob`` (nats); ``p_value`` is the sign-flip test over chains (exact up to 16
+        chains), ``p_holm`` Holm-adjusted within each metric.
+        """
+        if "tests" not in self._cache:
+            from .analysis.inference import holm, paired_sign_flip_test
+
+            rows = []
+            wide = self.frame.pivot_table(index=["chain_index", "keep_ratio"], columns="ordering",
+                                          values=["correct", "answer_logprob"], aggfunc="first")
+            for baseline in [o for o in self.orderings if o != "greedy"]:
+                if "greedy" not in self.orderings:
+                    break
+                for ratio in [r for r in self.keep_ratios if r < 1.0]:
+                    for metric in ("correct", "answer_logprob"):
+                        try:
+                            block = wide.xs(ratio, level="keep_ratio")[metric][["greedy", baseline]].dropna()
+                        except KeyError:
+                            continue
+                        test = paired_sign_flip_test(block["greedy"].astype(float), block[baseline].astype(float),
+                                                     seed=self.seed)
+                        rows.append({"baseline": baseline, "keep_ratio": ratio, "metric": metric,
+                                     "difference": test["estimate"], "ci_low": test["ci_low"],
+                                     "ci_high": test["ci_high"], "p_value": test["p_value"],
+                                     "n_chains": test["n_chains"], "exact": test["exact"]})
+            tests = pd.DataFrame(rows, columns=["baseline", "keep_ratio", "metric", "difference", "ci_low", "ci_high",
+                                                "p_value", "n_chains", "exact"])
+            tests["p_holm"] = np.nan
+            for metric, index in tests.groupby("metric").groups.items():
+                tests.loc[index, "p_holm"] = holm(tests.loc[index, "p_value"].to_numpy())
+            self._cache["tests"] = tests
+        return self._cache["tests"]
+
+    def citations(self) -> list[str]:
+        """Citable sentences, each with its chain-level interval and the number of chains."""
+        from .reports.recovery import recovery_sentences
+
+        return recovery_sentences(self)
+
+    # ---------------------------------------------------------------- output
+    def figure(self, stem: str | Path, width: str = "two") -> list[Path]:
+        """Write the figure (accuracy and log P(answer) vs keep ratio) as ``stem.png`` and ``stem.pdf``."""
+        from .reports.recovery import save_recovery_figure
+
+        return save_recovery_figure(self, Path(stem), width=width)
+
+    def save(self, folder: str | Path, figure: bool = True) -> dict[str, Path]:
+        """Write ``recovery_rows.parquet``, ``recovery_summary.{csv,md}``, ``recovery_tests.{csv,md}``,
+        ``recovery_citations.md`` and (unless ``figure=False``) ``fig_recovery.{png,pdf}`` into ``folder``."""
+        from .reports.recovery import write_recovery_tables
+
+        return write_recovery_tables(self, Path(folder), figure=figure)
+
+    @classmethod
+    def load(cls, path: str | Path, **kwargs) -> "RecoveryResult":
+        """Read a result back: a run directory (its ``recovery.parquet/``) or a folder written by :meth:`save`."""
+        path = Path(path)
+        if (path / TABLE).is_dir():
+            files = sorted((path / TABLE).glob("part-*.parquet"))
+            if not files:
+                raise CotSurvivalError("E136", path=path)
+            frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+            return cls(frame=frame, run=str(path), **kwargs)
+        if (path / "recovery_rows.parquet").is_file():
+            frame = pd.read_parquet(path / "recovery_rows.parquet")
+            meta = path / "recovery_meta.json"
+            run = json.loads(meta.read_text())["run"] if meta.is_file() else ""
+            return cls(frame=frame, run=run, **kwargs)
+        raise CotSurvivalError("E136", path=path)
+
+    def __repr__(self) -> str:
+        return (f"RecoveryResult(run={self.run!r}, chains={self.n_chains}, orderings={self.orderings}, "
+                f"keep_ratios={self.keep_ratios})")
+
+    def _repr_html_(self) -> str:
+        table = self.summary().to_html(index=False, float_format=lambda v: f"{v:.3f}", escape=True, border=0)
+        sentences = "".join(f"<li>{html.escape(s)}</li>" for s in self.citations())
+        return (f"<div><b>Answer recovery</b> — {html.escape(self.run)}: {self.n_chains} chains "
+                f"(95% chain-bootstrap intervals)</div>{table}<ul>{sentences}</ul>")
+
+
+# ---------------------------------------------------------------------------------------- compute
+
+def recover(
+    run: str | Path | RunDir,
+    *,
+    keep_ratios: Sequence[float] = DEFAULT_KEEP_RATIOS,
+    orderings: Sequence[str] | None = None,
+    model: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    max_new_tokens: int = 16,
+    batch_size: int = 16,
+    loaded_model=None,
+    progress: bool = True,
+    trust_remote_code: bool = False,
+    allow_unsafe_weights: bool = False,
+) -> RecoveryResult:
+    """Measure answer recovery of a run's pruned chains (module docstring); writes ``RUN/recovery.parquet/``.
+
+    Parameters
+    ----------
+    run : path or RunDir
+    keep_ratios : sequence of float
+        In (0, 1); 1.0 (the unpruned chain) is always added. Each must be at or above the ratio
+        the run reached.
+    orderings : sequence of str, optional
+        ``greedy`` and any baselines of the run (default: all of them).
+    model : str, optional
+        Model spec (default: the one that pruned the run). It must tokenize like the run's model.
+    max_new_tokens : int
+        Bound on the decoded answer line.
+    batch_size : int
+        Sequences per forward pass / ``generate`` call.
+    loaded_model : tuple, optional
+        ``(model, tokenizer, info)`` already loaded.
+
+    Returns
+    -------
+    RecoveryResult
+        All rows of the asked orderings and keep ratios (including those resumed from disk).
+    """
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    manifest = run.require().read_manifest()
+    ratios = _check_ratios(keep_ratios, manifest, run)
+    available = ["greedy"] + list(manifest.get("baselines") or [])
+    orderings = list(dict.fromkeys(orderings or available))
+    for name in orderings:
+        if name not in available:
+            raise CotSurvivalError("E134", path=run.path, ordering=name, available=", ".join(available))
+    if max_new_tokens < 1 or batch_size < 1:
+        raise CotSurvivalError("E133", reason="--max-new-tokens and --batch-size must be positive")
+    indices = run.part_indices("tokens")
+    if not indices:
+        raise CotSurvivalError("E012", path=run.path, what="pruned chains", command="cotsurvival prune")
+    if loaded_model is None:
+        from .models import load_model
+
+        loaded_model = load_model(model or manifest["model"]["spec"], device=device, dtype=dtype,
+                                  trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights)
+    lm, tokenizer, info = loaded_model
+    chains = run.read_chains().set_index("chain_index")
+    _check_tokenizer(tokenizer, chains.loc[indices[0]], run)
+    settings = _settings_key(info, manifest, max_new_tokens)
+    wanted = {(o, r) for o in orderings for r in ratios}
+    began = time.perf_counter()
+    frames = []
+    bar = tqdm(total=len(indices), desc="recover", unit="chain", disable=not progress, dynamic_ncols=True)
+    try:
+        for index in indices:
+            old = _read_part(run, index)
+            old = old[old["settings"] == settings] if old is not None else None
+            have = set() if old is None else set(zip(old["ordering"], old["keep_ratio"].astype(float)))
+            todo = sorted(wanted - have)
+            if todo:
+                new = _recover_chain(run, index, chains.loc[index], todo, lm, tokenizer, max_new_tokens, batch_size,
+                                     settings)
+                old = new if old is None or old.empty else pd.concat([old, new], ignore_index=True)
+                old = old.sort_values(["ordering", "keep_ratio"], ascending=[True, False], kind="stable")
+                atomic_write_parquet(_part_path(run, index), old.reset_index(drop=True))
+            frames.append(old[[(o, float(r)) in wanted for o, r in zip(old["ordering"], old["keep_ratio"])]])
+            bar.update(1)
+    finally:
+        bar.close()
+    frame = pd.concat(frames, ignore_index=True)
+    run.update_manifest(recovery={"model": info.spec, "model_sha256": info.sha256, "max_new_tokens": max_new_tokens,
+                                  "keep_ratios": ratios, "orderings": orderings, "settings": settings,
+                                  "n_chains": int(frame["chain_index"].nunique()),
+                                  "seconds_last_invocation": round(time.perf_counter() - began, 3)})
+    return RecoveryResult(frame=frame.reset_index(drop=True), run=str(run.path))
+
+
+def _check_ratios(keep_ratios, manifest, run) -> list[float]:
+    ratios = sorted({float(r) for r in keep_ratios} | {1.0}, reverse=True)
+    for r in ratios:
+        if not 0.0 < r <= 1.0:
+            raise CotSurvivalError("E133", reason=f"keep ratios must be in (0, 1], not {r}")
+        if r < 1.0 and r < float(manifest["keep_ratio"]):
+            raise CotSurvivalError("E135", path=run.path, reached=manifest["keep_ratio"], asked=r)
+    return ratios
+
+
+def _check_tokenizer(tokenizer, chain, run) -> None:
+    """The run's token ids must be what this tokenizer makes (else the sequences would be garbage)."""
+    ids = tokenizer(chain["reasoning"], add_special_tokens=False)["input_ids"]
+    if list(ids) != list(chain["reasoning_ids"]):
+        raise CotSurvivalError("E133", reason=f"this model's tokenizer does not reproduce the token ids of {run.path} "
+                                              "(use the model that pruned the run)")
+
+
+def _settings_key(info, manifest, max_new_tokens: int) -> str:
+    blob = json.dumps([info.spec, info.sha256, info.dtype, manifest.get("settings", {}).get("chains_fingerprint"),
+                       max_new_tokens, "greedy-decode-v1"])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _part_path(run: RunDir, index: int) -> Path:
+    # recovery.parquet/ follows the run-directory layout (one part per chain) but is written here,
+    # after pruning, so it is not one of RunDir's pruning tables.
+    return run.path / TABLE / f"part-{index:06d}.parquet"
+
+
+def _read_part(run: RunDir, index: int) -> pd.DataFrame | None:
+    path = _part_path(run, index)
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_parquet(path)
+    except Exception:  # a damaged part only costs its recomputation
+        path.unlink(missing_ok=True)
+        return None
+
+
+def kept_positions(deleted_step, keep_ratio: float) -> np.ndarray:
+    """Positions kept at ``keep_ratio`` given each token's 1-based deletion step (NaN/NA = never deleted)."""
+    steps = pd.Series(deleted_step, dtype="float64").fillna(np.inf).to_numpy()
+    return np.nonzero(steps > n_deletions(len(steps), keep_ratio))[0]
+
+
+def _deletion_steps(run: RunDir, index: int, orderings) -> dict[str, np.ndarray]:
+    tokens = run.read_part("tokens", index, columns=["position", "deleted_step"]).sort_values("position")
+    out = {"greedy": tokens["deleted_step"].to_numpy(dtype="float64", na_value=np.nan)}
+    baselines = [o for o in orderings if o != "greedy"]
+    if baselines:
+        table = run.read_part("baselines", index, columns=["ordering", "position", "deleted_step"])
+        for name in baselines:
+            rows = table[table["ordering"] == name].sort_values("position")
+            if len(rows) != len(tokens):
+                raise CotSurvivalError("E134", path=run.path, ordering=name, available="see manifest baselines")
+            out[name] = rows["deleted_step"].to_numpy(dtype="float64", na_value=np.nan)
+    return out
+
+
+def answer_cue(tokenizer, answer: str, answer_ids: list[int]) -> list[int]:
+    """The answer tokens before its value (``\\n####`` of ``\\n#### 18``): decoding starts after them."""
+    from .generation.questions import gold_from_answer
+
+    text = ANSWER_SEPARATOR + answer
+    value = gold_from_answer(answer)
+    start = text.rfind(value) if value else -1
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    if start < 0 or list(encoded["input_ids"]) != list(answer_ids):
+        start = len(ANSWER_SEPARATOR)
+    cue = []
+    for token_id, (_, end) in zip(answer_ids, encoded["offset_mapping"]):
+        if end > start:
+            break
+        cue.append(token_id)
+    return cue
+
+
+def _recover_chain(run, index, chain, todo, lm, tokenizer, max_new_tokens, batch_size, settings) -> pd.DataFrame:
+    from .generation.questions import gold_from_answer
+    from .generation.verify import answers_match
+
+    steps = _deletion_steps(run, index, sorted({o for o, _ in todo}))
+    prefix, reasoning, answer = (list(chain["prefix_ids"]), list(chain["reasoning_ids"]), list(chain["answer_ids"]))
+    cue = answer_cue(tokenizer, chain["answer"], answer)
+    kept_of = {(o, r): tuple(kept_positions(steps[o], r).tolist()) for o, r in todo}
+    unique = list(dict.fromkeys(kept_of.values()))  # e.g. every ordering at R = 1 is the same chain
+    bodies = [prefix + [reasoning[i] for i in kept] for kept in unique]
+    logprobs = answer_logprobs(lm, bodies, answer, batch_size)
+    lines = greedy_answer_lines(lm, tokenizer, [b + cue for b in bodies], max_new_tokens, batch_size)
+    cue_text = tokenizer.decode(cue, skip_special_tokens=True).lstrip("\n")
+    gold = gold_from_answer(chain["answer"])
+    rows = []
+    for (ordering, ratio), kept in kept_of.items():
+        u = unique.index(kept)
+        predicted = (cue_text + lines[u]).strip()
+        rows.append({"chain_index": int(index), "chain_id": chain["chain_id"], "ordering": ordering,
+                     "keep_ratio": float(ratio), "n_tokens": len(reasoning), "n_kept": len(kept),
+                     "answer_logprob": float(logprobs[u]), "answer_tokens": len(answer), "predicted": predicted,
+                     "correct": bool(answers_match(gold_from_answer(predicted), gold)), "settings": settings})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+@torch.inference_mode()
+def answer_logprobs(model, bodies: list[list[int]], answer: list[int], batch_size: int = 16) -> np.ndarray:
+    """Teacher-forced ``Σ log p(answer | body)`` for each body (right-padded batches; float64 sums)."""
+    device = next(model.parameters()).device
+    out = np.zeros(len(bodies))
+    order = sorted(range(len(bodies)), key=lambda i: len(bodies[i]))
+    a = len(answer)
+    for first in range(0, len(order), batch_size):
+        batch = order[first: first + batch_size]
+        width = max(len(bodies[i]) for i in batch) + a
+        ids = torch.zeros((len(batch), width), dtype=torch.long, device=device)
+        mask = torch.zeros((len(batch), width), dtype=torch.long, device=device)
+        for row, i in enumerate(batch):
+            seq = bodies[i] + answer
+            ids[row, : len(seq)] = torch.tensor(seq, device=device)
+            mask[row, : len(seq)] = 1
+        # Right padding: real tokens keep positions 0..L-1 and never attend to the padding after them.
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        for row, i in enumerate(batch):
+            b = len(bodies[i])
+            rows = torch.log_softmax(logits[row, b - 1: b - 1 + a].double(), dim=-1)
+            out[i] = float(rows.gather(1, torch.tensor(answer, device=device)[:, None]).sum())
+    return out
+
+
+class _LineEnded:
+    """Stopping criterion: a row is done once its generated text holds a newline after some text."""
+
+    def __init__(self, tokenizer, width: int) -> None:
+        self.tokenizer, self.width = tokenizer, width
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for row in range(input_ids.shape[0]):
+            text = self.tokenizer.decode(input_ids[row, self.width:], skip_special_tokens=True)
+            done[row] = bool(text.strip()) and "\n" in text.lstrip()
+        return done
+
+
+@torch.inference_mode()
+def greedy_answer_lines(model, tokenizer, prompts: list[list[int]], max_new_tokens: int = 16,
+                        batch_size: int = 16) -> list[str]:
+    """Greedy continuation of each prompt up to the end of its first non-empty line (or EOS / the bound)."""
+    from transformers import StoppingCriteriaList
+
+    from .generation.generate import _stop_token_ids
+
+    device = next(model.parameters()).device
+    stop_ids = _stop_token_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+    out = [""] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    for first in range(0, len(order), batch_size):
+        batch = order[first: first + batch_size]
+        width = max(len(prompts[i]) for i in batch)
+        # Left padding: each row's next token follows its own prompt directly.
+        ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in batch], device=device)
+        mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in batch], device=device)
+        generated = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                                   pad_token_id=pad, eos_token_id=stop_ids,
+                                   stopping_criteria=StoppingCriteriaList([_LineEnded(tokenizer, width)]))
+        for row, i in enumerate(batch):
+            new = generated[row, width:].tolist()
+            cut = next((k for k, t in enumerate(new) if t in stop_ids), len(new))
+            text = tokenizer.decode(new[:cut], skip_special_tokens=True)
+            out[i] = next((line for line in text.split("\n") if line.strip()), "")
+    return out
+
