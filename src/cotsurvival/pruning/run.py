@@ -329,12 +329,15 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objec
                 # Recorded before the commit, so the manifest stays true of every committed chain if killed.
                 record_method(type(scorer).__name__)
                 chain_plans[item.chain.id] = plan.to_dict()
-                manifest = run.update_manifest(engine=dict(manifest.get("engine", {}), chains=chain_plans,
-                                                           max_memory=max_memory))
                 cap_torch_threads(own_load=torch.get_num_threads())  # the machine's load changes over a run
                 trace = _prune_one(run, scorer, item, index, wanted, progress, approx)
                 attention = answer_attention(lm, item) if "attention" in names else None
-                _record_rows(run, item, trace, chain_rows)
+                # approx: the chain's plan and its token rows in one manifest write, still before the commit.
+                chain_rows[item.chain.id] = int(trace.token_rows)
+                manifest = run.update_manifest(engine=dict(manifest.get("engine", {}), chains=chain_plans,
+                                                           max_memory=max_memory,
+                                                           token_rows=int(sum(chain_rows.values())),
+                                                           token_rows_chains=dict(chain_rows)))
                 _commit(run, item, index, trace, names, seed, attention, classifier)
                 committed(item, trace)
             planned = sorted({p["method"] for p in chain_plans.values()})
