@@ -193,6 +193,22 @@ def test_exact_run_of_long_chain_is_refused_naming_approx(tmp_path, tiny_loaded,
     assert record["method"] == "auto" and json.dumps(record)
 
 
+def test_resume_with_another_approximation_is_refused(tmp_path, tiny_loaded):
+    """The approximation changes the order, so it is a setting a run must be resumed with (issue 17)."""
+    from cotsurvival.pruning import prune
+
+    out = tmp_path / "run"
+    prune(EXAMPLE_CHAINS[:1], out, loaded_model=tiny_loaded, approx="topk:0.2", keep_ratio=0.5, progress=False)
+    before = (out / "manifest.json").read_text()
+    for other in ("topk:0.5", None):
+        with pytest.raises(CotSurvivalError) as error:
+            prune(EXAMPLE_CHAINS[:1], out, loaded_model=tiny_loaded, approx=other, progress=False)
+        assert error.value.code == "E083" and "topk:0.2" in error.value.message
+    assert (out / "manifest.json").read_text() == before
+    prune(EXAMPLE_CHAINS[:1], out, loaded_model=tiny_loaded, approx="topk:0.2", progress=False)  # same: continues
+    assert out.joinpath("manifest.json").read_text() != before
+
+
 def test_cli_approx_option(tmp_path, tiny_dir):
     from cli_helpers import cli
 

@@ -250,7 +250,12 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
         for item in encoded:
             check_exact_feasible(len(item.reasoning_ids), item.chain.id)
     run = RunDir(out)
-    settings = PruneSettings(info.spec, info.sha256, info.dtype, scoring_setting(scorer_name), objective,
+    scoring = scoring_setting(scorer_name)
+    if approx is not None:  # an approximation changes the deletion order: resuming must use the same one
+        from .approx import approx_record
+
+        scoring = "approx " + json.dumps(approx_record(approx), sort_keys=True)
+    settings = PruneSettings(info.spec, info.sha256, info.dtype, scoring, objective,
                              tokenizer_fingerprint(tokenizer), bool(keep_annotations), int(seed),
                              chains_fingerprint(encoded))
     folder_existed, run_existed = run.path.exists(), run.exists()
@@ -373,13 +378,10 @@ def _record_rows(run: RunDir, item: EncodedChain, trace: ChainTrace, chain_rows:
 def _engine_approx(manifest: dict, approx, chain_rows: dict) -> dict:
     """``engine.approx`` (None when exact) and ``engine.token_rows`` (decoder rows, all chains).
 
-    A run continued with a different approximation than it started with records both."""
+    A run is never continued with another approximation (``settings.scoring`` differs: E083)."""
     from .approx import approx_record
 
     record = approx_record(approx)
-    previous = manifest.get("engine", {})
-    if "approx" in previous and previous["approx"] != record:
-        record = {"method": "mixed", "runs": [previous["approx"], record]}
     return {"approx": record, "token_rows": int(sum(chain_rows.values())), "token_rows_chains": chain_rows}
 
 
