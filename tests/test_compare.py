@@ -286,3 +286,29 @@ def test_run_spec_parsing(tmp_path):
     odd = tmp_path / "x:random"              # a folder whose name really ends in ':random' is a run
     odd.mkdir()
     assert parse_run_spec(str(odd)) == (odd, "greedy")
+
+
+def test_cli_compare_out_is_guarded(tmp_path):
+    """--out may not be a compared run or lie inside one, nor a folder of other files (unless --overwrite)."""
+    from cli_helpers import assert_one_line_error, cli
+
+    a = synthetic_run(tmp_path / "a", n_chains=3, seed=0, tagged=False)
+    before = sorted(p.relative_to(a.path).as_posix() for p in a.path.rglob("*"))
+    for out in (a.path, a.path / "cmp"):
+        done = cli("compare", a.path, f"{a.path}:loo", "--out", out, "--n-boot", "50")
+        assert done.returncode == 2, done.stderr
+        assert_one_line_error(done.stderr, "E080", "compared run")
+    assert sorted(p.relative_to(a.path).as_posix() for p in a.path.rglob("*")) == before   # nothing written
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("keep me")
+    done = cli("compare", a.path, f"{a.path}:loo", "--out", foreign, "--n-boot", "50")
+    assert done.returncode == 2
+    assert_one_line_error(done.stderr, "E081", "compare", "--overwrite")
+    assert not (foreign / "comparison.json").exists()
+    done = cli("compare", a.path, f"{a.path}:loo", "--out", foreign, "--n-boot", "50", "--overwrite")
+    assert done.returncode == 0, done.stderr
+    assert (foreign / "comparison.json").is_file() and (foreign / "mine.txt").read_text() == "keep me"
+    # Its own earlier output is replaced without --overwrite.
+    done = cli("compare", a.path, f"{a.path}:loo", "--out", foreign, "--n-boot", "50")
+    assert done.returncode == 0, done.stderr

@@ -374,9 +374,17 @@ def demo(out, limit, keep_ratio, model):
 @click.option("--name", "names", multiple=True, help="Display name per run, in order (repeatable; default: folder names).")
 @click.option("--n-boot", type=int, default=2000, show_default=True, help="Chain-bootstrap resamples for the CIs.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def compare_command(runs, out, keep_ratios, names, n_boot, seed):
+@click.option("--overwrite", is_flag=True, help="Write into OUT even if it holds files that are not an earlier comparison.")
+def compare_command(runs, out, keep_ratios, names, n_boot, seed, overwrite):
     """Compare RUNS side by side (two or more; RUN:random compares a baseline ordering of RUN)."""
     from .comparison import compare
+    from .comparison.align import parse_run_spec
+    from .outputs import check_output, is_comparison_folder
+
+    # The output may be neither a compared run nor inside one (a run directory is an input here).
+    compared = [parse_run_spec(spec)[0] for spec in runs]
+    check_output(out, inputs=[(path, f"the compared run {path}") for path in compared], overwrite=overwrite,
+                 ours=is_comparison_folder, command="compare", folder=True)
 
     try:
         ratios = [float(r) for r in keep_ratios.split(",") if r.strip()]
@@ -395,13 +403,19 @@ def compare_command(runs, out, keep_ratios, names, n_boot, seed):
 @cli.command("study")
 @click.argument("study", type=click.Path(dir_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Study root (created or continued).")
-@click.option("--overwrite", is_flag=True, help="Discard results of settings whose declaration changed (default: refuse).")
+@click.option("--overwrite", is_flag=True, help="Discard results of settings whose declaration changed (default: refuse); "
+              "also write into an OUT that is not an earlier study root.")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default=None,
               help="Override every setting's backend (ray: passed through to prune).")
 @click.option("--ray-address", default=None, help="Ray cluster to join with --backend ray.")
 def study_command(study, out, overwrite, backend, ray_address):
     """Run every setting of a STUDY.toml (prune, tag, analyze, report), compare them, write OUT/index.html."""
     from .comparison import run_study
+    from .outputs import check_output, is_study_root
+
+    # A study continues in its own root (study.json there); any other non-empty folder is refused.
+    check_output(out, inputs=[(study, "the study file")], overwrite=overwrite, ours=is_study_root, command="study",
+                 folder=True)
 
     result = run_study(study, out, overwrite=overwrite, backend=backend, ray_address=ray_address)
     click.echo(f"\ndone in {result.seconds:.0f} s: {result.index}")
