@@ -175,6 +175,12 @@ def tag_agree(run, level, out):
 
 
 # ----------------------------------------------------------------------------- analysis
+# Which stored labels a stage reads (engineer "followups"): analyze, report and view share it.
+_LABELS_OPTION = click.option(
+    "--labels", default="rule", show_default=True,
+    help="Label source: 'rule', 'judge' (the run's only LLM judge) or an exact source such as 'judge:MODEL'.")
+
+
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None, help="Output folder (default: RUN/stats).")
@@ -189,7 +195,8 @@ def tag_agree(run, level, out):
               help="Primary contrast: this category vs the rest of each chain (chain-level, position-adjusted).")
 @click.option("--min-chains", type=int, default=5, show_default=True, help="Cite nothing resting on fewer chains.")
 @click.option("--min-tokens", type=int, default=20, show_default=True, help="Cite nothing resting on fewer tokens.")
-def analyze(run, out, n_boot, seed, no_mixed, levels, reference, primary, min_chains, min_tokens):
+@_LABELS_OPTION
+def analyze(run, out, n_boot, seed, no_mixed, levels, reference, primary, min_chains, min_tokens, labels):
     """Statistics of RUN: survival by category, dynamics, attention; writes RUN/stats/."""
     from .analysis import analyze as run_analysis
 
@@ -200,7 +207,8 @@ def analyze(run, out, n_boot, seed, no_mixed, levels, reference, primary, min_ch
                      command="analyze", folder=True)
 
     result = run_analysis(run, out, n_boot=n_boot, seed=seed, levels=tuple(levels) or ("category", "label"),
-                          reference=reference, primary=primary, min_chains=min_chains, min_tokens=min_tokens)
+                          reference=reference, primary=primary, min_chains=min_chains, min_tokens=min_tokens,
+                          labels=labels)
     folder = out or result.run / "stats"
     click.echo(f"wrote {len(result.tables_)} tables, stats.json and citations.md to {folder}")
     for note in result.notes_:
@@ -258,7 +266,8 @@ _IDS_HELP = "A text file of chain ids, one per line (# comments allowed)."
               help="chain_index drawn as text (default: the chain of median length).")
 @click.option("--no-analyze", is_flag=True, help="Do not run `analyze` when RUN/stats/ is missing.")
 @click.option("--overwrite", is_flag=True, help="Write into OUT even if it holds files that are not an earlier report.")
-def report(run, out, width, chain_ids, ids_file, chain_index, no_analyze, overwrite):
+@_LABELS_OPTION
+def report(run, out, width, chain_ids, ids_file, chain_index, no_analyze, overwrite, labels):
     """Figures (PNG 300 dpi + PDF) and a self-contained OUT/index.html for RUN, quoting RUN/stats/stats.json."""
     from .chains import parse_chain_selection
     from .outputs import check_output, is_report_folder, run_inputs
@@ -269,7 +278,7 @@ def report(run, out, width, chain_ids, ids_file, chain_index, no_analyze, overwr
     widths = ("one", "two") if width == "both" else (width,)
     selected = parse_chain_selection(chain_ids, ids_file)
     result = build_report(run, out, widths=widths, chain_index=chain_index, chain_ids=selected,
-                          run_analysis=not no_analyze)
+                          run_analysis=not no_analyze, labels=labels)
     click.echo(f"wrote {len(result.figures)} figures and {result.index}")
     for stem, reason in result.skipped.items():
         click.echo(f"  skipped {stem}: {reason}")
@@ -285,7 +294,8 @@ def report(run, out, width, chain_ids, ids_file, chain_index, no_analyze, overwr
 @click.option("--max-chains", type=int, default=50, show_default=True, help="Chains embedded when no chains are chosen.")
 @click.option("--no-traces", is_flag=True, help="Leave out per-step costs (hover); a much smaller file.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT even if it is not an earlier viewer page.")
-def view(run, out, chain_ids, ids_file, max_chains, no_traces, overwrite):
+@_LABELS_OPTION
+def view(run, out, chain_ids, ids_file, max_chains, no_traces, overwrite, labels):
     """One self-contained, offline HTML page to watch RUN's chains shrink step by step."""
     from .chains import parse_chain_selection
     from .outputs import check_output, is_viewer_file, run_inputs
@@ -293,7 +303,7 @@ def view(run, out, chain_ids, ids_file, max_chains, no_traces, overwrite):
 
     check_output(out, inputs=run_inputs(run), overwrite=overwrite, ours=is_viewer_file, command="view")
     selected = parse_chain_selection(chain_ids, ids_file)
-    result = run_view(run, out=out, chain_ids=selected, max_chains=max_chains, traces=not no_traces)
+    result = run_view(run, out=out, chain_ids=selected, max_chains=max_chains, traces=not no_traces, labels=labels)
     click.echo(f"wrote {result.path} ({result.n_bytes / 1e6:.1f} MB)")
 
 
