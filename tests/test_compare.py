@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from cotsurvival.chains import Chain
 from cotsurvival.comparison import ComparisonResult, compare, load_view
@@ -32,9 +31,9 @@ CHAINS = [
 def other_tiny_llama(seed: int = 1):
     """A tiny random Llama on a DIFFERENT tokenizer: byte-level BPE with few merges on other text."""
     from tokenizers import ByteLevelBPETokenizer
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    from cotsurvival.testing import CHAT_TEMPLATE
+    from cotsurvival.testing import CHAT_TEMPLATE, random_llama
 
     bpe = ByteLevelBPETokenizer(add_prefix_space=False, trim_offsets=True)
     special = ["<|endoftext|>", "<|user|>", "<|assistant|>", "<|end|>"]
@@ -43,17 +42,8 @@ def other_tiny_llama(seed: int = 1):
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
                                         pad_token="<|endoftext|>", additional_special_tokens=special[1:])
     tokenizer.chat_template = CHAT_TEMPLATE
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() == 2:
-                parameter.normal_(0.0, 0.2)
-    return model.eval(), tokenizer
+    model = random_llama(tokenizer, seed=seed, hidden_size=32, intermediate_size=64, n_layers=1, n_heads=2, n_kv_heads=1)
+    return model, tokenizer
 
 
 def _prune(model_and_tokenizer, name, out, **kwargs):
