@@ -87,6 +87,10 @@ class _Recording:
     def reset(self):
         self.scorer.reset()
 
+    @property
+    def token_rows(self) -> int:  # part of the Scorer interface the greedy loop reads
+        return self.scorer.token_rows
+
 
 def exactness(family: str, device: torch.device, steps: int = 6) -> dict:
     """Fast path vs naive (``model(input_ids)`` per candidate) on the card, tiny float64 model of the family."""
