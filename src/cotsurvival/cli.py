@@ -62,9 +62,13 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
 # -- families: memory that fits the chain
 @click.option("--max-memory", default=None, help="Memory a chain may use beyond the weights (e.g. 8GB); default: "
               "what the device has free. Chains that would not fit fall back to prefix reuse, smaller batches, naive.")
+# --approx (engineer approx): approximate greedy survival for long chains
+@click.option("--approx", default=None,
+              help="Approximate greedy survival for long chains: auto (exact up to 150 tokens, else "
+                   "topk:0.1,window=64), topk:F[,window=W][,block=B], topk:k=K. Default: exact.")
 def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file, baselines, max_batch_tokens, method, device, dtype,
           on_error, keep_annotations, seed, trust_remote_code, allow_unsafe_weights, backend, ray_address, workers,
-          gpus_per_worker, max_memory, llmlingua_model):
+          gpus_per_worker, max_memory, llmlingua_model, approx):
     """Greedy survival pruning of CHAINS (a file or 'gsm8k') into a run directory."""
     from .chains import parse_chain_selection
     from .pruning import prune as run_prune
@@ -76,7 +80,8 @@ def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file,
                     on_error=on_error, keep_annotations=keep_annotations, seed=seed,
                     trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights,
                     backend=backend, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
-                    max_memory=max_memory, llmlingua_model=llmlingua_model)
+                    max_memory=max_memory, llmlingua_model=llmlingua_model,
+                    approx=approx)
     manifest = run.read_manifest()
     click.echo(f"pruned {manifest['n_chains']} chains into {run.path} ({len(manifest['skipped'])} skipped)")
 

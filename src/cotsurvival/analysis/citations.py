@@ -62,6 +62,7 @@ def citations(result) -> list[str]:
     """
     withheld: list[str] = []
     out: list[str] = _primary_sentences(result)
+    out += _approx_sentences(result)  # approx: an approximate run says so right after the primary result
     out += _chain_level_sentences(result)
     for level in result.config["levels"]:
         out += _group_sentences(result, level, withheld)
@@ -72,6 +73,21 @@ def citations(result) -> list[str]:
     out += [f"Note: withheld (below the minimum support of {_support(result)[0]} chains / {_support(result)[1]} "
             f"tokens): {w}" for w in withheld]
     return out
+
+
+def _approx_sentences(result) -> list[str]:
+    """The approximation (``manifest engine.approx``) and its measured fidelity, if the run was approximate."""
+    from ..rundir import RunDir
+
+    try:
+        manifest = RunDir(result.run).read_manifest()
+    except Exception:  # noqa: BLE001 - a result without its run directory has nothing to add
+        return []
+    if not (manifest.get("engine") or {}).get("approx"):
+        return []
+    from ..pruning.approx import approx_note  # only approximate runs pay for importing the engine
+
+    return [f"Note: {approx_note(manifest)}"]
 
 
 def _primary_sentences(result) -> list[str]:

@@ -41,8 +41,13 @@ class ChainTrace:
     static_logprobs : np.ndarray or None
         ``log p`` of each reasoning token in the unpruned chain (surprisal baseline).
     tokens_processed : int
-        Decoder token rows run (benchmarks).
+        Decoder token rows run, as the scorers report them per step (benchmarks).
     seconds : float
+    scored_steps : list of int or None
+        1-based steps whose candidates were scored, one per entry of ``step_costs``; None means
+        every step (the exact engine). Approximate runs score only the first step of each round.
+    token_rows : int
+        Decoder token rows the scorer's model embedded for this chain (``Scorer.token_rows``).
     """
 
     order: list[int] = field(default_factory=list)
@@ -52,6 +57,8 @@ class ChainTrace:
     static_logprobs: np.ndarray | None = None
     tokens_processed: int = 0
     seconds: float = 0.0
+    scored_steps: list[int] | None = None
+    token_rows: int = 0
 
     @property
     def n_steps(self) -> int:
@@ -65,6 +72,7 @@ def greedy_prune(
     *,
     start: ChainTrace | None = None,
     on_step: Callable[[ChainTrace], None] | None = None,
+    approx=None,
 ) -> ChainTrace:
     """Run greedy deletion on one chain until ``n_steps`` tokens are gone.
 
@@ -79,14 +87,30 @@ def greedy_prune(
         A trace to continue (from a checkpoint or a run to a higher keep ratio).
     on_step : callable, optional
         Called after each step with the trace so far (checkpoints, progress).
+    approx : str, ApproxSpec, AutoSpec or None
+        An approximation (see :mod:`cotsurvival.pruning.approx`); None is the exact definition.
     """
     trace = start if start is not None else ChainTrace()
+    if approx is not None:
+        from .approx import AutoSpec, approx_prune, parse_approx, rounds_scorer
+
+        spec = parse_approx(approx)
+        if isinstance(spec, AutoSpec):
+            spec = spec.for_length(len(encoded.reasoning_ids))
+        if spec is not None and not (spec.is_exact and trace.scored_steps is None):
+            rounds = rounds_scorer(scorer)
+            try:
+                return approx_prune(rounds, encoded, n_steps, spec, trace, on_step)
+            finally:
+                rounds.reset()
     deleted = set(trace.order)
     alive = [i for i in range(len(encoded.reasoning_ids)) if i not in deleted]
     began = time.perf_counter()
     while trace.n_steps < n_steps:
         kept = [encoded.reasoning_ids[i] for i in alive]
+        rows_before = scorer.token_rows
         scores = scorer.score(encoded.prefix_ids, kept, encoded.answer_ids)
+        trace.token_rows += scorer.token_rows - rows_before
         if not trace.objectives:
             trace.objectives.append(scores.objective)
         if trace.static_logprobs is None and not trace.order:
@@ -99,6 +123,8 @@ def greedy_prune(
         trace.order.append(alive[winner])
         trace.objectives.append(float(scores.candidate_objectives[winner]))
         trace.tokens_processed += scores.tokens_processed
+        if trace.scored_steps is not None:
+            trace.scored_steps.append(trace.n_steps)
         del alive[winner]
         if on_step is not None:
             on_step(trace)

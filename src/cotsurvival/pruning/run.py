@@ -128,6 +128,7 @@ def prune(
     gpus_per_worker: float | None = None,
     max_memory: str | int | None = None,
     llmlingua_model: str | None = None,
+    approx: str | None = None,
 ) -> RunDir:
     """Prune chains greedily and write (or resume, or continue) a run directory.
 
@@ -176,6 +177,11 @@ def prune(
     llmlingua_model : str, optional
         LLMLingua-2 classifier for the ``llmlingua2`` baseline (hub id or directory; default
         ``microsoft/llmlingua-2-xlm-roberta-large-meetingbank``, or the one the run already used).
+    approx : str, optional
+        Approximate greedy survival for long chains (see :mod:`cotsurvival.pruning.approx`):
+        ``"auto"``, ``"topk:0.1,window=64"``, ...; recorded in the manifest as ``engine.approx``.
+        None (the default) is the exact definition; exact runs of chains over 2,000 reasoning
+        tokens are refused with a message naming ``--approx``.
 
     Returns
     -------
@@ -185,6 +191,12 @@ def prune(
     max_memory_bytes = parse_memory(max_memory)
     if backend not in ("local", "ray"):
         raise CotSurvivalError("E009", reason=f"--backend must be 'local' or 'ray', not {backend!r}")
+    # approx (engineer approx): parsed before any model is loaded, so a bad spec fails fast.
+    from .approx import parse_approx
+
+    approx_spec = parse_approx(approx)
+    if approx_spec is not None and backend == "ray":
+        raise CotSurvivalError("E110", spec=approx, reason="not supported with --backend ray yet")
     _check_out(out, chains)
     corpus = _as_corpus(chains, on_error, keep_annotations, limit, ids)
     selection = {"limit": limit, "ids": list(ids) if ids is not None else None}
@@ -209,7 +221,8 @@ def prune(
                               max_batch_tokens=max_batch_tokens, method=method, baselines=baselines,
                               on_error=on_error, keep_annotations=keep_annotations, seed=seed, progress=progress,
                               selection=selection, max_memory=max_memory_bytes,
-                              llmlingua=dict(spec=llmlingua_model, device=device, allow_unsafe_weights=allow_unsafe_weights))
+                              llmlingua=dict(spec=llmlingua_model, device=device, allow_unsafe_weights=allow_unsafe_weights),
+                              approx=approx_spec)
     finally:
         if pool is not None:
             pool.close()
@@ -217,7 +230,7 @@ def prune(
 
 def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ratio, max_batch_tokens, method,
                    baselines, on_error, keep_annotations, seed, progress, selection=None, max_memory=None,
-                   llmlingua=None) -> RunDir:
+                   llmlingua=None, approx=None) -> RunDir:
     """Encode, open the run, prune what is not committed yet (here, or on the Ray ``pool``), commit."""
     started = time.perf_counter()
     encoded, skipped = _encode_all(corpus, tokenizer, info.max_positions, on_error)
@@ -231,8 +244,18 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
             raise CotSurvivalError("E009", reason=str(exc)) from None
     else:
         scorer_name = pool.scorer_name
+    if approx is None:  # approx: an exact run of a very long chain is refused, naming --approx
+        from .approx import check_exact_feasible
+
+        for item in encoded:
+            check_exact_feasible(len(item.reasoning_ids), item.chain.id)
     run = RunDir(out)
-    settings = PruneSettings(info.spec, info.sha256, info.dtype, scoring_setting(scorer_name), objective,
+    scoring = scoring_setting(scorer_name)
+    if approx is not None:  # an approximation changes the deletion order: resuming must use the same one
+        from .approx import approx_record
+
+        scoring = "approx " + json.dumps(approx_record(approx), sort_keys=True)
+    settings = PruneSettings(info.spec, info.sha256, info.dtype, scoring, objective,
                              tokenizer_fingerprint(tokenizer), bool(keep_annotations), int(seed),
                              chains_fingerprint(encoded))
     folder_existed, run_existed = run.path.exists(), run.exists()
@@ -242,7 +265,7 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
         return _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, objective=objective,
                            method=method, keep_ratio=keep_ratio, max_batch_tokens=max_batch_tokens,
                            max_memory=max_memory, baselines=baselines, seed=seed, progress=progress,
-                           llmlingua=llmlingua)
+                           llmlingua=llmlingua, approx=approx)
     except BaseException:
         if not run_existed:
             _discard_if_empty(run, folder_existed)
@@ -250,10 +273,17 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
 
 
 def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objective, method, keep_ratio,
-                max_batch_tokens, max_memory, baselines, seed, progress, llmlingua=None) -> RunDir:
+                max_batch_tokens, max_memory, baselines, seed, progress, llmlingua=None, approx=None) -> RunDir:
+    if approx is not None and "approx" not in manifest.get("engine", {}):
+        # Recorded before any chain is committed: an interrupted approximate run says so too.
+        from .approx import approx_record
+
+        manifest["engine"] = {**manifest.get("engine", {}), "approx": approx_record(approx)}
+        manifest = run.update_manifest(engine=manifest["engine"])
     target_ratio = min(keep_ratio, manifest["keep_ratio"])
     names = list(dict.fromkeys(list(manifest.get("baselines", [])) + list(baselines)))
     chain_seconds = dict(manifest.get("timings", {}).get("chains", {}))
+    chain_rows = dict(manifest.get("engine", {}).get("token_rows_chains", {}))
     bar = make_bar(total=len(encoded), desc="chains", unit="chain", disable=not progress)
     todo = []
     for index, item in enumerate(encoded):
@@ -265,6 +295,7 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objec
 
     def committed(item: EncodedChain, trace: ChainTrace) -> None:
         chain_seconds[item.chain.id] = round(trace.seconds, 3)
+        chain_rows[item.chain.id] = int(trace.token_rows)
         bar.update(1)
         bar.set_postfix(last=f"{trace.seconds:.1f}s")
 
@@ -303,11 +334,15 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objec
                 # Recorded before the commit, so the manifest stays true of every committed chain if killed.
                 record_method(type(scorer).__name__)
                 chain_plans[item.chain.id] = plan.to_dict()
-                manifest = run.update_manifest(engine=dict(manifest.get("engine", {}), chains=chain_plans,
-                                                           max_memory=max_memory))
                 cap_torch_threads(own_load=torch.get_num_threads())  # the machine's load changes over a run
-                trace = _prune_one(run, scorer, item, index, wanted, progress)
+                trace = _prune_one(run, scorer, item, index, wanted, progress, approx)
                 attention = answer_attention(lm, item) if "attention" in names else None
+                # approx: the chain's plan and its token rows in one manifest write, still before the commit.
+                chain_rows[item.chain.id] = int(trace.token_rows)
+                manifest = run.update_manifest(engine=dict(manifest.get("engine", {}), chains=chain_plans,
+                                                           max_memory=max_memory,
+                                                           token_rows=int(sum(chain_rows.values())),
+                                                           token_rows_chains=dict(chain_rows)))
                 _commit(run, item, index, trace, names, seed, attention, classifier)
                 committed(item, trace)
             planned = sorted({p["method"] for p in chain_plans.values()})
@@ -315,6 +350,7 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objec
         else:
             for index, item, trace, attention, _ in pool.run(todo, start_of=lambda i, it: _start_trace(run, it, i),
                                                              attention="attention" in names):
+                _record_rows(run, item, trace, chain_rows)
                 _commit(run, item, index, trace, names, seed, attention, classifier)
                 committed(item, trace)
             extra["ray"] = pool.summary()
@@ -324,11 +360,29 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objec
     timings["prune_seconds_last_invocation"] = round(time.perf_counter() - started, 3)
     timings["chains"] = chain_seconds
     engine = {"method": scorer_name, "methods": methods, "max_batch_tokens": max_batch_tokens,
-              "backend": "local" if pool is None else "ray"}
+              "backend": "local" if pool is None else "ray", **_engine_approx(manifest, approx, chain_rows)}
     if pool is None:  # per chain: method, batch budget, estimated bytes, budget, why
         engine.update(chains=chain_plans, max_memory=max_memory)
     run.update_manifest(keep_ratio=target_ratio, baselines=names, timings=timings, updated=_now(), engine=engine, **extra)
     return run
+
+
+def _record_rows(run: RunDir, item: EncodedChain, trace: ChainTrace, chain_rows: dict) -> None:
+    """``engine.token_rows`` written before the chain commits, so an interrupted run keeps the count."""
+    chain_rows[item.chain.id] = int(trace.token_rows)
+    engine = dict(run.read_manifest().get("engine", {}))
+    engine.update(token_rows=int(sum(chain_rows.values())), token_rows_chains=dict(chain_rows))
+    run.update_manifest(engine=engine)
+
+
+def _engine_approx(manifest: dict, approx, chain_rows: dict) -> dict:
+    """``engine.approx`` (None when exact) and ``engine.token_rows`` (decoder rows, all chains).
+
+    A run is never continued with another approximation (``settings.scoring`` differs: E083)."""
+    from .approx import approx_record
+
+    record = approx_record(approx)
+    return {"approx": record, "token_rows": int(sum(chain_rows.values())), "token_rows_chains": chain_rows}
 
 
 def _discard_if_empty(run: RunDir, folder_existed: bool) -> None:
@@ -543,7 +597,8 @@ def _has_baselines(run: RunDir, index: int, names) -> bool:
     return set(names) <= present
 
 
-def _prune_one(run: RunDir, scorer, item: EncodedChain, index: int, wanted: int, progress: bool) -> ChainTrace:
+def _prune_one(run: RunDir, scorer, item: EncodedChain, index: int, wanted: int, progress: bool,
+               approx=None) -> ChainTrace:
     checkpoint = run.checkpoint_path(index)
     start = _start_trace(run, item, index)
     bar = make_bar(total=wanted, initial=start.n_steps if start else 0, desc=f"  {item.chain.id}", unit="step",
@@ -561,7 +616,7 @@ def _prune_one(run: RunDir, scorer, item: EncodedChain, index: int, wanted: int,
 
     on_step.t = time.perf_counter()
     try:
-        return greedy_prune(scorer, item, wanted, start=start, on_step=on_step)
+        return greedy_prune(scorer, item, wanted, start=start, on_step=on_step, approx=approx)
     finally:
         bar.close()
 

@@ -85,6 +85,25 @@ def plan_batches(jobs, length_of, budget: int, min_tokens: int = 512, max_paddin
         yield batch
 
 
+def _count_rows_hook(model, scorer):
+    """A forward hook on the input embeddings adding ``input_ids.numel()`` to ``scorer.token_rows``.
+
+    Holds the scorer weakly, so a scorer can be garbage-collected (its ``__del__`` removes the hook).
+    Counts every pass through the model while the scorer lives; callers take differences around
+    ``score`` calls to attribute rows to one scorer.
+    """
+    import weakref
+
+    ref = weakref.ref(scorer)
+
+    def hook(module, args, output):
+        owner = ref()
+        if owner is not None and args:
+            owner.token_rows += int(args[0].numel())
+
+    return model.get_input_embeddings().register_forward_hook(hook)
+
+
 class Scorer:
     """Base class: ``score(prefix, kept, answer) -> StepScores``."""
 
@@ -95,6 +114,15 @@ class Scorer:
         self.objective = objective
         self.max_batch_tokens = max_batch_tokens
         self.device = next(model.parameters()).device
+        # Decoder token rows (padding included) this scorer's model embedded: counted where every
+        # forward pass starts, so it holds for any scorer (see ``token_rows``).
+        self.token_rows = 0
+        self._row_counter = _count_rows_hook(model, self)
+
+    def __del__(self) -> None:
+        handle = getattr(self, "_row_counter", None)
+        if handle is not None:
+            handle.remove()
 
     def score(self, prefix: list[int], kept: list[int], answer: list[int]) -> StepScores:
         raise NotImplementedError

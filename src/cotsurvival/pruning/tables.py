@@ -19,8 +19,12 @@ def tokens_frame(encoded: EncodedChain, trace: ChainTrace, chain_index: int) -> 
     n = len(encoded.reasoning_ids)
     deleted = np.zeros(n, dtype=np.int64)
     cost_at = np.full(n, np.nan)
-    for step, (position, costs, alive) in enumerate(zip(trace.order, trace.step_costs, trace.step_positions), 1):
+    scored = _scored_steps(trace)
+    # A step not scored itself (approximate runs) takes the cost from its round's scoring.
+    latest = np.searchsorted(scored, np.arange(1, trace.n_steps + 1), side="right") - 1
+    for step, position in enumerate(trace.order, 1):
         deleted[position] = step
+        costs, alive = trace.step_costs[latest[step - 1]], trace.step_positions[latest[step - 1]]
         cost_at[position] = costs[int(np.searchsorted(alive, position))]
     texts = encoded.token_texts()
     frame = pd.DataFrame({
@@ -38,6 +42,13 @@ def tokens_frame(encoded: EncodedChain, trace: ChainTrace, chain_index: int) -> 
     return frame
 
 
+def _scored_steps(trace: ChainTrace) -> np.ndarray:
+    """1-based step of each entry of ``trace.step_costs`` (every step for the exact engine)."""
+    if trace.scored_steps is None:
+        return np.arange(1, len(trace.step_costs) + 1)
+    return np.asarray(trace.scored_steps, dtype=np.int64)
+
+
 def steps_frame(encoded: EncodedChain, trace: ChainTrace, chain_index: int) -> pd.DataFrame:
     n = len(encoded.reasoning_ids)
     return pd.DataFrame({
@@ -51,7 +62,7 @@ def traces_frame(encoded: EncodedChain, trace: ChainTrace, chain_index: int) -> 
     lengths = [len(c) for c in trace.step_costs]
     return pd.DataFrame({
         "chain_index": chain_index, "chain_id": encoded.chain.id,
-        "step": np.repeat(np.arange(1, trace.n_steps + 1, dtype=np.int32), lengths),
+        "step": np.repeat(_scored_steps(trace).astype(np.int32), lengths),
         "position": np.concatenate(trace.step_positions) if lengths else np.array([], dtype=np.int32),
         "cost": np.concatenate(trace.step_costs).astype(np.float32) if lengths else np.array([], dtype=np.float32),
     })
@@ -62,9 +73,13 @@ def trace_from_tables(steps: pd.DataFrame, traces: pd.DataFrame, static_logprobs
     steps = steps.sort_values("step")
     trace = ChainTrace(order=[int(x) for x in steps["position_deleted"].iloc[1:]],
                        objectives=[float(x) for x in steps["objective"]], static_logprobs=static_logprobs)
-    for _, group in traces.sort_values(["step", "position"]).groupby("step", sort=True):
+    scored = []
+    for step, group in traces.sort_values(["step", "position"]).groupby("step", sort=True):
+        scored.append(int(step))
         trace.step_positions.append(group["position"].to_numpy(np.int32))
         trace.step_costs.append(group["cost"].to_numpy(np.float32))
+    if scored != list(range(1, len(scored) + 1)) or len(scored) != trace.n_steps:
+        trace.scored_steps = scored  # an approximate run scored only some steps
     return trace
 
 
@@ -80,7 +95,9 @@ def save_checkpoint(path: Path, trace: ChainTrace) -> None:
              costs=np.concatenate(trace.step_costs) if len(lengths) else np.zeros(0, np.float32),
              positions=np.concatenate(trace.step_positions) if len(lengths) else np.zeros(0, np.int32),
              static=trace.static_logprobs if trace.static_logprobs is not None else np.zeros(0),
-             tokens_processed=np.array(trace.tokens_processed), seconds=np.array(trace.seconds))
+             tokens_processed=np.array(trace.tokens_processed), seconds=np.array(trace.seconds),
+             scored_steps=np.asarray(trace.scored_steps if trace.scored_steps is not None else [-1], dtype=np.int64),
+             token_rows=np.array(trace.token_rows))
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -93,4 +110,13 @@ def load_checkpoint(path: Path) -> ChainTrace:
             step_positions=[data["positions"][a:b].astype(np.int32) for a, b in zip(bounds[:-1], bounds[1:])],
             static_logprobs=data["static"] if data["static"].size else None,
             tokens_processed=int(data["tokens_processed"]), seconds=float(data["seconds"]),
+            scored_steps=_checkpoint_scored(data),
+            token_rows=int(data["token_rows"]) if "token_rows" in data.files else 0,
         )
+
+
+def _checkpoint_scored(data) -> list[int] | None:
+    """[-1] (or a checkpoint from before approximations) means every step was scored."""
+    if "scored_steps" not in data.files or (data["scored_steps"].size == 1 and data["scored_steps"][0] == -1):
+        return None
+    return [int(x) for x in data["scored_steps"]]

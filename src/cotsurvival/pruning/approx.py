@@ -1,0 +1,312 @@
+"""Approximate greedy survival for long chains (``prune --approx SPEC``).
+
+Exact greedy survival scores every remaining token at every step: about n³/6 decoder token rows
+per chain (prefix reuse; cross-step reuse runs about as many), out of reach beyond a few hundred
+tokens. Two approximations, combinable, each with a setting at which it *is* the exact engine:
+
+``topk:F``  (or ``topk:k=K``)
+    Score every remaining token once per *round*, then delete the ``k = max(1, floor(F·m))``
+    cheapest of the ``m`` remaining (ascending cost; ties to the lowest position) before
+    re-scoring. ``k = 1`` (``topk:k=1``) is the exact engine. Rounds ≈ ln(n)/F, so the work drops
+    from n steps of scoring to a few dozen.
+``window=W``
+    A candidate's cost counts the change of log-probabilities over the ``W`` tokens after the
+    block it lies in only (tokens further right are assumed unchanged by the deletion). The
+    remaining tokens are scored in blocks of ``block`` tokens, each block one call of the scorer
+    on ``prefix ⊕ kept[:s]`` | ``kept[s:e]`` | ``kept[e:e+W]``; the last block sees the real
+    answer. A window reaching the end of the chain is exact. Only the ``joint`` objective
+    (the answer objective's whole signal lies at the end of the sequence).
+
+Specs: ``topk:0.1``, ``topk:0.1,window=64``, ``topk:k=1`` (exact), ``auto`` (the measured
+recommendation, :data:`AUTO`), ``exact``. The engine records which steps were scored: traces hold
+only those steps; ``steps.objective`` after an unscored step is the round's additive estimate
+(the scored objective minus the costs of the tokens deleted so far in the round).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..encoding import EncodedChain
+from ..errors import CotSurvivalError
+from .scoring import Scorer
+
+# The recommendation behind ``--approx auto``: exact up to EXACT_MAX_TOKENS reasoning tokens,
+# above that top-k rounds with a local window. Chosen from bench/approx_fidelity.py (BENCHMARKS.md).
+EXACT_MAX_TOKENS = 150
+AUTO_FRACTION = 0.1
+AUTO_WINDOW = 64
+DEFAULT_BLOCK = 64
+
+# Exact runs cost about n³/6 decoder token rows per chain (cross-step reuse runs ~1.1× the
+# Σ-of-suffixes bound, BENCHMARKS.md issue 3). Above
+# EXACT_WARN_TOKENS they warn, naming --approx; above EXACT_REFUSE_TOKENS (1.3·10⁹ rows: weeks on a
+# CPU, hours for an 8B model on one H100) they are refused unless the limit is raised with the
+# environment variable below.
+EXACT_LIMIT_ENV = "COTSURVIVAL_EXACT_MAX_TOKENS"
+EXACT_WARN_TOKENS = 500
+EXACT_REFUSE_TOKENS = 2000
+
+
+@dataclass(frozen=True)
+class ApproxSpec:
+    """One approximation: top-k rounds of ``fraction`` (or fixed ``k``), optional local ``window``."""
+
+    fraction: float | None = None
+    k: int | None = None
+    window: int | None = None
+    block: int = DEFAULT_BLOCK
+
+    @property
+    def is_exact(self) -> bool:
+        return self.window is None and (self.k == 1 or (self.fraction is None and self.k is None))
+
+    def deletions(self, remaining: int) -> int:
+        if self.k is not None:
+            return max(1, self.k)
+        if self.fraction is None:
+            return 1
+        return max(1, math.floor(self.fraction * remaining))
+
+    def describe(self) -> str:
+        size = f"k={self.k}" if self.k is not None else f"{self.fraction:g}" if self.fraction is not None else "k=1"
+        window = f",window={self.window},block={self.block}" if self.window is not None else ""
+        return f"topk:{size}{window}"
+
+    def to_dict(self) -> dict:
+        return {"method": "topk", "spec": self.describe(), **asdict(self)}
+
+
+@dataclass(frozen=True)
+class AutoSpec:
+    """``--approx auto``: exact for chains up to ``exact_max`` reasoning tokens, ``long`` above."""
+
+    exact_max: int = EXACT_MAX_TOKENS
+    long: ApproxSpec = ApproxSpec(fraction=AUTO_FRACTION, window=AUTO_WINDOW)
+
+    def for_length(self, n_tokens: int) -> ApproxSpec | None:
+        return None if n_tokens <= self.exact_max else self.long
+
+    def describe(self) -> str:
+        return f"auto(exact<= {self.exact_max} tokens, else {self.long.describe()})"
+
+    def to_dict(self) -> dict:
+        return {"method": "auto", "spec": self.describe(), "exact_max_tokens": self.exact_max,
+                "long": self.long.to_dict()}
+
+
+def parse_approx(spec: str | ApproxSpec | AutoSpec | None) -> ApproxSpec | AutoSpec | None:
+    """``None``/``"exact"``/``"none"`` → None (exact engine); else an :class:`ApproxSpec` or :class:`AutoSpec`."""
+    if spec is None or isinstance(spec, (ApproxSpec, AutoSpec)):
+        return spec
+    text = str(spec).strip().lower()
+    if text in ("", "exact", "none"):
+        return None
+    if text == "auto":
+        return AutoSpec()
+    method, _, rest = text.partition(":")
+    if method != "topk":
+        raise CotSurvivalError("E110", spec=spec, reason=f"unknown method {method!r}; use topk or auto")
+    fields: dict = {}
+    for part in [p.strip() for p in rest.split(",") if p.strip()]:
+        key, eq, value = part.partition("=")
+        if not eq:
+            key, value = "fraction", key
+        try:
+            if key in ("fraction", "frac", "f"):
+                fields["fraction"] = float(value)
+            elif key in ("k", "window", "block"):
+                fields[key] = int(value)
+            else:
+                raise CotSurvivalError("E110", spec=spec, reason=f"unknown parameter {key!r} (fraction, k, window, block)")
+        except ValueError:
+            raise CotSurvivalError("E110", spec=spec, reason=f"{key}={value!r} is not a number") from None
+    if "fraction" in fields and "k" in fields:
+        raise CotSurvivalError("E110", spec=spec, reason="give a fraction or k, not both")
+    if "fraction" in fields and not 0.0 < fields["fraction"] < 1.0:
+        raise CotSurvivalError("E110", spec=spec, reason="the fraction must lie in (0, 1)")
+    for key in ("k", "window", "block"):
+        if key in fields and fields[key] < 1:
+            raise CotSurvivalError("E110", spec=spec, reason=f"{key} must be at least 1")
+    return ApproxSpec(**fields)
+
+
+def approx_record(spec: ApproxSpec | AutoSpec | None) -> dict | None:
+    """What the manifest records as ``engine.approx`` (None for an exact run)."""
+    return None if spec is None else spec.to_dict()
+
+
+def check_exact_feasible(n_tokens: int, chain_id: str, limit: int | None = None) -> None:
+    """Refuse an exact run of a chain so long that it would take days, naming ``--approx``; warn
+    above :data:`EXACT_WARN_TOKENS`."""
+    import os
+    import warnings
+
+    limit = limit if limit is not None else int(os.environ.get(EXACT_LIMIT_ENV, EXACT_REFUSE_TOKENS))
+    rows = n_tokens ** 3 / 6
+    if n_tokens > limit:
+        raise CotSurvivalError("E111", chain=chain_id, n=n_tokens, limit=limit, rows=f"{rows:.1e}",
+                               env=EXACT_LIMIT_ENV)
+    if n_tokens > min(limit, EXACT_WARN_TOKENS):
+        warnings.warn(f"chain {chain_id!r} has {n_tokens} reasoning tokens: exact greedy pruning costs about "
+                      f"n^3/6 = {rows:.1e} decoder token rows; --approx auto is much cheaper (BENCHMARKS.md)",
+                      stacklevel=3)
+
+
+def rounds_scorer(scorer: Scorer) -> Scorer:
+    """The scorer approximate rounds use: cross-step reuse only pays when one token goes per step,
+    and keeps n²/2 rows of keys and values, so its model is scored with prefix reuse instead."""
+    from .crossstep import CrossStepScorer
+    from .methods import make_scorer
+
+    if not isinstance(scorer, CrossStepScorer):
+        return scorer
+    cached = getattr(scorer, "_approx_rounds_scorer", None)
+    if cached is None:
+        cached = make_scorer(scorer.model, method="prefix", objective=scorer.objective,
+                             max_batch_tokens=scorer.max_batch_tokens)
+        scorer._approx_rounds_scorer = cached
+    return cached
+
+
+@dataclass
+class RoundScores:
+    objective: float
+    costs: np.ndarray
+    next_logprobs: np.ndarray
+
+
+def score_round(scorer: Scorer, encoded: EncodedChain, alive: list[int], spec: ApproxSpec) -> RoundScores:
+    """Costs of deleting each alive token, exact or windowed (blocks of ``spec.block``)."""
+    prefix, answer = encoded.prefix_ids, encoded.answer_ids
+    kept = [encoded.reasoning_ids[i] for i in alive]
+    m = len(kept)
+    if spec.window is None or spec.block >= m:
+        scores = scorer.score(prefix, kept, answer)
+        return RoundScores(scores.objective, scores.objective - scores.candidate_objectives, scores.next_logprobs)
+    if scorer.objective != "joint":
+        raise CotSurvivalError("E112", objective=scorer.objective)
+    costs = np.zeros(m)
+    next_lp = np.zeros(m)
+    answer_part = 0.0
+    for start in range(0, m, spec.block):
+        end = min(m, start + spec.block)
+        # Blocks whose window reaches the end see the real rest of the chain: exact costs.
+        tail = kept[end:] + answer if end + spec.window >= m else kept[end:end + spec.window]
+        scores = scorer.score(prefix + kept[:start], kept[start:end], tail)
+        costs[start:end] = scores.objective - scores.candidate_objectives
+        next_lp[start:end] = scores.next_logprobs
+        if end == m:  # the last block's targets are its own tokens and the answer
+            answer_part = scores.objective - float(np.sum(scores.next_logprobs))
+    objective = float(np.sum(next_lp)) + answer_part
+    return RoundScores(objective, costs, next_lp)
+
+
+def approx_prune(
+    scorer: Scorer,
+    encoded: EncodedChain,
+    n_steps: int,
+    spec: ApproxSpec,
+    trace,
+    on_step: Callable | None = None,
+):
+    """Top-k rounds until ``n_steps`` deletions; ``trace`` is a :class:`~.engine.ChainTrace` (continued)."""
+    deleted = set(trace.order)
+    alive = [i for i in range(len(encoded.reasoning_ids)) if i not in deleted]
+    if trace.scored_steps is None:
+        trace.scored_steps = list(range(1, trace.n_steps + 1))
+    began = time.perf_counter()
+    while trace.n_steps < n_steps:
+        rows_before = scorer.token_rows
+        scores = score_round(scorer, encoded, alive, spec)
+        trace.token_rows += scorer.token_rows - rows_before
+        if not trace.objectives:
+            trace.objectives.append(scores.objective)
+        else:
+            trace.objectives[-1] = scores.objective  # the scored value replaces the round's estimate
+        if trace.static_logprobs is None and not trace.order:
+            trace.static_logprobs = np.asarray(scores.next_logprobs, dtype=np.float64).copy()
+        trace.scored_steps.append(trace.n_steps + 1)
+        trace.step_costs.append(scores.costs.astype(np.float32))
+        trace.step_positions.append(np.asarray(alive, dtype=np.int32))
+        k = min(spec.deletions(len(alive)), n_steps - trace.n_steps)
+        # Stable sort: equal costs go to the lowest position, as in the exact definition.
+        chosen = np.argsort(scores.costs, kind="stable")[:k]
+        objective = scores.objective
+        for index in chosen:
+            objective -= float(scores.costs[index])
+            trace.order.append(alive[int(index)])
+            trace.objectives.append(objective)
+            if on_step is not None:
+                on_step(trace)
+        gone = set(int(i) for i in chosen)
+        alive = [a for i, a in enumerate(alive) if i not in gone]
+    trace.seconds += time.perf_counter() - began
+    return trace
+
+
+# Mean Kendall τ (chain-bootstrap 95% CI, chains) of approximate against exact survival, measured
+# by bench/approx_fidelity.py with SmolLM2-135M (BENCHMARKS.md, "Approximate greedy survival").
+MEASURED_FIDELITY: dict[str, dict] = {
+    "topk:0.2": {"tau": 0.533, "lo": 0.497, "hi": 0.577, "n_chains": 3,
+        "chains": "model-written GSM8K chains of 28-35 tokens"},
+    "topk:0.5": {"tau": 0.499, "lo": 0.453, "hi": 0.553, "n_chains": 3,
+        "chains": "model-written GSM8K chains of 28-35 tokens"},
+    "topk:0.2,window=8,block=8": {"tau": 0.590, "lo": 0.476, "hi": 0.651, "n_chains": 3,
+        "chains": "model-written GSM8K chains of 28-35 tokens"},
+    "topk:k=100000": {"tau": 0.451, "lo": 0.366, "hi": 0.513, "n_chains": 3,
+        "chains": "model-written GSM8K chains of 28-35 tokens"},
+}
+
+
+def approx_note(manifest: dict) -> str | None:
+    """The sentence every citable output of an approximate run carries (None for an exact run)."""
+    record = (manifest.get("engine") or {}).get("approx")
+    if not record:
+        return None
+    spec = record.get("spec", record.get("method"))
+    if record.get("method") == "auto":
+        long = record.get("long", {}).get("spec")
+        what = (f"ranks are exact for chains up to {record.get('exact_max_tokens')} reasoning tokens and "
+                f"approximate above ({long})")
+        measured = MEASURED_FIDELITY.get(long)
+    else:
+        what = f"ranks are approximate ({spec})"
+        measured = MEASURED_FIDELITY.get(spec)
+    if measured:
+        fidelity = (f"against exact greedy survival this setting's mean Kendall tau was {measured['tau']:.2f} "
+                    f"[95% CI {measured['lo']:.2f}, {measured['hi']:.2f}] on {measured['n_chains']} "
+                    f"{measured['chains']} (bench/approx_fidelity.py, BENCHMARKS.md)")
+    else:
+        fidelity = "the fidelity of this setting was not measured (see bench/approx_fidelity.py)"
+    return f"Greedy survival was approximated with prune --approx: {what}; {fidelity}."
+
+
+def estimate_rows(n_tokens: int, prompt: int, answer: int, spec: ApproxSpec | None) -> int:
+    """Decoder token rows a full ranking costs with prefix-reuse scoring (no padding, no duplicate
+    tokens): the cost model behind the projections in BENCHMARKS.md.
+
+    A scorer call on ``left | middle (b tokens) | tail (t tokens)`` runs one pass over all of it
+    (``left + b + t`` rows) and, per candidate ``j``, its suffix of ``b + t - j - 2`` rows.
+    ``spec=None`` is the exact engine with prefix reuse only (cross-step reuse runs fewer rows).
+    """
+    spec = spec or ApproxSpec(k=1)
+
+    def call(left: int, middle: int, tail: int) -> int:
+        return left + middle + tail + sum(max(0, middle + tail - j - 2) for j in range(middle))
+
+    total, remaining = 0, n_tokens
+    while remaining > 0:
+        if spec.window is None or spec.block >= remaining:
+            total += call(prompt, remaining, answer)
+        else:
+            for start in range(0, remaining, spec.block):
+                end = min(remaining, start + spec.block)
+                tail = remaining - end + answer if end + spec.window >= remaining else spec.window
+                total += call(prompt + start, end - start, tail)
+        remaining -= min(spec.deletions(remaining), remaining)
+    return total
