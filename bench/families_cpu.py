@@ -30,18 +30,10 @@ from cotsurvival.pruning.engine import greedy_prune, n_deletions
 from cotsurvival.pruning.methods import make_scorer
 from cotsurvival.testing import TINY_FAMILIES, tiny_model
 from cotsurvival.threads import cap_torch_threads
+from engine_cpu import sequences  # the same check as the engine benchmark (bench/ is on sys.path when run)
 
 SIZE = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8,
             num_key_value_heads=2, head_dim=32, vocab_size=8192)
-
-
-def sequences(reasoning, order):
-    alive = list(range(len(reasoning)))
-    out = []
-    for position in order:
-        alive.remove(position)
-        out.append(tuple(reasoning[i] for i in alive))
-    return out
 
 
 def busy_processes(count: int) -> list[subprocess.Popen]:

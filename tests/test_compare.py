@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from cotsurvival.chains import Chain
 from cotsurvival.comparison import ComparisonResult, compare, load_view
@@ -32,9 +31,9 @@ CHAINS = [
 def other_tiny_llama(seed: int = 1):
     """A tiny random Llama on a DIFFERENT tokenizer: byte-level BPE with few merges on other text."""
     from tokenizers import ByteLevelBPETokenizer
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    from cotsurvival.testing import CHAT_TEMPLATE
+    from cotsurvival.testing import CHAT_TEMPLATE, random_llama
 
     bpe = ByteLevelBPETokenizer(add_prefix_space=False, trim_offsets=True)
     special = ["<|endoftext|>", "<|user|>", "<|assistant|>", "<|end|>"]
@@ -43,17 +42,8 @@ def other_tiny_llama(seed: int = 1):
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
                                         pad_token="<|endoftext|>", additional_special_tokens=special[1:])
     tokenizer.chat_template = CHAT_TEMPLATE
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() == 2:
-                parameter.normal_(0.0, 0.2)
-    return model.eval(), tokenizer
+    model = random_llama(tokenizer, seed=seed, hidden_size=32, intermediate_size=64, n_layers=1, n_heads=2, n_kv_heads=1)
+    return model, tokenizer
 
 
 def _prune(model_and_tokenizer, name, out, **kwargs):
@@ -286,3 +276,29 @@ def test_run_spec_parsing(tmp_path):
     odd = tmp_path / "x:random"              # a folder whose name really ends in ':random' is a run
     odd.mkdir()
     assert parse_run_spec(str(odd)) == (odd, "greedy")
+
+
+def test_cli_compare_out_is_guarded(tmp_path):
+    """--out may not be a compared run or lie inside one, nor a folder of other files (unless --overwrite)."""
+    from cli_helpers import assert_one_line_error, cli
+
+    a = synthetic_run(tmp_path / "a", n_chains=3, seed=0, tagged=False)
+    before = sorted(p.relative_to(a.path).as_posix() for p in a.path.rglob("*"))
+    for out in (a.path, a.path / "cmp"):
+        done = cli("compare", a.path, f"{a.path}:loo", "--out", out, "--n-boot", "50")
+        assert done.returncode == 2, done.stderr
+        assert_one_line_error(done.stderr, "E080", "compared run")
+    assert sorted(p.relative_to(a.path).as_posix() for p in a.path.rglob("*")) == before   # nothing written
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("keep me")
+    done = cli("compare", a.path, f"{a.path}:loo", "--out", foreign, "--n-boot", "50")
+    assert done.returncode == 2
+    assert_one_line_error(done.stderr, "E081", "compare", "--overwrite")
+    assert not (foreign / "comparison.json").exists()
+    done = cli("compare", a.path, f"{a.path}:loo", "--out", foreign, "--n-boot", "50", "--overwrite")
+    assert done.returncode == 0, done.stderr
+    assert (foreign / "comparison.json").is_file() and (foreign / "mine.txt").read_text() == "keep me"
+    # Its own earlier output is replaced without --overwrite.
+    done = cli("compare", a.path, f"{a.path}:loo", "--out", foreign, "--n-boot", "50")
+    assert done.returncode == 0, done.stderr

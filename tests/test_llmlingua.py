@@ -195,3 +195,30 @@ def test_cli_missing_classifier_is_one_line(tiny_dir, tmp_path):
     assert_one_line_error("\n".join(l for l in done.stderr.replace("\r", "\n").splitlines() if "error[" in l or
                                     "Traceback" in l), "E130", str(missing))
     assert "Traceback" not in done.stderr
+
+
+def test_unreachable_hub_fails_fast_with_e130(tmp_path):
+    """A classifier id neither cached nor reachable fails in seconds (models.locate_hub), not minutes of retries.
+
+    The hub is a closed local port (HF_ENDPOINT, read when huggingface_hub is imported, hence a child
+    process) and HF_HUB_OFFLINE is unset, so only the quick reachability check stands between the
+    call and transformers' connection retries (about 3.5 minutes before this check was shared).
+    """
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"), OMP_NUM_THREADS="1")
+    code = ("from cotsurvival.errors import CotSurvivalError\n"
+            "from cotsurvival.pruning.llmlingua import load_keep_classifier\n"
+            "try:\n    load_keep_classifier('someone/llmlingua-2-missing', device='cpu')\n"
+            "except CotSurvivalError as exc:\n    print(exc.one_line())\n")
+    began = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    seconds = time.perf_counter() - began
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("error[E130]") and "someone/llmlingua-2-missing" in done.stdout, done.stdout
+    assert "cannot reach the Hugging Face hub" in done.stdout
+    assert seconds < 30, seconds

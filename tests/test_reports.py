@@ -364,3 +364,23 @@ def test_demo_report_quotes_stats_json(tmp_path, tiny_dir):
     again = build_report(paths["run"], tmp_path / "again", widths=("one",))
     check_figures_quote_stats(again, stats)
     assert again.quotes["fig2_survival_by_category"] or "fig2_survival_by_category" in again.skipped
+
+
+def test_figure_medians_below_minimum_support_carry_no_interval(tmp_path):
+    """Groups that analyze withholds for lack of support are drawn without an interval, and say so."""
+    from cotsurvival.reports.data import ReportData
+    from cotsurvival.reports.figures import _median_text
+
+    run = synthetic_run(tmp_path / "run", n_chains=5, n_tokens=18, seed=3)
+    analyze(run, n_boot=20, min_tokens=20)
+    data = ReportData(run)
+    summary = data.stats.tables_["summary_category"]
+    texts = {g: _median_text(data, "category", i) for i, g in enumerate(summary["group"])}
+    small = summary["n_tokens"] < 20
+    assert small.any() and (~small).any()  # the synthetic run has both kinds of group
+    for i, group in enumerate(summary["group"]):
+        if small.iloc[i]:
+            assert "too few" in texts[group] and "[" not in texts[group]
+            assert f"n = {int(summary['n_tokens'].iloc[i])}," in texts[group]
+        elif pd.notna(summary["median"].iloc[i]):
+            assert "too few" not in texts[group]

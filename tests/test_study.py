@@ -138,3 +138,27 @@ def test_shipped_objectives_study_parses():
     assert [s.objective for s in study.settings] == ["joint", "answer"]
     assert {s.model for s in study.settings} == {"smollm2-135m"}
     assert study.chains == {"source": "gsm8k", "shortest": 6}
+
+
+def test_cli_study_out_is_guarded(tmp_path):
+    """study --out refuses a folder of other files (E081) before any work; --overwrite lets it through."""
+    from cli_helpers import assert_one_line_error, cli
+
+    study = tmp_path / "s.toml"
+    study.write_text("[chains]\nsource = 'missing.jsonl'\n[[settings]]\nname = 'a'\n")
+    foreign = tmp_path / "data"
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("keep me")
+    done = cli("study", study, "--out", foreign)
+    assert done.returncode == 2
+    assert_one_line_error(done.stderr, "E081", "study", "--overwrite")
+    assert sorted(p.name for p in foreign.iterdir()) == ["mine.txt"]
+    # With --overwrite the guard lets it through, and the study itself fails on its missing chains file.
+    done = cli("study", study, "--out", foreign, "--overwrite")
+    assert done.returncode == 2 and "E081" not in done.stderr and "Traceback" not in done.stderr
+    # An earlier study root (study.json) is continued without --overwrite: the guard does not refuse it.
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "study.json").write_text("{}")
+    done = cli("study", study, "--out", own)
+    assert done.returncode == 2 and "E081" not in done.stderr and "E080" not in done.stderr

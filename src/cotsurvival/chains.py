@@ -23,7 +23,7 @@ import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Iterable, Iterator, Literal, Sequence
 
 from .assets import gsm8k_template_dir
 from .errors import ChainInputError, CotSurvivalError
@@ -333,6 +333,29 @@ def _builtin_gsm8k() -> Iterator[tuple[int, object]]:
 
 
 # ----------------------------------------------------------------------------- chain selection (CLI)
+def shortest_chains(limit: int, source: str | Path | Iterable[Chain] = "gsm8k", *,
+                    keep_annotations: bool = False) -> list[Chain]:
+    """The ``limit`` chains with the shortest reasoning (in characters), in source order.
+
+    Greedy pruning costs grow with the cube of the reasoning length, so short chains keep a CPU
+    run to minutes (``demo``, ``study``'s ``shortest = N``). Ties go to the earlier chain.
+
+    Parameters
+    ----------
+    limit : int
+        How many chains.
+    source : str, Path or iterable of Chain, default "gsm8k"
+        A chains file or the built-in corpus (read with :func:`read_chains`), or chains already read.
+    keep_annotations : bool
+        Passed to :func:`read_chains` when ``source`` is a file or corpus name.
+    """
+    if isinstance(source, (str, Path)):
+        source = read_chains(source, keep_annotations=keep_annotations)
+    chains = list(source)
+    ranked = sorted(range(len(chains)), key=lambda i: (len(chains[i].reasoning), i))[: max(int(limit), 0)]
+    return [chains[i] for i in sorted(ranked)]
+
+
 def parse_chain_selection(chains: str | None, ids_file: str | Path | None) -> list[str] | None:
     """Chain ids chosen on the command line: ``--chains ID,ID`` or ``--ids FILE`` (one id per line).
 

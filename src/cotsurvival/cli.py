@@ -180,6 +180,12 @@ def tag_agree(run, level, out):
 
 
 # ----------------------------------------------------------------------------- analysis
+# Which stored labels a stage reads (engineer "followups"): analyze, report and view share it.
+_LABELS_OPTION = click.option(
+    "--labels", default="rule", show_default=True,
+    help="Label source: 'rule', 'judge' (the run's only LLM judge) or an exact source such as 'judge:MODEL'.")
+
+
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None, help="Output folder (default: RUN/stats).")
@@ -194,7 +200,8 @@ def tag_agree(run, level, out):
               help="Primary contrast: this category vs the rest of each chain (chain-level, position-adjusted).")
 @click.option("--min-chains", type=int, default=5, show_default=True, help="Cite nothing resting on fewer chains.")
 @click.option("--min-tokens", type=int, default=20, show_default=True, help="Cite nothing resting on fewer tokens.")
-def analyze(run, out, n_boot, seed, no_mixed, levels, reference, primary, min_chains, min_tokens):
+@_LABELS_OPTION
+def analyze(run, out, n_boot, seed, no_mixed, levels, reference, primary, min_chains, min_tokens, labels):
     """Statistics of RUN: survival by category, dynamics, attention; writes RUN/stats/."""
     from .analysis import analyze as run_analysis
 
@@ -205,7 +212,8 @@ def analyze(run, out, n_boot, seed, no_mixed, levels, reference, primary, min_ch
                      command="analyze", folder=True)
 
     result = run_analysis(run, out, n_boot=n_boot, seed=seed, levels=tuple(levels) or ("category", "label"),
-                          reference=reference, primary=primary, min_chains=min_chains, min_tokens=min_tokens)
+                          reference=reference, primary=primary, min_chains=min_chains, min_tokens=min_tokens,
+                          labels=labels)
     folder = out or result.run / "stats"
     click.echo(f"wrote {len(result.tables_)} tables, stats.json and citations.md to {folder}")
     for note in result.notes_:
@@ -263,7 +271,8 @@ _IDS_HELP = "A text file of chain ids, one per line (# comments allowed)."
               help="chain_index drawn as text (default: the chain of median length).")
 @click.option("--no-analyze", is_flag=True, help="Do not run `analyze` when RUN/stats/ is missing.")
 @click.option("--overwrite", is_flag=True, help="Write into OUT even if it holds files that are not an earlier report.")
-def report(run, out, width, chain_ids, ids_file, chain_index, no_analyze, overwrite):
+@_LABELS_OPTION
+def report(run, out, width, chain_ids, ids_file, chain_index, no_analyze, overwrite, labels):
     """Figures (PNG 300 dpi + PDF) and a self-contained OUT/index.html for RUN, quoting RUN/stats/stats.json."""
     from .chains import parse_chain_selection
     from .outputs import check_output, is_report_folder, run_inputs
@@ -274,7 +283,7 @@ def report(run, out, width, chain_ids, ids_file, chain_index, no_analyze, overwr
     widths = ("one", "two") if width == "both" else (width,)
     selected = parse_chain_selection(chain_ids, ids_file)
     result = build_report(run, out, widths=widths, chain_index=chain_index, chain_ids=selected,
-                          run_analysis=not no_analyze)
+                          run_analysis=not no_analyze, labels=labels)
     click.echo(f"wrote {len(result.figures)} figures and {result.index}")
     for stem, reason in result.skipped.items():
         click.echo(f"  skipped {stem}: {reason}")
@@ -290,7 +299,8 @@ def report(run, out, width, chain_ids, ids_file, chain_index, no_analyze, overwr
 @click.option("--max-chains", type=int, default=50, show_default=True, help="Chains embedded when no chains are chosen.")
 @click.option("--no-traces", is_flag=True, help="Leave out per-step costs (hover); a much smaller file.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT even if it is not an earlier viewer page.")
-def view(run, out, chain_ids, ids_file, max_chains, no_traces, overwrite):
+@_LABELS_OPTION
+def view(run, out, chain_ids, ids_file, max_chains, no_traces, overwrite, labels):
     """One self-contained, offline HTML page to watch RUN's chains shrink step by step."""
     from .chains import parse_chain_selection
     from .outputs import check_output, is_viewer_file, run_inputs
@@ -298,7 +308,7 @@ def view(run, out, chain_ids, ids_file, max_chains, no_traces, overwrite):
 
     check_output(out, inputs=run_inputs(run), overwrite=overwrite, ours=is_viewer_file, command="view")
     selected = parse_chain_selection(chain_ids, ids_file)
-    result = run_view(run, out=out, chain_ids=selected, max_chains=max_chains, traces=not no_traces)
+    result = run_view(run, out=out, chain_ids=selected, max_chains=max_chains, traces=not no_traces, labels=labels)
     click.echo(f"wrote {result.path} ({result.n_bytes / 1e6:.1f} MB)")
 
 
@@ -379,9 +389,17 @@ def demo(out, limit, keep_ratio, model):
 @click.option("--name", "names", multiple=True, help="Display name per run, in order (repeatable; default: folder names).")
 @click.option("--n-boot", type=int, default=2000, show_default=True, help="Chain-bootstrap resamples for the CIs.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def compare_command(runs, out, keep_ratios, names, n_boot, seed):
+@click.option("--overwrite", is_flag=True, help="Write into OUT even if it holds files that are not an earlier comparison.")
+def compare_command(runs, out, keep_ratios, names, n_boot, seed, overwrite):
     """Compare RUNS side by side (two or more; RUN:random compares a baseline ordering of RUN)."""
     from .comparison import compare
+    from .comparison.align import parse_run_spec
+    from .outputs import check_output, is_comparison_folder
+
+    # The output may be neither a compared run nor inside one (a run directory is an input here).
+    compared = [parse_run_spec(spec)[0] for spec in runs]
+    check_output(out, inputs=[(path, f"the compared run {path}") for path in compared], overwrite=overwrite,
+                 ours=is_comparison_folder, command="compare", folder=True)
 
     try:
         ratios = [float(r) for r in keep_ratios.split(",") if r.strip()]
@@ -400,13 +418,19 @@ def compare_command(runs, out, keep_ratios, names, n_boot, seed):
 @cli.command("study")
 @click.argument("study", type=click.Path(dir_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Study root (created or continued).")
-@click.option("--overwrite", is_flag=True, help="Discard results of settings whose declaration changed (default: refuse).")
+@click.option("--overwrite", is_flag=True, help="Discard results of settings whose declaration changed (default: refuse); "
+              "also write into an OUT that is not an earlier study root.")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default=None,
               help="Override every setting's backend (ray: passed through to prune).")
 @click.option("--ray-address", default=None, help="Ray cluster to join with --backend ray.")
 def study_command(study, out, overwrite, backend, ray_address):
     """Run every setting of a STUDY.toml (prune, tag, analyze, report), compare them, write OUT/index.html."""
     from .comparison import run_study
+    from .outputs import check_output, is_study_root
+
+    # A study continues in its own root (study.json there); any other non-empty folder is refused.
+    check_output(out, inputs=[(study, "the study file")], overwrite=overwrite, ours=is_study_root, command="study",
+                 folder=True)
 
     result = run_study(study, out, overwrite=overwrite, backend=backend, ray_address=ray_address)
     click.echo(f"\ndone in {result.seconds:.0f} s: {result.index}")

@@ -12,15 +12,10 @@ from pathlib import Path
 
 import click
 
-from .chains import read_chains
+from .chains import shortest_chains  # the one home of the selection (also study's `shortest = N`)
 from .rundir import RunDir
 
-
-def shortest_chains(limit: int):
-    """The ``limit`` built-in chains with the shortest reasoning, in corpus order."""
-    corpus = read_chains("gsm8k")
-    ranked = sorted(range(len(corpus)), key=lambda i: (len(corpus[i].reasoning), i))[:limit]
-    return [corpus[i] for i in sorted(ranked)]
+__all__ = ["run_demo", "shortest_chains"]
 
 
 def run_demo(out: str | Path = "demo-run", *, limit: int = 6, keep_ratio: float = 0.0, model: str = "smollm2-135m",

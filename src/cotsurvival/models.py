@@ -156,7 +156,7 @@ def _locate(spec: str, allow_unsafe: bool) -> tuple[str, str | None, str | None,
     if _looks_like_path(spec, path):
         raise CotSurvivalError("E005", model=spec, reason=f"no such file or directory ({path.absolute()}); "
                                                          f"{_suggest(spec)}")
-    return _locate_hub(spec, allow_unsafe)
+    return locate_hub(spec, allow_unsafe)
 
 
 # ----------------------------------------------------------------------------- hub ids, failing fast
@@ -170,20 +170,40 @@ def _looks_like_path(spec: str, path: Path) -> bool:
     return "/" in spec and path.parent != Path(".") and path.parent.is_dir()
 
 
-def _suggest(spec: str) -> str:
+def _suggest(spec: str, aliases=MODEL_ALIASES) -> str:
     import difflib
 
-    close = difflib.get_close_matches(spec.lower(), list(MODEL_ALIASES), n=1, cutoff=0.6)
+    if not aliases:  # a model kind without built-in names (the LLMLingua-2 classifier): its error says what to do
+        return "pass a local model directory instead"
+    close = difflib.get_close_matches(spec.lower(), list(aliases), n=1, cutoff=0.6)
     hint = f"did you mean '{close[0]}'? " if close else ""
     return (f"{hint}use the built-in '{DEFAULT_MODEL}', a local model directory or .gguf file, "
             f"or a Hugging Face id that is cached or reachable")
 
 
-def _locate_hub(spec: str, allow_unsafe: bool) -> tuple[str, str | None, str | None, dict]:
+def locate_hub(spec: str, allow_unsafe: bool = False, *, error: str = "E005",
+               aliases: dict[str, str] = MODEL_ALIASES) -> tuple[str, str | None, str | None, dict]:
     """A hub id: from the local Hugging Face cache when it is there, else only after a quick reachability check.
 
-    transformers alone retries an unreachable hub for about a minute and ends in a long error; a
-    near miss of a built-in name (``smollm2``) or a typo is better told at once.
+    transformers alone retries an unreachable hub for about a minute (several for some model
+    classes) and ends in a long error; a near miss of a built-in name (``smollm2``) or a typo is
+    better told at once. The one home of this check for every model the package loads by hub id
+    (the pruned model, the LLMLingua-2 classifier).
+
+    Parameters
+    ----------
+    spec : str
+        The hub id.
+    allow_unsafe : bool
+        Whether pickled weights may be read (``use_safetensors`` in the returned kwargs).
+    error : str
+        The error code raised, with fields ``model`` and ``reason`` (``E005``; ``E130`` for the classifier).
+    aliases : dict
+        Built-in names whose near misses are reported (empty: none).
+
+    Returns
+    -------
+    (source, revision, sha256, kwargs for ``from_pretrained``)
     """
     import difflib
     import os
@@ -198,29 +218,29 @@ def _locate_hub(spec: str, allow_unsafe: bool) -> tuple[str, str | None, str | N
     if isinstance(cached, str):
         revision = Path(cached).parent.name  # .../snapshots/<commit>/config.json
         return spec, revision, None, dict(kwargs, local_files_only=True)
-    near = difflib.get_close_matches(spec.lower(), list(MODEL_ALIASES), n=1, cutoff=0.6)
+    near = difflib.get_close_matches(spec.lower(), list(aliases), n=1, cutoff=0.6) if aliases else []
     if near:
-        raise CotSurvivalError("E005", model=spec, reason=f"not a built-in model; did you mean '{near[0]}'?")
+        raise CotSurvivalError(error, model=spec, reason=f"not a built-in model; did you mean '{near[0]}'?")
     offline = any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
                   for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
     if offline:
-        raise CotSurvivalError("E005", model=spec, reason=f"not in the local Hugging Face cache and the hub is "
-                                                         f"offline (HF_HUB_OFFLINE); {_suggest(spec)}")
+        raise CotSurvivalError(error, model=spec, reason=f"not in the local Hugging Face cache and the hub is "
+                                                         f"offline (HF_HUB_OFFLINE); {_suggest(spec, aliases)}")
     from huggingface_hub import HfApi
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     try:
         info = HfApi().model_info(spec, timeout=HUB_PROBE_SECONDS)
     except GatedRepoError:
-        raise CotSurvivalError("E005", model=spec, reason="the repository is gated: accept its terms on the hub "
+        raise CotSurvivalError(error, model=spec, reason="the repository is gated: accept its terms on the hub "
                                                          "and log in (hf auth login)") from None
     except RepositoryNotFoundError:
-        raise CotSurvivalError("E005", model=spec, reason=f"no such model on the Hugging Face hub (or it is "
-                                                         f"private); {_suggest(spec)}") from None
+        raise CotSurvivalError(error, model=spec, reason=f"no such model on the Hugging Face hub (or it is "
+                                                         f"private); {_suggest(spec, aliases)}") from None
     except Exception as exc:  # connection refused, DNS, timeout, proxy: the hub cannot be reached
         reason = " ".join(str(exc).split())[:120] or type(exc).__name__
-        raise CotSurvivalError("E005", model=spec, reason=f"cannot reach the Hugging Face hub ({reason}) and the "
-                                                         f"model is not cached; {_suggest(spec)}") from None
+        raise CotSurvivalError(error, model=spec, reason=f"cannot reach the Hugging Face hub ({reason}) and the "
+                                                         f"model is not cached; {_suggest(spec, aliases)}") from None
     revision = getattr(info, "sha", None)
     return spec, revision or "main", None, dict(kwargs, revision=revision) if revision else kwargs
 

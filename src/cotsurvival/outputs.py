@@ -160,3 +160,13 @@ def is_report_folder(path: Path) -> bool:
     entries = list(path.iterdir())
     return bool(entries) and all(p.is_file() and p.name.startswith("fig") and p.suffix in (".png", ".pdf")
                                  for p in entries)
+
+
+def is_comparison_folder(path: Path) -> bool:
+    """An earlier ``cotsurvival compare`` folder (it holds comparison.json)."""
+    return (path / "comparison.json").is_file()
+
+
+def is_study_root(path: Path) -> bool:
+    """An earlier ``cotsurvival study`` root (it holds study.json), which ``study`` continues."""
+    return (path / "study.json").is_file()

@@ -79,11 +79,13 @@ class ViewResult(StageResult):
 
 
 def view(run: str | os.PathLike | RunDir, *, out: str | os.PathLike, chains: Iterable[int] | None = None,
-         chain_ids: Iterable[str] | None = None, max_chains: int = 50, traces: bool = True) -> ViewResult:
+         chain_ids: Iterable[str] | None = None, max_chains: int = 50, traces: bool = True,
+         labels: str = "rule") -> ViewResult:
     """One self-contained, offline HTML page to watch a run's chains shrink (see :func:`cotsurvival.reports.build_viewer`)."""
     from .reports.viewer import build_viewer
 
-    path = build_viewer(run, out, chains=chains, chain_ids=chain_ids, max_chains=max_chains, traces=traces)
+    path = build_viewer(run, out, chains=chains, chain_ids=chain_ids, max_chains=max_chains, traces=traces,
+                        labels=labels)
     return ViewResult(path=str(path), n_bytes=path.stat().st_size)
 
 

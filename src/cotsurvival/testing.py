@@ -52,21 +52,31 @@ def tiny_tokenizer():
 
 def tiny_llama(seed: int = 0, dtype: torch.dtype = torch.float32, n_layers: int = 2):
     """``(model, tokenizer)``: a random-weight Llama sized for unit tests."""
+    tokenizer = tiny_tokenizer()
+    return random_llama(tokenizer, seed=seed, n_layers=n_layers).to(dtype).eval(), tokenizer
+
+
+def random_llama(tokenizer, *, seed: int = 0, hidden_size: int = 64, intermediate_size: int = 128, n_layers: int = 2,
+                 n_heads: int = 4, n_kv_heads: int = 2):
+    """A random-weight Llama for ``tokenizer`` (its vocabulary and special tokens), in evaluation mode.
+
+    Weights of matrices are drawn from N(0, 0.2²) after ``torch.manual_seed(seed)``: larger than the
+    default, so distributions are peaked and candidate scores well separated.
+    """
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = tiny_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=n_layers,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
+                         num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=n_kv_heads,
+                         max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         tie_word_embeddings=False)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
-    # Larger-than-default weights give peaked distributions, so candidate scores are well separated.
     with torch.no_grad():
         for parameter in model.parameters():
             if parameter.dim() == 2:
                 parameter.normal_(0.0, 0.2)
-    return model.to(dtype).eval(), tokenizer
+    return model.eval()
 
 
 from .taxonomy.spec import CATEGORY_OF_LABEL  # noqa: E402  (the packaged spec's label -> category)

@@ -27,8 +27,12 @@ def fmt_p(p) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
-def _f(x, digits: int = 2) -> str:
+def fmt_number(x, digits: int = 2) -> str:
+    """``x`` with ``digits`` decimals, or ``n/a`` when missing (also used by comparison sentences)."""
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+_f = fmt_number  # the short name this module's sentences use
 
 
 def _name(group: str) -> str:

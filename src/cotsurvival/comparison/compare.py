@@ -391,14 +391,18 @@ def _unique_names(views: list[RunView]) -> None:
 
 
 # --------------------------------------------------------------------------- sentences
+# The wording of p-values and numbers is the analysis's (one home: analysis.citations), imported
+# when first used so that `import cotsurvival` stays light.
 def _fmt_p(p) -> str:
-    if p is None or (isinstance(p, float) and math.isnan(p)):
-        return "p not computed"
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+    from ..analysis.citations import fmt_p
+
+    return fmt_p(p)
 
 
 def _num(value, digits: int = 2) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+    from ..analysis.citations import fmt_number
+
+    return fmt_number(value, digits)
 
 
 def _sentences(a: RunView, b: RunView, pair: dict) -> list[str]:

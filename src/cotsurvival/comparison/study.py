@@ -167,13 +167,12 @@ def load_study(path: str | os.PathLike) -> Study:
 
 def select_chains(spec: dict) -> list:
     """The study's chains: ``shortest`` N (by reasoning length), the first ``limit``, or the listed ``ids``."""
-    from ..chains import read_chains
+    from ..chains import read_chains, shortest_chains
 
     corpus = read_chains(spec.get("source", "gsm8k"), keep_annotations=bool(spec.get("keep_annotations", False)))
     chains = list(corpus)
     if "shortest" in spec:
-        ranked = sorted(range(len(chains)), key=lambda i: (len(chains[i].reasoning), i))[: int(spec["shortest"])]
-        chains = [chains[i] for i in sorted(ranked)]
+        chains = shortest_chains(int(spec["shortest"]), chains)
     elif "limit" in spec:
         chains = chains[: int(spec["limit"])]
     elif "ids" in spec:

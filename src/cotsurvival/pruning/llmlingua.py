@@ -38,7 +38,6 @@ same network.
 """
 from __future__ import annotations
 
-import os
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,7 +231,7 @@ def load_keep_classifier(spec: str = DEFAULT_LLMLINGUA_MODEL, *, device: str = "
     from transformers import AutoModelForTokenClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from ..models import _check_safe_weights, file_sha256, resolve_device, resolve_dtype
+    from ..models import _check_safe_weights, file_sha256, locate_hub, resolve_device, resolve_dtype
 
     hf_logging.disable_progress_bar()
     path = Path(spec).expanduser()
@@ -245,28 +244,23 @@ def load_keep_classifier(spec: str = DEFAULT_LLMLINGUA_MODEL, *, device: str = "
             raise CotSurvivalError("E131", model=spec, path=exc.fields.get("path")) from None
         weights = sorted(path.glob("*.safetensors"))
         sha = file_sha256(weights[0]) if len(weights) == 1 else None
-        attempts = [{"local_files_only": True}]
+        source, where = str(path), {"local_files_only": True}
     elif path.exists() or spec.startswith((".", "/", "~")):
         raise CotSurvivalError("E130", model=spec, reason="no such model directory")
     else:
-        revision = "main"
-        offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-        # The local Hugging Face cache first (no network); the hub only when not offline.
-        attempts = [{"local_files_only": True}] + ([] if offline else [{"local_files_only": False}])
+        # The local Hugging Face cache, else a quick hub check (models.locate_hub): an unreachable or
+        # offline hub fails in seconds instead of minutes of transformers' connection retries.
+        source, revision, _, found = locate_hub(spec, allow_unsafe_weights, error="E130", aliases={})
+        where = {k: v for k, v in found.items() if k in ("local_files_only", "revision")}
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    reason = ""
-    for attempt in attempts:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path) if path.is_dir() else spec, **attempt)
-            model = AutoModelForTokenClassification.from_pretrained(str(path) if path.is_dir() else spec, dtype=torch_dtype,
-                                                                    **kwargs, **attempt)
-            break
-        except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
-            # The first sentence says what went wrong; the rest of transformers' message is advice.
-            reason = " ".join(str(exc).split()).split(". ")[0][:200]
-    else:
-        raise CotSurvivalError("E130", model=spec, reason=reason or "cannot be loaded")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **where)
+        model = AutoModelForTokenClassification.from_pretrained(source, dtype=torch_dtype, **kwargs, **where)
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
+        # The first sentence says what went wrong; the rest of transformers' message is advice.
+        reason = " ".join(str(exc).split()).split(". ")[0][:200]
+        raise CotSurvivalError("E130", model=spec, reason=reason or "cannot be loaded") from None
     if not getattr(tokenizer, "is_fast", False):
         raise CotSurvivalError("E130", model=spec, reason="its tokenizer gives no character offsets (needs a fast tokenizer)")
     if getattr(model.config, "num_labels", 2) != 2:
@@ -276,7 +270,7 @@ def load_keep_classifier(spec: str = DEFAULT_LLMLINGUA_MODEL, *, device: str = "
     if getattr(model.config, "model_type", "") in ("xlm-roberta", "roberta"):
         limit -= 2  # RoBERTa positions start after the padding index
     window = min(max_seq_len or MAX_SEQ_LEN, limit)
-    return KeepClassifier(model=model, tokenizer=tokenizer, spec=spec, source=str(path) if path.is_dir() else spec,
+    return KeepClassifier(model=model, tokenizer=tokenizer, spec=spec, source=source,
                           revision=revision, sha256=sha, max_seq_len=window, batch_size=batch_size, device=torch_device)
 
 

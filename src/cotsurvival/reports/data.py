@@ -66,8 +66,9 @@ class ReportData:
         ``RUN/stats/stats.json`` when first needed.
     """
 
-    def __init__(self, run: str | os.PathLike | RunDir, stats=_LOAD) -> None:
+    def __init__(self, run: str | os.PathLike | RunDir, stats=_LOAD, labels: str = "rule") -> None:
         self.run = as_rundir(run)
+        self.labels = labels
         if stats is not _LOAD:
             self.__dict__["stats"] = stats  # pre-fills the cached property
         self.quotes: list[Quote] = []
@@ -114,7 +115,7 @@ class ReportData:
         """The joined token table (``analysis.load_run``; labels may be missing)."""
         from ..analysis import load_run
 
-        return load_run(self.run, require_tags=False)
+        return load_run(self.run, labels=self.labels, require_tags=False)
 
     @cached_property
     def tagged(self) -> bool:

@@ -65,6 +65,13 @@ def _summary_rows(data: ReportData, level: str) -> dict[str, int]:
     return {str(g): i for i, g in enumerate(summary["group"])}
 
 
+def _below_support(data: ReportData, table: pd.DataFrame, row: int) -> bool:
+    """Whether a group has fewer tokens or chains than analyze's minimum support for citing (stats.json config)."""
+    config = data.stats.config or {}
+    return bool(table["n_tokens"].iloc[row] < config.get("min_tokens", 0)
+                or table["n_chains"].iloc[row] < config.get("min_chains", 0))
+
+
 def _median_text(data: ReportData, level: str, row: int) -> str:
     """``median 0.45 [0.40, 0.52]`` or ``median not reached``, quoted from ``summary_<level>``."""
     table = data.stats.tables_[f"summary_{level}"]
@@ -73,6 +80,11 @@ def _median_text(data: ReportData, level: str, row: int) -> str:
         return "median not reached"
     source = ("tables", f"summary_{level}", row)
     text = "median " + data.quote(source + ("median",), float(median), ".2f")
+    if _below_support(data, table, row):
+        # Too little support to cite (analysis withholds it): no interval, and the figure says why.
+        n_tokens, n_chains = int(table["n_tokens"].iloc[row]), int(table["n_chains"].iloc[row])
+        return (text + f"\n(n = {data.quote(source + ('n_tokens',), n_tokens, ',d')}, "
+                f"{data.quote(source + ('n_chains',), n_chains, ',d')} chains: too few)")
     low, high = table["median_lower"].iloc[row], table["median_upper"].iloc[row]
     if pd.notna(low) or pd.notna(high):
         text += (" [" + (data.quote(source + ("median_lower",), float(low), ".2f") if pd.notna(low) else "n/a") + ", "
@@ -137,6 +149,8 @@ def fig_survival_by_category(data: ReportData, width: str):
                        edgecolor=colours.get(g), alpha=0.6, linewidths=0.5, zorder=3, rasterized=len(sub) > 200)
             row = rows[g]
             median, low, high = (summary[c].iloc[row] for c in ("median", "median_lower", "median_upper"))
+            if _below_support(data, summary, row):
+                low = high = np.nan  # no interval drawn where analysis withholds the group
             if pd.notna(median):
                 ax.errorbar([median], [y], xerr=[[median - low if pd.notna(low) else 0],
                                                  [high - median if pd.notna(high) else 0]],

@@ -143,7 +143,15 @@ def run_summary_html(run: str | os.PathLike | RunDir, stats=None) -> str:
     manifest = run.read_manifest()
     model = manifest.get("model") or {}
     taxonomy = manifest.get("taxonomy") or {}
+    if stats is None:
+        from ..analysis import AnalysisResult
+
+        try:
+            stats = AnalysisResult.load(run)
+        except CotSurvivalError:
+            stats = None
     rows = [("model", model.get("spec")), ("objective", manifest.get("objective")),
+            ("labels analysed", analysed_labels(stats)),
             ("chains", manifest.get("n_chains")), ("keep ratio reached", manifest.get("keep_ratio")),
             ("baselines", ", ".join(manifest.get("baselines") or []) or "none"),
             ("taxonomy", " ".join(str(taxonomy.get(k, "")) for k in ("name", "version")).strip() or "not tagged"),
@@ -151,6 +159,14 @@ def run_summary_html(run: str | os.PathLike | RunDir, stats=None) -> str:
             ("cotsurvival", manifest.get("cotsurvival_version")), ("created", manifest.get("created"))]
     info = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows if v is not None)
     return f'<table class="cs-summary">{info}</table>{_category_table(run, stats)}'
+
+
+def analysed_labels(stats) -> str:
+    """The label source the stored analysis used (``stats.json`` ``config.labels_source``), in words."""
+    if stats is None:
+        return "not analysed yet (run `cotsurvival analyze`)"
+    source = (getattr(stats, "config", None) or {}).get("labels_source")
+    return f"{source} (stats.json config.labels_source)" if source else "none (stats.json records no label source)"
 
 
 def _stored_summary(run: RunDir, stats) -> pd.DataFrame | None:

@@ -46,6 +46,7 @@ class Report(StageResult):
     stats_note: str | None = None
     quotes: dict[str, list[Quote]] = field(default_factory=dict)
     texts: dict[str, list[str]] = field(default_factory=dict)
+    recovery_citations: list[str] = field(default_factory=list)
 
     title = "cotsurvival report"
 
@@ -64,6 +65,7 @@ def build_report(
     chain_index: int | None = None,
     chain_ids: list[str] | None = None,
     run_analysis: bool = True,
+    labels: str = "rule",
 ) -> Report:
     """Draw the report figures of a run and write ``OUT/index.html``.
 
@@ -87,6 +89,11 @@ def build_report(
     run_analysis : bool, default True
         When ``RUN/stats/stats.json`` is missing, call :func:`cotsurvival.analysis.analyze` (which
         writes it) and show its result.
+    labels : str, default "rule"
+        The label source of the token-level figures (``"rule"``, ``"judge"`` or an exact source; see
+        :func:`cotsurvival.analysis.load_run`), and of the analysis run when stats.json is missing.
+        The statistics shown are those stored; when they were computed from another source the
+        page says so (``stats_note``).
 
     Returns
     -------
@@ -97,8 +104,8 @@ def build_report(
         raise CotSurvivalError("E050", value=", ".join(bad) or "(none)", allowed=", ".join(WIDTHS))
     run = (run if isinstance(run, RunDir) else RunDir(run)).require()
     text_chains = _text_chains(run, chain_index, chain_ids)
-    stats, stats_note = _stats(run, run_analysis)
-    data = ReportData(run, stats=stats)
+    stats, stats_note = _stats(run, run_analysis, labels)
+    data = ReportData(run, stats=stats, labels=labels)
     out = Path(out)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
@@ -112,6 +119,7 @@ def build_report(
                 except SkipFigure as exc:
                     report.skipped[stem] = str(exc)
                 report.quotes[stem] = data.quotes
+        _draw_recovery(run, out, widths, report)
         page = _page(data, report, widths)
         atomic_write_bytes(report.index, page.encode("utf-8"))
     except BaseException:
@@ -119,6 +127,39 @@ def build_report(
             out.rmdir()  # leave no empty report folder behind
         raise
     return report
+
+
+RECOVERY_STEM = "fig_recovery"
+RECOVERY_TITLE = "Answer recovery"
+RECOVERY_CAPTION = ("(a) Share of chains whose greedy-decoded answer is right and (b) mean teacher-forced log P(answer), "
+                    "against the keep ratio, one line per ordering, with 95% chain-bootstrap bands "
+                    "(`cotsurvival recover`; tables in RUN/recovery/).")
+
+
+def _recovery_result(run: RunDir):
+    """The run's answer-recovery result (``RUN/recovery.parquet/``, else ``RUN/recovery/``), or ``None``."""
+    if not ((run.path / "recovery.parquet").is_dir() or (run.path / "recovery" / "recovery_rows.parquet").is_file()):
+        return None  # the common case: no recovery run, nothing added to the report
+    from ..recovery import RecoveryResult
+
+    for where in (run.path, run.path / "recovery"):
+        try:
+            return RecoveryResult.load(where)
+        except CotSurvivalError:
+            continue  # an empty recovery.parquet/ (interrupted first chain): try the saved folder
+    return None
+
+
+def _draw_recovery(run: RunDir, out: Path, widths, report: Report) -> None:
+    """The recovery figure and its sentences, when the run has recovery results (reports/recovery.py draws it)."""
+    result = _recovery_result(run)
+    if result is None:
+        return
+    from .recovery import save_recovery_figure
+
+    report.figures[RECOVERY_STEM] = [p for width in widths
+                                     for p in save_recovery_figure(result, out / f"{RECOVERY_STEM}_{width}", width)]
+    report.recovery_citations = list(result.citations())
 
 
 def _text_chains(run: RunDir, chain_index: int | None, chain_ids: list[str] | None) -> list[int] | None:
@@ -161,7 +202,7 @@ def _draw(spec, data: ReportData, out: Path, stem: str, widths, kwargs) -> tuple
     return paths, texts
 
 
-def _stats(run: RunDir, run_analysis: bool):
+def _stats(run: RunDir, run_analysis: bool, labels: str = "rule"):
     """The stored analysis (loaded, or computed and saved now), or ``None`` with the reason."""
     from ..analysis import AnalysisResult
 
@@ -171,17 +212,32 @@ def _stats(run: RunDir, run_analysis: bool):
         if stored is not None and stored != now:
             return result, (f"stats/stats.json describes {stored} chains but the run now has {now}: re-run "
                             f"`cotsurvival analyze {run.path}` to update the statistics shown.")
-        return result, None
+        return result, _labels_note(run, result, labels)
     if not run_analysis:
         return None, f"No statistics yet: run `cotsurvival analyze {run.path}`."
     from ..analysis import analyze
 
     try:
         # analyze saves stats.json; showing what it saved keeps the page equal to the file.
-        analyze(run)
+        analyze(run, labels=labels)
     except CotSurvivalError as exc:
         return None, f"Statistics could not be computed: {exc.one_line()}"
     return AnalysisResult.load(run), None
+
+
+def _labels_note(run: RunDir, result, labels: str) -> str | None:
+    """Why the stored statistics may not match the labels of the token figures, or ``None``."""
+    from ..labels import resolve_source
+
+    analysed = (result.config or {}).get("labels_source")
+    try:
+        shown = resolve_source(run, labels)
+    except CotSurvivalError:
+        shown = None  # the run has no such labels: the token figures say so themselves
+    if analysed and shown and analysed != shown:
+        return (f"stats/stats.json was computed from the {analysed!r} labels but the token figures show {shown!r}: "
+                f"run `cotsurvival analyze {run.path} --labels {labels}` for statistics of the same labels.")
+    return None
 
 
 # ----------------------------------------------------------------------------- page
@@ -193,6 +249,10 @@ def _page(data: ReportData, report: Report, widths) -> str:
     stems = list(report.quotes)
     titles = {stem: _title(stem) for stem in stems}
     sections = [_figure_html(stem, titles[stem], report, shown) for stem in stems]
+    if RECOVERY_STEM in report.figures:
+        stems.append(RECOVERY_STEM)
+        titles[RECOVERY_STEM] = RECOVERY_TITLE
+        sections.append(_recovery_html(report, shown))
     toc = "".join(f'<li><a href="#{html.escape(stem)}">{html.escape(titles[stem])}</a>'
                   + (" <span class=muted>(omitted)</span>" if stem in report.skipped else "") + "</li>"
                   for stem in stems)
@@ -222,19 +282,26 @@ def _title(stem: str) -> str:
     return spec.title if stem == spec.stem else f"{spec.title} (chain {stem.rsplit('_', 1)[1]})"
 
 
-def _figure_html(stem: str, title: str, report: Report, width: str) -> str:
-    spec = _spec(stem)
+def _recovery_html(report: Report, width: str) -> str:
+    """The recovery figure and its citable sentences (each with its chain-level interval and n chains)."""
+    items = "".join(f"<li>{html.escape(s)}</li>" for s in report.recovery_citations)
+    figure = _figure_html(RECOVERY_STEM, RECOVERY_TITLE, report, width, caption=RECOVERY_CAPTION)
+    return figure.replace("</section>", f"<h3>Citations (answer recovery)</h3><ul>{items}</ul></section>")
+
+
+def _figure_html(stem: str, title: str, report: Report, width: str, caption: str | None = None) -> str:
     anchor = html.escape(stem)
     if stem in report.skipped:
         return (f'<section id="{anchor}"><h2>{html.escape(title)}</h2>'
                 f'<p class="note">Figure omitted: {html.escape(report.skipped[stem])}</p></section>')
+    caption = _spec(stem).caption if caption is None else caption
     files = report.figures[stem]
     png = next(p for p in files if p.suffix == ".png" and p.stem.endswith(f"_{width}"))
     data_uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
     links = " · ".join(f'<a href="{html.escape(p.name)}">{html.escape(p.name)}</a>' for p in files)
     return (f'<section id="{anchor}"><h2>{html.escape(title)}</h2><figure>'
             f'<img src="{data_uri}" alt="{html.escape(title)}">'
-            f"<figcaption>{html.escape(spec.caption)}<br><span class=files>Files: {links}</span></figcaption>"
+            f"<figcaption>{html.escape(caption)}<br><span class=files>Files: {links}</span></figcaption>"
             f"</figure></section>")
 
 

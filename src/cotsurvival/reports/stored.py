@@ -60,7 +60,10 @@ def headline_html(result) -> str:
         name = " ".join(str(part).replace("_", " ") for part in path[1:])
         cell = number_cell(path, value) if is_number(value) else text_cell(value)
         rows.append(f"<tr><th>{html.escape(name)}</th>{cell}</tr>")
-    return (f'<section id="headline"><h2>Headline result</h2>{sentence}'
+    source = (getattr(result, "config", None) or {}).get("labels_source")
+    labels = (f'<p class="muted">Labels analysed: {html.escape(str(source))} '
+              f"(stats.json config.labels_source).</p>" if source else "")
+    return (f'<section id="headline"><h2>Headline result</h2>{sentence}{labels}'
             f'<table class="cs-primary">{"".join(rows)}</table></section>')
 
 

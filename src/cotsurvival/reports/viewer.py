@@ -37,6 +37,7 @@ def build_viewer(
     chain_ids: Iterable[str] | None = None,
     max_chains: int = 50,
     traces: bool = True,
+    labels: str = "rule",
 ) -> Path:
     """Write an interactive, offline HTML viewer of a run.
 
@@ -55,6 +56,9 @@ def build_viewer(
         Cap on the chains embedded when ``chains`` is not given; traces grow as N² per chain.
     traces : bool, default True
         Embed per-step costs (shown on hover). Off makes the file much smaller.
+    labels : str, default "rule"
+        The label source shown (``"rule"``, ``"judge"`` or an exact source such as ``"judge:MODEL"``);
+        E015 when the run has no such labels (``"rule"`` on an untagged run shows no labels).
 
     Returns
     -------
@@ -73,8 +77,12 @@ def build_viewer(
     for index in selected:
         if index not in available:
             raise CotSurvivalError("E051", chain=index, n_chains=len(available), last=available[-1])
+    from ..labels import RULE, resolve_source, stored_sources
+
+    # The default on an untagged run shows no labels; any other source the user names must exist.
+    source = None if labels == RULE and RULE not in stored_sources(run) else resolve_source(run, labels)
     rows = run.read_chains().set_index("chain_index")
-    payload = _payload(run, rows, selected, len(available), traces)
+    payload = _payload(run, rows, selected, len(available), traces, source)
     page = _render(payload, f"cotsurvival viewer: {run.path.name}")
     out = Path(out)
     atomic_write_bytes(out, page.encode("utf-8"))
@@ -82,14 +90,13 @@ def build_viewer(
 
 
 # ----------------------------------------------------------------------------- data
-def _payload(run: RunDir, rows: pd.DataFrame, selected: list[int], n_available: int, traces: bool) -> dict[str, Any]:
-    chains = [_chain_payload(run, rows.loc[i], i, traces) for i in selected]
+def _payload(run: RunDir, rows: pd.DataFrame, selected: list[int], n_available: int, traces: bool,
+             source: str | None) -> dict[str, Any]:
+    chains = [_chain_payload(run, rows.loc[i], i, traces, source) for i in selected]
     present_coarse = order_present({c for ch in chains for c in ch["category"]}, COARSE)
     present_fine = order_present({lab for ch in chains for lab in ch["label"]}, FINE)
     manifest = run.read_manifest()
-    from ..labels import RULE, stored_sources
-
-    labels = RULE if RULE in stored_sources(run) else "none"  # read_chain_tokens shows the rule labels
+    labels = source or "none"
     note = (f"model {(manifest.get('model') or {}).get('spec', '?')} · objective {manifest.get('objective', '?')} · "
             f"labels {labels} · {len(chains)} of {n_available} chains shown")
     return {
@@ -102,8 +109,8 @@ def _payload(run: RunDir, rows: pd.DataFrame, selected: list[int], n_available: 
     }
 
 
-def _chain_payload(run: RunDir, row: pd.Series, index: int, traces: bool) -> dict[str, Any]:
-    tokens = read_chain_tokens(run, index)
+def _chain_payload(run: RunDir, row: pd.Series, index: int, traces: bool, source: str | None) -> dict[str, Any]:
+    tokens = read_chain_tokens(run, index, labels=source or "none")
     segments, tail = token_segments(row["reasoning"], tokens)
     steps = run.read_part("steps", index).sort_values("step") if run.has_part("steps", index) else None
     n_steps = int(steps["step"].max()) if steps is not None else int(tokens["deleted_step"].max() or 0)
