@@ -15,16 +15,7 @@ from cotsurvival.pruning.engine import ChainTrace, greedy_prune
 from cotsurvival.pruning.scoring import NaiveScorer, PrefixReuseScorer
 from cotsurvival.testing import EXAMPLE_CHAINS
 
-from naive_greedy import naive_greedy, sequence_objective
-
-
-def pruned_sequences(reasoning, order):
-    alive = list(range(len(reasoning)))
-    out = []
-    for position in order:
-        alive.remove(position)
-        out.append(tuple(reasoning[i] for i in alive))
-    return out
+from naive_greedy import naive_greedy, pruned_sequences, sequence_objective
 
 
 def naive_topk(model, encoded, k_of, window=None, block=None):

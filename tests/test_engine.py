@@ -12,17 +12,7 @@ from cotsurvival.pruning.crossstep import CrossStepScorer
 from cotsurvival.pruning.scoring import NaiveScorer, PrefixReuseScorer
 from cotsurvival.testing import EXAMPLE_CHAINS
 
-from naive_greedy import naive_greedy
-
-
-def pruned_sequences(reasoning, order):
-    """The sequence after each step: orders that differ only between identical tokens are equal."""
-    alive = list(range(len(reasoning)))
-    out = []
-    for position in order:
-        alive.remove(position)
-        out.append(tuple(reasoning[i] for i in alive))
-    return out
+from naive_greedy import naive_greedy, pruned_sequences
 
 
 @pytest.mark.parametrize("scorer_class", [PrefixReuseScorer, CrossStepScorer])
