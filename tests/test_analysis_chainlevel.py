@@ -113,3 +113,27 @@ def test_cli_power(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "chains" in out and "80%" in out
     assert main(["power", str(run.path), "--delta", "0.1", "--primary", "nonexistent"]) == 2
+
+
+def test_cliffs_delta_interval_stays_within_its_range():
+    # Three chains where symbolic_math tokens mostly outlive the rest: per-chain Cliff's deltas near 1, so
+    # the t-interval over chains (scipy) reaches past 1; the reported interval is that one clipped to [-1, 1].
+    import pandas as pd
+
+    rows = []
+    for chain, late in enumerate([[6, 7, 8, 9], [7, 8, 9, 2], [8, 9, 5, 6]]):
+        for position in range(10):
+            rows.append({"chain_index": chain, "position": position, "n_tokens": 10, "rel_position": position / 9,
+                         "survival": (position + 1) / 10,
+                         "category": "symbolic_math" if position in late else "grammar"})
+    table = pd.DataFrame(rows)
+    result = chain_level_test(table, adjust_position=False, min_chains=1)
+    deltas = []
+    for _, c in table.groupby("chain_index"):
+        a, b = c.survival[c.category == "symbolic_math"].to_numpy(), c.survival[c.category != "symbolic_math"].to_numpy()
+        deltas.append(np.sign(a[:, None] - b[None, :]).mean())
+    ci = stats.ttest_1samp(deltas, 0).confidence_interval()
+    assert ci.high > 1  # the unclipped interval leaves the range: the case this test is about
+    assert np.isclose(result["cliffs_delta"], np.mean(deltas))
+    assert np.isclose(result["cliffs_delta_ci_low"], max(ci.low, -1.0))
+    assert result["cliffs_delta_ci_high"] == 1.0

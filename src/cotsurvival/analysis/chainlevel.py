@@ -165,7 +165,9 @@ def chain_level_test(
         "n_target_tokens": int(used["n_target"].sum()),
         "n_chains_without_contrast": int(len(per_chain) - len(used)),
         "sd_between_chains": (float(values[:, 0].std(ddof=1)) if len(used) > 1 else float("nan")),
-        "cliffs_delta": cliff["mean"], "cliffs_delta_ci_low": cliff["lower"], "cliffs_delta_ci_high": cliff["upper"],
+        # Cliff's delta lies in [-1, 1]; a t-interval over few chains can reach past that, so clip it.
+        "cliffs_delta": cliff["mean"], "cliffs_delta_ci_low": float(np.clip(cliff["lower"], -1.0, 1.0)),
+        "cliffs_delta_ci_high": float(np.clip(cliff["upper"], -1.0, 1.0)),
         "min_chains": min_chains, "min_tokens": min_tokens,
         "per_chain": per_chain.to_dict(orient="records"),
     }
