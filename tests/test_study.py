@@ -44,7 +44,7 @@ runs = ["joint", "joint:random"]
 
 [analysis]
 n_boot = 100
-mixed = false
+primary = "grammar"
 
 [report]
 widths = ["two"]
@@ -76,6 +76,8 @@ def test_study_runs_resumes_and_refuses_a_changed_setting(tmp_path, tiny_dir, ti
         manifest = json.loads((root / name / "manifest.json").read_text())
         assert manifest["objective"] == objective and manifest["n_chains"] == 3 and manifest["taxonomy"]
         assert (root / name / "stats" / "stats.json").is_file()
+        stats = json.loads((root / name / "stats" / "stats.json").read_text())
+        assert stats["config"]["primary"] == "grammar"  # the study's [analysis] options reach analyze
         assert (root / "reports" / name / "index.html").is_file()
     data = json.loads((root / "comparisons" / "joint_vs_answer" / "comparison.json").read_text())
     pair = data["pairs"][0]

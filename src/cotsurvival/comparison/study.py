@@ -248,7 +248,9 @@ def run_study(
     spec = load_spec(study.tagger.get("taxonomy"))
     loaded_models = dict(loaded_models or {})
     runs, reports, timings = {}, {}, {}
-    analysis_options = {"n_boot": int(study.analysis.get("n_boot", 1000)), "mixed": bool(study.analysis.get("mixed", True))}
+    # Options of analyze a study may set; the chain-level primary test and its minimum support included.
+    analysis_options = {"n_boot": int(study.analysis.get("n_boot", 1000)),
+                        **{k: study.analysis[k] for k in ("primary", "min_chains", "min_tokens") if k in study.analysis}}
     widths = tuple(study.report.get("widths", ["two"]))
     for number, setting in enumerate(study.settings, 1):
         started = time.perf_counter()
