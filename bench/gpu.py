@@ -75,23 +75,6 @@ def card_peak(name: str) -> float | None:
     return None
 
 
-class _Recording:
-    def __init__(self, scorer):
-        self.scorer, self.steps = scorer, []
-
-    def score(self, *args):
-        scores = self.scorer.score(*args)
-        self.steps.append(scores.candidate_objectives.copy())
-        return scores
-
-    def reset(self):
-        self.scorer.reset()
-
-    @property
-    def token_rows(self) -> int:  # part of the Scorer interface the greedy loop reads
-        return self.scorer.token_rows
-
-
 def exactness(family: str, device: torch.device, steps: int = 6) -> dict:
     """Fast path vs naive (``model(input_ids)`` per candidate) on the card, tiny float64 model of the family."""
     from cotsurvival.chains import Chain
@@ -99,16 +82,17 @@ def exactness(family: str, device: torch.device, steps: int = 6) -> dict:
     from cotsurvival.pruning.engine import greedy_prune
     from cotsurvival.pruning.methods import make_scorer
     from cotsurvival.pruning.scoring import NaiveScorer
-    from cotsurvival.testing import tiny_model
+    from cotsurvival.testing import RecordingScorer, tiny_model
 
     model = tiny_model(family, dtype=torch.float64, **EXACT_VARIANTS.get(family, {})).to(device)
     generator = torch.Generator().manual_seed(1)
     ids = torch.randint(1, 400, (26,), generator=generator).tolist()
     encoded = EncodedChain(Chain("check", "", "", ""), ids[:8], ids[8:23], ids[23:], [(0, 0)] * 15, False)
-    fast = _Recording(make_scorer(model, "crossstep", "joint", 4096))
-    slow = _Recording(NaiveScorer(model, "joint", 4096, model_forward=True))  # model(input_ids) per candidate
+    fast = RecordingScorer(make_scorer(model, "crossstep", "joint", 4096))
+    slow = RecordingScorer(NaiveScorer(model, "joint", 4096, model_forward=True))  # model(input_ids) per candidate
     same = greedy_prune(fast, encoded, steps).order == greedy_prune(slow, encoded, steps).order
-    worst = max(float(np.abs(a - b).max()) for a, b in zip(fast.steps, slow.steps))
+    worst = max(float(np.abs(a.candidate_objectives - b.candidate_objectives).max())
+                for a, b in zip(fast.steps, slow.steps))
     tolerance = 2e-5 if model.config._attn_implementation == "eager" else 1e-9
     return {"identical_orders": same, "max_objective_diff": worst, "exact": same and worst <= tolerance}
 

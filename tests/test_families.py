@@ -18,7 +18,7 @@ from cotsurvival.pruning.engine import greedy_prune
 from cotsurvival.pruning.forward import FamilyForward, supports_prefix_reuse, unsupported_reason
 from cotsurvival.pruning.methods import make_scorer
 from cotsurvival.pruning.scoring import NaiveScorer, PrefixReuseScorer
-from cotsurvival.testing import TINY_FAMILIES, tiny_model
+from cotsurvival.testing import TINY_FAMILIES, RecordingScorer, tiny_model
 
 from naive_greedy import naive_greedy
 
@@ -142,25 +142,6 @@ def test_family_forward_logprobs_equal_hf_forward(case):
     assert model.config._attn_implementation == implementation  # the model's own users see no change
 
 
-class _Recording:
-    """A scorer wrapper that keeps every step's float64 candidate objectives."""
-
-    def __init__(self, scorer):
-        self.scorer, self.steps = scorer, []
-
-    def score(self, prefix, kept, answer):
-        scores = self.scorer.score(prefix, kept, answer)
-        self.steps.append(scores)
-        return scores
-
-    def reset(self):
-        self.scorer.reset()
-
-    @property
-    def token_rows(self) -> int:  # part of the Scorer interface the greedy loop reads
-        return self.scorer.token_rows
-
-
 @pytest.mark.parametrize("case", VARIANTS, ids=_id)
 def test_family_greedy_equals_per_candidate_oracle(case):
     family, variant = case
@@ -171,7 +152,7 @@ def test_family_greedy_equals_per_candidate_oracle(case):
     objective = "answer" if "bias" in _id(case) else "joint"  # both objectives, spread over the variants
     order, oracle = naive_greedy(model, prefix, kept, answer, steps, objective)
     for cls, batch in ((CrossStepScorer, 4096), (PrefixReuseScorer, 40), (CrossStepScorer, 30)):
-        recorder = _Recording(cls(model, objective, max_batch_tokens=batch))
+        recorder = RecordingScorer(cls(model, objective, max_batch_tokens=batch))
         trace = greedy_prune(recorder, encoded, steps)
         assert trace.order == order, cls.__name__
         for step, (scores, expected) in enumerate(zip(recorder.steps, oracle), 1):
@@ -229,7 +210,7 @@ def test_eager_attention_is_exact_too():
                        max_window_layers=0)
     prefix, kept, answer = _chain(seed=2)
     order, oracle = naive_greedy(model, prefix, kept, answer, 2)
-    recorder = _Recording(CrossStepScorer(model, "joint"))
+    recorder = RecordingScorer(CrossStepScorer(model, "joint"))
     encoded = EncodedChain(Chain("c", "", "", ""), prefix, kept, answer, [(0, 0)] * len(kept), False)
     assert greedy_prune(recorder, encoded, 2).order == order
     np.testing.assert_allclose(recorder.steps[1].candidate_objectives, oracle[1], atol=tolerance(model))

@@ -289,3 +289,23 @@ def tiny_model(family: str, seed: int = 0, dtype: torch.dtype = torch.float64, v
             else:
                 parameter.normal_(0.0, 0.1)
     return model.to(dtype).eval()
+
+
+class RecordingScorer:
+    """A scorer wrapper that keeps every step's :class:`~cotsurvival.pruning.scoring.StepScores`
+    (exactness checks in tests and ``bench/gpu.py`` compare two scorers step by step)."""
+
+    def __init__(self, scorer):
+        self.scorer, self.steps = scorer, []
+
+    def score(self, prefix, kept, answer):
+        scores = self.scorer.score(prefix, kept, answer)
+        self.steps.append(scores)
+        return scores
+
+    def reset(self):
+        self.scorer.reset()
+
+    @property
+    def token_rows(self) -> int:  # part of the Scorer interface the greedy loop reads
+        return self.scorer.token_rows
