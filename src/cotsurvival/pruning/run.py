@@ -337,12 +337,8 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objec
                 cap_torch_threads(own_load=torch.get_num_threads())  # the machine's load changes over a run
                 trace = _prune_one(run, scorer, item, index, wanted, progress, approx)
                 attention = answer_attention(lm, item) if "attention" in names else None
-                # approx: the chain's plan and its token rows in one manifest write, still before the commit.
-                chain_rows[item.chain.id] = int(trace.token_rows)
-                manifest = run.update_manifest(engine=dict(manifest.get("engine", {}), chains=chain_plans,
-                                                           max_memory=max_memory,
-                                                           token_rows=int(sum(chain_rows.values())),
-                                                           token_rows_chains=dict(chain_rows)))
+                # The chain's plan and its token rows in one manifest write, still before the commit.
+                manifest = _record_rows(run, item, trace, chain_rows, chains=chain_plans, max_memory=max_memory)
                 _commit(run, item, index, trace, names, seed, attention, classifier)
                 committed(item, trace)
             planned = sorted({p["method"] for p in chain_plans.values()})
@@ -367,12 +363,13 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objec
     return run
 
 
-def _record_rows(run: RunDir, item: EncodedChain, trace: ChainTrace, chain_rows: dict) -> None:
-    """``engine.token_rows`` written before the chain commits, so an interrupted run keeps the count."""
+def _record_rows(run: RunDir, item: EncodedChain, trace: ChainTrace, chain_rows: dict, **engine_fields) -> dict:
+    """``engine.token_rows`` (and any other ``engine`` fields given) written before the chain commits, so
+    an interrupted run keeps the count; returns the updated manifest."""
     chain_rows[item.chain.id] = int(trace.token_rows)
     engine = dict(run.read_manifest().get("engine", {}))
-    engine.update(token_rows=int(sum(chain_rows.values())), token_rows_chains=dict(chain_rows))
-    run.update_manifest(engine=engine)
+    engine.update(token_rows=int(sum(chain_rows.values())), token_rows_chains=dict(chain_rows), **engine_fields)
+    return run.update_manifest(engine=engine)
 
 
 def _engine_approx(manifest: dict, approx, chain_rows: dict) -> dict:
