@@ -92,6 +92,34 @@ def prune_one(scorer, encoded, spec):
     return trace, time.perf_counter() - began
 
 
+def exact_trace(scorer, encoded, cache_dir):
+    """The exact ranking of one chain, from ``cache_dir`` when an earlier run stored it there.
+
+    Exact runs of 100+ tokens take many minutes each; storing them lets approximations be measured
+    against the same exact orders in later runs (the file records when and at what load it ran)."""
+    from types import SimpleNamespace
+
+    path = Path(cache_dir) / f"{encoded.chain.id}.json" if cache_dir else None
+    if path is not None and path.exists():
+        stored = json.loads(path.read_text())
+        if stored["reasoning_ids"] == list(encoded.reasoning_ids):
+            trace = SimpleNamespace(order=stored["order"], token_rows=stored["token_rows"],
+                                    step_costs=[np.asarray(c) for c in stored["step_costs"]],
+                                    step_positions=[np.asarray(p) for p in stored["step_positions"]])
+            return trace, stored["seconds"]
+    uptime = load_uptime()
+    trace, seconds = prune_one(scorer, encoded, None)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({
+            "chain": encoded.chain.id, "reasoning_ids": list(encoded.reasoning_ids), "order": list(trace.order),
+            "token_rows": trace.token_rows, "seconds": round(seconds, 1), "uptime_before": uptime,
+            "uptime_after": load_uptime(), "torch_threads": torch.get_num_threads(),
+            "step_costs": [np.asarray(c, dtype=float).round(6).tolist() for c in trace.step_costs],
+            "step_positions": [np.asarray(p).tolist() for p in trace.step_positions]}))
+    return trace, seconds
+
+
 def survival(trace, n):
     steps = np.zeros(n)
     for step, position in enumerate(trace.order, 1):
@@ -143,7 +171,12 @@ def fidelity(args) -> dict:
     chains, encoded = [], []
     for chain in pool:
         item = encode_chain(chain, tokenizer)
+        if args.ids and chain.id not in args.ids:
+            continue
         if args.min_tokens <= len(item.reasoning_ids) <= args.max_tokens:
+            if args.skip > 0:
+                args.skip -= 1
+                continue
             chains.append(chain)
             encoded.append(item)
         if len(chains) == args.chains:
@@ -153,15 +186,18 @@ def fidelity(args) -> dict:
     scorer = make_scorer(model, method="crossstep")
     results = {"exact": []}
     for item in encoded:
-        trace, seconds = prune_one(scorer, item, None)
+        trace, seconds = exact_trace(scorer, item, args.exact_cache)
         results["exact"].append((trace, seconds))
         print(f"exact {item.chain.id} n={len(item.reasoning_ids)} rows={trace.token_rows} {seconds:.0f}s", flush=True)
     for spec in args.specs:
         results[spec] = []
-        for item in encoded:
+        for i, item in enumerate(encoded):
             trace, seconds = prune_one(scorer, item, spec)
             results[spec].append((trace, seconds))
-            print(f"{spec} {item.chain.id} rows={trace.token_rows} {seconds:.0f}s", flush=True)
+            n = len(item.reasoning_ids)
+            tau = kendalltau(survival(results["exact"][i][0], n), survival(trace, n))[0]
+            print(f"{spec} {item.chain.id} tau={tau:.3f} rows={trace.token_rows} "
+                  f"(exact/approx {results['exact'][i][0].token_rows / trace.token_rows:.1f}x) {seconds:.0f}s", flush=True)
     frames = []
     for i, item in enumerate(encoded):
         n = len(item.reasoning_ids)
@@ -268,6 +304,10 @@ def main(argv=None) -> None:
     parser.add_argument("--specs", nargs="+", default=["topk:0.05", "topk:0.1", "topk:0.2"])
     parser.add_argument("--long", type=int, default=None, help="Prune one ~N-token concatenated chain instead.")
     parser.add_argument("--save-tokens", default=None)
+    parser.add_argument("--exact-cache", default=None,
+                        help="Directory storing exact rankings per chain (reused when present).")
+    parser.add_argument("--skip", type=int, default=0, help="Skip the first N eligible chains.")
+    parser.add_argument("--ids", nargs="+", default=None, help="Only these chain ids (e.g. model-5 model-9).")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("BENCH_THREADS", "2")))
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)

@@ -58,17 +58,21 @@ def test_parse_specs_and_errors():
         assert error.value.code == "E110"
 
 
-@pytest.mark.parametrize("spec", ["topk:k=1", "topk:k=1,window=1000,block=5"])
+@pytest.mark.parametrize("spec", ["topk:k=1", "topk:k=1,window=1000,block=5", "lazy:refresh=0",
+                                  "lazy:radius=0,batch=1,refresh=0,same=0"])
 def test_exact_settings_equal_naive_oracle(tiny64, spec):
-    """k = 1 and a window reaching the end of the chain (scored in blocks of 5) are exact."""
+    """k = 1, a window reaching the end of the chain (scored in blocks of 5) and lazy re-scoring with
+    a full refresh at every step are exact: orders, every candidate's cost and the objectives."""
+    from cotsurvival.pruning.lazy import lazy_prune
+
     model, tokenizer = tiny64
     encoded = encode_chain(EXAMPLE_CHAINS[1], tokenizer)
     steps = 10
     oracle_order, oracle_scores = naive_greedy(model, encoded.prefix_ids, encoded.reasoning_ids,
                                                encoded.answer_ids, steps)
-    # approx_prune directly: greedy_prune would route an exact spec to the exact loop.
-    trace = approx_prune(PrefixReuseScorer(model, max_batch_tokens=64), encoded, steps, parse_approx(spec),
-                         ChainTrace())
+    # The engines directly: greedy_prune would route an exact spec to the exact loop.
+    engine = lazy_prune if spec.startswith("lazy") else approx_prune
+    trace = engine(PrefixReuseScorer(model, max_batch_tokens=64), encoded, steps, parse_approx(spec), ChainTrace())
     assert pruned_sequences(encoded.reasoning_ids, trace.order) == \
         pruned_sequences(encoded.reasoning_ids, oracle_order)
     assert trace.scored_steps == list(range(1, steps + 1))
@@ -116,9 +120,12 @@ def test_windowed_objective_is_the_full_objective(tiny64):
 def test_window_needs_joint_objective(tiny):
     model, tokenizer = tiny
     encoded = encode_chain(EXAMPLE_CHAINS[0], tokenizer)
-    with pytest.raises(CotSurvivalError) as error:
-        greedy_prune(PrefixReuseScorer(model, "answer"), encoded, 3, approx="topk:0.1,window=2,block=3")
-    assert error.value.code == "E112"
+    for spec in ("topk:0.1,window=2,block=3", "lazy:window=2,refresh=0.5"):
+        with pytest.raises(CotSurvivalError) as error:
+            greedy_prune(PrefixReuseScorer(model, "answer"), encoded, 3, approx=spec)
+        assert error.value.code == "E112"
+    # Lazy re-scoring without a window measures whole costs: the answer objective is fine.
+    assert len(greedy_prune(PrefixReuseScorer(model, "answer"), encoded, 3, approx="lazy").order) == 3
 
 
 def test_token_rows_counter_matches_scorer_accounting(tiny):
@@ -130,17 +137,18 @@ def test_token_rows_counter_matches_scorer_accounting(tiny):
         assert trace.token_rows == trace.tokens_processed > 0
 
 
-def test_approximate_run_end_to_end(tmp_path, tiny_loaded):
-    """prune --approx writes a full order, traces only for scored steps, and says so; analyze and
-    report run on it and the citations carry the approximation."""
+@pytest.mark.parametrize("spec", ["topk:0.2", "lazy:radius=1,batch=1,refresh=0.5,same=1,age=1"])
+def test_approximate_run_end_to_end(tmp_path, tiny_loaded, spec):
+    """prune --approx writes a full order, traces only for scored steps, and says so; analyze,
+    report and compare run on it, and their citations, captions and figures carry the approximation."""
     from cotsurvival.analysis import analyze, load_run
     from cotsurvival.pruning import prune
     from cotsurvival.taxonomy.runs import tag_run
 
     out = tmp_path / "run"
-    run = prune(EXAMPLE_CHAINS, out, loaded_model=tiny_loaded, approx="topk:0.2", progress=False)
+    run = prune(EXAMPLE_CHAINS, out, loaded_model=tiny_loaded, approx=spec, progress=False)
     manifest = run.read_manifest()
-    assert manifest["engine"]["approx"]["spec"] == "topk:0.2"
+    assert manifest["engine"]["approx"]["spec"] == spec
     assert manifest["engine"]["token_rows"] == sum(manifest["engine"]["token_rows_chains"].values()) > 0
     for index, chain in enumerate(EXAMPLE_CHAINS):
         tokens = run.read_part("tokens", index)
@@ -151,24 +159,44 @@ def test_approximate_run_end_to_end(tmp_path, tiny_loaded):
         assert scored[0] == 1 and len(scored) < n
         steps = run.read_part("steps", index)
         assert len(steps) == n + 1
-        # The deletion cost of a token deleted at an unscored step is its cost at the round's scoring.
-        round_start = {s: max(x for x in scored if x <= s) for s in range(1, n + 1)}
-        for _, row in tokens.iterrows():
-            trace_row = traces[(traces["step"] == round_start[int(row["deleted_step"])]) &
-                               (traces["position"] == row["position"])]
-            assert row["deletion_cost"] == pytest.approx(float(trace_row["cost"].iloc[0]), abs=1e-6)
+        if spec.startswith("topk"):
+            # The deletion cost of a token deleted at an unscored step is its cost at the round's scoring.
+            round_start = {s: max(x for x in scored if x <= s) for s in range(1, n + 1)}
+            for _, row in tokens.iterrows():
+                trace_row = traces[(traces["step"] == round_start[int(row["deleted_step"])]) &
+                                   (traces["position"] == row["position"])]
+                assert row["deletion_cost"] == pytest.approx(float(trace_row["cost"].iloc[0]), abs=1e-6)
+        else:
+            # Lazy re-scoring measures each deletion on its own step's sequence: the objective's exact drop.
+            drops = -np.diff(steps.sort_values("step")["objective"].to_numpy())
+            by_step = tokens.set_index("deleted_step")["deletion_cost"].sort_index().to_numpy()
+            np.testing.assert_allclose(by_step, drops, atol=1e-4)
     tag_run(out)
     result = analyze(out, n_boot=50, mixed=False)
-    assert any("topk:0.2" in sentence and "approximated" in sentence for sentence in result.citations_)
+    assert any(spec in sentence and "approximated" in sentence for sentence in result.citations_)
     assert len(load_run(out)) == sum(len(run.read_part("tokens", i)) for i in range(len(EXAMPLE_CHAINS)))
     from cotsurvival.reports import build_report
 
-    build_report(out, tmp_path / "report", widths=("one",), run_analysis=False)
-    assert (tmp_path / "report" / "index.html").is_file()
+    report = build_report(out, tmp_path / "report", widths=("one",), run_analysis=False)
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert page.count("approximated with prune --approx") >= len(report.figures)  # every caption
+    for stem in report.figures:  # and under every figure
+        assert any(" ".join(text.split()).startswith("Approximate ranks: prune --approx " + spec)
+                   for text in report.texts[stem]), stem
     # An exact run records no approximation but does count its token rows; its citations say nothing.
-    exact = prune(EXAMPLE_CHAINS[:1], tmp_path / "exact", loaded_model=tiny_loaded, progress=False)
+    exact = prune(EXAMPLE_CHAINS, tmp_path / "exact", loaded_model=tiny_loaded, progress=False)
     engine = exact.read_manifest()["engine"]
     assert engine["approx"] is None and engine["token_rows"] > 0
+    # A comparison of the approximate run with the exact one says which run is approximate, first.
+    from cotsurvival.comparison import compare
+
+    tag_run(tmp_path / "exact")
+    comparison = compare([out, tmp_path / "exact"], n_boot=50)
+    assert comparison.citations[0].startswith("Note: 'run': Greedy survival was approximated") and \
+        spec in comparison.citations[0]
+    assert not any("'exact'" in c and "approximated" in c for c in comparison.citations)
+    (pair,) = comparison.pairs
+    assert pair["n_chains"] == len(EXAMPLE_CHAINS) and -1 <= pair["kendall_tau"]["mean"] <= 1
 
 
 def test_exact_run_of_long_chain_is_refused_naming_approx(tmp_path, tiny_loaded, monkeypatch):
@@ -229,3 +257,93 @@ def test_exact_run_of_long_chain_warns(tmp_path, tiny_loaded, monkeypatch):
     monkeypatch.setattr(approx, "EXACT_WARN_TOKENS", 20)
     with pytest.warns(UserWarning, match="--approx auto"):
         prune(EXAMPLE_CHAINS[1:2], tmp_path / "run", loaded_model=tiny_loaded, progress=False, keep_ratio=0.9)
+
+
+def naive_lazy(model, encoded, radius, batch, refresh, same, age):
+    """Lazy re-scoring written plainly: every cost a full HF forward of the candidate sequence."""
+    prefix, reasoning, answer = encoded.prefix_ids, encoded.reasoning_ids, encoded.answer_ids
+    alive, order = list(range(len(reasoning))), []
+    costs, fresh, measured, refreshed, gap, step = [], [], [], None, None, 0
+    while alive:
+        m = len(alive)
+        kept = [reasoning[i] for i in alive]
+        base = sequence_objective(model, prefix, kept, answer)
+
+        def measure(k):
+            if not fresh[k]:
+                costs[k] = base - sequence_objective(model, prefix, kept[:k] + kept[k + 1:], answer)
+                fresh[k], measured[k] = True, step
+
+        if refreshed is None or m <= refreshed * (1 - refresh):
+            costs, fresh, measured, refreshed = [0.0] * m, [False] * m, [0] * m, m
+            for k in range(m):
+                measure(k)
+        elif gap is not None:
+            near = [k for k in range(m) if gap - radius <= k < gap + radius or (same and kept[k] == deleted_token)]
+            oldest = sorted((k for k in range(m) if k not in near), key=lambda k: (measured[k], k))[:age]
+            for k in near + oldest:
+                measure(k)
+        while True:
+            winner = min(range(m), key=lambda k: (costs[k], k))
+            if fresh[winner]:
+                break
+            for k in sorted((k for k in range(m) if not fresh[k]), key=lambda k: (costs[k], k))[:batch]:
+                measure(k)
+        deleted_token = kept[winner]
+        order.append(alive.pop(winner))
+        costs.pop(winner)
+        measured.pop(winner)
+        fresh, gap, step = [False] * (m - 1), winner, step + 1
+    return order
+
+
+def test_lazy_spec_parsing():
+    from cotsurvival.pruning.approx import LazySpec
+
+    assert parse_approx("lazy") == LazySpec()
+    assert parse_approx("lazy:radius=1,batch=4,refresh=0.25") == LazySpec(radius=1, batch=4, refresh=0.25)
+    assert parse_approx("lazy:refresh=0").is_exact and not parse_approx("lazy:refresh=0.1").is_exact
+    assert parse_approx(parse_approx("lazy:radius=3,same=0").describe()) == LazySpec(radius=3, same=False)
+    for bad in ("lazy:same=2", "lazy:age=-1", "lazy:local=1", "lazy:window=0", "lazy:window=4,radius=1", "lazy:refresh=1", "lazy:batch=0", "lazy:radius=-1", "lazy:depth=2", "lazy:radius=x", "lazy:0.1"):
+        with pytest.raises(CotSurvivalError) as error:
+            parse_approx(bad)
+        assert error.value.code == "E110"
+
+
+@pytest.mark.parametrize("spec", ["lazy:refresh=0", "lazy:window=1000,refresh=0.9"])
+def test_lazy_exact_setting_on_whole_chains_equals_exact_engine(tiny, spec):
+    """Whole chains (duplicate adjacent tokens included), float32, against the cross-step engine: a
+    full refresh at every step, and a window that reaches the end of every chain, are exact."""
+    from cotsurvival.pruning.lazy import lazy_prune
+
+    model, tokenizer = tiny
+    for chain in EXAMPLE_CHAINS:
+        encoded = encode_chain(chain, tokenizer)
+        n = len(encoded.reasoning_ids)
+        exact = greedy_prune(CrossStepScorer(model), encoded, n)
+        lazy = lazy_prune(PrefixReuseScorer(model), encoded, n, parse_approx(spec), ChainTrace())
+        assert pruned_sequences(encoded.reasoning_ids, lazy.order) == \
+            pruned_sequences(encoded.reasoning_ids, exact.order)
+        np.testing.assert_allclose(lazy.objectives, exact.objectives, atol=2e-3)
+        np.testing.assert_allclose(lazy.deletion_costs, -np.diff(exact.objectives), atol=2e-3)
+
+
+@pytest.mark.parametrize("spec", ["lazy:radius=2,batch=2,refresh=0.5", "lazy:radius=0,batch=1,refresh=0.9,same=0",
+                                  "lazy:radius=1,batch=3,refresh=0.2,age=2"])
+def test_lazy_equals_naive_implementation(tiny64, spec):
+    """Each approximate setting chooses what the plain implementation of the same rule chooses; the
+    objectives it records are the exact objectives of the sequences it leaves."""
+    model, tokenizer = tiny64
+    encoded = encode_chain(EXAMPLE_CHAINS[1], tokenizer)
+    parsed = parse_approx(spec)
+    n = len(encoded.reasoning_ids)
+    oracle = naive_lazy(model, encoded, parsed.radius, parsed.batch, parsed.refresh, parsed.same, parsed.age)
+    trace = greedy_prune(NaiveScorer(model), encoded, n, approx=spec)
+    assert pruned_sequences(encoded.reasoning_ids, trace.order) == pruned_sequences(encoded.reasoning_ids, oracle)
+    assert trace.scored_steps[0] == 1 and len(trace.step_costs) == len(trace.scored_steps) < n
+    alive = list(range(n))
+    for step, position in enumerate(trace.order[:8], 1):
+        alive.remove(position)
+        kept = [encoded.reasoning_ids[i] for i in alive]
+        assert trace.objectives[step] == pytest.approx(
+            sequence_objective(model, encoded.prefix_ids, kept, encoded.answer_ids), abs=1e-8)

@@ -189,6 +189,16 @@ def test_unsupported_architecture_is_refused():
             make_scorer(model, method)
         assert error.value.code == "E100"
         assert "GPT2LMHeadModel" in error.value.one_line() and "--method naive" in error.value.one_line()
+    # Lazy re-scoring keeps a prefix-reuse cache: refused with a pointer to top-k, which runs anywhere.
+    from cotsurvival.encoding import EncodedChain
+    from cotsurvival.pruning.engine import greedy_prune
+    from cotsurvival.testing import EXAMPLE_CHAINS
+
+    encoded = EncodedChain(EXAMPLE_CHAINS[0], [1, 2, 3], [4, 5, 6, 7], [8, 9], [(0, 1)] * 4, False)
+    with pytest.raises(CotSurvivalError) as error:
+        greedy_prune(make_scorer(model, "auto"), encoded, 2, approx="lazy")
+    assert error.value.code == "E113" and "topk" in error.value.one_line()
+    assert len(greedy_prune(make_scorer(model, "auto"), encoded, 4, approx="topk:0.5").order) == 4
 
 
 def test_look_alike_class_and_unsupported_settings_are_refused():

@@ -98,6 +98,26 @@ def test_ray_same_ranks_as_local_and_resumable_by_local(tmp_path, tiny_dir, tiny
 
 
 @needs_ray
+@pytest.mark.parametrize("spec", ["lazy:radius=1,batch=1,refresh=0.5", "topk:0.3"])
+def test_ray_approximate_run_equals_local(tmp_path, tiny_dir, tiny_from_dir, local_ray, spec):
+    """--approx reaches the actors: the same approximate ranks and manifest record as the local backend."""
+    from cotsurvival.pruning import prune
+
+    source = write_jsonl(tmp_path / "chains.jsonl", EXAMPLE_CHAINS)
+    ref = prune(source, tmp_path / "ref", loaded_model=tiny_from_dir, approx=spec, progress=False)
+    run = prune(source, tmp_path / "run", model=str(tiny_dir), device="cpu", dtype="float32", approx=spec,
+                backend="ray", workers=2, gpus_per_worker=0, progress=False)
+    for table in ("tokens", "steps", "traces"):
+        pd.testing.assert_frame_equal(pd.read_parquet(ref.path / f"{table}.parquet"),
+                                      pd.read_parquet(run.path / f"{table}.parquet"), check_exact=False, atol=1e-5)
+    local, remote = ref.read_manifest()["engine"], run.read_manifest()["engine"]
+    from cotsurvival.pruning.approx import parse_approx
+
+    assert remote["approx"] == local["approx"] and remote["approx"]["spec"] == parse_approx(spec).describe()
+    assert remote["token_rows_chains"] == local["token_rows_chains"]
+
+
+@needs_ray
 def test_killed_actor_chain_retried_elsewhere(tmp_path, tiny_dir, tiny_from_dir, local_ray, monkeypatch):
     from cotsurvival.pruning import prune
     from cotsurvival.pruning import run as run_module

@@ -65,7 +65,8 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
 # --approx (engineer approx): approximate greedy survival for long chains
 @click.option("--approx", default=None,
               help="Approximate greedy survival for long chains: auto (exact up to 150 tokens, else "
-                   "topk:0.1,window=64), topk:F[,window=W][,block=B], topk:k=K. Default: exact.")
+                   "topk:0.1,window=64), lazy[:radius=R,batch=B,refresh=F,same=0|1,age=A], lazy:window=W,refresh=F, "
+                   "topk:F[,window=W][,block=B], topk:k=K. Fidelity: BENCHMARKS.md. Default: exact.")
 def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file, baselines, max_batch_tokens, method, device, dtype,
           on_error, keep_annotations, seed, trust_remote_code, allow_unsafe_weights, backend, ray_address, workers,
           gpus_per_worker, max_memory, llmlingua_model, approx):

@@ -188,6 +188,13 @@ def compare(
     recovery = _recovery(views)
     if recovery is not None:
         result.tables["recovery"] = recovery
+    approximate = [v for v in views if v.ordering == "greedy" and (v.manifest.get("engine") or {}).get("approx")]
+    if approximate:  # every citable sentence of a comparison with approximate ranks carries it (issue 16)
+        from ..pruning.approx import approx_note
+
+        said = [f"Note: '{v.name}': {approx_note(v.manifest)}" for v in approximate]
+        result.citations[:0] = said
+        result.notes.extend(said)
     result.notes = list(dict.fromkeys(result.notes))
     if out is not None:
         result.save(out, figures=figures)

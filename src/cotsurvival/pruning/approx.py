@@ -2,25 +2,36 @@
 
 Exact greedy survival scores every remaining token at every step: about n³/6 decoder token rows
 per chain (prefix reuse; cross-step reuse runs about as many), out of reach beyond a few hundred
-tokens. Two approximations, combinable, each with a setting at which it *is* the exact engine:
+tokens. Two families of approximation, each with a setting at which it *is* the exact engine:
 
 ``topk:F``  (or ``topk:k=K``)
     Score every remaining token once per *round*, then delete the ``k = max(1, floor(F·m))``
     cheapest of the ``m`` remaining (ascending cost; ties to the lowest position) before
     re-scoring. ``k = 1`` (``topk:k=1``) is the exact engine. Rounds ≈ ln(n)/F, so the work drops
     from n steps of scoring to a few dozen.
-``window=W``
+``topk:...,window=W``
     A candidate's cost counts the change of log-probabilities over the ``W`` tokens after the
     block it lies in only (tokens further right are assumed unchanged by the deletion). The
     remaining tokens are scored in blocks of ``block`` tokens, each block one call of the scorer
     on ``prefix ⊕ kept[:s]`` | ``kept[s:e]`` | ``kept[e:e+W]``; the last block sees the real
     answer. A window reaching the end of the chain is exact. Only the ``joint`` objective
     (the answer objective's whole signal lies at the end of the sequence).
+``lazy:radius=R,batch=B,refresh=F,same=S,age=A``  (:mod:`.lazy`)
+    One deletion per step, like the exact engine, but only some costs are re-measured: the ``R``
+    tokens each side of the last deletion, other copies of the deleted token (``same=1``), the
+    ``A`` stalest, then the ``B`` cheapest stale ones until the cheapest is freshly measured; a full
+    re-score whenever the chain has shrunk by ``F``. ``refresh=0`` is the exact engine. Every
+    deletion's cost and every objective is exact; only the choice can differ.
+``lazy:window=W,refresh=F``
+    Every step re-measures every token's cost over the ``W`` targets after it, keeping the part
+    beyond the window from the last full re-score (joint objective only).
 
-Specs: ``topk:0.1``, ``topk:0.1,window=64``, ``topk:k=1`` (exact), ``auto`` (the measured
-recommendation, :data:`AUTO`), ``exact``. The engine records which steps were scored: traces hold
-only those steps; ``steps.objective`` after an unscored step is the round's additive estimate
-(the scored objective minus the costs of the tokens deleted so far in the round).
+Specs: ``lazy``, ``lazy:radius=2,batch=1,refresh=0.5``, ``lazy:refresh=0`` (exact), ``topk:0.1``,
+``topk:0.1,window=64``, ``topk:k=1`` (exact), ``auto`` (the measured recommendation,
+:class:`AutoSpec`), ``exact``. The engine records which steps were fully scored: traces hold only
+those steps. After a ``topk`` step that was not scored, ``steps.objective`` is the round's additive
+estimate (the scored objective minus the costs of the tokens deleted so far in the round); ``lazy``
+objectives are exact at every step.
 """
 from __future__ import annotations
 
@@ -82,6 +93,33 @@ class ApproxSpec:
 
 
 @dataclass(frozen=True)
+class LazySpec:
+    """Lazy re-scoring (:mod:`.lazy`): re-score ``radius`` tokens each side of the last deletion
+    (and, with ``same``, every other copy of the deleted token), then the ``batch`` cheapest stale tokens until the cheapest is fresh; a full re-score whenever
+    the chain has shrunk by ``refresh`` since the last one (``refresh=0``: every step, exact)."""
+
+    radius: int = 2
+    batch: int = 2
+    refresh: float = 0.5
+    same: bool = True
+    age: int = 0
+    window: int | None = None
+
+    @property
+    def is_exact(self) -> bool:
+        return self.refresh == 0.0
+
+    def describe(self) -> str:
+        if self.window is not None:
+            return f"lazy:window={self.window},refresh={self.refresh:g}"
+        return (f"lazy:radius={self.radius},batch={self.batch},refresh={self.refresh:g},same={int(self.same)},"
+                f"age={self.age}")
+
+    def to_dict(self) -> dict:
+        return {"method": "lazy", "spec": self.describe(), **asdict(self)}
+
+
+@dataclass(frozen=True)
 class AutoSpec:
     """``--approx auto``: exact for chains up to ``exact_max`` reasoning tokens, ``long`` above."""
 
@@ -99,9 +137,9 @@ class AutoSpec:
                 "long": self.long.to_dict()}
 
 
-def parse_approx(spec: str | ApproxSpec | AutoSpec | None) -> ApproxSpec | AutoSpec | None:
+def parse_approx(spec: "str | ApproxSpec | LazySpec | AutoSpec | None") -> "ApproxSpec | LazySpec | AutoSpec | None":
     """``None``/``"exact"``/``"none"`` → None (exact engine); else an :class:`ApproxSpec` or :class:`AutoSpec`."""
-    if spec is None or isinstance(spec, (ApproxSpec, AutoSpec)):
+    if spec is None or isinstance(spec, (ApproxSpec, LazySpec, AutoSpec)):
         return spec
     text = str(spec).strip().lower()
     if text in ("", "exact", "none"):
@@ -109,8 +147,10 @@ def parse_approx(spec: str | ApproxSpec | AutoSpec | None) -> ApproxSpec | AutoS
     if text == "auto":
         return AutoSpec()
     method, _, rest = text.partition(":")
+    if method == "lazy":
+        return _parse_lazy(spec, rest)
     if method != "topk":
-        raise CotSurvivalError("E110", spec=spec, reason=f"unknown method {method!r}; use topk or auto")
+        raise CotSurvivalError("E110", spec=spec, reason=f"unknown method {method!r}; use lazy, topk or auto")
     fields: dict = {}
     for part in [p.strip() for p in rest.split(",") if p.strip()]:
         key, eq, value = part.partition("=")
@@ -135,7 +175,33 @@ def parse_approx(spec: str | ApproxSpec | AutoSpec | None) -> ApproxSpec | AutoS
     return ApproxSpec(**fields)
 
 
-def approx_record(spec: ApproxSpec | AutoSpec | None) -> dict | None:
+def _parse_lazy(spec: str, rest: str) -> LazySpec:
+    fields: dict = {}
+    for part in [p.strip() for p in rest.split(",") if p.strip()]:
+        key, eq, value = part.partition("=")
+        if not eq or key not in ("radius", "batch", "refresh", "same", "age", "window"):
+            raise CotSurvivalError("E110", spec=spec,
+                                   reason=f"unknown parameter {part!r} (radius, batch, refresh, same, age, window)")
+        try:
+            fields[key] = float(value) if key == "refresh" else int(value)
+        except ValueError:
+            raise CotSurvivalError("E110", spec=spec, reason=f"{key}={value!r} is not a number") from None
+        if key == "same":
+            if fields[key] not in (0, 1):
+                raise CotSurvivalError("E110", spec=spec, reason=f"{key} must be 0 or 1")
+            fields[key] = bool(fields[key])
+    if fields.get("window", 1) < 1:
+        raise CotSurvivalError("E110", spec=spec, reason="window must be at least 1")
+    if "window" in fields and set(fields) & {"radius", "batch", "same", "age"}:
+        raise CotSurvivalError("E110", spec=spec, reason="window= re-measures every token; it takes only refresh=")
+    if fields.get("radius", 0) < 0 or fields.get("age", 0) < 0 or fields.get("batch", 1) < 1:
+        raise CotSurvivalError("E110", spec=spec, reason="radius and age must be at least 0, batch at least 1")
+    if not 0.0 <= fields.get("refresh", 0.5) < 1.0:
+        raise CotSurvivalError("E110", spec=spec, reason="refresh must lie in [0, 1)")
+    return LazySpec(**fields)
+
+
+def approx_record(spec: "ApproxSpec | LazySpec | AutoSpec | None") -> dict | None:
     """What the manifest records as ``engine.approx`` (None for an exact run)."""
     return None if spec is None else spec.to_dict()
 
@@ -157,13 +223,22 @@ def check_exact_feasible(n_tokens: int, chain_id: str, limit: int | None = None)
                       stacklevel=3)
 
 
-def rounds_scorer(scorer: Scorer) -> Scorer:
+def rounds_scorer(scorer: Scorer, spec: "ApproxSpec | LazySpec | None" = None) -> Scorer:
     """The scorer approximate rounds use: cross-step reuse only pays when one token goes per step,
-    and keeps n²/2 rows of keys and values, so its model is scored with prefix reuse instead."""
+    and keeps n²/2 rows of keys and values, so its model is scored with prefix reuse instead.
+    Lazy re-scoring needs prefix reuse (its sequence cache); on other architectures it is refused."""
     from .crossstep import CrossStepScorer
+    from .forward import unsupported_reason
     from .methods import make_scorer
+    from .scoring import PrefixReuseScorer
 
-    if not isinstance(scorer, CrossStepScorer):
+    needs_prefix = isinstance(spec, LazySpec)
+    if needs_prefix and not isinstance(scorer, PrefixReuseScorer):
+        reason = unsupported_reason(scorer.model)
+        if reason is not None:
+            raise CotSurvivalError("E113", spec=spec.describe(), architecture=type(scorer.model).__name__,
+                                   reason=reason)
+    elif not isinstance(scorer, CrossStepScorer):
         return scorer
     cached = getattr(scorer, "_approx_rounds_scorer", None)
     if cached is None:
@@ -263,8 +338,8 @@ MEASURED_FIDELITY: dict[str, dict] = {
 }
 
 
-def approx_note(manifest: dict) -> str | None:
-    """The sentence every citable output of an approximate run carries (None for an exact run)."""
+def _approx_parts(manifest: dict) -> tuple[str, str, dict | None] | None:
+    """(what was approximated, the approximate spec, its measured fidelity or None), None if exact."""
     record = (manifest.get("engine") or {}).get("approx")
     if not record:
         return None
@@ -273,10 +348,28 @@ def approx_note(manifest: dict) -> str | None:
         long = record.get("long", {}).get("spec")
         what = (f"ranks are exact for chains up to {record.get('exact_max_tokens')} reasoning tokens and "
                 f"approximate above ({long})")
-        measured = MEASURED_FIDELITY.get(long)
-    else:
-        what = f"ranks are approximate ({spec})"
-        measured = MEASURED_FIDELITY.get(spec)
+        return what, long, MEASURED_FIDELITY.get(long)
+    return f"ranks are approximate ({spec})", spec, MEASURED_FIDELITY.get(spec)
+
+
+def approx_label(manifest: dict) -> str | None:
+    """The short line a figure of an approximate run carries (None for an exact run)."""
+    parts = _approx_parts(manifest)
+    if parts is None:
+        return None
+    _, spec, measured = parts
+    fidelity = (f"Kendall τ vs exact {measured['tau']:.2f} [{measured['lo']:.2f}, {measured['hi']:.2f}], "
+                f"{measured['n_chains']} chains" if measured else "fidelity not measured")
+    auto = " above the exact limit" if (manifest.get("engine") or {}).get("approx", {}).get("method") == "auto" else ""
+    return f"Approximate ranks{auto}: prune --approx {spec} ({fidelity}; BENCHMARKS.md)"
+
+
+def approx_note(manifest: dict) -> str | None:
+    """The sentence every citable output of an approximate run carries (None for an exact run)."""
+    parts = _approx_parts(manifest)
+    if parts is None:
+        return None
+    what, _, measured = parts
     if measured:
         fidelity = (f"against exact greedy survival this setting's mean Kendall tau was {measured['tau']:.2f} "
                     f"[95% CI {measured['lo']:.2f}, {measured['hi']:.2f}] on {measured['n_chains']} "

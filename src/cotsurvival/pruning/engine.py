@@ -48,6 +48,9 @@ class ChainTrace:
         every step (the exact engine). Approximate runs score only the first step of each round.
     token_rows : int
         Decoder token rows the scorer's model embedded for this chain (``Scorer.token_rows``).
+    deletion_costs : list of float or None
+        Cost of each step's deletion measured on that step's sequence, for engines that measure it
+        without scoring every candidate (lazy re-scoring); None: read it from ``step_costs``.
     """
 
     order: list[int] = field(default_factory=list)
@@ -59,6 +62,7 @@ class ChainTrace:
     seconds: float = 0.0
     scored_steps: list[int] | None = None
     token_rows: int = 0
+    deletion_costs: list[float] | None = None
 
     @property
     def n_steps(self) -> int:
@@ -92,14 +96,17 @@ def greedy_prune(
     """
     trace = start if start is not None else ChainTrace()
     if approx is not None:
-        from .approx import AutoSpec, approx_prune, parse_approx, rounds_scorer
+        from .approx import AutoSpec, LazySpec, approx_prune, parse_approx, rounds_scorer
+        from .lazy import lazy_prune
 
         spec = parse_approx(approx)
         if isinstance(spec, AutoSpec):
             spec = spec.for_length(len(encoded.reasoning_ids))
         if spec is not None and not (spec.is_exact and trace.scored_steps is None):
-            rounds = rounds_scorer(scorer)
+            rounds = rounds_scorer(scorer, spec)
             try:
+                if isinstance(spec, LazySpec):
+                    return lazy_prune(rounds, encoded, n_steps, spec, trace, on_step)
                 return approx_prune(rounds, encoded, n_steps, spec, trace, on_step)
             finally:
                 rounds.reset()

@@ -67,12 +67,12 @@ class _Worker:
             return self.error
         return self.tokenizer, self.info, type(self.scorer).__name__, self.name
 
-    def prune(self, index, item, wanted, start, attention):
+    def prune(self, index, item, wanted, start, attention, approx=None):
         from .baselines import answer_attention
         from .engine import greedy_prune
 
         try:
-            trace = greedy_prune(self.scorer, item, wanted, start=start)
+            trace = greedy_prune(self.scorer, item, wanted, start=start, approx=approx)
             vector = answer_attention(self.lm, item) if attention else None
         except CotSurvivalError as exc:
             return _Failure(exc.code, exc.fields)
@@ -172,9 +172,10 @@ class RayPool:
 
     # ------------------------------------------------------------------ work
     def run(self, jobs: Sequence[tuple], *, start_of: Callable, attention: bool,
-            max_retries: int = 3) -> Iterator[tuple]:
+            max_retries: int = 3, approx=None) -> Iterator[tuple]:
         """Prune ``jobs`` = ``[(index, item, wanted), ...]``; yield ``(index, item, trace, attention, worker)``
-        as chains finish (in any order). A chain whose actor dies is re-queued, up to ``max_retries`` times."""
+        as chains finish (in any order). A chain whose actor dies is re-queued, up to ``max_retries`` times.
+        ``approx`` is a parsed ``--approx`` spec (None: exact), passed to every actor's engine."""
         ray = self.ray
         from ray.exceptions import RayActorError, RayTaskError
 
@@ -188,7 +189,7 @@ class RayPool:
                 if name not in self.actors:
                     continue
                 index, item, wanted = queue.popleft()
-                ref = self.actors[name].prune.remote(index, item, wanted, start_of(index, item), attention)
+                ref = self.actors[name].prune.remote(index, item, wanted, start_of(index, item), attention, approx)
                 in_flight[ref] = (name, (index, item, wanted))
             ready, _ = ray.wait(list(in_flight), num_returns=1)
             ref = ready[0]

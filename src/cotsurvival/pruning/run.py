@@ -195,8 +195,6 @@ def prune(
     from .approx import parse_approx
 
     approx_spec = parse_approx(approx)
-    if approx_spec is not None and backend == "ray":
-        raise CotSurvivalError("E110", spec=approx, reason="not supported with --backend ray yet")
     _check_out(out, chains)
     corpus = _as_corpus(chains, on_error, keep_annotations, limit, ids)
     selection = {"limit": limit, "ids": list(ids) if ids is not None else None}
@@ -345,7 +343,7 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objec
             scorer_name = ", ".join(_SCORER_NAMES[m] for m in planned) if planned else scorer_name
         else:
             for index, item, trace, attention, _ in pool.run(todo, start_of=lambda i, it: _start_trace(run, it, i),
-                                                             attention="attention" in names):
+                                                             attention="attention" in names, approx=approx):
                 _record_rows(run, item, trace, chain_rows)
                 _commit(run, item, index, trace, names, seed, attention, classifier)
                 committed(item, trace)

@@ -176,26 +176,33 @@ class PrefixReuseScorer(Scorer):
             candidate[k] = candidate[k - 1]
         return StepScores(float(weighted.sum()), candidate, lp_next[:n], total + processed)
 
-    def _suffix_scores(self, sequence, cache, p, n, a, weights) -> tuple[np.ndarray, int]:
+    def _suffix_scores(self, sequence, cache, p, n, a, weights, candidates=None,
+                       limit: int | None = None) -> tuple[np.ndarray, int]:
+        """Per candidate k, ``Σ w·log p`` of its suffix targets (all candidates, or only ``candidates``,
+        which must hold no duplicate of its previous token); entries not scored stay 0. With
+        ``limit``, only the first ``limit`` targets of each suffix (a local window)."""
         scores = np.zeros(n, dtype=np.float64)
-        duplicate = duplicate_of_previous(sequence[p: p + n].tolist())
+        if candidates is None:
+            duplicate = duplicate_of_previous(sequence[p: p + n].tolist())
+            candidates = [k for k in range(n) if not duplicate[k]]
         # Longest suffixes last: consecutive candidates have similar lengths, so padding is small.
-        todo = [k for k in range(n - 1, -1, -1) if not duplicate[k] and n + a - k - 2 > 0]
+        todo = [k for k in sorted(candidates, reverse=True) if n + a - k - 2 > 0]
         processed = 0
         while todo:
             # Plan from the current budget each time: an out-of-memory retry re-splits the batch.
-            done, rows = self._run_with_oom_retry(self._plan_and_score, sequence, cache, p, n, a, weights, todo, scores)
+            done, rows = self._run_with_oom_retry(self._plan_and_score, sequence, cache, p, n, a, weights, todo, scores,
+                                                  limit)
             processed += rows
             todo = todo[done:]
         return scores, processed
 
-    def _plan_and_score(self, sequence, cache, p, n, a, weights, todo, scores) -> tuple[int, int]:
+    def _plan_and_score(self, sequence, cache, p, n, a, weights, todo, scores, limit=None) -> tuple[int, int]:
         """Score the next batch of ``todo``; returns (jobs done, token rows run)."""
-        batch = next(plan_batches(todo, lambda k: n + a - k - 2, self.max_batch_tokens))
-        return len(batch), self._score_batch(sequence, cache, p, n, a, weights, batch, scores)
+        batch = next(plan_batches(todo, lambda k: _suffix_length(k, n, a, limit), self.max_batch_tokens))
+        return len(batch), self._score_batch(sequence, cache, p, n, a, weights, batch, scores, limit)
 
-    def _score_batch(self, sequence, cache, p, n, a, weights, batch, scores) -> int:
-        lengths = [n + a - k - 2 for k in batch]
+    def _score_batch(self, sequence, cache, p, n, a, weights, batch, scores, limit=None) -> int:
+        lengths = [_suffix_length(k, n, a, limit) for k in batch]
         width = max(lengths)
         rows = len(batch)
         ids = torch.zeros(rows, width, dtype=torch.long, device=self.device)
@@ -203,13 +210,12 @@ class PrefixReuseScorer(Scorer):
         valid = torch.zeros(rows, width, dtype=torch.bool, device=self.device)
         targets = torch.zeros(rows, width, dtype=torch.long, device=self.device)
         target_w = np.zeros((rows, width))
-        total = len(sequence)
         for row, (k, length) in enumerate(zip(batch, lengths)):
-            ids[row, :length] = sequence[p + k + 1: total - 1]
+            ids[row, :length] = sequence[p + k + 1: p + k + 1 + length]
             positions[row, :length] = torch.arange(p + k, p + k + length, device=self.device)
             valid[row, :length] = True
-            targets[row, :length] = sequence[p + k + 2:]
-            target_w[row, :length] = weights[k + 2:]
+            targets[row, :length] = sequence[p + k + 2: p + k + 2 + length]
+            target_w[row, :length] = weights[k + 2: k + 2 + length]
         prefix_lengths = torch.tensor([p + k for k in batch], device=self.device)
         hidden, _ = self.forward.run(ids, positions, prefix=cache, prefix_lengths=prefix_lengths, query_valid=valid)
         needed = torch.from_numpy(target_w > 0).to(self.device)
@@ -219,6 +225,12 @@ class PrefixReuseScorer(Scorer):
         for row, k in enumerate(batch):
             scores[k] = per_row[row]
         return rows * width
+
+
+def _suffix_length(k: int, n: int, a: int, limit: int | None) -> int:
+    """Query rows of candidate k's suffix pass: every target after the gap's first, or ``limit`` of them."""
+    full = n + a - k - 2
+    return full if limit is None else min(full, limit)
 
 
 class NaiveScorer(Scorer):

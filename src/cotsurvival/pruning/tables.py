@@ -22,8 +22,13 @@ def tokens_frame(encoded: EncodedChain, trace: ChainTrace, chain_index: int) -> 
     scored = _scored_steps(trace)
     # A step not scored itself (approximate runs) takes the cost from its round's scoring.
     latest = np.searchsorted(scored, np.arange(1, trace.n_steps + 1), side="right") - 1
+    measured = trace.deletion_costs if trace.deletion_costs is not None and \
+        len(trace.deletion_costs) == trace.n_steps else None
     for step, position in enumerate(trace.order, 1):
         deleted[position] = step
+        if measured is not None:  # lazy re-scoring measured each deletion on its own step's sequence
+            cost_at[position] = measured[step - 1]
+            continue
         costs, alive = trace.step_costs[latest[step - 1]], trace.step_positions[latest[step - 1]]
         cost_at[position] = costs[int(np.searchsorted(alive, position))]
     texts = encoded.token_texts()

@@ -73,6 +73,30 @@ class ReportData:
             self.__dict__["stats"] = stats  # pre-fills the cached property
         self.quotes: list[Quote] = []
 
+    # ---------------------------------------------------------------- approximation
+    @cached_property
+    def _approximate_manifest(self) -> dict | None:
+        manifest = self.run.read_manifest()
+        return manifest if (manifest.get("engine") or {}).get("approx") else None
+
+    @cached_property
+    def approx_note(self) -> str | None:
+        """The approximation sentence of an approximate run (``prune --approx``), None when exact."""
+        if self._approximate_manifest is None:
+            return None  # exact runs do not pay for importing the engine
+        from ..pruning.approx import approx_note
+
+        return approx_note(self._approximate_manifest)
+
+    @cached_property
+    def approx_label(self) -> str | None:
+        """Its one-line form, drawn under every figure."""
+        if self._approximate_manifest is None:
+            return None
+        from ..pruning.approx import approx_label
+
+        return approx_label(self._approximate_manifest)
+
     # ---------------------------------------------------------------- stored statistics
     @cached_property
     def stats(self):

@@ -53,8 +53,14 @@ def recovery_figure(result, width: str = "two"):
     return fig
 
 
-def save_recovery_figure(result, stem: Path, width: str = "two") -> list[Path]:
-    return save_figure(recovery_figure(result, width), stem)
+def save_recovery_figure(result, stem: Path, width: str = "two", footnote: str | None = None) -> list[Path]:
+    """Draw and save the recovery figure; ``footnote`` (e.g. the run's approximation) goes under it."""
+    fig = recovery_figure(result, width)
+    if footnote:
+        from .style import add_footnote
+
+        add_footnote(fig, footnote)
+    return save_figure(fig, stem)
 
 
 def _pct(value: float) -> str:

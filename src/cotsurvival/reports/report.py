@@ -47,6 +47,8 @@ class Report(StageResult):
     quotes: dict[str, list[Quote]] = field(default_factory=dict)
     texts: dict[str, list[str]] = field(default_factory=dict)
     recovery_citations: list[str] = field(default_factory=list)
+    approx_note: str | None = None  # the approximation sentence of an approximate run (every caption)
+    approx_label: str | None = None  # its short form under every figure
 
     title = "cotsurvival report"
 
@@ -109,7 +111,8 @@ def build_report(
     out = Path(out)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    report = Report(index=out / "index.html", stats_note=stats_note)
+    report = Report(index=out / "index.html", stats_note=stats_note, approx_note=data.approx_note,
+                    approx_label=data.approx_label)
     try:
         for spec in FIGURES:
             for stem, kwargs in _variants(spec, text_chains):
@@ -158,7 +161,8 @@ def _draw_recovery(run: RunDir, out: Path, widths, report: Report) -> None:
     from .recovery import save_recovery_figure
 
     report.figures[RECOVERY_STEM] = [p for width in widths
-                                     for p in save_recovery_figure(result, out / f"{RECOVERY_STEM}_{width}", width)]
+                                     for p in save_recovery_figure(result, out / f"{RECOVERY_STEM}_{width}", width,
+                                                                   footnote=report.approx_label)]
     report.recovery_citations = list(result.citations())
 
 
@@ -188,13 +192,15 @@ def _variants(spec, text_chains: list[int] | None):
 def _draw(spec, data: ReportData, out: Path, stem: str, widths, kwargs) -> tuple[list[Path], list[str]]:
     from matplotlib.text import Text
 
-    from .style import save_figure
+    from .style import add_footnote, save_figure
 
     paths: list[Path] = []
     texts: list[str] = []
     for width in widths:
         with figure_style():
             fig = spec.draw(data, width, **kwargs)
+            if data.approx_label:  # every figure of an approximate run says so
+                add_footnote(fig, data.approx_label)
             # Everything but the axes' own tick and axis labels: titles, legends, annotations.
             axis = {id(t) for ax in fig.axes for a in (ax.xaxis, ax.yaxis) for t in a.findobj(Text)}
             texts += [t.get_text() for t in fig.findobj(Text) if id(t) not in axis and t.get_text()]
@@ -295,6 +301,8 @@ def _figure_html(stem: str, title: str, report: Report, width: str, caption: str
         return (f'<section id="{anchor}"><h2>{html.escape(title)}</h2>'
                 f'<p class="note">Figure omitted: {html.escape(report.skipped[stem])}</p></section>')
     caption = _spec(stem).caption if caption is None else caption
+    if report.approx_note:
+        caption = f"{caption} {report.approx_note}"
     files = report.figures[stem]
     png = next(p for p in files if p.suffix == ".png" and p.stem.endswith(f"_{width}"))
     data_uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")

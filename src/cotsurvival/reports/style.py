@@ -101,6 +101,36 @@ def figure_style() -> Iterator[None]:
         yield
 
 
+def add_footnote(fig, text: str) -> None:
+    """A small note on the figure (e.g. that its ranks are approximate), in space reserved for it.
+
+    The figure grows by the note's height and a constrained layout keeps everything else out of
+    that band: at the bottom, or at the top when a figure-level legend already sits at the bottom.
+    The note wraps to the figure's width, never clipped.
+    """
+    from textwrap import wrap
+
+    width, height = fig.get_size_inches()
+    # At most 3 points of width per character at 5 pt (DejaVu Sans averages less).
+    lines = wrap(text, width=max(20, int(width * 72 / 3.0)))
+    band_in = 0.05 + 0.085 * len(lines)
+    fig.set_size_inches(width, height + band_in)
+    band = band_in / (height + band_in)
+    # matplotlib keeps where a legend was asked for only privately: "lower" for loc="outside lower ...".
+    at_top = any(getattr(legend, "_loc", None) in (3, 4, 8) or "lower" in str(getattr(legend, "_outside_loc", ""))
+                 for legend in fig.legends)
+    engine = fig.get_layout_engine()
+    rect = (0, 0, 1, 1 - band) if at_top else (0, band, 1, 1 - band)
+    if engine is not None and hasattr(engine, "set") and "rect" in engine.get():
+        engine.set(rect=rect)
+    else:  # axes placed by hand (e.g. the chain text): keep each where it was, in inches
+        for ax in fig.axes:
+            box = ax.get_position()
+            ax.set_position((box.x0, rect[1] + box.y0 * (1 - band), box.width, box.height * (1 - band)))
+    y, va = (1 - 0.02 * band, "top") if at_top else (0.02 * band, "bottom")
+    fig.text(0.005, y, "\n".join(lines), fontsize=5, color="0.3", ha="left", va=va, linespacing=1.2)
+
+
 def save_figure(fig, stem: Path) -> list[Path]:
     """Write ``stem.png`` (300 dpi) and ``stem.pdf`` (TrueType fonts) and close the figure.
 
