@@ -6,8 +6,13 @@ the category effects (per-category median survival: same sign of the difference 
 median, overlapping chain-bootstrap CIs, difference of medians), and the token-row and wall-time
 ratios against exact ``crossstep``.
 
-    PYTHONPATH=src nice python bench/approx_fidelity.py --chains 4 --min-tokens 100 --max-tokens 150 \\
-        --specs topk:0.05 topk:0.1 topk:0.2 topk:0.1,window=32,block=32 --out bench/out/fidelity.json
+    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/approx_fidelity.py --chains 5 --min-tokens 100 \\
+        --max-tokens 160 --ids model-2 model-5 model-9 model-10 model-15 --threads 1 \\
+        --exact-cache bench/out/exact --specs topk:0.1 lazy:radius=2,batch=2,refresh=0.5 --out bench/out/fid.json
+
+``--exact-cache DIR`` stores each chain's exact ranking (order, per-step costs, rows, seconds and the
+load it ran at) and reuses it: exact runs of 100–160 tokens take 6–45 minutes each on this CPU, so
+several invocations (e.g. one per core) can share them. ``--ids`` picks chains by id.
 
 ``--long N`` instead builds one chain of about N reasoning tokens by concatenating consecutive GSM8K
 test problems and their worked (human) solutions into one multi-problem reasoning, and prunes it

@@ -1,0 +1,156 @@
+"""How path-dependent is the exact greedy order? The measurements behind BENCHMARKS.md, "Why no
+setting reaches τ ≥ 0.9", from the exact rankings ``bench/approx_fidelity.py --exact-cache`` stores.
+
+    python bench/approx_paths.py gaps --cache /tmp/exact_cache            # gap between the two cheapest
+    python bench/approx_paths.py contenders --cache /tmp/exact_cache      # where new contenders appear
+    PYTHONPATH=src python bench/approx_paths.py force --cache /tmp/exact_cache --chain model-5 --steps 40 60 80
+    PYTHONPATH=src python bench/approx_paths.py noise --cache /tmp/exact_cache --chain model-1 --sigma 0.05 0.5
+
+``force`` makes step s+1 delete the second-cheapest candidate (a different sequence) and continues
+exactly; ``noise`` adds N(0, σ²) nats to every candidate's cost at every step of the exact engine.
+Both report Kendall τ of survival against the cached exact order. SmolLM2-135M, float32, one thread.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def load(cache: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(cache.glob("*.json"))}
+
+
+def gaps(chains: dict[str, dict]) -> None:
+    for name, d in chains.items():
+        ids, out = d["reasoning_ids"], []
+        for costs, alive in zip(d["step_costs"], d["step_positions"]):
+            # One candidate per distinct sequence: a token equal to its left neighbour is its twin.
+            distinct = [i == 0 or ids[alive[i]] != ids[alive[i - 1]] for i in range(len(alive))]
+            ranked = np.sort(np.asarray(costs)[distinct])
+            if len(ranked) > 1:
+                out.append(ranked[1] - ranked[0])
+        out = np.asarray(out)
+        print(f"{name}: {len(out)} steps; gap between the two cheapest, quantiles 5/10/25/50%: "
+              f"{np.round(np.quantile(out, [0.05, 0.1, 0.25, 0.5]), 3).tolist()}")
+
+
+def contenders(chains: dict[str, dict], margin: float = 1.0) -> None:
+    """Teacher-forced along the exact path: tokens whose cost moved > 1 nat, and tokens that became
+    contenders (within ``margin`` of the step's minimum, having been above it), by distance."""
+    moved, new, steps = 0, collections.Counter(), 0
+    for d in chains.values():
+        order, costs, alive, ids = d["order"], d["step_costs"], d["step_positions"], d["reasoning_ids"]
+        for t in range(1, len(order)):
+            before, now = dict(zip(alive[t - 1], costs[t - 1])), dict(zip(alive[t], costs[t]))
+            gap = alive[t - 1].index(order[t - 1])
+            low = min(now.values())
+            steps += 1
+            for k in alive[t]:
+                moved += abs(before[k] - now[k]) > 1.0
+                if now[k] <= low + margin < before[k]:
+                    distance = alive[t - 1].index(k) - gap
+                    key = ("same token" if ids[k] == ids[order[t - 1]] else
+                           distance if abs(distance) <= 4 else "further")
+                    new[key] += 1
+    print(f"{steps} steps, {len(chains)} chains: {moved / steps:.1f} tokens per step move by > 1 nat; "
+          f"{sum(new.values()) / steps:.2f} new contenders per step (within {margin} nat of the minimum):")
+    for key, count in new.most_common():
+        print(f"  {key}: {count} ({count / sum(new.values()):.0%})")
+
+
+def _model_chain(chain_id: str):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from approx_fidelity import model_written_chains
+    from cotsurvival.encoding import encode_chain
+    from cotsurvival.models import load_model
+
+    model, tokenizer, _ = load_model("smollm2-135m", device="cpu", dtype="float32")
+    chain = next(c for c in model_written_chains() if c.id == chain_id)
+    return model, encode_chain(chain, tokenizer)
+
+
+def _tau(n: int, a: list[int], b: list[int]) -> float:
+    from scipy.stats import kendalltau
+
+    def survival(order):
+        steps = np.zeros(n)
+        steps[order] = np.arange(1, len(order) + 1)
+        return steps
+
+    return float(kendalltau(survival(a), survival(b))[0])
+
+
+def force(chains: dict[str, dict], chain_id: str, steps: list[int]) -> None:
+    from cotsurvival.pruning.engine import ChainTrace, greedy_prune
+    from cotsurvival.pruning.methods import make_scorer
+
+    model, encoded = _model_chain(chain_id)
+    d, ids, n = chains[chain_id], encoded.reasoning_ids, len(encoded.reasoning_ids)
+    order = d["order"]
+    for s in steps:
+        costs, alive = np.asarray(d["step_costs"][s]), d["step_positions"][s]
+        ranked = np.argsort(costs, kind="stable")
+        second = next(alive[j] for j in ranked[1:] if ids[alive[j]] != ids[order[s]])
+        start = ChainTrace(order=order[:s] + [second], objectives=[0.0] * (s + 2))
+        began = time.perf_counter()
+        trace = greedy_prune(make_scorer(model, method="crossstep"), encoded, n, start=start)
+        apart = [len(set(order[:k]) ^ set(trace.order[:k])) // 2 for k in (s + 2, s + 5, s + 10, s + 20) if k <= n]
+        print(f"{chain_id} (n={n}): second-cheapest at step {s + 1} (gap {costs[ranked[1]] - costs[ranked[0]]:.3f} "
+              f"nats): tau {_tau(n, order, trace.order):.3f}; tokens deleted by one path only after +1/+4/+9/+19 "
+              f"steps: {apart} ({time.perf_counter() - began:.0f} s)", flush=True)
+
+
+def noise(chains: dict[str, dict], chain_id: str, sigmas: list[float], seed: int = 0) -> None:
+    from cotsurvival.pruning.crossstep import CrossStepScorer
+    from cotsurvival.pruning.engine import greedy_prune
+
+    class NoisyScorer(CrossStepScorer):
+        def __init__(self, model, sigma):
+            super().__init__(model)
+            self.sigma, self.rng = sigma, np.random.default_rng(seed)
+
+        def score(self, prefix, kept, answer):
+            scores = super().score(prefix, kept, answer)
+            scores.candidate_objectives = scores.candidate_objectives + self.rng.normal(
+                0.0, self.sigma, len(scores.candidate_objectives))
+            return scores
+
+    model, encoded = _model_chain(chain_id)
+    n = len(encoded.reasoning_ids)
+    for sigma in sigmas:
+        began = time.perf_counter()
+        trace = greedy_prune(NoisyScorer(model, sigma), encoded, n)
+        print(f"{chain_id} (n={n}): cost noise sigma={sigma} nats: tau {_tau(n, chains[chain_id]['order'], trace.order):.3f} "
+              f"({time.perf_counter() - began:.0f} s)", flush=True)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["gaps", "contenders", "force", "noise"])
+    parser.add_argument("--cache", type=Path, required=True)
+    parser.add_argument("--chain", default=None)
+    parser.add_argument("--steps", type=int, nargs="+", default=[40, 60, 80])
+    parser.add_argument("--sigma", type=float, nargs="+", default=[0.05, 0.5])
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    chains = load(args.cache)
+    if args.what == "gaps":
+        gaps(chains)
+    elif args.what == "contenders":
+        contenders(chains)
+    elif args.what == "force":
+        force(chains, args.chain, args.steps)
+    else:
+        noise(chains, args.chain, args.sigma)
+
+
+if __name__ == "__main__":
+    main()
