@@ -180,6 +180,10 @@ def test_approximate_run_end_to_end(tmp_path, tiny_loaded, spec):
     report = build_report(out, tmp_path / "report", widths=("one",), run_analysis=False)
     page = (tmp_path / "report" / "index.html").read_text()
     assert page.count("approximated with prune --approx") >= len(report.figures)  # every caption
+    from cotsurvival.reports.viewer import build_viewer
+
+    viewer = build_viewer(out, tmp_path / "viewer.html").read_text()
+    assert all(chain.id in viewer for chain in EXAMPLE_CHAINS)
     for stem in report.figures:  # and under every figure
         assert any(" ".join(text.split()).startswith("Approximate ranks: prune --approx " + spec)
                    for text in report.texts[stem]), stem
