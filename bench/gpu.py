@@ -173,7 +173,7 @@ def main() -> int:
         tflops = 2.0 * non_embedding * trace.tokens_processed / seconds / 1e12
         row.update({
             "class": type(model).__name__, "params_b": round(sum(p.numel() for p in model.parameters()) / 1e9, 2),
-            "steps": steps, "seconds_per_chain": round(seconds, 2), "seconds_per_step": round(seconds / steps, 3),
+            "steps": steps, "seconds_per_chain": float(f"{seconds:.4g}"), "seconds_per_step": float(f"{seconds / steps:.4g}"),
             "tokens_processed": trace.tokens_processed, "achieved_tflops": round(tflops, 2),
             "fraction_of_peak": round(tflops / peak, 3) if peak else None,
             "max_batch_tokens_final": scorer.max_batch_tokens,
