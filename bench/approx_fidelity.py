@@ -125,9 +125,10 @@ def exact_trace(scorer, encoded, cache_dir):
     return trace, seconds
 
 
-def survival(trace, n):
+def survival(order, n):
+    """Normalized survival (deletion step / n) of each of n tokens from a deletion order."""
     steps = np.zeros(n)
-    for step, position in enumerate(trace.order, 1):
+    for step, position in enumerate(order, 1):
         steps[position] = step
     return steps / n
 
@@ -175,13 +176,10 @@ def fidelity(args) -> dict:
     pool = model_written_chains() if args.source == "gsm8k-model" else list(read_chains("gsm8k"))
     chains, encoded = [], []
     for chain in pool:
-        item = encode_chain(chain, tokenizer)
         if args.ids and chain.id not in args.ids:
             continue
+        item = encode_chain(chain, tokenizer)
         if args.min_tokens <= len(item.reasoning_ids) <= args.max_tokens:
-            if args.skip > 0:
-                args.skip -= 1
-                continue
             chains.append(chain)
             encoded.append(item)
         if len(chains) == args.chains:
@@ -200,7 +198,7 @@ def fidelity(args) -> dict:
             trace, seconds = prune_one(scorer, item, spec)
             results[spec].append((trace, seconds))
             n = len(item.reasoning_ids)
-            tau = kendalltau(survival(results["exact"][i][0], n), survival(trace, n))[0]
+            tau = kendalltau(survival(results["exact"][i][0].order, n), survival(trace.order, n))[0]
             print(f"{spec} {item.chain.id} tau={tau:.3f} rows={trace.token_rows} "
                   f"(exact/approx {results['exact'][i][0].token_rows / trace.token_rows:.1f}x) {seconds:.0f}s", flush=True)
     frames = []
@@ -208,7 +206,7 @@ def fidelity(args) -> dict:
         n = len(item.reasoning_ids)
         frame = pd.DataFrame({"chain": i, "category": cats[i]})
         for name, runs in results.items():
-            frame[name] = survival(runs[i][0], n)
+            frame[name] = survival(runs[i][0].order, n)
         frames.append(frame)
     tokens = pd.concat(frames, ignore_index=True)
     exact_effects = category_effects(tokens, "exact")
@@ -311,7 +309,6 @@ def main(argv=None) -> None:
     parser.add_argument("--save-tokens", default=None)
     parser.add_argument("--exact-cache", default=None,
                         help="Directory storing exact rankings per chain (reused when present).")
-    parser.add_argument("--skip", type=int, default=0, help="Skip the first N eligible chains.")
     parser.add_argument("--ids", nargs="+", default=None, help="Only these chain ids (e.g. model-5 model-9).")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("BENCH_THREADS", "2")))
     parser.add_argument("--out", default=None)

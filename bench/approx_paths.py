@@ -21,6 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+from approx_fidelity import model_written_chains, survival  # noqa: E402  (a sibling bench script)
+
 
 def load(cache: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(cache.glob("*.json"))}
@@ -65,8 +68,6 @@ def contenders(chains: dict[str, dict], margin: float = 1.0) -> None:
 
 
 def _model_chain(chain_id: str):
-    sys.path.insert(0, str(Path(__file__).parent))
-    from approx_fidelity import model_written_chains
     from cotsurvival.encoding import encode_chain
     from cotsurvival.models import load_model
 
@@ -78,12 +79,7 @@ def _model_chain(chain_id: str):
 def _tau(n: int, a: list[int], b: list[int]) -> float:
     from scipy.stats import kendalltau
 
-    def survival(order):
-        steps = np.zeros(n)
-        steps[order] = np.arange(1, len(order) + 1)
-        return steps
-
-    return float(kendalltau(survival(a), survival(b))[0])
+    return float(kendalltau(survival(a, n), survival(b, n))[0])
 
 
 def force(chains: dict[str, dict], chain_id: str, steps: list[int]) -> None:

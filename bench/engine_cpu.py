@@ -20,6 +20,7 @@ from cotsurvival import read_chains
 from cotsurvival.encoding import encode_chain
 from cotsurvival.models import load_model
 from cotsurvival.pruning.engine import greedy_prune, n_deletions
+from cotsurvival.testing import pruned_sequences
 from cotsurvival.pruning.crossstep import CrossStepScorer
 from cotsurvival.pruning.scoring import NaiveScorer, PrefixReuseScorer
 from cotsurvival.threads import cap_torch_threads
@@ -37,15 +38,6 @@ def suffix_lower_bound(p: int, n: int, a: int, steps: int) -> int:
         m = n - step
         total += sum(m + a - k - 1 for k in range(m))
     return total
-
-
-def sequences(reasoning, order):
-    alive = list(range(len(reasoning)))
-    out = []
-    for position in order:
-        alive.remove(position)
-        out.append(tuple(reasoning[i] for i in alive))
-    return out
 
 
 def main() -> int:
@@ -77,8 +69,8 @@ def main() -> int:
             began = time.perf_counter()
             traces[name] = greedy_prune(scorer, encoded, steps)
             timings[name] = time.perf_counter() - began
-        reference = sequences(encoded.reasoning_ids, traces["naive"].order)
-        same = all(sequences(encoded.reasoning_ids, traces[k].order) == reference for k in ("prefix", "crossstep"))
+        reference = pruned_sequences(encoded.reasoning_ids, traces["naive"].order)
+        same = all(pruned_sequences(encoded.reasoning_ids, traces[k].order) == reference for k in ("prefix", "crossstep"))
         bound = suffix_lower_bound(p, n, a, steps)
         row = {"chain": encoded.chain.id, "prompt_tokens": p, "reasoning_tokens": n, "answer_tokens": a, "steps": steps,
                "identical_orders": same, "lower_bound_tokens": bound}

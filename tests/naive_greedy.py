@@ -32,13 +32,3 @@ def naive_greedy(model, prefix, reasoning, answer, n_steps, objective="joint"):
         all_scores.append(scores)
         order.append(alive.pop(best))
     return order, all_scores
-
-
-def pruned_sequences(reasoning, order):
-    """The sequence after each step: orders that differ only between identical tokens are equal."""
-    alive = list(range(len(reasoning)))
-    out = []
-    for position in order:
-        alive.remove(position)
-        out.append(tuple(reasoning[i] for i in alive))
-    return out

@@ -13,9 +13,9 @@ from cotsurvival.pruning.approx import ApproxSpec, AutoSpec, approx_prune, parse
 from cotsurvival.pruning.crossstep import CrossStepScorer
 from cotsurvival.pruning.engine import ChainTrace, greedy_prune
 from cotsurvival.pruning.scoring import NaiveScorer, PrefixReuseScorer
-from cotsurvival.testing import EXAMPLE_CHAINS
+from cotsurvival.testing import EXAMPLE_CHAINS, pruned_sequences
 
-from naive_greedy import naive_greedy, pruned_sequences, sequence_objective
+from naive_greedy import naive_greedy, sequence_objective
 
 
 def naive_topk(model, encoded, k_of, window=None, block=None):

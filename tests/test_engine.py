@@ -10,9 +10,9 @@ from cotsurvival.encoding import encode_chain
 from cotsurvival.pruning.engine import greedy_prune, n_deletions
 from cotsurvival.pruning.crossstep import CrossStepScorer
 from cotsurvival.pruning.scoring import NaiveScorer, PrefixReuseScorer
-from cotsurvival.testing import EXAMPLE_CHAINS
+from cotsurvival.testing import EXAMPLE_CHAINS, pruned_sequences
 
-from naive_greedy import naive_greedy, pruned_sequences
+from naive_greedy import naive_greedy
 
 
 @pytest.mark.parametrize("scorer_class", [PrefixReuseScorer, CrossStepScorer])

@@ -291,6 +291,17 @@ def tiny_model(family: str, seed: int = 0, dtype: torch.dtype = torch.float64, v
     return model.to(dtype).eval()
 
 
+def pruned_sequences(reasoning: list[int], order: list[int]) -> list[tuple[int, ...]]:
+    """The sequence after each step of a deletion order: orders that differ only between identical
+    tokens are equal (compare these, not positions, when checking two engines' orders)."""
+    alive = list(range(len(reasoning)))
+    out = []
+    for position in order:
+        alive.remove(position)
+        out.append(tuple(reasoning[i] for i in alive))
+    return out
+
+
 class RecordingScorer:
     """A scorer wrapper that keeps every step's :class:`~cotsurvival.pruning.scoring.StepScores`
     (exactness checks in tests and ``bench/gpu.py`` compare two scorers step by step)."""

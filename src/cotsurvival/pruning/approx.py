@@ -97,8 +97,10 @@ class ApproxSpec:
 @dataclass(frozen=True)
 class LazySpec:
     """Lazy re-scoring (:mod:`.lazy`): re-score ``radius`` tokens each side of the last deletion
-    (and, with ``same``, every other copy of the deleted token), then the ``batch`` cheapest stale tokens until the cheapest is fresh; a full re-score whenever
-    the chain has shrunk by ``refresh`` since the last one (``refresh=0``: every step, exact)."""
+    (with ``same``, every other copy of the deleted token; the ``age`` stalest), then the ``batch``
+    cheapest stale tokens until the cheapest is fresh; a full re-score whenever the chain has shrunk
+    by ``refresh`` since the last one (``refresh=0``: every step, exact). With ``window``, every
+    token is re-measured each step over its next ``window`` targets instead."""
 
     radius: int = 2
     batch: int = 1
@@ -153,20 +155,8 @@ def parse_approx(spec: "str | ApproxSpec | LazySpec | AutoSpec | None") -> "Appr
         return _parse_lazy(spec, rest)
     if method != "topk":
         raise CotSurvivalError("E110", spec=spec, reason=f"unknown method {method!r}; use lazy, topk or auto")
-    fields: dict = {}
-    for part in [p.strip() for p in rest.split(",") if p.strip()]:
-        key, eq, value = part.partition("=")
-        if not eq:
-            key, value = "fraction", key
-        try:
-            if key in ("fraction", "frac", "f"):
-                fields["fraction"] = float(value)
-            elif key in ("k", "window", "block"):
-                fields[key] = int(value)
-            else:
-                raise CotSurvivalError("E110", spec=spec, reason=f"unknown parameter {key!r} (fraction, k, window, block)")
-        except ValueError:
-            raise CotSurvivalError("E110", spec=spec, reason=f"{key}={value!r} is not a number") from None
+    fields = _spec_fields(spec, rest, {"fraction": float, "k": int, "window": int, "block": int},
+                          bare="fraction", aliases={"frac": "fraction", "f": "fraction"})
     if "fraction" in fields and "k" in fields:
         raise CotSurvivalError("E110", spec=spec, reason="give a fraction or k, not both")
     if "fraction" in fields and not 0.0 < fields["fraction"] < 1.0:
@@ -177,21 +167,31 @@ def parse_approx(spec: "str | ApproxSpec | LazySpec | AutoSpec | None") -> "Appr
     return ApproxSpec(**fields)
 
 
-def _parse_lazy(spec: str, rest: str) -> LazySpec:
+def _spec_fields(spec, rest: str, types: dict, bare: str | None = None, aliases: dict | None = None) -> dict:
+    """``key=value`` parameters of a spec (``rest``, comma-separated) converted by ``types``; a value
+    without a key is ``bare``'s. E110 names an unknown parameter or a value that is not a number."""
     fields: dict = {}
     for part in [p.strip() for p in rest.split(",") if p.strip()]:
         key, eq, value = part.partition("=")
-        if not eq or key not in ("radius", "batch", "refresh", "same", "age", "window"):
-            raise CotSurvivalError("E110", spec=spec,
-                                   reason=f"unknown parameter {part!r} (radius, batch, refresh, same, age, window)")
+        if not eq and bare is not None:
+            key, value = bare, key
+        key = (aliases or {}).get(key, key)
+        if (not eq and bare is None) or key not in types:
+            raise CotSurvivalError("E110", spec=spec, reason=f"unknown parameter {part!r} ({', '.join(types)})")
         try:
-            fields[key] = float(value) if key == "refresh" else int(value)
+            fields[key] = types[key](value)
         except ValueError:
             raise CotSurvivalError("E110", spec=spec, reason=f"{key}={value!r} is not a number") from None
-        if key == "same":
-            if fields[key] not in (0, 1):
-                raise CotSurvivalError("E110", spec=spec, reason=f"{key} must be 0 or 1")
-            fields[key] = bool(fields[key])
+    return fields
+
+
+def _parse_lazy(spec: str, rest: str) -> LazySpec:
+    fields = _spec_fields(spec, rest, {"radius": int, "batch": int, "refresh": float, "same": int, "age": int,
+                                       "window": int})
+    if "same" in fields:
+        if fields["same"] not in (0, 1):
+            raise CotSurvivalError("E110", spec=spec, reason="same must be 0 or 1")
+        fields["same"] = bool(fields["same"])
     if fields.get("window", 1) < 1:
         raise CotSurvivalError("E110", spec=spec, reason="window must be at least 1")
     if "window" in fields and set(fields) & {"radius", "batch", "same", "age"}:
@@ -234,8 +234,7 @@ def rounds_scorer(scorer: Scorer, spec: "ApproxSpec | LazySpec | None" = None) -
     from .methods import make_scorer
     from .scoring import PrefixReuseScorer
 
-    needs_prefix = isinstance(spec, LazySpec)
-    if needs_prefix and not isinstance(scorer, PrefixReuseScorer):
+    if isinstance(spec, LazySpec) and not isinstance(scorer, PrefixReuseScorer):
         reason = unsupported_reason(scorer.model)
         if reason is not None:
             raise CotSurvivalError("E113", spec=spec.describe(), architecture=type(scorer.model).__name__,
@@ -347,8 +346,9 @@ MEASURED_FIDELITY: dict[str, dict] = {spec: {"tau": tau, "lo": lo, "hi": hi, "n_
                                       for spec, tau, lo, hi, n, chains in _MEASURED}
 
 
-def _approx_parts(manifest: dict) -> tuple[str, str, dict | None] | None:
-    """(what was approximated, the approximate spec, its measured fidelity or None), None if exact."""
+def _approx_parts(manifest: dict) -> tuple[str, str, dict | None, bool] | None:
+    """(what was approximated, the approximate spec, its measured fidelity or None, whether ``auto``
+    chose it), None if exact."""
     record = (manifest.get("engine") or {}).get("approx")
     if not record:
         return None
@@ -357,8 +357,8 @@ def _approx_parts(manifest: dict) -> tuple[str, str, dict | None] | None:
         long = record.get("long", {}).get("spec")
         what = (f"ranks are exact for chains up to {record.get('exact_max_tokens')} reasoning tokens and "
                 f"approximate above ({long})")
-        return what, long, MEASURED_FIDELITY.get(long)
-    return f"ranks are approximate ({spec})", spec, MEASURED_FIDELITY.get(spec)
+        return what, long, MEASURED_FIDELITY.get(long), True
+    return f"ranks are approximate ({spec})", spec, MEASURED_FIDELITY.get(spec), False
 
 
 def approx_label(manifest: dict) -> str | None:
@@ -366,11 +366,11 @@ def approx_label(manifest: dict) -> str | None:
     parts = _approx_parts(manifest)
     if parts is None:
         return None
-    _, spec, measured = parts
+    _, spec, measured, auto = parts
     fidelity = (f"Kendall τ vs exact {measured['tau']:.2f} [{measured['lo']:.2f}, {measured['hi']:.2f}], "
                 f"{measured['n_chains']} chains" if measured else "fidelity not measured")
-    auto = " above the exact limit" if (manifest.get("engine") or {}).get("approx", {}).get("method") == "auto" else ""
-    return f"Approximate ranks{auto}: prune --approx {spec} ({fidelity}; BENCHMARKS.md)"
+    where = " above the exact limit" if auto else ""
+    return f"Approximate ranks{where}: prune --approx {spec} ({fidelity}; BENCHMARKS.md)"
 
 
 def approx_note(manifest: dict) -> str | None:
@@ -378,7 +378,7 @@ def approx_note(manifest: dict) -> str | None:
     parts = _approx_parts(manifest)
     if parts is None:
         return None
-    what, _, measured = parts
+    what, _, measured, _ = parts
     if measured:
         fidelity = (f"against exact greedy survival this setting's mean Kendall tau was {measured['tau']:.2f} "
                     f"[95% CI {measured['lo']:.2f}, {measured['hi']:.2f}] on {measured['n_chains']} "

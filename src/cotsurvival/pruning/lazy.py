@@ -29,14 +29,15 @@ batch of candidate suffixes (not the n²/2 rows cross-step reuse keeps).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
 from ..encoding import EncodedChain
-from .scoring import PrefixReuseScorer, target_weights
+from ..errors import CotSurvivalError
+from .forward import PrefixCache
+from .scoring import PrefixReuseScorer, duplicate_of_previous, suffix_length, target_weights
 
 # Rows of the vocabulary head computed at once when refreshing log-probabilities (bounds memory:
 # rows × vocabulary floats).
@@ -75,19 +76,16 @@ class IncrementalSequence:
     def _update_logprobs(self, start: int) -> None:
         """Recompute ``lp_next[j]`` and ``lp_skip[j]`` for ``j ≥ start`` (one head pass per row)."""
         p, n, a = len(self.prefix), len(self.kept), len(self.answer)
-        total = p + n + a
         for lo in range(start, n + a, _HEAD_CHUNK):
             hi = min(n + a, lo + _HEAD_CHUNK)
-            logits = self.forward.logits(self.hidden[p - 1 + lo: p - 1 + hi])
-            norm = torch.logsumexp(logits, dim=-1)
+            # Row j predicts S[p+j]; rows before the last reasoning token also give S[p+j+1] skipped to.
+            rows = self.forward.log_softmax(self.hidden[p - 1 + lo: p - 1 + hi])
             next_ids = self.sequence[p + lo: p + hi]
-            self.lp_next[lo:hi] = (logits.gather(1, next_ids[:, None])[:, 0] - norm).double().cpu().numpy()
+            self.lp_next[lo:hi] = rows.gather(1, next_ids[:, None])[:, 0].double().cpu().numpy()
             skip_hi = min(hi, n)
             if lo < skip_hi:
                 skip_ids = self.sequence[p + lo + 1: p + skip_hi + 1]
-                rows = skip_hi - lo
-                self.lp_skip[lo:skip_hi] = (logits[:rows].gather(1, skip_ids[:, None])[:, 0] - norm[:rows]).double().cpu().numpy()
-        assert total == len(self.sequence)
+                self.lp_skip[lo:skip_hi] = rows[: skip_hi - lo].gather(1, skip_ids[:, None])[:, 0].double().cpu().numpy()
 
     @torch.inference_mode()
     def delete(self, k: int) -> None:
@@ -97,8 +95,6 @@ class IncrementalSequence:
         sequence = torch.cat([self.sequence[:start], self.sequence[start + 1:]])
         tail = sequence[start:]
         before = [key[:, :, :start] for key in self.cache.keys], [value[:, :, :start] for value in self.cache.values]
-        from .forward import PrefixCache
-
         hidden, new = self.forward.run(tail[None], torch.arange(start, len(sequence), device=self.device)[None],
                                        prefix=PrefixCache(*before), prefix_lengths=torch.tensor([start], device=self.device),
                                        keep_cache=True)
@@ -130,19 +126,20 @@ class IncrementalSequence:
                                                limit=window)
         by_first = {}
         for k in wanted:
-            targets = max(0, n + a - k - 2) if window is None else max(0, min(window, n + a - k - 2))
-            end = min(n + a, k + 2 + targets)  # the targets S[p+k .. p+end-1] the cost compares
+            # The targets S[p+k .. p+end-1] the cost compares: the token, its successor, the suffix pass's.
+            end = min(n + a, k + 2 + max(0, suffix_length(k, n, a, window)))
             by_first[k] = (before[end] - before[k]) - (weights[k + 1] * self.lp_skip[k] + suffix[k])
         return {int(k): by_first[int(first[k])] for k in candidates}
+
+    def cost_array(self, window: int | None = None) -> np.ndarray:
+        """:meth:`costs` of every kept token, in kept order."""
+        costs = self.costs(range(len(self.kept)), window=window)
+        return np.array([costs[k] for k in range(len(self.kept))])
 
 
 def _run_starts(kept: list[int]) -> np.ndarray:
     """Index of the first token of the run of identical tokens each kept token belongs to."""
-    starts = np.arange(len(kept))
-    for k in range(1, len(kept)):
-        if kept[k] == kept[k - 1]:
-            starts[k] = starts[k - 1]
-    return starts
+    return np.maximum.accumulate(np.where(duplicate_of_previous(kept), 0, np.arange(len(kept))))
 
 
 def lazy_prune(scorer: PrefixReuseScorer, encoded: EncodedChain, n_steps: int, spec, trace,
@@ -152,8 +149,6 @@ def lazy_prune(scorer: PrefixReuseScorer, encoded: EncodedChain, n_steps: int, s
     ``spec`` is a :class:`~.approx.LazySpec`. A resumed trace starts with a full refresh.
     """
     if spec.window is not None and scorer.objective != "joint":
-        from ..errors import CotSurvivalError
-
         raise CotSurvivalError("E112", objective=scorer.objective)
     deleted = set(trace.order)
     alive = [i for i in range(len(encoded.reasoning_ids)) if i not in deleted]
@@ -186,12 +181,10 @@ def lazy_prune(scorer: PrefixReuseScorer, encoded: EncodedChain, n_steps: int, s
             trace.step_costs.append(estimates.costs.astype(np.float32))
             trace.step_positions.append(np.asarray(alive, dtype=np.int32))
             if spec.window is not None:
-                windowed = sequence.costs(range(m), window=spec.window)
-                far = estimates.costs - np.array([windowed[k] for k in range(m)])
+                far = estimates.costs - sequence.cost_array(window=spec.window)
         elif spec.window is not None:
             # Every cost re-measured over its local window; the far part as at the last full scoring.
-            windowed = sequence.costs(range(m), window=spec.window)
-            estimates.costs = np.array([windowed[k] for k in range(m)]) + far
+            estimates.costs = sequence.cost_array(window=spec.window) + far
             estimates.fresh[:] = True
         elif last_gap is not None:
             near = set(range(max(0, last_gap - spec.radius), min(m, last_gap + spec.radius)))
@@ -231,13 +224,8 @@ def lazy_prune(scorer: PrefixReuseScorer, encoded: EncodedChain, n_steps: int, s
     return trace
 
 
-@dataclass
 class _Estimates:
     """Each remaining token's last measured cost, whether it was measured at this step, and when."""
-
-    costs: np.ndarray
-    fresh: np.ndarray
-    measured: np.ndarray
 
     def __init__(self, m: int) -> None:
         self.costs = np.zeros(m)

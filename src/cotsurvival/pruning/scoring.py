@@ -62,6 +62,12 @@ def duplicate_of_previous(kept: list[int]) -> np.ndarray:
     return same
 
 
+def suffix_length(k: int, n: int, a: int, limit: int | None = None) -> int:
+    """Query rows of candidate k's suffix pass: every target after the gap's first, or ``limit`` of them."""
+    full = n + a - k - 2
+    return full if limit is None else min(full, limit)
+
+
 def plan_batches(jobs, length_of, budget: int, min_tokens: int = 512, max_padding: float = 0.2):
     """Split consecutive jobs (sorted by length) into padded batches of at most ``budget`` token rows.
 
@@ -186,7 +192,7 @@ class PrefixReuseScorer(Scorer):
             duplicate = duplicate_of_previous(sequence[p: p + n].tolist())
             candidates = [k for k in range(n) if not duplicate[k]]
         # Longest suffixes last: consecutive candidates have similar lengths, so padding is small.
-        todo = [k for k in sorted(candidates, reverse=True) if n + a - k - 2 > 0]
+        todo = [k for k in sorted(candidates, reverse=True) if suffix_length(k, n, a) > 0]
         processed = 0
         while todo:
             # Plan from the current budget each time: an out-of-memory retry re-splits the batch.
@@ -198,11 +204,11 @@ class PrefixReuseScorer(Scorer):
 
     def _plan_and_score(self, sequence, cache, p, n, a, weights, todo, scores, limit=None) -> tuple[int, int]:
         """Score the next batch of ``todo``; returns (jobs done, token rows run)."""
-        batch = next(plan_batches(todo, lambda k: _suffix_length(k, n, a, limit), self.max_batch_tokens))
+        batch = next(plan_batches(todo, lambda k: suffix_length(k, n, a, limit), self.max_batch_tokens))
         return len(batch), self._score_batch(sequence, cache, p, n, a, weights, batch, scores, limit)
 
     def _score_batch(self, sequence, cache, p, n, a, weights, batch, scores, limit=None) -> int:
-        lengths = [_suffix_length(k, n, a, limit) for k in batch]
+        lengths = [suffix_length(k, n, a, limit) for k in batch]
         width = max(lengths)
         rows = len(batch)
         ids = torch.zeros(rows, width, dtype=torch.long, device=self.device)
@@ -225,12 +231,6 @@ class PrefixReuseScorer(Scorer):
         for row, k in enumerate(batch):
             scores[k] = per_row[row]
         return rows * width
-
-
-def _suffix_length(k: int, n: int, a: int, limit: int | None) -> int:
-    """Query rows of candidate k's suffix pass: every target after the gap's first, or ``limit`` of them."""
-    full = n + a - k - 2
-    return full if limit is None else min(full, limit)
 
 
 class NaiveScorer(Scorer):
