@@ -12,7 +12,9 @@ ratios against exact ``crossstep``.
 
 ``--exact-cache DIR`` stores each chain's exact ranking (order, per-step costs, rows, seconds and the
 load it ran at) and reuses it: exact runs of 100–160 tokens take 6–45 minutes each on this CPU, so
-several invocations (e.g. one per core) can share them. ``--ids`` picks chains by id.
+several invocations (e.g. one per core) can share them. ``--ids`` picks chains by id. A spec
+``exact@DTYPE`` (e.g. ``exact@bfloat16``, the dtype ``--dtype auto`` picks on CUDA) is a reference
+row: the exact engine itself with the model in that dtype, against the float32 exact order.
 
 ``--long N`` instead builds one chain of about N reasoning tokens by concatenating consecutive GSM8K
 test problems and their worked (human) solutions into one multi-problem reasoning, and prunes it
@@ -97,14 +99,14 @@ def prune_one(scorer, encoded, spec):
     return trace, time.perf_counter() - began
 
 
-def exact_trace(scorer, encoded, cache_dir):
+def exact_trace(scorer, encoded, cache_dir, variant: str = ""):
     """The exact ranking of one chain, from ``cache_dir`` when an earlier run stored it there.
 
     Exact runs of 100+ tokens take many minutes each; storing them lets approximations be measured
     against the same exact orders in later runs (the file records when and at what load it ran)."""
     from types import SimpleNamespace
 
-    path = Path(cache_dir) / f"{encoded.chain.id}.json" if cache_dir else None
+    path = Path(cache_dir) / f"{encoded.chain.id}{variant}.json" if cache_dir else None
     if path is not None and path.exists():
         stored = json.loads(path.read_text())
         if stored["reasoning_ids"] == list(encoded.reasoning_ids):
@@ -194,8 +196,17 @@ def fidelity(args) -> dict:
         print(f"exact {item.chain.id} n={len(item.reasoning_ids)} rows={trace.token_rows} {seconds:.0f}s", flush=True)
     for spec in args.specs:
         results[spec] = []
+        spec_scorer, approx = scorer, spec
+        if spec.startswith("exact@"):
+            # A reference row: the exact engine itself with the model in another dtype (bfloat16 is
+            # what ``--dtype auto`` picks on CUDA), i.e. how reproducible the exact order is at all.
+            other, _, _ = load_model("smollm2-135m", device="cpu", dtype=spec.partition("@")[2])
+            spec_scorer, approx = make_scorer(other, method="crossstep"), None
         for i, item in enumerate(encoded):
-            trace, seconds = prune_one(scorer, item, spec)
+            if approx is None:
+                trace, seconds = exact_trace(spec_scorer, item, args.exact_cache, variant=spec[len("exact"):])
+            else:
+                trace, seconds = prune_one(spec_scorer, item, approx)
             results[spec].append((trace, seconds))
             n = len(item.reasoning_ids)
             tau = kendalltau(survival(results["exact"][i][0].order, n), survival(trace.order, n))[0]

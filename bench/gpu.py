@@ -1,7 +1,8 @@
 """GPU benchmark: one chain pruned on a random-weight model of each supported family's 7-14B shape.
 
-For each family (shapes below, random weights: throughput does not need trained ones), bfloat16,
-a chain of 150 prompt + 200 reasoning + 20 answer random tokens is pruned for ``--steps`` greedy
+For each family (shapes below, random weights: throughput does not need trained ones), in
+``--dtype`` (default bfloat16, the tensor-core rate; ``prune --dtype auto`` scores in float32,
+because half precision can switch the greedy path, BENCHMARKS.md "Precision"), a chain of 150 prompt + 200 reasoning + 20 answer random tokens is pruned for ``--steps`` greedy
 steps (default 20; ``--keep-ratio 0.45`` runs the whole 110 steps) with the default fast path
 (cross-step reuse). Prints per family: seconds per chain (and per step), decoder token rows,
 achieved TFLOP/s (2 × non-embedding parameters × token rows, attention and the vocabulary head
@@ -14,6 +15,7 @@ the same device; the orders must be identical and every candidate's objective eq
 
     python bench/gpu.py                      # all families on the first CUDA device
     python bench/gpu.py --families qwen3,gemma2 --keep-ratio 0.45
+    python bench/gpu.py --families qwen3 --dtype float32   # what prune's default dtype costs
     python bench/gpu.py --tiny --device cpu  # the whole script on tiny shapes (a quick CPU check)
 """
 from __future__ import annotations
@@ -137,12 +139,13 @@ def main() -> int:
     parser.add_argument("--keep-ratio", type=float, default=None, help="run to this keep ratio instead of --steps")
     parser.add_argument("--max-batch-tokens", type=int, default=16384)
     parser.add_argument("--method", default="crossstep")
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     name = torch.cuda.get_device_name(device) if cuda else "cpu"
-    dtype = torch.float32 if args.tiny else torch.bfloat16
+    dtype = torch.float32 if args.tiny else getattr(torch, args.dtype)
     peak = card_peak(name) if cuda else None
     results = {"card": name, "dtype": str(dtype).replace("torch.", ""), "method": args.method, "families": []}
     print(json.dumps({"card": name, "peak_bf16_tflops": peak}), flush=True)

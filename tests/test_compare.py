@@ -302,3 +302,23 @@ def test_cli_compare_out_is_guarded(tmp_path):
     # Its own earlier output is replaced without --overwrite.
     done = cli("compare", a.path, f"{a.path}:loo", "--out", foreign, "--n-boot", "50")
     assert done.returncode == 0, done.stderr
+
+
+def test_python_compare_out_is_guarded_like_the_cli(tmp_path):
+    """compare(..., out) refuses what `compare --out` refuses, before writing anything."""
+    from cotsurvival.comparison import compare
+
+    a = synthetic_run(tmp_path / "a", n_chains=3, seed=0, tagged=False)
+    before = sorted(p.relative_to(a.path).as_posix() for p in a.path.rglob("*"))
+    with pytest.raises(CotSurvivalError) as inside:
+        compare([a.path, f"{a.path}:loo"], a.path / "cmp", n_boot=50)
+    assert inside.value.code == "E080"
+    assert sorted(p.relative_to(a.path).as_posix() for p in a.path.rglob("*")) == before
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("keep me")
+    with pytest.raises(CotSurvivalError) as refused:
+        compare([a.path, f"{a.path}:loo"], foreign, n_boot=50)
+    assert refused.value.code == "E081" and not (foreign / "comparison.json").exists()
+    compare([a.path, f"{a.path}:loo"], foreign, n_boot=50, figures=False, overwrite=True)
+    assert (foreign / "comparison.json").exists() and (foreign / "mine.txt").read_text() == "keep me"

@@ -142,15 +142,21 @@ def test_shipped_objectives_study_parses():
     assert study.chains == {"source": "gsm8k", "shortest": 6}
 
 
-def test_cli_study_out_is_guarded(tmp_path):
-    """study --out refuses a folder of other files (E081) before any work; --overwrite lets it through."""
-    from cli_helpers import assert_one_line_error, cli
-
+def study_and_foreign_folder(tmp_path):
+    """A study whose chains file is missing, and a folder holding someone else's file."""
     study = tmp_path / "s.toml"
     study.write_text("[chains]\nsource = 'missing.jsonl'\n[[settings]]\nname = 'a'\n")
     foreign = tmp_path / "data"
     foreign.mkdir()
     (foreign / "mine.txt").write_text("keep me")
+    return study, foreign
+
+
+def test_cli_study_out_is_guarded(tmp_path):
+    """study --out refuses a folder of other files (E081) before any work; --overwrite lets it through."""
+    from cli_helpers import assert_one_line_error, cli
+
+    study, foreign = study_and_foreign_folder(tmp_path)
     done = cli("study", study, "--out", foreign)
     assert done.returncode == 2
     assert_one_line_error(done.stderr, "E081", "study", "--overwrite")
@@ -164,3 +170,15 @@ def test_cli_study_out_is_guarded(tmp_path):
     (own / "study.json").write_text("{}")
     done = cli("study", study, "--out", own)
     assert done.returncode == 2 and "E081" not in done.stderr and "E080" not in done.stderr
+
+
+def test_python_run_study_out_is_guarded_like_the_cli(tmp_path):
+    from cotsurvival.comparison import run_study
+
+    study, foreign = study_and_foreign_folder(tmp_path)
+    with pytest.raises(CotSurvivalError) as refused:
+        run_study(study, foreign, progress=False)
+    assert refused.value.code == "E081" and sorted(p.name for p in foreign.iterdir()) == ["mine.txt"]
+    with pytest.raises(CotSurvivalError) as failed:  # let through: the study then fails on its chains file
+        run_study(study, foreign, overwrite=True, progress=False)
+    assert failed.value.code != "E081"

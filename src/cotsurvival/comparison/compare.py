@@ -131,6 +131,7 @@ def compare(
     n_boot: int = 2000,
     seed: int = 0,
     figures: bool = True,
+    overwrite: bool = False,
 ) -> ComparisonResult:
     """Compare two or more runs (or orderings of runs) on the same chains.
 
@@ -147,6 +148,9 @@ def compare(
         Display names (default: the run folder's name, ``:ORDERING`` appended).
     n_boot, seed : int
         Chain-bootstrap resamples and seed of the CIs.
+    overwrite : bool
+        Write into ``out`` even if it holds files that are not an earlier comparison (E081). ``out``
+        may never be a compared run or lie inside one (E080).
 
     Returns
     -------
@@ -154,6 +158,13 @@ def compare(
     """
     if len(runs) < 2:
         raise CotSurvivalError("E120", reason="give at least two runs (RUN or RUN:ORDERING)")
+    if out is not None:  # before any work: a refused comparison writes nothing
+        from ..outputs import check_output, is_comparison_folder
+        from .align import parse_run_spec
+
+        compared = [parse_run_spec(spec)[0] for spec in runs]
+        check_output(out, inputs=[(path, f"the compared run {path}") for path in compared], overwrite=overwrite,
+                     ours=is_comparison_folder, command="compare", folder=True)
     if names is not None and len(names) != len(runs):
         raise CotSurvivalError("E120", reason=f"{len(names)} names for {len(runs)} runs")
     views = [load_view(spec, name=names[i] if names else None) for i, spec in enumerate(runs)]

@@ -205,7 +205,8 @@ def run_study(
     out : path
         The study root.
     overwrite : bool
-        Discard the results of settings whose declaration changed, instead of refusing (E124).
+        Discard the results of settings whose declaration changed, instead of refusing (E124); also
+        write into an ``out`` that is not an earlier study root (refused otherwise, E081).
     backend : {"local", "ray"}, optional
         Overrides every setting's backend (``ray`` passes through to :func:`~cotsurvival.pruning.prune`).
     loaded_models : dict, optional
@@ -221,7 +222,12 @@ def run_study(
     from ..rundir import RunDir
     from ..taxonomy import load_spec, tag_run
 
+    from ..outputs import check_output, is_study_root
+
     began = time.perf_counter()
+    # A study continues in its own root (study.json there); any other non-empty folder is refused.
+    check_output(out, inputs=[] if isinstance(study, Study) else [(study, "the study file")], overwrite=overwrite,
+                 ours=is_study_root, command="study", folder=True)
     study = study if isinstance(study, Study) else load_study(study)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,7 @@ import numpy as np
 
 from ..encoding import EncodedChain
 from ..errors import CotSurvivalError
-from .scoring import Scorer
+from .scoring import Scorer, check_finite
 
 # The recommendation behind ``--approx auto``: exact up to EXACT_MAX_TOKENS reasoning tokens,
 # above that top-k rounds with a local window. Chosen from bench/approx_fidelity.py (BENCHMARKS.md):
@@ -300,6 +300,7 @@ def approx_prune(
         rows_before = scorer.token_rows
         scores = score_round(scorer, encoded, alive, spec)
         trace.token_rows += scorer.token_rows - rows_before
+        check_finite(encoded, trace.n_steps + 1, scores.objective, scores.costs)
         if not trace.objectives:
             trace.objectives.append(scores.objective)
         else:

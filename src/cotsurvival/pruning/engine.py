@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from ..encoding import EncodedChain
-from .scoring import Scorer
+from .scoring import Scorer, check_finite
 
 
 def n_deletions(n_tokens: int, keep_ratio: float) -> int:
@@ -118,6 +118,7 @@ def greedy_prune(
         rows_before = scorer.token_rows
         scores = scorer.score(encoded.prefix_ids, kept, encoded.answer_ids)
         trace.token_rows += scorer.token_rows - rows_before
+        check_finite(encoded, trace.n_steps + 1, scores.objective, scores.candidate_objectives)
         if not trace.objectives:
             trace.objectives.append(scores.objective)
         if trace.static_logprobs is None and not trace.order:

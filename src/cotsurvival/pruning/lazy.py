@@ -37,7 +37,7 @@ import torch
 from ..encoding import EncodedChain
 from ..errors import CotSurvivalError
 from .forward import PrefixCache
-from .scoring import PrefixReuseScorer, duplicate_of_previous, suffix_length, target_weights
+from .scoring import PrefixReuseScorer, check_finite, duplicate_of_previous, suffix_length, target_weights
 
 # Rows of the vocabulary head computed at once when refreshing log-probabilities (bounds memory:
 # rows × vocabulary floats).
@@ -206,6 +206,7 @@ def lazy_prune(scorer: PrefixReuseScorer, encoded: EncodedChain, n_steps: int, s
             stale = np.nonzero(~estimates.fresh)[0]
             cheapest = stale[np.argsort(estimates.costs[stale], kind="stable")[: spec.batch]]
             estimates.rescore(sequence, cheapest, trace.n_steps)
+        check_finite(encoded, trace.n_steps + 1, sequence.objective, estimates.costs[estimates.fresh])
         trace.order.append(alive[winner])
         last_gap, last_token = winner, sequence.kept[winner]
         before = sequence.objective

@@ -39,6 +39,7 @@ from .registry import OBJECTIVES
 from .tables import load_checkpoint, save_checkpoint, steps_frame, tokens_frame, trace_from_tables, traces_frame
 
 CHECKPOINT_SECONDS = 20.0
+# The exact scoring methods (--method) and their scorer classes' names, as manifests record them.
 _SCORER_NAMES = {"crossstep": "CrossStepScorer", "prefix": "PrefixReuseScorer", "naive": "NaiveScorer"}
 
 
@@ -65,7 +66,7 @@ class PruneSettings:
 # The exact scorers compute the same greedy order and costs (up to float rounding: tested against a
 # naive full recompute), so a run may be continued with another of them (e.g. --method prefix to
 # use less memory); any other scorer (an approximation) changes results and must match.
-EXACT_SCORERS = {"CrossStepScorer": "exact", "PrefixReuseScorer": "exact", "NaiveScorer": "exact"}
+EXACT_SCORERS = {name: "exact" for name in _SCORER_NAMES.values()}
 
 # How each setting is named to the user, and the option that sets it.
 _SETTING_NAMES = {
@@ -194,7 +195,10 @@ def prune(
     # approx (engineer approx): parsed before any model is loaded, so a bad spec fails fast.
     from .approx import parse_approx
 
+    from ..models import scoring_dtype
+
     approx_spec = parse_approx(approx)
+    dtype = scoring_dtype(dtype)
     _check_out(out, chains)
     corpus = _as_corpus(chains, on_error, keep_annotations, limit, ids)
     selection = {"limit": limit, "ids": list(ids) if ids is not None else None}
@@ -214,6 +218,9 @@ def prune(
             loaded_model = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                                       allow_unsafe_weights=allow_unsafe_weights)
         lm, tokenizer, info = loaded_model
+    from ..models import warn_if_imprecise
+
+    warn_if_imprecise(info.dtype)
     try:
         return _prune_encoded(corpus, out, lm, tokenizer, info, pool, objective=objective, keep_ratio=keep_ratio,
                               max_batch_tokens=max_batch_tokens, method=method, baselines=baselines,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import CotSurvivalError
 from .forward import FamilyForward, GenericForward, supports_prefix_reuse
 from .registry import OBJECTIVES
 
@@ -291,3 +292,10 @@ class NaiveScorer(Scorer):
             out[:] = logsm.gather(2, targets[..., None])[..., 0].double().cpu().numpy()
             out[:, weights == 0] = 0.0
         return out
+
+
+def check_finite(encoded, step: int, *values) -> None:
+    """Refuse non-finite objectives or costs (E114): ``argmax`` would silently pick a NaN as the
+    best deletion, and every later step would rank garbage. Happens when a model overflows in float16."""
+    if not all(np.isfinite(np.asarray(v, dtype=np.float64)).all() for v in values):
+        raise CotSurvivalError("E114", chain=encoded.chain.id, step=step)
