@@ -94,8 +94,8 @@ class Errors:
     E110 = "Invalid --approx {spec!r}: {reason}. Examples: auto, lazy, lazy:radius=2,batch=2,refresh=0.5, lazy:refresh=0 (exact), topk:0.1, topk:0.1,window=64, topk:k=1 (exact)."
     E111 = "Chain {chain!r} has {n} reasoning tokens: exact greedy pruning above {limit} tokens costs about n^3/6 = {rows} decoder token rows. Use --approx auto (or e.g. --approx topk:0.1,window=64), or raise the limit with {env}=N."
     E112 = "--approx window=W needs the joint objective (the {objective!r} objective's signal lies at the end of the chain, beyond any window); drop window= or use --objective joint."
-    E114 = "Chain {chain!r}: the model gave non-finite log-probabilities at step {step} (an overflow: float16 holds values only up to 65,504, and some models exceed it); re-run with --dtype float32 (prune's default)."
     E113 = "--approx {spec} needs prefix reuse, which {architecture} lacks ({reason}); use --approx topk:... (any architecture)."
+    E114 = "Chain {chain!r}: the model gave non-finite log-probabilities at step {step} (an overflow: float16 holds values only up to 65,504, and some models exceed it); re-run with --dtype float32 (prune's default)."
 
 class CotSurvivalError(Exception):
     """An error with a stable code and a one-line message meant for the user.

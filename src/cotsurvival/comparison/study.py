@@ -219,10 +219,9 @@ def run_study(
     from ..analysis import analyze, load_run
     from ..pruning import prune
     from ..reports import build_report
+    from ..outputs import check_output, is_study_root
     from ..rundir import RunDir
     from ..taxonomy import load_spec, tag_run
-
-    from ..outputs import check_output, is_study_root
 
     began = time.perf_counter()
     # A study continues in its own root (study.json there); any other non-empty folder is refused.

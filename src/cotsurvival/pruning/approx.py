@@ -328,23 +328,28 @@ def approx_prune(
 
 # Mean Kendall τ (chain-bootstrap 95% CI, chains) of approximate against exact survival, measured
 # by bench/approx_fidelity.py with SmolLM2-135M (BENCHMARKS.md, "Approximate greedy survival"); the
-# longest chains measured for a setting win.
+# longest chains measured for a setting win. With each: of the 4 category effects, how many kept
+# their sign, and whether the category order was kept.
 _SHORT = "model-written GSM8K chains of 28-35 tokens"
 _LONGER = "model-written GSM8K chains of 101-159 tokens"
-_MEASURED = [  # spec, mean τ, its 95% CI, number of chains, which chains
-    ("topk:0.2", 0.533, 0.497, 0.577, 3, _SHORT),
-    ("topk:0.5", 0.499, 0.453, 0.553, 3, _SHORT),
-    ("topk:0.2,window=8,block=8", 0.590, 0.476, 0.651, 3, _SHORT),
-    ("topk:k=100000", 0.451, 0.366, 0.513, 3, _SHORT),
-    ("topk:0.1", 0.493, 0.413, 0.550, 5, _LONGER),
-    ("topk:0.05", 0.595, 0.445, 0.719, 5, _LONGER),
-    ("lazy:radius=2,batch=1,refresh=0.99,same=1,age=0", 0.538, 0.396, 0.668, 5, _LONGER),
-    ("topk:0.1,window=64,block=64", 0.507, 0.454, 0.549, 5, _LONGER),
-    ("lazy:radius=2,batch=2,refresh=0.5,same=1,age=0", 0.503, 0.358, 0.645, 5, _LONGER),
-    ("lazy:window=8,refresh=0.5", 0.408, 0.274, 0.518, 5, _LONGER),
+_MEASURED = [  # spec, mean τ, its 95% CI, number of chains, which chains, same sign (of 4), same order
+    ("topk:0.2", 0.533, 0.497, 0.577, 3, _SHORT, 3, False),
+    ("topk:0.5", 0.499, 0.453, 0.553, 3, _SHORT, 4, True),
+    ("topk:0.2,window=8,block=8", 0.590, 0.476, 0.651, 3, _SHORT, 4, False),
+    ("topk:k=100000", 0.451, 0.366, 0.513, 3, _SHORT, 4, True),
+    ("topk:0.1", 0.493, 0.413, 0.550, 5, _LONGER, 3, False),
+    ("topk:0.05", 0.595, 0.445, 0.719, 5, _LONGER, 4, False),
+    ("lazy:radius=2,batch=1,refresh=0.99,same=1,age=0", 0.538, 0.396, 0.668, 5, _LONGER, 3, True),
+    ("topk:0.1,window=64,block=64", 0.507, 0.454, 0.549, 5, _LONGER, 3, False),
+    ("lazy:radius=2,batch=2,refresh=0.5,same=1,age=0", 0.503, 0.358, 0.645, 5, _LONGER, 2, False),
+    ("lazy:window=8,refresh=0.5", 0.408, 0.274, 0.518, 5, _LONGER, 4, True),
 ]
-MEASURED_FIDELITY: dict[str, dict] = {spec: {"tau": tau, "lo": lo, "hi": hi, "n_chains": n, "chains": chains}
-                                      for spec, tau, lo, hi, n, chains in _MEASURED}
+MEASURED_FIDELITY: dict[str, dict] = {
+    spec: {"tau": tau, "lo": lo, "hi": hi, "n_chains": n, "chains": chains, "same_sign": sign, "same_order": order}
+    for spec, tau, lo, hi, n, chains, sign, order in _MEASURED}
+# For scale: the exact engine itself, run in float16, against its float32 order on the same 101-159
+# token chains (a single near-tie broken the other way can switch a greedy path; BENCHMARKS.md, "Precision").
+EXACT_FLOAT16_TAU = {_LONGER: 0.875}
 
 
 def _approx_parts(manifest: dict) -> tuple[str, str, dict | None, bool] | None:
@@ -381,9 +386,13 @@ def approx_note(manifest: dict) -> str | None:
         return None
     what, _, measured, _ = parts
     if measured:
+        order = "kept" if measured["same_order"] else "did not keep"
+        scale = EXACT_FLOAT16_TAU.get(measured["chains"])
+        scale = f"; for scale, the exact engine itself run in float16 scored tau {scale:.2f} there" if scale else ""
         fidelity = (f"against exact greedy survival this setting's mean Kendall tau was {measured['tau']:.2f} "
                     f"[95% CI {measured['lo']:.2f}, {measured['hi']:.2f}] on {measured['n_chains']} "
-                    f"{measured['chains']} (bench/approx_fidelity.py, BENCHMARKS.md)")
+                    f"{measured['chains']}, where it kept the sign of {measured['same_sign']} of 4 category effects "
+                    f"and {order} the category order{scale} (bench/approx_fidelity.py, BENCHMARKS.md)")
     else:
         fidelity = "the fidelity of this setting was not measured (see bench/approx_fidelity.py)"
     return f"Greedy survival was approximated with prune --approx: {what}; {fidelity}."

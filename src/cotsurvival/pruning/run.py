@@ -192,13 +192,12 @@ def prune(
     max_memory_bytes = parse_memory(max_memory)
     if backend not in ("local", "ray"):
         raise CotSurvivalError("E009", reason=f"--backend must be 'local' or 'ray', not {backend!r}")
-    # approx (engineer approx): parsed before any model is loaded, so a bad spec fails fast.
+    from ..models import scoring_dtype, warn_if_imprecise
     from .approx import parse_approx
 
-    from ..models import scoring_dtype
-
+    # approx (engineer approx): parsed before any model is loaded, so a bad spec fails fast.
     approx_spec = parse_approx(approx)
-    dtype = scoring_dtype(dtype)
+    dtype = scoring_dtype(dtype)  # auto: float32 on every device (half precision switches greedy paths)
     _check_out(out, chains)
     corpus = _as_corpus(chains, on_error, keep_annotations, limit, ids)
     selection = {"limit": limit, "ids": list(ids) if ids is not None else None}
@@ -218,8 +217,6 @@ def prune(
             loaded_model = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                                       allow_unsafe_weights=allow_unsafe_weights)
         lm, tokenizer, info = loaded_model
-    from ..models import warn_if_imprecise
-
     warn_if_imprecise(info.dtype)
     try:
         return _prune_encoded(corpus, out, lm, tokenizer, info, pool, objective=objective, keep_ratio=keep_ratio,
