@@ -66,7 +66,7 @@ def citations(result) -> list[str]:
     """
     withheld: list[str] = []
     out: list[str] = _primary_sentences(result)
-    out += _approx_sentences(result)  # approx: an approximate run says so right after the primary result
+    out += _scoring_sentences(result)  # an approximate or half-precision run says so after the primary result
     out += _chain_level_sentences(result)
     for level in result.config["levels"]:
         out += _group_sentences(result, level, withheld)
@@ -79,19 +79,24 @@ def citations(result) -> list[str]:
     return out
 
 
-def _approx_sentences(result) -> list[str]:
-    """The approximation (``manifest engine.approx``) and its measured fidelity, if the run was approximate."""
+def _scoring_sentences(result) -> list[str]:
+    """How the run's ranks were scored, where it limits them: an approximation (``manifest
+    engine.approx``) with its measured fidelity, half precision (``manifest model.dtype``)."""
+    from ..models import precision_note
     from ..rundir import RunDir
 
     try:
         manifest = RunDir(result.run).read_manifest()
     except Exception:  # noqa: BLE001 - a result without its run directory has nothing to add
         return []
-    if not (manifest.get("engine") or {}).get("approx"):
-        return []
-    from ..pruning.approx import approx_note  # only approximate runs pay for importing the engine
+    out = []
+    if (manifest.get("engine") or {}).get("approx"):
+        from ..pruning.approx import approx_note  # only approximate runs pay for importing the engine
 
-    return [f"Note: {approx_note(manifest)}"]
+        out.append(f"Note: {approx_note(manifest)}")
+    if precision_note(manifest):
+        out.append(f"Note: {precision_note(manifest)}")
+    return out
 
 
 def _primary_sentences(result) -> list[str]:

@@ -206,6 +206,13 @@ def compare(
         said = [f"Note: '{v.name}': {approx_note(v.manifest)}" for v in approximate]
         result.citations[:0] = said
         result.notes.extend(said)
+    from ..models import precision_note
+
+    half = [f"Note: '{v.name}': {precision_note(v.manifest)}" for v in views
+            if v.ordering == "greedy" and precision_note(v.manifest)]
+    if half:  # token-level agreement with a half-precision run includes its rounding noise
+        result.citations[:0] = half
+        result.notes.extend(half)
     result.notes = list(dict.fromkeys(result.notes))
     if out is not None:
         result.save(out, figures=figures)

@@ -347,9 +347,6 @@ _MEASURED = [  # spec, mean τ, its 95% CI, number of chains, which chains, same
 MEASURED_FIDELITY: dict[str, dict] = {
     spec: {"tau": tau, "lo": lo, "hi": hi, "n_chains": n, "chains": chains, "same_sign": sign, "same_order": order}
     for spec, tau, lo, hi, n, chains, sign, order in _MEASURED}
-# For scale: the exact engine itself, run in float16, against its float32 order on the same 101-159
-# token chains (a single near-tie broken the other way can switch a greedy path; BENCHMARKS.md, "Precision").
-EXACT_FLOAT16_TAU = {_LONGER: 0.875}
 
 
 def _approx_parts(manifest: dict) -> tuple[str, str, dict | None, bool] | None:
@@ -387,7 +384,10 @@ def approx_note(manifest: dict) -> str | None:
     what, _, measured, _ = parts
     if measured:
         order = "kept" if measured["same_order"] else "did not keep"
-        scale = EXACT_FLOAT16_TAU.get(measured["chains"])
+        from ..models import HALF_PRECISION_CHAINS, HALF_PRECISION_TAU
+
+        # For scale: the exact engine itself in float16 against its float32 order, on the same chains.
+        scale = HALF_PRECISION_TAU["float16"]["mean"] if measured["chains"] == HALF_PRECISION_CHAINS else None
         scale = f"; for scale, the exact engine itself run in float16 scored tau {scale:.2f} there" if scale else ""
         fidelity = (f"against exact greedy survival this setting's mean Kendall tau was {measured['tau']:.2f} "
                     f"[95% CI {measured['lo']:.2f}, {measured['hi']:.2f}] on {measured['n_chains']} "

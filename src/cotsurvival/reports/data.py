@@ -97,6 +97,13 @@ class ReportData:
 
         return approx_label(self._approximate_manifest)
 
+    @cached_property
+    def precision_note(self) -> str | None:
+        """The half-precision sentence of a run scored in bfloat16 or float16, None otherwise."""
+        from ..models import precision_note
+
+        return precision_note(self.run.read_manifest())
+
     # ---------------------------------------------------------------- stored statistics
     @cached_property
     def stats(self):
