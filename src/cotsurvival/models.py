@@ -90,7 +90,8 @@ def scoring_dtype(dtype: str) -> str:
 
 
 def _half(dtype) -> str | None:
-    name = {"bf16": "bfloat16", "fp16": "float16"}.get(str(dtype), str(dtype).replace("torch.", ""))
+    """``dtype``'s name if it is a half precision (``ModelInfo.dtype`` and manifests hold canonical names)."""
+    name = str(dtype).replace("torch.", "")
     return name if name in HALF_PRECISION_TAU else None
 
 

@@ -94,8 +94,9 @@ def _scoring_sentences(result) -> list[str]:
         from ..pruning.approx import approx_note  # only approximate runs pay for importing the engine
 
         out.append(f"Note: {approx_note(manifest)}")
-    if precision_note(manifest):
-        out.append(f"Note: {precision_note(manifest)}")
+    half = precision_note(manifest)
+    if half:
+        out.append(f"Note: {half}")
     return out
 
 

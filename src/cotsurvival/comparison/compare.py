@@ -199,20 +199,21 @@ def compare(
     recovery = _recovery(views)
     if recovery is not None:
         result.tables["recovery"] = recovery
-    approximate = [v for v in views if v.ordering == "greedy" and (v.manifest.get("engine") or {}).get("approx")]
-    if approximate:  # every citable sentence of a comparison with approximate ranks carries it (issue 16)
-        from ..pruning.approx import approx_note
-
-        said = [f"Note: '{v.name}': {approx_note(v.manifest)}" for v in approximate]
-        result.citations[:0] = said
-        result.notes.extend(said)
+    # A comparison's citations open with how each greedy run was scored where that limits its ranks:
+    # an approximation (issue 16) or half precision (token-level agreement includes its rounding noise).
     from ..models import precision_note
 
-    half = [f"Note: '{v.name}': {precision_note(v.manifest)}" for v in views
-            if v.ordering == "greedy" and precision_note(v.manifest)]
-    if half:  # token-level agreement with a half-precision run includes its rounding noise
-        result.citations[:0] = half
-        result.notes.extend(half)
+    said = []
+    for view in (v for v in views if v.ordering == "greedy"):
+        if (view.manifest.get("engine") or {}).get("approx"):
+            from ..pruning.approx import approx_note
+
+            said.append(f"Note: '{view.name}': {approx_note(view.manifest)}")
+        half = precision_note(view.manifest)
+        if half:
+            said.append(f"Note: '{view.name}': {half}")
+    result.citations[:0] = said
+    result.notes.extend(said)
     result.notes = list(dict.fromkeys(result.notes))
     if out is not None:
         result.save(out, figures=figures)

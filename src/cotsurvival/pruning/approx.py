@@ -44,6 +44,7 @@ import numpy as np
 
 from ..encoding import EncodedChain
 from ..errors import CotSurvivalError
+from ..models import HALF_PRECISION_CHAINS, HALF_PRECISION_TAU
 from .scoring import Scorer, check_finite
 
 # The recommendation behind ``--approx auto``: exact up to EXACT_MAX_TOKENS reasoning tokens,
@@ -331,7 +332,7 @@ def approx_prune(
 # longest chains measured for a setting win. With each: of the 4 category effects, how many kept
 # their sign, and whether the category order was kept.
 _SHORT = "model-written GSM8K chains of 28-35 tokens"
-_LONGER = "model-written GSM8K chains of 101-159 tokens"
+_LONGER = HALF_PRECISION_CHAINS  # the chains the precision reference was measured on, too
 _MEASURED = [  # spec, mean τ, its 95% CI, number of chains, which chains, same sign (of 4), same order
     ("topk:0.2", 0.533, 0.497, 0.577, 3, _SHORT, 3, False),
     ("topk:0.5", 0.499, 0.453, 0.553, 3, _SHORT, 4, True),
@@ -384,11 +385,9 @@ def approx_note(manifest: dict) -> str | None:
     what, _, measured, _ = parts
     if measured:
         order = "kept" if measured["same_order"] else "did not keep"
-        from ..models import HALF_PRECISION_CHAINS, HALF_PRECISION_TAU
-
         # For scale: the exact engine itself in float16 against its float32 order, on the same chains.
-        scale = HALF_PRECISION_TAU["float16"]["mean"] if measured["chains"] == HALF_PRECISION_CHAINS else None
-        scale = f"; for scale, the exact engine itself run in float16 scored tau {scale:.2f} there" if scale else ""
+        scale = (f"; for scale, the exact engine itself run in float16 scored tau "
+                 f"{HALF_PRECISION_TAU['float16']['mean']:.2f} there" if measured["chains"] == _LONGER else "")
         fidelity = (f"against exact greedy survival this setting's mean Kendall tau was {measured['tau']:.2f} "
                     f"[95% CI {measured['lo']:.2f}, {measured['hi']:.2f}] on {measured['n_chains']} "
                     f"{measured['chains']}, where it kept the sign of {measured['same_sign']} of 4 category effects "
