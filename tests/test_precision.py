@@ -121,21 +121,3 @@ def test_half_precision_run_says_so_in_citations_and_comparisons(tmp_path, tiny_
     comparison = compare([tmp_path / "half", tmp_path / "full"], n_boot=50, figures=False)
     assert comparison.citations[0].startswith("Note: 'half': Deletion costs were scored in bfloat16")
     assert not any("'full'" in c and "scored in" in c for c in comparison.citations)
-
-
-def test_quoted_precision_numbers_are_the_benchmarks():
-    """The τ the precision note and warning quote are BENCHMARKS.md's reference rows."""
-    import re
-    from pathlib import Path
-
-    from cotsurvival.models import HALF_PRECISION_TAU
-
-    text = (Path(__file__).parents[1] / "BENCHMARKS.md").read_text(encoding="utf-8")
-    for dtype, quoted in HALF_PRECISION_TAU.items():
-        row = re.search(rf"\(`exact@{dtype}`\) \| ([\d.]+) \[([\d.]+), ([\d.]+)\]", text)
-        assert row, dtype
-        assert (quoted["mean"], quoted["lo"], quoted["hi"]) == tuple(float(x) for x in row.groups())
-        per_chain = re.search(r"\| chain \(reasoning tokens\) \| bfloat16 \| float16 \| float64 \|\n\|[-|]+\|\n((?:\|.*\n)+)", text)
-        column = 1 + list(HALF_PRECISION_TAU).index(dtype)
-        values = [float(line.split("|")[1 + column].strip(" *")) for line in per_chain.group(1).splitlines()]
-        assert quoted["range"] == f"{min(values):.2f}-{max(values):.2f}", dtype

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ..provenance import scoring_notes
 from .inference import holm
 
 ALPHA = 0.05
@@ -80,24 +81,15 @@ def citations(result) -> list[str]:
 
 
 def _scoring_sentences(result) -> list[str]:
-    """How the run's ranks were scored, where it limits them: an approximation (``manifest
-    engine.approx``) with its measured fidelity, half precision (``manifest model.dtype``)."""
-    from ..models import precision_note
+    """How the run's ranks were scored, where it limits them (:func:`cotsurvival.provenance.scoring_notes`:
+    an approximation, half precision, the run's rank stability)."""
     from ..rundir import RunDir
 
     try:
         manifest = RunDir(result.run).read_manifest()
     except Exception:  # noqa: BLE001 - a result without its run directory has nothing to add
         return []
-    out = []
-    if (manifest.get("engine") or {}).get("approx"):
-        from ..pruning.approx import approx_note  # only approximate runs pay for importing the engine
-
-        out.append(f"Note: {approx_note(manifest)}")
-    half = precision_note(manifest)
-    if half:
-        out.append(f"Note: {half}")
-    return out
+    return [f"Note: {note.text}" for note in scoring_notes(manifest, stability=getattr(result, "stability_", None))]
 
 
 def _primary_sentences(result) -> list[str]:

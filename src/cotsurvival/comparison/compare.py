@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CotSurvivalError
+from ..provenance import scoring_notes
 from .align import TOKEN_UNITS, UNIT_RULE, WORD_UNITS, RunView, align, common_chains, load_view, match_chains
 
 DEFAULT_KEEP_RATIOS = (0.5, 0.25)
@@ -200,18 +201,9 @@ def compare(
     if recovery is not None:
         result.tables["recovery"] = recovery
     # A comparison's citations open with how each greedy run was scored where that limits its ranks:
-    # an approximation (issue 16) or half precision (token-level agreement includes its rounding noise).
-    from ..models import precision_note
-
-    said = []
-    for view in (v for v in views if v.ordering == "greedy"):
-        if (view.manifest.get("engine") or {}).get("approx"):
-            from ..pruning.approx import approx_note
-
-            said.append(f"Note: '{view.name}': {approx_note(view.manifest)}")
-        half = precision_note(view.manifest)
-        if half:
-            said.append(f"Note: '{view.name}': {half}")
+    # an approximation, half precision, its rank stability (token-level agreement includes its path noise).
+    said = [f"Note: '{view.name}': {note.text}" for view in views if view.ordering == "greedy"
+            for note in scoring_notes(view.manifest)]
     result.citations[:0] = said
     result.notes.extend(said)
     result.notes = list(dict.fromkeys(result.notes))

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CotSurvivalError
+from ..provenance import scoring_notes
 from ..rundir import RunDir, as_rundir, atomic_write_bytes
 from .data import display_name, resolve_chain_ids, token_segments
 from .notebook import read_chain_tokens
@@ -100,7 +101,9 @@ def _payload(run: RunDir, rows: pd.DataFrame, selected: list[int], n_available: 
     note = (f"model {(manifest.get('model') or {}).get('spec', '?')} · objective {manifest.get('objective', '?')} · "
             f"labels {labels} · {len(chains)} of {n_available} chains shown")
     return {
-        "run": {"name": run.path.name, "note": note},
+        "run": {"name": run.path.name, "note": note,
+                # how the ranks were scored (approximation, precision, stability), as citations say it
+                "scoring_notes": [n.text for n in scoring_notes(manifest)]},
         "categories": present_coarse,
         "labels": present_fine,
         "display": {name: display_name(name) for name in present_coarse + present_fine},

@@ -1,0 +1,233 @@
+"""How a run's ranks were scored, in words: the notes every citable output of a run carries.
+
+Where the way a run was pruned limits what its ranks can support, citations (analysis), figure
+captions (reports), comparisons and the viewer say so, all with the sentences of
+:func:`scoring_notes`:
+
+``approximation``
+    ``prune --approx``: which setting, and its measured fidelity (Kendall τ against exact greedy
+    survival, category agreement; against the exact replicate ensemble where measured).
+``precision``
+    Deletion costs scored in bfloat16 or float16: rounding can switch the greedy path at near-ties.
+    With replicates the note quotes the run's *own* measured stability; without, the run's free
+    near-tie diagnostic; a run that has neither (made before either existed) quotes the reference
+    measurement, naming the model and chains it was made on.
+``stability``
+    How reproducible the ranks are: with ``prune --replicates K``, the mean Kendall τ between
+    replicate paths; without, the near-tie diagnostic (steps whose two cheapest deletions lie within
+    the dtype's rounding error of a cost).
+
+Every measured figure quoted here is read from one data file, ``cotsurvival/data/fidelity.json``,
+whose rows are BENCHMARKS.md's (``tests/test_provenance.py`` checks them against it). This module
+reads only the manifest (a dict), the data file and, when given, a stability summary: no engine,
+no torch, so every upper layer may import it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+__all__ = ["ScoringNote", "scoring_notes", "fidelity_data", "measured_approximation", "half_precision",
+           "cost_error", "HALF_PRECISIONS"]
+
+HALF_PRECISIONS = ("bfloat16", "float16")
+_SOURCE = "bench/approx_fidelity.py, BENCHMARKS.md"
+
+
+@lru_cache(maxsize=1)
+def fidelity_data() -> dict:
+    """The measured figures (``cotsurvival/data/fidelity.json``), read once."""
+    text = resources.files("cotsurvival").joinpath("data", "fidelity.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def measured_approximation(spec: str | None) -> dict | None:
+    """The measured fidelity of one ``--approx`` setting (canonical spec, as manifests record it), with
+    ``chains`` spelled out; None if that setting was not measured."""
+    data = fidelity_data()
+    for row in data["approximations"]:
+        if row["spec"] == spec:
+            return {**row, "chains": data["chain_sets"][row["chains"]]}
+    return None
+
+
+def measured_ensemble(spec: str | None) -> dict | None:
+    """The fidelity of one setting against the exact replicate ensemble (bench/stability.py), or None."""
+    for row in fidelity_data().get("ensemble", {}).get("approximations", []):
+        if row["spec"] == spec:
+            return row
+    return None
+
+
+def half_precision(dtype) -> str | None:
+    """``dtype``'s canonical name if it is a half precision (``torch.float16``, ``"bf16"`` …), else None."""
+    name = str(dtype).replace("torch.", "")
+    name = {"fp16": "float16", "half": "float16", "bf16": "bfloat16"}.get(name, name)
+    return name if name in HALF_PRECISIONS else None
+
+
+def cost_error(dtype: str) -> dict | None:
+    """Measured rounding error of one deletion cost (nats: ``median``, ``max``) in ``dtype``, or None."""
+    return fidelity_data()["cost_error_nats"].get(str(dtype).replace("torch.", ""))
+
+
+@dataclass(frozen=True)
+class ScoringNote:
+    """One note on how a run's ranks were scored.
+
+    Attributes
+    ----------
+    kind : {"approximation", "precision", "stability"}
+    text : str
+        The full sentence, for citations and captions.
+    label : str or None
+        A one-line form drawn under figures (approximations only).
+    """
+
+    kind: str
+    text: str
+    label: str | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def scoring_notes(manifest: dict, stability: dict | None = None) -> list[ScoringNote]:
+    """The notes a run's citable outputs carry, in order approximation, precision, stability.
+
+    Parameters
+    ----------
+    manifest : dict
+        The run's ``manifest.json`` (``engine.approx``, ``model.dtype``, ``replicates``,
+        ``diagnostics``).
+    stability : dict, optional
+        The run's measured stability across replicates: ``mean`` (mean over chains of each chain's
+        mean pairwise Kendall τ between replicates), ``lo``/``hi`` (its chain-bootstrap CI) and
+        ``n_chains``; default ``manifest["stability"]`` when the run recorded one.
+
+    Returns
+    -------
+    list of ScoringNote
+        Empty for an exact float32 run with neither replicates nor diagnostics.
+    """
+    notes = []
+    approx = _approximation_note(manifest)
+    if approx is not None:
+        notes.append(approx)
+    stability = stability if stability is not None else manifest.get("stability")
+    replicates = _replicates(manifest)
+    own = _stability_phrase(stability, replicates)
+    near_ties = _near_tie_phrase(manifest.get("diagnostics"))
+    dtype = half_precision((manifest.get("model") or {}).get("dtype"))
+    if dtype:
+        notes.append(ScoringNote("precision", _precision_text(dtype, own, near_ties, manifest)))
+    elif own or near_ties:
+        notes.append(ScoringNote("stability", f"Rank stability: {own or near_ties}."))
+    return notes
+
+
+# ------------------------------------------------------------------------------------------ parts
+def _replicates(manifest: dict) -> dict | None:
+    """``{k, scale, perturbation}`` of a run with replicate paths (K > 1), else None."""
+    record = manifest.get("replicates")
+    if not isinstance(record, dict):
+        return None
+    k = record.get("k", record.get("K", record.get("replicates")))
+    if not k or int(k) < 2:
+        return None
+    scale = record.get("scale", record.get("temperature"))
+    return {"k": int(k), "scale": scale, "perturbation": record.get("perturbation", "gumbel")}
+
+
+def _stability_phrase(stability: dict | None, replicates: dict | None) -> str | None:
+    if not stability or stability.get("mean") is None:
+        return None
+    k = (replicates or {}).get("k", stability.get("k"))
+    scale = (replicates or {}).get("scale", stability.get("scale"))
+    ci = (f" [95% CI {stability['lo']:.2f}, {stability['hi']:.2f}]"
+          if stability.get("lo") is not None and stability.get("hi") is not None else "")
+    paths = f" across {k} paths" if k else " across replicate paths"
+    perturbed = f" perturbed by {scale:g} nats (Gumbel noise on each step's costs)" if scale is not None else ""
+    chains = f", {stability['n_chains']} chains" if stability.get("n_chains") else ""
+    return f"this run's ranks reproduced at a mean Kendall tau of {stability['mean']:.2f}{ci}{paths}{perturbed}{chains}"
+
+
+def _near_tie_phrase(diagnostics: dict | None) -> str | None:
+    if not diagnostics or not diagnostics.get("n_steps"):
+        return None
+    chains = diagnostics.get("chains")
+    n_chains = len(chains) if isinstance(chains, dict) else diagnostics.get("n_chains")
+    where = (f" in {diagnostics.get('n_chains_with_near_tie', '?')} of {n_chains} chains" if n_chains else "")
+    smallest = (f"; smallest gap {diagnostics['min_gap']:.2g} nats" if diagnostics.get("min_gap") is not None else "")
+    return (f"{diagnostics['n_near_tie_steps']} of {diagnostics['n_steps']} greedy steps{where} were near-ties "
+            f"(two cheapest deletions within {diagnostics['near_tie_threshold']:.2g} nats, the measured rounding error "
+            f"of a cost in {diagnostics.get('dtype', 'the run' + chr(39) + 's dtype')}), where the path could have "
+            f"gone either way{smallest}; prune --replicates K measures how much that moves the ranks")
+
+
+def _precision_text(dtype: str, own: str | None, near_ties: str | None, manifest: dict) -> str:
+    error = cost_error(dtype)
+    rounding = (f" (a cost's rounding error: median up to {error['median']:.2g}, largest {error['max']:.2g} nats)"
+                if error else "")
+    opening = f"Deletion costs were scored in {dtype}{rounding}, so near-ties can break the other way and switch the greedy path"
+    if own:
+        return f"{opening}; {own}."
+    if near_ties:
+        return f"{opening}; {near_ties}."
+    # A run with neither replicates nor diagnostics: the reference measurement, saying what it was made on.
+    data = fidelity_data()
+    reference = data["precision"]
+    m = reference["dtypes"][dtype]
+    return (f"{opening}: the exact engine in {dtype} agreed with its own float32 order at a mean Kendall tau of "
+            f"{m['tau']:.2f} [95% CI {m['lo']:.2f}, {m['hi']:.2f}] on {reference['n_chains']} "
+            f"{data['chain_sets'][reference['chains']]} with {data['model']} (category effects kept their sign and "
+            f"order); this run's own stability was not measured (prune --replicates K) (BENCHMARKS.md, 'Precision').")
+
+
+def _approx_parts(manifest: dict) -> tuple[str, str, bool] | None:
+    """(what was approximated, the approximate spec, whether ``auto`` chose it), None if exact."""
+    record = (manifest.get("engine") or {}).get("approx")
+    if not record:
+        return None
+    spec = record.get("spec", record.get("method"))
+    if record.get("method") == "auto":
+        long = record.get("long", {}).get("spec")
+        what = (f"ranks are exact for chains up to {record.get('exact_max_tokens')} reasoning tokens and "
+                f"approximate above ({long})")
+        return what, long, True
+    return f"ranks are approximate ({spec})", spec, False
+
+
+def _approximation_note(manifest: dict) -> ScoringNote | None:
+    parts = _approx_parts(manifest)
+    if parts is None:
+        return None
+    what, spec, auto = parts
+    measured = measured_approximation(spec)
+    ensemble = measured_ensemble(spec)
+    data = fidelity_data()
+    if measured:
+        order = "kept" if measured["same_order"] else "did not keep"
+        scale = ""
+        if measured["chains"] == data["chain_sets"][data["precision"]["chains"]]:
+            # For scale: the exact engine itself in float16 against its float32 order, on the same chains.
+            scale = (f"; for scale, the exact engine itself run in float16 scored tau "
+                     f"{data['precision']['dtypes']['float16']['tau']:.2f} there")
+        fidelity = (f"against exact greedy survival this setting's mean Kendall tau was {measured['tau']:.2f} "
+                    f"[95% CI {measured['lo']:.2f}, {measured['hi']:.2f}] on {measured['n_chains']} "
+                    f"{measured['chains']}, where it kept the sign of {measured['same_sign']} of 4 category effects "
+                    f"and {order} the category order{scale} ({_SOURCE})")
+    else:
+        fidelity = "the fidelity of this setting against exact greedy survival was not measured (see bench/approx_fidelity.py)"
+    if ensemble:
+        fidelity += (f"; against the mean survival of {ensemble['k']} exact replicate paths (T = {ensemble['scale']:g} "
+                     f"nats) its tau was {ensemble['tau']:.2f}, the exact replicates' own {ensemble['own_tau']:.2f} "
+                     f"({ensemble['n_chains']} {ensemble['chains']}; bench/stability.py)")
+    text = f"Greedy survival was approximated with prune --approx: {what}; {fidelity}."
+    short = (f"Kendall τ vs exact {measured['tau']:.2f} [{measured['lo']:.2f}, {measured['hi']:.2f}], "
+             f"{measured['n_chains']} chains" if measured else "fidelity not measured")
+    where = " above the exact limit" if auto else ""
+    label = f"Approximate ranks{where}: prune --approx {spec} ({short}; BENCHMARKS.md)"
+    return ScoringNote("approximation", text, label)
