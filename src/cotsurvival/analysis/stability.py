@@ -152,3 +152,76 @@ def describe(summary: dict, replicates: dict) -> str:
     return (f"ranks reproduced at a mean Kendall tau of {tau['mean']:.2f}{ci} between {summary['n_replicates']} paths "
             f"per chain perturbed by Gumbel noise of {replicates.get('scale_nats', float('nan')):g} nats "
             f"({tau['n_chains']} chains; {summary['n_chains_below_0.9']} below 0.9)")
+
+
+# --------------------------------------------------------------------------- analyze
+def replicate_mean(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with ``survival`` replaced by the replicate mean when the run has replicates (the
+    primary test's input); unchanged otherwise."""
+    if "survival_mean" not in table:
+        return table
+    return table.assign(survival=table["survival_mean"].astype(float))
+
+
+def run_stability(run: RunDir, table: pd.DataFrame, result, n_boot: int, seed: int, *, min_chains: int,
+                  min_tokens: int) -> dict:
+    """``stats.json["stability"]``: the near-tie diagnostic and, with replicates, the run's stability,
+    and the spread of the primary estimate across replicates (also put in ``result.primary_``).
+
+    Adds the table ``stability_per_chain`` to ``result.tables_``."""
+    from ..pruning.diagnostics import describe as describe_ties, run_diagnostics
+
+    diagnostics = run_diagnostics(run)
+    per_chain = pd.DataFrame([{"chain_id": chain_id, **values} for chain_id, values in
+                              (diagnostics.pop("chains", None) or {}).items()])
+    out: dict = {"diagnostics": {**diagnostics, "sentence": describe_ties(diagnostics, int(table["chain_id"].nunique()))}}
+    replicates = replicates_of(run)
+    out["replicates"] = replicates
+    if replicates.get("k", 1) > 1:
+        long = replicate_survival(run)
+        chains = chain_stability(long)
+        summary = stability_summary(chains, n_boot=n_boot, seed=seed)
+        out.update(summary)
+        out["sentence"] = describe(summary, replicates)
+        per_chain = chains if per_chain.empty else chains.merge(per_chain, on="chain_id", how="left")
+        spread = _primary_spread(long, table, result, min_chains, min_tokens, seed)
+        if spread:
+            out["primary_spread"] = spread
+    if not per_chain.empty:
+        result.tables_["stability_per_chain"] = per_chain
+    return out
+
+
+def _primary_spread(long: pd.DataFrame, table: pd.DataFrame, result, min_chains: int, min_tokens: int,
+                    seed: int) -> dict:
+    """The primary contrast's estimate on each replicate path alone: how much it moves between
+    near-equal paths, to read beside its CI (which is on the replicate mean)."""
+    from ..errors import CotSurvivalError
+    from . import chainlevel
+
+    primary = result.primary_
+    if not primary or "estimate" not in primary:
+        return {}
+    name = result.config.get("primary")
+    ranked = table[(table["n_tokens"] > 1) & table["category"].notna()]
+    wide = long.pivot_table(index=["chain_index", "position"], columns="replicate", values="survival")
+    estimates = {}
+    for replicate in wide.columns:
+        path = ranked.drop(columns=["survival"]).merge(
+            wide[replicate].rename("survival").reset_index(), on=["chain_index", "position"], how="left")
+        try:
+            test = chainlevel.chain_level_test(path, "category", name, min_chains=min_chains, min_tokens=min_tokens,
+                                               seed=seed)
+        except CotSurvivalError:
+            continue
+        estimates[int(replicate)] = float(test["estimate"])
+    if not estimates:
+        return {}
+    values = np.array(list(estimates.values()))
+    spread = {"k": len(values), "estimates": estimates, "greedy": estimates.get(0),
+              "sd": float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
+              "min": float(values.min()), "max": float(values.max()),
+              "same_sign": bool((np.sign(values) == np.sign(primary["estimate"])).all())}
+    primary["survival"] = f"mean over {len(values)} replicate paths"
+    primary["replicate_spread"] = spread
+    return spread

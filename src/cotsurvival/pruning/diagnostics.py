@@ -99,3 +99,29 @@ def describe(summary: dict, n_chains: int | None = None) -> str:
     return (f"{summary['n_near_tie_steps']} of {summary['n_steps']} greedy steps were near-ties{chains} "
             f"(two cheapest deletions within {summary['near_tie_threshold']:.2g} nats, the largest "
             f"{summary.get('dtype', 'float32')} rounding error of a cost measured); smallest gap {summary['min_gap']:.3g} nats")
+
+
+def run_diagnostics(run) -> dict:
+    """A run's near-tie diagnostic: the manifest's ``diagnostics`` when ``prune`` recorded it, else
+    computed here from ``traces.parquet`` (runs pruned before the diagnostic existed); ``{}`` when the
+    run has no traces of every step. ``run`` is a :class:`~cotsurvival.rundir.RunDir`."""
+    manifest = run.read_manifest()
+    stored = manifest.get("diagnostics")
+    if stored and stored.get("n_steps"):
+        return dict(stored)
+    record = threshold_record((manifest.get("model") or {}).get("dtype", "float32"))
+    if (manifest.get("engine") or {}).get("approx"):
+        return {**record, "n_steps": 0}
+    ids = dict(zip(run.read_chains()["chain_index"], run.read_chains()["reasoning_ids"]))
+    frames = []
+    for index in run.part_indices("tokens"):
+        if not run.has_part("traces", index):
+            continue
+        tokens = run.read_part("tokens", index, columns=["chain_id", "position", "deleted_step"])
+        gaps = gaps_from_traces(run.read_part("traces", index, columns=["step", "position", "cost"]), ids[index])
+        step = tokens["deleted_step"].astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+        tokens["deletion_gap"] = gaps.reindex(step).to_numpy(np.float64)
+        frames.append(tokens)
+    if not frames:
+        return {**record, "n_steps": 0}
+    return {**record, **run_summary(pd.concat(frames, ignore_index=True), record["near_tie_threshold"])}
