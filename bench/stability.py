@@ -8,7 +8,7 @@ where it stopped); ``report`` reads them and prints the tables (markdown and ``-
     OMP_NUM_THREADS=1 PYTHONPATH=src nice -n 10 python bench/stability.py paths --cache bench/out/stab &
     OMP_NUM_THREADS=1 PYTHONPATH=src nice -n 10 python bench/stability.py paths --cache bench/out/stab &
     wait; PYTHONPATH=src python bench/stability.py report --cache bench/out/stab --out bench/out/stability.json
-    PYTHONPATH=src python bench/stability.py check --cache bench/out/stab --chains 2   # prune --replicates == cache
+    PYTHONPATH=src python bench/stability.py check --cache bench/out/stab --chains 1   # prune --replicates == cache
 
 Paths. Replicate 0 is the greedy path of the exact engine (``crossstep``, float32); replicate r ≥ 1
 adds Gumbel noise of scale T nats to each step's costs (:class:`cotsurvival.pruning.engine.Perturbation`,
@@ -497,6 +497,37 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def check(args) -> dict:
+    """Run ``prune --replicates K --perturbation-scale T`` itself on the first chains and compare every
+    replicate's deletion order with the cached paths: the tables are what ``prune --replicates`` gives."""
+    import torch
+
+    from cotsurvival.pruning import prune
+    from cotsurvival.rundir import RunDir
+
+    torch.set_num_threads(args.threads)
+    cache = Path(args.cache)
+    ids = CHAIN_IDS[: args.chains]
+    out = cache / f"check_T{args.scale:g}"
+    began = time.perf_counter()
+    prune(str(chains_file(cache)), out, ids=ids, replicates=K, perturbation_scale=args.scale, device="cpu",
+          dtype="float32", progress=False)
+    seconds = time.perf_counter() - began
+    run = RunDir(out)
+    tokens = run.read_table("tokens", replicates=True)
+    compared, same = 0, 0
+    for (chain_id, replicate), group in tokens.groupby(["chain_id", "replicate"]):
+        order = group.dropna(subset=["deleted_step"]).sort_values("deleted_step")["position"].astype(int).tolist()
+        cached = path_file(cache, chain_id, "float32", args.scale, int(replicate))
+        if cached.exists():
+            compared += 1
+            same += order == json.loads(cached.read_text())["order"]
+    result = {"chains": ids, "scale": args.scale, "replicates_compared": compared, "identical": same,
+              "prune_seconds": round(seconds, 1), "uptime": load_uptime()}
+    print(json.dumps(result))
+    return result
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -506,8 +537,15 @@ def main(argv=None) -> None:
     rep = sub.add_parser("report", help="tables from the cached paths")
     rep.add_argument("--cache", required=True)
     rep.add_argument("--out", default=None)
+    chk = sub.add_parser("check", help="prune --replicates on the first chains equals the cached paths")
+    chk.add_argument("--cache", required=True)
+    chk.add_argument("--chains", type=int, default=1)
+    chk.add_argument("--scale", type=float, default=0.05)
+    chk.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    if args.command == "paths":
+    if args.command == "check":
+        check(args)
+    elif args.command == "paths":
         run_paths(args)
     elif args.command == "report":
         result = report(args)

@@ -94,8 +94,9 @@ def test_exact_float32_run_without_diagnostics_has_no_note():
 
 
 def test_half_precision_quotes_the_runs_own_stability_when_it_has_replicates():
-    manifest = {"model": {"dtype": "torch.float16"}, "replicates": {"k": 8, "scale": 0.05}}
-    stability = {"mean": 0.912, "lo": 0.853, "hi": 0.951, "n_chains": 9}
+    manifest = {"model": {"dtype": "torch.float16"}, "replicates": {"k": 8, "scale_nats": 0.05, "seed": 0}}
+    # stats.json["stability"] as analyze writes it
+    stability = {"tau": {"mean": 0.912, "ci_low": 0.853, "ci_high": 0.951, "n_chains": 9}, "n_replicates": 8}
     (note,) = scoring_notes(manifest, stability=stability)
     assert note.kind == "precision" and note.text.startswith("Deletion costs were scored in float16")
     assert ("this run's ranks reproduced at a mean Kendall tau of 0.91 [95% CI 0.85, 0.95] across 8 paths "

@@ -30,7 +30,7 @@ from functools import lru_cache
 from importlib import resources
 
 __all__ = ["ScoringNote", "scoring_notes", "fidelity_data", "measured_approximation", "half_precision",
-           "cost_error", "HALF_PRECISIONS"]
+           "cost_error", "dtype_name", "HALF_PRECISIONS"]
 
 HALF_PRECISIONS = ("bfloat16", "float16")
 _SOURCE = "bench/approx_fidelity.py, BENCHMARKS.md"
@@ -61,16 +61,22 @@ def measured_ensemble(spec: str | None) -> dict | None:
     return None
 
 
+def dtype_name(dtype) -> str:
+    """Canonical dtype name (``torch.float16`` and ``"fp16"`` become ``"float16"``)."""
+    name = str(dtype).replace("torch.", "")
+    return {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "fp64": "float64", "half": "float16",
+            "float": "float32", "double": "float64"}.get(name, name)
+
+
 def half_precision(dtype) -> str | None:
     """``dtype``'s canonical name if it is a half precision (``torch.float16``, ``"bf16"`` …), else None."""
-    name = str(dtype).replace("torch.", "")
-    name = {"fp16": "float16", "half": "float16", "bf16": "bfloat16"}.get(name, name)
+    name = dtype_name(dtype)
     return name if name in HALF_PRECISIONS else None
 
 
 def cost_error(dtype: str) -> dict | None:
     """Measured rounding error of one deletion cost (nats: ``median``, ``max``) in ``dtype``, or None."""
-    return fidelity_data()["cost_error_nats"].get(str(dtype).replace("torch.", ""))
+    return fidelity_data()["cost_error_nats"].get(dtype_name(dtype))
 
 
 @dataclass(frozen=True)
@@ -130,28 +136,33 @@ def scoring_notes(manifest: dict, stability: dict | None = None) -> list[Scoring
 
 # ------------------------------------------------------------------------------------------ parts
 def _replicates(manifest: dict) -> dict | None:
-    """``{k, scale, perturbation}`` of a run with replicate paths (K > 1), else None."""
+    """``{k, scale}`` of a run with replicate paths (``manifest["replicates"]``, K > 1), else None."""
     record = manifest.get("replicates")
-    if not isinstance(record, dict):
+    if not isinstance(record, dict) or int(record.get("k", 1)) < 2:
         return None
-    k = record.get("k", record.get("K", record.get("replicates")))
-    if not k or int(k) < 2:
-        return None
-    scale = record.get("scale", record.get("temperature"))
-    return {"k": int(k), "scale": scale, "perturbation": record.get("perturbation", "gumbel")}
+    return {"k": int(record["k"]), "scale": record.get("scale_nats")}
 
 
 def _stability_phrase(stability: dict | None, replicates: dict | None) -> str | None:
-    if not stability or stability.get("mean") is None:
+    """``stability`` is ``stats.json["stability"]`` (:func:`cotsurvival.analysis.stability.run_stability`:
+    ``tau`` = mean, ci_low, ci_high, n_chains of each chain's mean pairwise replicate τ) or a plain
+    ``{mean, lo, hi, n_chains}``."""
+    if not stability:
         return None
-    k = (replicates or {}).get("k", stability.get("k"))
-    scale = (replicates or {}).get("scale", stability.get("scale"))
-    ci = (f" [95% CI {stability['lo']:.2f}, {stability['hi']:.2f}]"
-          if stability.get("lo") is not None and stability.get("hi") is not None else "")
+    tau = stability.get("tau") if isinstance(stability.get("tau"), dict) else stability
+    mean = tau.get("mean")
+    if mean is None or mean != mean:
+        return None
+    lo, hi = tau.get("ci_low", tau.get("lo")), tau.get("ci_high", tau.get("hi"))
+    if replicates is None and isinstance(stability.get("replicates"), dict):
+        replicates = _replicates({"replicates": stability["replicates"]})
+    k = (replicates or {}).get("k", stability.get("n_replicates"))
+    scale = (replicates or {}).get("scale")
+    ci = f" [95% CI {lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None and lo == lo and hi == hi else ""
     paths = f" across {k} paths" if k else " across replicate paths"
     perturbed = f" perturbed by {scale:g} nats (Gumbel noise on each step's costs)" if scale is not None else ""
-    chains = f", {stability['n_chains']} chains" if stability.get("n_chains") else ""
-    return f"this run's ranks reproduced at a mean Kendall tau of {stability['mean']:.2f}{ci}{paths}{perturbed}{chains}"
+    chains = f", {tau['n_chains']} chains" if tau.get("n_chains") else ""
+    return f"this run's ranks reproduced at a mean Kendall tau of {mean:.2f}{ci}{paths}{perturbed}{chains}"
 
 
 def _near_tie_phrase(diagnostics: dict | None) -> str | None:

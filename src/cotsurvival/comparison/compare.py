@@ -203,8 +203,15 @@ def compare(
         result.tables["recovery"] = recovery
     # A comparison's citations open with how each greedy run was scored where that limits its ranks:
     # an approximation, half precision, its rank stability (token-level agreement includes its path noise).
+    # A run with replicates quotes its own replicate τ, as measured in the first pair it is in.
+    own = {}
+    for pair in result.pairs:
+        for side in ("a", "b"):
+            stability = pair.get("stability") or {}
+            if stability.get(f"k_{side}", 1) > 1:
+                own.setdefault(pair[side], {"tau": stability[f"own_tau_{side}"], "n_replicates": stability[f"k_{side}"]})
     said = [f"Note: '{view.name}': {note.text}" for view in views if view.ordering == "greedy"
-            for note in scoring_notes(view.manifest)]
+            for note in scoring_notes(view.manifest, stability=own.get(view.name))]
     result.citations[:0] = said
     result.notes.extend(said)
     result.notes = list(dict.fromkeys(result.notes))
