@@ -286,7 +286,10 @@ def _step_from(reference: ChainTrace, trace: ChainTrace, alive: list[int], kept,
     trace.step_costs.append(costs)
     trace.step_positions.append(positions)
     trace.order.append(alive[winner])
-    trace.objectives.append(float(objective - np.float64(costs[winner])))
+    if alive[winner] == reference.order[s]:  # the same deletion: the very sequence the greedy path measured
+        trace.objectives.append(float(reference.objectives[s + 1]))
+    else:  # float32 cost as stored; the objective of a sequence the greedy path never reached
+        trace.objectives.append(float(objective - np.float64(costs[winner])))
     trace.reused_steps += 1
     del alive[winner]
 
