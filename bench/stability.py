@@ -109,27 +109,31 @@ def _trace_from(record: dict):
 
 def stages(chain_ids: list[str]):
     """(chain, dtype, T, replicate, approx) in the order they are computed: what the first tables need first
-    (the greedy paths; half the replicates at each T; float16; two approximations; then the rest)."""
+    (the greedy paths; the replicates, cheap where they reuse the greedy path; then one path each for
+    the approximations and the half-precision dtypes, cheapest first)."""
     half = K // 2
     for chain_id in chain_ids:
         yield chain_id, "float32", 0.0, 0, None
-    for scale, lo, hi in ((0.05, 1, half), (0.01, 1, K), (0.05, half, K), (0.2, 1, half)):
+    for scale, lo, hi in ((0.05, 1, half), (0.01, 1, K), (0.05, half, K), (0.2, 1, half), (0.2, half, K)):
         for chain_id in chain_ids:
             for r in range(lo, hi):
                 yield chain_id, "float32", scale, r, None
     for chain_id in chain_ids:
-        yield chain_id, "float16", 0.0, 0, None
-    for spec in APPROX_SPECS[:2]:
-        for chain_id in chain_ids:
-            yield chain_id, "float32", 0.0, 0, spec
+        yield chain_id, "float32", 0.0, 0, "topk:0.2"
     for chain_id in chain_ids:
-        for r in range(half, K):
-            yield chain_id, "float32", 0.2, r, None
+        yield chain_id, "float16", 0.0, 0, None
+    for chain_id in chain_ids:
+        yield chain_id, "float32", 0.0, 0, "lazy"
     for chain_id in chain_ids:
         yield chain_id, "bfloat16", 0.0, 0, None
-    for spec in APPROX_SPECS[2:]:
-        for chain_id in chain_ids:
-            yield chain_id, "float32", 0.0, 0, spec
+    for chain_id in chain_ids:
+        yield chain_id, "float32", 0.0, 0, "topk:0.1"
+
+
+def _kind(item) -> str:
+    """``approx``, ``dtype`` or ``replicates`` (the float32 paths)."""
+    _, dtype, _, _, approx = item
+    return "approx" if approx else "dtype" if dtype != "float32" else "replicates"
 
 
 def _claim(target: Path) -> bool:
@@ -172,7 +176,8 @@ def run_paths(args) -> None:
         return loaded[dtype]
 
     while True:
-        todo = [item for item in stages(CHAIN_IDS) if not path_file(cache, *item).exists()]
+        todo = [item for item in stages(CHAIN_IDS) if not path_file(cache, *item).exists()
+                and (args.only is None or _kind(item) == args.only)]
         if not todo:
             return
         claimed = None
@@ -330,6 +335,14 @@ def report(args) -> dict:
                  "chains": {c: len(encoded[c].reasoning_ids) for c in CHAIN_IDS}}
     greedy = {c: paths.get((c, "float32", 0.0, 0, None)) for c in CHAIN_IDS}
 
+    # ---- K per T: 8, or the first 4 replicates where more chains have those (an unfinished cache)
+    k_of = {}
+    for scale in TEMPERATURES:
+        full = sum(replicate_set(paths, c, scale, K) is not None for c in CHAIN_IDS)
+        half = sum(replicate_set(paths, c, scale, K // 2) is not None for c in CHAIN_IDS)
+        k_of[scale] = K if full >= half else K // 2
+    out["k_per_T"] = {f"{t:g}": k for t, k in k_of.items()}
+
     # ---- per chain: stability at each T, and the greedy path's free diagnostics
     per_chain = []
     for c in CHAIN_IDS:
@@ -344,7 +357,7 @@ def report(args) -> dict:
                 row[f"expected_flips_T{scale:g}"] = float(np.nansum(1.0 / (1.0 + np.exp(gaps / scale))))
             row[f"gaps_below_T{scale:g}"] = int(np.sum(gaps < scale))
             row[f"p_leave_T{scale:g}"] = leave_probability(g, scale)
-            reps = replicate_set(paths, c, scale)
+            reps = replicate_set(paths, c, scale, k_of[scale])
             if reps is None:
                 continue
             surv = [survival(r["order"], r["n"]) for r in reps]
@@ -376,9 +389,9 @@ def report(args) -> dict:
             continue
         done = frame[frame[col].notna()]
         summary.append({
-            "T": scale, "n_chains": len(done), "stability": _ci(done[col]), "own_tau": _ci(done[f"own_tau_T{scale:g}"]),
+            "T": scale, "k": k_of[scale], "n_chains": len(done), "stability": _ci(done[col]), "own_tau": _ci(done[f"own_tau_T{scale:g}"]),
             "stability_min": float(done[col].min()), "stability_max": float(done[col].max()),
-            "diverged": f"{int(done[f'diverged_T{scale:g}'].sum())}/{(K - 1) * len(done)}",
+            "diverged": f"{int(done[f'diverged_T{scale:g}'].sum())}/{(k_of[scale] - 1) * len(done)}",
             "p_leave_predicted": float(done[f"p_leave_T{scale:g}"].mean()),
             "reused_share": float(done[f"reused_T{scale:g}"].mean()),
             "rows_replicate": float(done[f"rows_T{scale:g}"].mean()), "rows_greedy": float(done["rows_greedy"].mean()),
@@ -402,7 +415,8 @@ def report(args) -> dict:
     # ---- category effects across replicates against their CI (T = each)
     effects = {}
     for scale in TEMPERATURES:
-        sets = {c: replicate_set(paths, c, scale) for c in CHAIN_IDS}
+        k = k_of[scale]
+        sets = {c: replicate_set(paths, c, scale, k) for c in CHAIN_IDS}
         sets = {c: s for c, s in sets.items() if s is not None}
         if len(sets) < 3:
             continue
@@ -411,22 +425,22 @@ def report(args) -> dict:
             t = pd.DataFrame({"chain": c, "category": labels[c]})
             for r, rec in enumerate(reps):
                 t[f"r{r}"] = survival(rec["order"], rec["n"])
-            t["mean"] = t[[f"r{r}" for r in range(K)]].mean(axis=1)
+            t["mean"] = t[[f"r{r}" for r in range(k)]].mean(axis=1)
             tokens.append(t)
         tokens = pd.concat(tokens, ignore_index=True)
-        per_rep = {r: category_effects(tokens, f"r{r}") for r in range(K)}
+        per_rep = {r: category_effects(tokens, f"r{r}") for r in range(k)}
         on_mean = category_effects(tokens, "mean")
         rows = []
         for cat in per_rep[0].index:
-            values = np.array([per_rep[r].loc[cat, "effect"] for r in range(K)])
+            values = np.array([per_rep[r].loc[cat, "effect"] for r in range(k)])
             rows.append({"category": cat, "effect_greedy": per_rep[0].loc[cat, "effect"],
                          "lo": per_rep[0].loc[cat, "lo"], "hi": per_rep[0].loc[cat, "hi"],
                          "effect_mean_survival": on_mean.loc[cat, "effect"],
                          "sd_across_replicates": float(values.std(ddof=1)),
                          "range_across_replicates": float(np.ptp(values)),
                          "ci_width": float(per_rep[0].loc[cat, "hi"] - per_rep[0].loc[cat, "lo"]),
-                         "same_sign": f"{int(np.sum(np.sign(values) == np.sign(values[0])))}/{K}"})
-        effects[f"{scale:g}"] = {"n_chains": len(sets), "rows": rows}
+                         "same_sign": f"{int(np.sum(np.sign(values) == np.sign(values[0])))}/{k}"})
+        effects[f"{scale:g}"] = {"n_chains": len(sets), "k": k, "rows": rows}
     out["category_effects"] = effects
 
     # ---- approximations against the exact replicate ensemble (T = 0.05)
@@ -482,11 +496,11 @@ def markdown(result: dict) -> str:
                           for d in HALF)
         lines.append(f"| `{row['chain']}` | {row['n']} | {row['min_gap']:.3g} | {row['near_ties_float16']} | "
                      f"{stab} | {flips} | {half} |")
-    lines += ["", "| T (nats) | chains | stability: mean pairwise τ [95% CI] (min–max) | replicate vs mean of others τ "
+    lines += ["", "| T (nats) | K | chains | stability: mean pairwise τ [95% CI] (min–max) | replicate vs mean of others τ "
               "| replicates that left the greedy path (predicted from greedy costs) | steps reused | token rows: replicate / greedy | wall s: replicate / greedy (CPU s) |",
-              "|---:|---:|---|---|---:|---:|---|---|"]
+              "|---:|---:|---:|---|---|---:|---:|---|---|"]
     for row in result["summary"]:
-        lines.append(f"| {row['T']:g} | {row['n_chains']} | {_fmt(row['stability'])} ({row['stability_min']:.3f}–"
+        lines.append(f"| {row['T']:g} | {row['k']} | {row['n_chains']} | {_fmt(row['stability'])} ({row['stability_min']:.3f}–"
                      f"{row['stability_max']:.3f}) | {_fmt(row['own_tau'])} | {row['diverged']} ({row['p_leave_predicted']:.0%}) | {row['reused_share']:.0%} | "
                      f"{row['rows_replicate']:,.0f} / {row['rows_greedy']:,.0f} | {row['seconds_replicate']:.0f} / "
                      f"{row['seconds_greedy']:.0f} ({row['cpu_replicate']:.1f} / {row['cpu_greedy']:.1f}) |")
@@ -496,7 +510,7 @@ def markdown(result: dict) -> str:
                  for k, v in row["predictors"].items()]
         lines.append(f"- T = {row['T']:g}: " + "; ".join(parts))
     for scale, block in result["category_effects"].items():
-        lines += ["", f"Category effects across the {K} replicates, T = {scale} ({block['n_chains']} chains):", "",
+        lines += ["", f"Category effects across the {block['k']} replicates, T = {scale} ({block['n_chains']} chains):", "",
                   "| category | greedy effect [95% CI] | CI width | on mean survival | SD across replicates | range | same sign |",
                   "|---|---|---:|---:|---:|---:|---:|"]
         for r in block["rows"]:
@@ -546,15 +560,35 @@ def check(args) -> dict:
     return result
 
 
+def update_fidelity(result: dict, path: Path) -> None:
+    """The ensemble rows of the approximations table, as the data file citations read them from."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    lengths = sorted(result["chains"].values())
+    data["ensemble"] = {
+        "about": "Approximations against the exact replicate ensemble (bench/stability.py, BENCHMARKS.md "
+                 "'Rank stability'): tau to the mean survival of K exact paths perturbed by T nats, beside the exact "
+                 "replicates' own tau to the mean of the others.",
+        "approximations": [{"spec": r["spec"], "k": K, "scale": 0.05, "tau": round(r["tau_to_ensemble"]["estimate"], 3),
+                            "own_tau": round(r["own_tau"]["estimate"], 3), "n_chains": r["n_chains"],
+                            "chains": f"GSM8K chains of {lengths[0]}-{lengths[-1]} tokens"}
+                           for r in result["approximations"]]}
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     paths = sub.add_parser("paths", help="compute (or resume) the cached paths of one part of the chains")
     paths.add_argument("--cache", required=True)
     paths.add_argument("--threads", type=int, default=1)
+    paths.add_argument("--only", choices=["replicates", "approx", "dtype"], default=None,
+                       help="only this kind of path (a process of its own for the cheap or the slow ones)")
     rep = sub.add_parser("report", help="tables from the cached paths")
     rep.add_argument("--cache", required=True)
     rep.add_argument("--out", default=None)
+    rep.add_argument("--update-fidelity", default=None, metavar="JSON",
+                     help="write the approximations' ensemble fidelity into this data file "
+                          "(src/cotsurvival/data/fidelity.json, which citations quote)")
     chk = sub.add_parser("check", help="prune --replicates on the first chains equals the cached paths")
     chk.add_argument("--cache", required=True)
     chk.add_argument("--chains", type=int, default=1)
@@ -571,6 +605,8 @@ def main(argv=None) -> None:
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(result, indent=1, default=str))
+        if args.update_fidelity:
+            update_fidelity(result, Path(args.update_fidelity))
 
 
 if __name__ == "__main__":

@@ -143,3 +143,4 @@ def test_approximate_setting_is_the_canonical_spec(spec):
     assert approx_setting(parsed) == f"approx {parsed.describe()}"
     legacy = "approx " + json.dumps(approx_record(parsed), sort_keys=True)
     assert _legacy_scoring(legacy) == approx_setting(parsed)
+

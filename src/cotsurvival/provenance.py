@@ -161,7 +161,8 @@ def _stability_phrase(stability: dict | None, replicates: dict | None) -> str | 
     ci = f" [95% CI {lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None and lo == lo and hi == hi else ""
     paths = f" across {k} paths" if k else " across replicate paths"
     perturbed = f" perturbed by {scale:g} nats (Gumbel noise on each step's costs)" if scale is not None else ""
-    chains = f", {tau['n_chains']} chains" if tau.get("n_chains") else ""
+    n = tau.get("n_chains")
+    chains = f", {n} chain{'' if n == 1 else 's'}" if n else ""
     return f"this run's ranks reproduced at a mean Kendall tau of {mean:.2f}{ci}{paths}{perturbed}{chains}"
 
 
