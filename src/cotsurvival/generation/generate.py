@@ -243,15 +243,15 @@ def generate_chains(
 
 def _check_options(samples: int, temperature: float, max_new_tokens: int, batch_size: int | None) -> None:
     if samples < 1:
-        raise CotSurvivalError("E009", reason=f"samples must be at least 1, not {samples}")
+        raise CotSurvivalError("E086", option="samples", rule="at least 1", value=samples)
     if temperature < 0:
-        raise CotSurvivalError("E009", reason=f"temperature must be >= 0, not {temperature}")
+        raise CotSurvivalError("E086", option="temperature", rule=">= 0", value=temperature)
     if temperature == 0 and samples > 1:
-        raise CotSurvivalError("E009", reason="temperature 0 (greedy) draws identical samples; use samples=1")
+        raise CotSurvivalError("E089", reason="temperature 0 (greedy) draws identical samples; use samples=1")
     if max_new_tokens < 1:
-        raise CotSurvivalError("E009", reason=f"max_new_tokens must be at least 1, not {max_new_tokens}")
+        raise CotSurvivalError("E086", option="max_new_tokens", rule="at least 1", value=max_new_tokens)
     if batch_size is not None and batch_size < 1:
-        raise CotSurvivalError("E009", reason=f"batch_size must be at least 1, not {batch_size}")
+        raise CotSurvivalError("E086", option="batch_size", rule="at least 1", value=batch_size)
 
 
 def _question_groups(questions: Sequence[Question], per_batch: int) -> Iterable[list[Question]]:

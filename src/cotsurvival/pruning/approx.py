@@ -43,7 +43,7 @@ from typing import Callable
 import numpy as np
 
 from ..encoding import EncodedChain
-from ..errors import CotSurvivalError
+from ..errors import ApproximationWarning, CotSurvivalError
 from ..models import HALF_PRECISION_CHAINS, HALF_PRECISION_TAU
 from .scoring import Scorer, check_finite
 
@@ -223,7 +223,7 @@ def check_exact_feasible(n_tokens: int, chain_id: str, limit: int | None = None)
     if n_tokens > min(limit, EXACT_WARN_TOKENS):
         warnings.warn(f"chain {chain_id!r} has {n_tokens} reasoning tokens: exact greedy pruning costs about "
                       f"n^3/6 = {rows:.1e} decoder token rows; --approx auto is much cheaper (BENCHMARKS.md)",
-                      stacklevel=3)
+                      ApproximationWarning, stacklevel=3)
 
 
 def rounds_scorer(scorer: Scorer, spec: "ApproxSpec | LazySpec | None" = None) -> Scorer:

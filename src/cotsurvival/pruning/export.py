@@ -36,8 +36,7 @@ def export_pruned(run: str | Path | RunDir, keep_ratio: float, out: str | Path, 
     manifest = run.require().read_manifest()
     check_output(out, inputs=run_inputs(run.path), overwrite=overwrite, ours=is_export_file, command="export")
     if keep_ratio < manifest["keep_ratio"]:
-        raise CotSurvivalError("E009", reason=f"the run reaches keep ratio {manifest['keep_ratio']}; export at "
-                                              f"{keep_ratio} needs `cotsurvival prune ... --keep-ratio {keep_ratio}` first")
+        raise CotSurvivalError("E090", path=run.path, reached=manifest["keep_ratio"], asked=keep_ratio)
     chains = run.read_chains().set_index("chain_index")
     lines = []
     for index in run.part_indices("tokens"):

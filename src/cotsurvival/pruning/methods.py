@@ -28,7 +28,7 @@ def make_scorer(model, method: str = "auto", objective: str = "joint", max_batch
     if method == "auto":
         method = "crossstep" if supports_prefix_reuse(model) else "naive"
     if method not in SCORERS:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(SCORING_METHODS)}")
+        raise CotSurvivalError("E088", option="--method", value=method, choices=", ".join(SCORING_METHODS))
     reason = unsupported_reason(model)
     if method != "naive" and reason is not None:
         raise CotSurvivalError("E100", method=method, architecture=type(model).__name__, reason=reason)

@@ -121,7 +121,8 @@ class RayPool:
         if gpus_per_worker is None:
             gpus_per_worker = 1.0 if gpus >= 1 else 0.0
         if gpus_per_worker < 0 or (workers is not None and workers < 1) or cpus_per_worker <= 0:
-            raise CotSurvivalError("E009", reason="--workers must be >= 1 and --gpus-per-worker >= 0")
+            raise CotSurvivalError("E086", option="--workers / --gpus-per-worker / cpus per worker", rule=">= 1 / >= 0 / > 0",
+                                   value=(workers, gpus_per_worker, cpus_per_worker))
         if gpus_per_worker > 0 and gpus < gpus_per_worker and owns:
             raise CotSurvivalError("E072", reason=f"--gpus-per-worker {gpus_per_worker:g} but the local Ray cluster "
                                                    f"has {gpus:g} GPUs (use --gpus-per-worker 0 for CPU workers)")

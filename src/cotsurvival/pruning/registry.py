@@ -30,3 +30,9 @@ BASELINES = {
     "attention": "least attention received from the answer tokens first",
     "llmlingua2": "lowest LLMLingua-2 keep probability first (TokenSkip's order; --llmlingua-model)",
 }
+
+#: Where pruning runs (``--backend``).
+BACKENDS = {
+    "local": "this process, on --device",
+    "ray": "Ray workers, one chain each (pip install cotsurvival[cluster])",
+}

@@ -24,9 +24,9 @@ import pandas as pd
 import torch
 
 from .._version import __version__
-from ..chains import BUILTIN_CORPORA, Chain, ChainCorpus, read_chains
+from ..chains import BUILTIN_CORPORA, ON_ERROR, Chain, ChainCorpus, read_chains
 from ..encoding import EncodedChain, encode_chain
-from ..errors import CotSurvivalError
+from ..errors import CheckpointWarning, CotSurvivalError
 from ..progress import make_bar
 from ..rundir import RunDir
 from .baselines import BASELINES, answer_attention, baseline_orders, orders_to_frame
@@ -191,7 +191,7 @@ def prune(
     _check_options(objective, keep_ratio, baselines, on_error, max_batch_tokens)
     max_memory_bytes = parse_memory(max_memory)
     if backend not in ("local", "ray"):
-        raise CotSurvivalError("E009", reason=f"--backend must be 'local' or 'ray', not {backend!r}")
+        raise CotSurvivalError("E088", option="--backend", value=backend, choices=", ".join(BACKENDS))
     from ..models import scoring_dtype, warn_if_imprecise
     from .approx import parse_approx
 
@@ -239,11 +239,9 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
     if not encoded:
         raise CotSurvivalError("E014", reason="every chain was skipped (see the reasons above)" if skipped else "the input is empty")
     if pool is None:
-        try:  # before the run directory exists: an unsupported method must not leave one behind (E100)
-            scorer_name = type(make_scorer(lm, method=method, objective=objective,
-                                           max_batch_tokens=max_batch_tokens)).__name__
-        except ValueError as exc:
-            raise CotSurvivalError("E009", reason=str(exc)) from None
+        # before the run directory exists: an unsupported method must not leave one behind (E100, E088)
+        scorer_name = type(make_scorer(lm, method=method, objective=objective,
+                                       max_batch_tokens=max_batch_tokens)).__name__
     else:
         scorer_name = pool.scorer_name
     if approx is None:  # approx: an exact run of a very long chain is refused, naming --approx
@@ -420,16 +418,16 @@ def _check_out(out, chains) -> None:
 
 def _check_options(objective, keep_ratio, baselines, on_error, max_batch_tokens) -> None:
     if objective not in OBJECTIVES:
-        raise CotSurvivalError("E009", reason=f"--objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
+        raise CotSurvivalError("E088", option="--objective", value=objective, choices=", ".join(OBJECTIVES))
     if not 0.0 <= keep_ratio < 1.0:
-        raise CotSurvivalError("E009", reason=f"--keep-ratio must be in [0, 1), not {keep_ratio}")
+        raise CotSurvivalError("E086", option="--keep-ratio", rule="in [0, 1)", value=keep_ratio)
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
-        raise CotSurvivalError("E009", reason=f"unknown baseline {unknown[0]!r}; choose from {', '.join(BASELINES)}")
-    if on_error not in (None, "fail", "skip"):
-        raise CotSurvivalError("E009", reason=f"--on-error must be 'fail' or 'skip', not {on_error!r}")
+        raise CotSurvivalError("E088", option="baseline", value=unknown[0], choices=", ".join(BASELINES))
+    if on_error is not None and on_error not in ON_ERROR:
+        raise CotSurvivalError("E088", option="--on-error", value=on_error, choices=", ".join(ON_ERROR))
     if max_batch_tokens < 1:
-        raise CotSurvivalError("E009", reason="--max-batch-tokens must be positive")
+        raise CotSurvivalError("E086", option="--max-batch-tokens", rule="at least 1", value=max_batch_tokens)
 
 
 def _as_corpus(chains, on_error, keep_annotations, limit, ids=None) -> ChainCorpus:
@@ -437,7 +435,7 @@ def _as_corpus(chains, on_error, keep_annotations, limit, ids=None) -> ChainCorp
         return read_chains(chains, on_error="skip" if on_error == "skip" else "fail",
                            keep_annotations=keep_annotations, limit=limit, ids=ids)
     if limit is not None and limit < 1:
-        raise CotSurvivalError("E009", reason=f"limit must be at least 1, not {limit}")
+        raise CotSurvivalError("E086", option="--limit", rule="at least 1", value=limit)
     items = list(chains)
     if ids is not None:
         known = {c.id for c in items}
@@ -630,7 +628,7 @@ def _start_trace(run: RunDir, item: EncodedChain, index: int) -> ChainTrace | No
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
             # A checkpoint only saves time: a damaged one is dropped and the chain starts over.
             warnings.warn(f"ignoring unreadable checkpoint {checkpoint} ({type(exc).__name__}: {exc}); "
-                          f"chain {item.chain.id!r} starts over", stacklevel=2)
+                          f"chain {item.chain.id!r} starts over", CheckpointWarning, stacklevel=2)
             checkpoint.unlink(missing_ok=True)
     if start is None and all(run.has_part(t, index) for t in ("tokens", "steps", "traces")):
         static = run.read_part("tokens", index, columns=["static_logprob"])["static_logprob"].to_numpy()

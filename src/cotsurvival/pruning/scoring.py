@@ -116,7 +116,7 @@ class Scorer:
 
     def __init__(self, model, objective: str = "joint", max_batch_tokens: int = 4096) -> None:
         if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}")
+            raise CotSurvivalError("E088", option="--objective", value=objective, choices=", ".join(OBJECTIVES))
         self.model = model
         self.objective = objective
         self.max_batch_tokens = max_batch_tokens

@@ -62,7 +62,7 @@ class HTTPChatClient:
         url = url.rstrip("/")
         self.url = url if url.endswith("/chat/completions") else url + "/chat/completions"
         if not self.url.startswith(("http://", "https://")):
-            raise CotSurvivalError("E009", reason=f"--judge-url must be an http(s) URL, not {url!r}")
+            raise CotSurvivalError("E091", url=url)
         self.name = model
         self.timeout = timeout
         self.api_key = api_key if api_key is not None else os.environ.get("COTSURVIVAL_JUDGE_API_KEY")
@@ -308,7 +308,7 @@ def judge_run(
     run = as_rundir(run)
     spec = spec or load_spec()
     if retries < 0:
-        raise CotSurvivalError("E009", reason=f"retries must be >= 0, not {retries}")
+        raise CotSurvivalError("E086", option="retries", rule=">= 0", value=retries)
     client = judge if not isinstance(judge, str) else make_client(judge, url, device)
     name = getattr(client, "name", str(judge))
     source = judge_source(name)
@@ -401,7 +401,7 @@ def judge_agreement(run, level: str = "label", spec: TaxonomySpec | None = None,
     run = as_rundir(run)
     spec = spec or load_spec()
     if level not in ("label", "category"):
-        raise CotSurvivalError("E009", reason=f"level must be 'label' or 'category', not {level!r}")
+        raise CotSurvivalError("E088", option="level", value=level, choices="label, category")
     try:
         source = resolve_source(run, judge)
     except CotSurvivalError as exc:

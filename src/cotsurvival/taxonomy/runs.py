@@ -86,7 +86,7 @@ def tag(
     spec = taxonomy if isinstance(taxonomy, TaxonomySpec) else load_spec(taxonomy)
     if isinstance(source, RunDir) or Path(source).is_dir():
         if out is not None:
-            raise CotSurvivalError("E009", reason="--out is for chains files; a run's labels go to RUN/labels.parquet")
+            raise CotSurvivalError("E089", reason="--out is for chains files; a run's labels go to RUN/labels.parquet")
         result = tag_run(source, spec=spec, batch_size=batch_size, progress=progress, overwrite=overwrite)
         if judge:
             from .judge import judge_run
@@ -96,9 +96,9 @@ def tag(
             result.judge = judged.to_dict()
         return result
     if judge:
-        raise CotSurvivalError("E009", reason="--judge needs a run directory as SOURCE")
+        raise CotSurvivalError("E089", reason="--judge needs a run directory as SOURCE")
     if not out:
-        raise CotSurvivalError("E009", reason="tagging a chains file needs --out SPANS.jsonl")
+        raise CotSurvivalError("E089", reason="tagging a chains file needs --out SPANS.jsonl")
     from .tagger import write_spans
 
     started = time.perf_counter()

@@ -127,14 +127,14 @@ def iter_tag(
 ) -> Iterator[list[Span]]:
     """Like :func:`tag_many`, but yields each text's spans as soon as it is tagged."""
     if batch_size < 1:
-        raise CotSurvivalError("E009", reason=f"batch_size must be >= 1, not {batch_size}")
+        raise CotSurvivalError("E086", option="batch_size", rule="at least 1", value=batch_size)
     spec = spec or load_spec()
     nlp = load_pipeline()
     labeller = _labeller(spec)
     texts = [t if isinstance(t, str) else "" for t in texts]
     questions = list(questions) if questions is not None else [None] * len(texts)
     if len(questions) != len(texts):
-        raise CotSurvivalError("E009", reason=f"{len(texts)} texts but {len(questions)} questions")
+        raise CotSurvivalError("E092", what="texts and questions", detail=f"{len(texts)} texts, {len(questions)} questions")
     for start in range(0, len(texts), batch_size):
         chunk = texts[start:start + batch_size]
         contexts = _question_contexts(questions[start:start + batch_size], spec)
