@@ -111,17 +111,9 @@ def tag_eval(gold, out, taxonomy, top):
     """Score the rule tagger on a gold file (GOLD.jsonl, or 'builtin' for the packaged gold set)."""
     from .taxonomy.evaluate import evaluate_tagger
 
-    if out:
-        from pathlib import Path
-
-        from .outputs import check_output
-
-        check_output(out, inputs=[p for p in (gold, taxonomy) if p and Path(p).is_file()], overwrite=True,
-                     command="tag-eval")
-    report = evaluate_tagger(gold, taxonomy=taxonomy)
+    report = evaluate_tagger(gold, taxonomy=taxonomy, out=out)
     click.echo(report.to_text(top=top))
     if out:
-        report.to_json(out)
         click.echo(f"\nwrote {out}")
 
 
@@ -142,15 +134,8 @@ def tag_eval(gold, out, taxonomy, top):
                                              "with a chains file, replace --out even if it is not an earlier spans file.")
 def tag_command(source, out, taxonomy, batch_size, judge, judge_url, judge_retries, device, overwrite):
     """Label reasoning tokens: SOURCE is a run directory (writes RUN/labels.parquet) or a chains file / 'gsm8k'."""
-    from pathlib import Path
-
     from .taxonomy.runs import tag
 
-    if out:  # never over the chains or the spec it reads, nor over a file that is not an earlier spans file
-        from .outputs import check_output, is_spans_file
-
-        inputs = [(p, "an input of this command") for p in (source, taxonomy) if p and Path(p).is_file()]
-        check_output(out, inputs=inputs, overwrite=overwrite, ours=is_spans_file, command="tag")
     result = tag(source, out=out, taxonomy=taxonomy, batch_size=batch_size, judge=judge, judge_url=judge_url,
                  judge_retries=judge_retries, device=device, overwrite=overwrite, progress=True)
     if out:
@@ -206,12 +191,6 @@ _LABELS_OPTION = click.option(
 def analyze(run, out, n_boot, seed, no_mixed, levels, reference, primary, min_chains, min_tokens, labels):
     """Statistics of RUN: survival by category, dynamics, attention; writes RUN/stats/."""
     from .analysis import analyze as run_analysis
-
-    if out:
-        from .outputs import check_output, run_inputs
-
-        check_output(out, inputs=[i for i in run_inputs(run) if not i[0].name == "stats"], overwrite=True,
-                     command="analyze", folder=True)
 
     result = run_analysis(run, out, n_boot=n_boot, seed=seed, levels=tuple(levels) or ("category", "label"),
                           reference=reference, primary=primary, min_chains=min_chains, min_tokens=min_tokens,
@@ -277,15 +256,12 @@ _IDS_HELP = "A text file of chain ids, one per line (# comments allowed)."
 def report(run, out, width, chain_ids, ids_file, chain_index, no_analyze, overwrite, labels):
     """Figures (PNG 300 dpi + PDF) and a self-contained OUT/index.html for RUN, quoting RUN/stats/stats.json."""
     from .chains import parse_chain_selection
-    from .outputs import check_output, is_report_folder, run_inputs
     from .reports.report import build_report
-
-    check_output(out, inputs=run_inputs(run), overwrite=overwrite, ours=is_report_folder, command="report", folder=True)
 
     widths = ("one", "two") if width == "both" else (width,)
     selected = parse_chain_selection(chain_ids, ids_file)
     result = build_report(run, out, widths=widths, chain_index=chain_index, chain_ids=selected,
-                          run_analysis=not no_analyze, labels=labels)
+                          run_analysis=not no_analyze, labels=labels, overwrite=overwrite)
     click.echo(f"wrote {len(result.figures)} figures and {result.index}")
     for stem, reason in result.skipped.items():
         click.echo(f"  skipped {stem}: {reason}")
@@ -305,12 +281,11 @@ def report(run, out, width, chain_ids, ids_file, chain_index, no_analyze, overwr
 def view(run, out, chain_ids, ids_file, max_chains, no_traces, overwrite, labels):
     """One self-contained, offline HTML page to watch RUN's chains shrink step by step."""
     from .chains import parse_chain_selection
-    from .outputs import check_output, is_viewer_file, run_inputs
     from .stages import view as run_view
 
-    check_output(out, inputs=run_inputs(run), overwrite=overwrite, ours=is_viewer_file, command="view")
     selected = parse_chain_selection(chain_ids, ids_file)
-    result = run_view(run, out=out, chain_ids=selected, max_chains=max_chains, traces=not no_traces, labels=labels)
+    result = run_view(run, out=out, chain_ids=selected, max_chains=max_chains, traces=not no_traces, labels=labels,
+                      overwrite=overwrite)
     click.echo(f"wrote {result.path} ({result.n_bytes / 1e6:.1f} MB)")
 
 
@@ -345,21 +320,10 @@ def generate(questions, model, out, rejected_out, samples, temperature, max_new_
     """
     from .generation.generate import generate as run_generate
 
-    from pathlib import Path
-
-    from .outputs import check_output, is_generated_file
-
-    # Outputs are appended to (resumed) unless --no-resume, which starts them afresh: only then can a
-    # file that generate did not write be lost. Never over the questions or the prompt file.
-    inputs = [(p, "an input of this command") for p in (questions, prompt) if p and Path(p).is_file()]
-    default_rejected = Path(out).with_name(Path(out).name.removesuffix(".jsonl") + ".rejected.jsonl")
-    for path in (out, rejected_out or default_rejected):
-        check_output(path, inputs=inputs, overwrite=overwrite or not no_resume, ours=is_generated_file,
-                     command="generate")
     result = run_generate(questions, model=model, out=out, rejected_out=rejected_out, samples=samples,
                           temperature=temperature, max_new_tokens=max_new_tokens, prompt=prompt, batch_size=batch_size,
                           device=device, dtype=dtype, limit=limit, seed=seed, resume=not no_resume,
-                          trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights)
+                          overwrite=overwrite, trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights)
     click.echo(f"accepted {len(result.accepted)}/{result.n_questions} questions ({result.acceptance_rate:.1%}; "
                f"{result.n_resumed} resumed) in {result.seconds:.0f} s on {result.device}: "
                f"{result.out}, rejected: {result.rejected_out}")
@@ -463,8 +427,8 @@ def recover(run, keep_ratios, orderings, model, device, dtype, max_new_tokens, b
     names = [o.strip() for o in orderings.split(",") if o.strip()] if orderings else None
     result = run_recover(run, keep_ratios=ratios, orderings=names, model=model, device=device, dtype=dtype,
                          max_new_tokens=max_new_tokens, batch_size=batch_size, trust_remote_code=trust_remote_code,
-                         allow_unsafe_weights=allow_unsafe_weights)
-    paths = result.save(Path(out) if out else Path(run) / "recovery")
+                         allow_unsafe_weights=allow_unsafe_weights, out=Path(out) if out else Path(run) / "recovery")
+    paths = result.files
     click.echo(f"recovery of {result.n_chains} chains x {len(result.orderings)} orderings x "
                f"{len(result.keep_ratios)} keep ratios: {Path(run) / 'recovery.parquet'}")
     for name in ("figure", "summary", "tests", "citations"):

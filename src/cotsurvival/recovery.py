@@ -41,7 +41,8 @@ from tqdm.auto import tqdm
 from .encoding import ANSWER_SEPARATOR
 from .errors import CotSurvivalError
 from .pruning.engine import n_deletions
-from .rundir import RunDir, atomic_write_parquet
+from .outputs import check_output, is_recovery_folder, run_inputs
+from .rundir import RunDir
 
 DEFAULT_KEEP_RATIOS = (0.9, 0.7, 0.5, 0.3)
 TABLE = "recovery.parquet"
@@ -70,6 +71,8 @@ class RecoveryResult:
     n_boot: int = 2000
     seed: int = 0
     _cache: dict = field(default_factory=dict, repr=False)
+    #: What :func:`recover` wrote with ``out=`` (name -> path); empty otherwise.
+    files: dict = field(default_factory=dict, repr=False)
 
     # ---------------------------------------------------------------- tables
     def to_frame(self) -> pd.DataFrame:
@@ -171,11 +174,10 @@ class RecoveryResult:
         """Read a result back: a run directory (its ``recovery.parquet/``) or a folder written by :meth:`save`."""
         path = Path(path)
         if (path / TABLE).is_dir():
-            files = sorted((path / TABLE).glob("part-*.parquet"))
-            if not files:
+            run = RunDir(path)
+            if not run.part_indices("recovery"):
                 raise CotSurvivalError("E136", path=path)
-            frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-            return cls(frame=frame, run=str(path), **kwargs)
+            return cls(frame=run.read_table("recovery"), run=str(path), **kwargs)
         if (path / "recovery_rows.parquet").is_file():
             frame = pd.read_parquet(path / "recovery_rows.parquet")
             meta = path / "recovery_meta.json"
@@ -210,6 +212,7 @@ def recover(
     progress: bool = True,
     trust_remote_code: bool = False,
     allow_unsafe_weights: bool = False,
+    out: str | Path | None = None,
 ) -> RecoveryResult:
     """Measure answer recovery of a run's pruned chains (module docstring); writes ``RUN/recovery.parquet/``.
 
@@ -229,6 +232,10 @@ def recover(
         Sequences per forward pass / ``generate`` call.
     loaded_model : tuple, optional
         ``(model, tokenizer, info)`` already loaded.
+    out : str or Path, optional
+        Also save the tables, citations and figure there (:meth:`RecoveryResult.save`; paths in
+        ``result.files``). Never one of the run's files or tables (E080); an existing folder only
+        when it is empty or an earlier recovery output (E081).
 
     Returns
     -------
@@ -237,6 +244,8 @@ def recover(
     """
     run = run if isinstance(run, RunDir) else RunDir(run)
     manifest = run.require().read_manifest()
+    if out is not None:
+        check_output(out, inputs=run_inputs(run.path), ours=is_recovery_folder, command="recover", folder=True)
     ratios = _check_ratios(keep_ratios, manifest, run)
     available = ["greedy"] + list(manifest.get("baselines") or [])
     orderings = list(dict.fromkeys(orderings or available))
@@ -272,7 +281,7 @@ def recover(
                                      settings)
                 old = new if old is None or old.empty else pd.concat([old, new], ignore_index=True)
                 old = old.sort_values(["ordering", "keep_ratio"], ascending=[True, False], kind="stable")
-                atomic_write_parquet(_part_path(run, index), old.reset_index(drop=True))
+                run.write_part("recovery", index, old.reset_index(drop=True))
             frames.append(old[[(o, float(r)) in wanted for o, r in zip(old["ordering"], old["keep_ratio"])]])
             bar.update(1)
     finally:
@@ -282,7 +291,10 @@ def recover(
                                   "keep_ratios": ratios, "orderings": orderings, "settings": settings,
                                   "n_chains": int(frame["chain_index"].nunique()),
                                   "seconds_last_invocation": round(time.perf_counter() - began, 3)})
-    return RecoveryResult(frame=frame.reset_index(drop=True), run=str(run.path))
+    result = RecoveryResult(frame=frame.reset_index(drop=True), run=str(run.path))
+    if out is not None:
+        result.files = result.save(out)
+    return result
 
 
 def _check_ratios(keep_ratios, manifest, run) -> list[float]:
@@ -309,21 +321,9 @@ def _settings_key(info, manifest, max_new_tokens: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _part_path(run: RunDir, index: int) -> Path:
-    # recovery.parquet/ follows the run-directory layout (one part per chain) but is written here,
-    # after pruning, so it is not one of RunDir's pruning tables.
-    return run.path / TABLE / f"part-{index:06d}.parquet"
-
-
 def _read_part(run: RunDir, index: int) -> pd.DataFrame | None:
-    path = _part_path(run, index)
-    if not path.is_file():
-        return None
-    try:
-        return pd.read_parquet(path)
-    except Exception:  # a damaged part only costs its recomputation
-        path.unlink(missing_ok=True)
-        return None
+    """A chain's stored rows, or None; a part that cannot be read is E008 (naming the file), never deleted here."""
+    return run.read_part("recovery", index) if run.has_part("recovery", index) else None
 
 
 def kept_positions(deleted_step, keep_ratio: float) -> np.ndarray:

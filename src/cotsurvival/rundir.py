@@ -11,6 +11,7 @@ Layout (every stage reads and writes only these; see README "The run directory")
       traces.parquet/        cost of deleting each remaining token at every step
       baselines.parquet/     ranks under the baseline orderings (`ordering` column)
       attention.parquet/     attention features per reasoning token (`cotsurvival attention`)
+      recovery.parquet/      answer recovery per ordering and keep ratio (`cotsurvival recover`)
       stats/                 written by `cotsurvival analyze`
       checkpoints/           partial state of chains being pruned (removed when a chain commits)
 
@@ -36,7 +37,21 @@ import pyarrow.parquet as pq
 
 from .errors import CotSurvivalError
 
-PER_CHAIN_TABLES = ("tokens", "steps", "traces", "baselines", "attention", "labels")
+#: The run's per-chain tables (Parquet datasets, one part per chain) and the command that writes each.
+TABLE_WRITERS = {
+    "tokens": "cotsurvival prune",
+    "steps": "cotsurvival prune",
+    "traces": "cotsurvival prune",
+    "baselines": "cotsurvival prune --baselines random,surprisal,loo,attention",
+    "attention": "cotsurvival attention RUN",
+    "labels": "cotsurvival tag RUN",
+    "recovery": "cotsurvival recover RUN",
+}
+PER_CHAIN_TABLES = tuple(TABLE_WRITERS)
+#: Everything a run directory holds that belongs to its stages: no user-named output may replace
+#: one of these or be written inside one (outputs.run_inputs reads this list).
+RUN_ENTRIES = ("manifest.json", "chains.parquet", *(f"{table}.parquet" for table in PER_CHAIN_TABLES),
+               "stats", "checkpoints")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -232,7 +247,7 @@ class RunDir:
         """Concatenate the parts of a per-chain table (all chains, or those given)."""
         indices = self.part_indices(table) if chain_indices is None else list(chain_indices)
         if not indices:
-            raise CotSurvivalError("E012", path=self.path, what=table, command=_WRITER.get(table, "cotsurvival prune"))
+            raise CotSurvivalError("E012", path=self.path, what=table, command=TABLE_WRITERS[table])
         frames = [self.read_part(table, i, columns=columns) for i in indices]
         return pd.concat(frames, ignore_index=True)
 
@@ -246,16 +261,6 @@ def _presentation():
     # Jupyter HTML lives in the reports layer, which builds on this module. It is looked up when a
     # notebook asks for it, by name, so this lowest layer has no import edge to reports (no cycle).
     return import_module("cotsurvival.reports.notebook")
-
-
-_WRITER = {
-    "tokens": "cotsurvival prune",
-    "steps": "cotsurvival prune",
-    "traces": "cotsurvival prune",
-    "baselines": "cotsurvival prune --baselines random,surprisal,loo,attention",
-    "attention": "cotsurvival attention RUN",
-    "labels": "cotsurvival tag RUN",
-}
 
 
 def _read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:

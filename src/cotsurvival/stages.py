@@ -33,6 +33,7 @@ from typing import Iterable
 
 import pandas as pd
 
+from .outputs import check_output, is_viewer_file, run_inputs
 from .results import StageResult
 from .rundir import RunDir
 
@@ -80,10 +81,15 @@ class ViewResult(StageResult):
 
 def view(run: str | os.PathLike | RunDir, *, out: str | os.PathLike, chains: Iterable[int] | None = None,
          chain_ids: Iterable[str] | None = None, max_chains: int = 50, traces: bool = True,
-         labels: str = "rule") -> ViewResult:
-    """One self-contained, offline HTML page to watch a run's chains shrink (see :func:`cotsurvival.reports.build_viewer`)."""
+         labels: str = "rule", overwrite: bool = False) -> ViewResult:
+    """One self-contained, offline HTML page to watch a run's chains shrink (see :func:`cotsurvival.reports.build_viewer`).
+
+    ``out`` is never one of the run's files or tables (E080); an existing file is replaced only when
+    it is an earlier viewer page, or with ``overwrite`` (E081).
+    """
     from .reports.viewer import build_viewer
 
+    check_output(out, inputs=run_inputs(_path(run)), overwrite=overwrite, ours=is_viewer_file, command="view")
     path = build_viewer(run, out, chains=chains, chain_ids=chain_ids, max_chains=max_chains, traces=traces,
                         labels=labels)
     return ViewResult(path=str(path), n_bytes=path.stat().st_size)

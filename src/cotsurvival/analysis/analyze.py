@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CotSurvivalError
+from ..outputs import check_output, run_inputs
 from ..rundir import RunDir
 from . import attention as attn
 from . import dynamics as dyn
@@ -252,6 +253,9 @@ def analyze(
     AnalysisResult
     """
     run = as_rundir(run)
+    if out is not None and save:  # any folder but one of the run's own tables (RUN/stats is analyze's)
+        check_output(out, inputs=[i for i in run_inputs(run.path) if i[0].name != "stats"], overwrite=True,
+                     command="analyze", folder=True)
     manifest = run.read_manifest()
     table = load_run(run, labels=labels, require_tags=False)
     config = {"labels_source": table.attrs.get("labels_source"),

@@ -42,6 +42,7 @@ from typing import Iterable, Sequence
 import torch
 
 from ..errors import CotSurvivalError
+from ..outputs import check_output, is_generated_file
 from ..results import StageResult
 from .prompting import Prompt, answer_is_complete, load_prompt, split_response
 from .questions import Question, as_questions, read_questions
@@ -129,6 +130,7 @@ def generate(
     limit: int | None = None,
     seed: int = 0,
     resume: bool = True,
+    overwrite: bool = False,
     trust_remote_code: bool = False,
     allow_unsafe_weights: bool = False,
     progress: bool = True,
@@ -137,12 +139,19 @@ def generate(
 
     The questions and the prompt are read before the model loads, so a typo fails fast.
     ``model`` is a spec for :func:`cotsurvival.models.load_model`; see :func:`generate_chains` for
-    the other parameters.
+    the other parameters. Neither output may be the questions or the prompt file (E080); with
+    ``resume=False`` an existing output that ``generate`` did not write is replaced only with
+    ``overwrite`` (E081), since only then can a foreign file be lost.
     """
     import time
 
     from ..models import load_model
 
+    inputs = [(p, "an input of this command") for p in (questions, prompt)
+              if isinstance(p, (str, os.PathLike)) and Path(p).is_file()]
+    default_rejected = Path(out).with_name(Path(out).name.removesuffix(".jsonl") + ".rejected.jsonl")
+    for path in (out, rejected_out or default_rejected):
+        check_output(path, inputs=inputs, overwrite=overwrite or resume, ours=is_generated_file, command="generate")
     items = read_questions(questions, limit=limit) if isinstance(questions, (str, Path)) else questions
     load_prompt(prompt)
     lm, tokenizer, info = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import CotSurvivalError
+from ..outputs import check_output, is_report_folder, run_inputs
 from ..results import StageResult
 from ..rundir import RunDir, atomic_write_bytes
 from .data import Quote, ReportData, SkipFigure, resolve_chain_ids
@@ -69,6 +70,7 @@ def build_report(
     chain_ids: list[str] | None = None,
     run_analysis: bool = True,
     labels: str = "rule",
+    overwrite: bool = False,
 ) -> Report:
     """Draw the report figures of a run and write ``OUT/index.html``.
 
@@ -97,6 +99,9 @@ def build_report(
         :func:`cotsurvival.analysis.load_run`), and of the analysis run when stats.json is missing.
         The statistics shown are those stored; when they were computed from another source the
         page says so (``stats_note``).
+    overwrite : bool, default False
+        Write into ``out`` even if it holds files that are not an earlier report. ``out`` is never
+        one of the run's tables or files (E080).
 
     Returns
     -------
@@ -106,6 +111,8 @@ def build_report(
     if bad or not widths:
         raise CotSurvivalError("E050", value=", ".join(bad) or "(none)", allowed=", ".join(WIDTHS))
     run = (run if isinstance(run, RunDir) else RunDir(run)).require()
+    check_output(out, inputs=run_inputs(run.path), overwrite=overwrite, ours=is_report_folder, command="report",
+                 folder=True)
     text_chains = _text_chains(run, chain_index, chain_ids)
     stats, stats_note = _stats(run, run_analysis, labels)
     data = ReportData(run, stats=stats, labels=labels)

@@ -32,6 +32,7 @@ from typing import Iterable, Mapping, Sequence
 import pandas as pd
 
 from ..errors import CotSurvivalError
+from ..outputs import check_output
 from .spec import CATEGORY_OF_LABEL, OVERLAP_ORDER, SHORT_NAMES
 
 #: Fallback when a taxonomy spec cannot be loaded: the packaged spec's labels in overlap order.
@@ -328,7 +329,8 @@ def validate_gold_record(record: object, labels: Iterable[str] = FINE_LABELS) ->
         raise ValueError(f"characters from {previous_end} ({text[previous_end:].strip()[:20]!r}) have no gold label")
 
 
-def evaluate_tagger(gold: str | Path = BUILTIN_GOLD, taxonomy: str | Path | None = None) -> EvalReport:
+def evaluate_tagger(gold: str | Path = BUILTIN_GOLD, taxonomy: str | Path | None = None, *,
+                    out: str | Path | None = None) -> EvalReport:
     """Tag every gold reasoning with the rule tagger (given its question) and score it.
 
     Parameters
@@ -337,6 +339,8 @@ def evaluate_tagger(gold: str | Path = BUILTIN_GOLD, taxonomy: str | Path | None
         A gold JSONL file, or ``"builtin"`` for the packaged gold set.
     taxonomy : str or Path, optional
         A taxonomy spec file; the packaged spec when omitted.
+    out : str or Path, optional
+        Also write every metric to this JSON file (never over the gold file or the spec).
 
     Returns
     -------
@@ -344,9 +348,15 @@ def evaluate_tagger(gold: str | Path = BUILTIN_GOLD, taxonomy: str | Path | None
     """
     from .spec import load_spec
 
+    if out is not None:
+        inputs = [p for p in (gold, taxonomy) if p and Path(p).is_file()]
+        check_output(out, inputs=inputs, overwrite=True, command="tag-eval")
     spec = load_spec(taxonomy)
     records = read_gold(gold, labels=spec.labels)
-    return evaluate_spans(records, tag_records(records, spec), spec=spec)
+    report = evaluate_spans(records, tag_records(records, spec), spec=spec)
+    if out is not None:
+        report.to_json(out)
+    return report
 
 
 def tag_records(records: Sequence[Mapping], spec: object | None = None) -> dict[str, list]:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..errors import CotSurvivalError
 from ..labels import RULE, already_labelled, record_source, write_labels
+from ..outputs import check_output, is_spans_file
 from ..progress import Progress, progress_bar
 from ..results import StageResult
 from ..rundir import RunDir, as_rundir
@@ -99,6 +100,10 @@ def tag(
         raise CotSurvivalError("E089", reason="--judge needs a run directory as SOURCE")
     if not out:
         raise CotSurvivalError("E089", reason="tagging a chains file needs --out SPANS.jsonl")
+    # never over the chains or the spec it reads, nor over a file that is not an earlier spans file
+    inputs = [(p, "an input of this command") for p in (source, taxonomy)
+              if isinstance(p, (str, PathLike)) and Path(p).is_file()]
+    check_output(out, inputs=inputs, overwrite=overwrite, ours=is_spans_file, command="tag")
     from .tagger import write_spans
 
     started = time.perf_counter()
