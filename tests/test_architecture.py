@@ -100,18 +100,87 @@ def test_stage_functions_are_exposed_and_named_alike():
 
 
 def test_cli_choices_come_from_the_registries():
+    from cotsurvival.chains import ON_ERROR
     from cotsurvival.cli import cli
     from cotsurvival.pruning import BASELINES, OBJECTIVES, SCORING_METHODS
     from cotsurvival.pruning.methods import SCORERS
+    from cotsurvival.pruning.registry import BACKENDS
+    from cotsurvival.reports.style import FIGURE_WIDTHS, WIDTHS
+    from cotsurvival.taxonomy.spec import LEVELS
 
+    def choices(command, option):
+        return list({p.name: p for p in cli.commands[command].params}[option].type.choices)
+
+    assert choices("prune", "objective") == list(OBJECTIVES)
+    assert choices("prune", "method") == list(SCORING_METHODS) == ["auto", *SCORERS]
+    assert choices("prune", "on_error") == list(ON_ERROR)
+    assert choices("prune", "backend") == choices("study", "backend") == list(BACKENDS)
+    assert choices("analyze", "levels") == choices("tag-agree", "level") == list(LEVELS)
+    assert choices("report", "width") == [*FIGURE_WIDTHS, "both"] and list(WIDTHS) == list(FIGURE_WIDTHS)
     options = {p.name: p for p in cli.commands["prune"].params}
-    assert list(options["objective"].type.choices) == list(OBJECTIVES)
-    assert list(options["method"].type.choices) == list(SCORING_METHODS) == ["auto", *SCORERS]
     assert ",".join(BASELINES) in options["baselines"].help
     from cotsurvival.pruning.baselines import BASELINES as used_by_baselines
     from cotsurvival.pruning.scoring import OBJECTIVES as used_by_scoring
 
     assert used_by_baselines is BASELINES and used_by_scoring is OBJECTIVES
+
+
+def test_every_registered_name_has_its_implementation():
+    """Each registry maps every declared name to an implementation (what the old assert checked by hand)."""
+    import cotsurvival.pruning.baselines  # noqa: F401 - registers the baselines
+    import cotsurvival.pruning.methods  # noqa: F401 - registers scorers and objectives
+    import cotsurvival.pruning.run  # noqa: F401 - registers the backends
+    from cotsurvival.pruning.registry import BACKENDS, BASELINES, OBJECTIVES, SCORING_METHODS
+    from cotsurvival.reports.style import FIGURE_WIDTHS
+
+    for registry in (OBJECTIVES, SCORING_METHODS, BASELINES, BACKENDS, FIGURE_WIDTHS):
+        assert list(registry.implementations()) == list(registry), registry
+
+
+def test_registry_resolves_checks_and_refuses_undeclared_names():
+    import numpy as np
+
+    from cotsurvival.errors import CotSurvivalError
+    from cotsurvival.pruning.registry import BASELINES, OBJECTIVES
+    from cotsurvival.pruning.scoring import target_weights
+    from cotsurvival.registry import Registry
+
+    # objectives resolve to their target weights (hand-worked: answer scores only the answer tokens)
+    assert target_weights(2, 1, "answer").tolist() == [0.0, 0.0, 1.0]
+    assert target_weights(2, 1, "joint").tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(CotSurvivalError) as info:
+        BASELINES.check("surprise")
+    assert info.value.code == "E088" and "did you mean 'surprisal'" in info.value.message
+    registry = Registry("--colour", {"red": "warm"})
+    with pytest.raises(KeyError):
+        registry.register("blue", 1)  # not declared: a typo in the code fails where it is made
+    registry.register("red", np.float64(1))
+    assert registry.resolve("red") == 1 and dict(registry) == {"red": "warm"}
+    with pytest.raises(ValueError):
+        OBJECTIVES.resolve("likelihood")
+
+
+def test_baselines_come_from_the_registry():
+    from cotsurvival.pruning.baselines import baseline_orders
+    from cotsurvival.pruning.engine import ChainTrace
+
+    import numpy as np
+
+    trace = ChainTrace.__new__(ChainTrace)
+    trace.step_positions, trace.static_logprobs = [], np.array([-3.0, -1.0, -2.0])
+    trace.step_costs = [np.array([0.5, 0.1, 0.3])]
+    orders = baseline_orders(trace, names=["surprisal", "loo"], seed=0, chain_index=0)
+    assert orders["surprisal"].tolist() == [1, 2, 0] and orders["loo"].tolist() == [1, 2, 0]
+
+
+def test_style_and_simulation_use_the_taxonomy_categories():
+    from cotsurvival.analysis import simulate
+    from cotsurvival.reports import style
+    from cotsurvival.taxonomy.spec import CATEGORIES, CATEGORY_OF_LABEL, FINE_LABELS
+
+    assert style.COARSE == CATEGORIES and style.FINE == FINE_LABELS
+    assert simulate.CATEGORIES == CATEGORIES
+    assert all(CATEGORY_OF_LABEL[label] == category for category, label in simulate._LABEL.items())
 
 
 def test_every_cli_stage_command_calls_its_stage_function():
@@ -132,4 +201,4 @@ def test_imports_by_name_are_the_documented_ones():
     """Imports by name are invisible to the graph above: only the lazy package roots and RunDir's Jupyter hook use them."""
     users = {_module_name(p) for p in PACKAGE.rglob("*.py")
              if "import_module(" in p.read_text(encoding="utf-8") or "__import__(" in p.read_text(encoding="utf-8")}
-    assert users == {"cotsurvival", "cotsurvival.pruning", "cotsurvival.rundir"}
+    assert users == {"cotsurvival", "cotsurvival.pruning", "cotsurvival.reports", "cotsurvival.taxonomy", "cotsurvival.rundir"}

@@ -12,7 +12,10 @@ import click
 
 from ._version import __version__
 from .errors import CotSurvivalError
-from .pruning.registry import BASELINES, OBJECTIVES, SCORING_METHODS
+from .chains import ON_ERROR
+from .pruning.registry import BACKENDS, BASELINES, OBJECTIVES, SCORING_METHODS
+from .reports.style import FIGURE_WIDTHS
+from .taxonomy.spec import LEVELS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -44,14 +47,14 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True,
               help="auto: float32 on every device (half precision rounds costs and can switch the greedy path).")
-@click.option("--on-error", type=click.Choice(["fail", "skip"]), default=None,
+@click.option("--on-error", type=click.Choice(list(ON_ERROR)), default=None,
               help="Bad input lines: fail (default) or skip. Chains the model cannot take: skip (default) or fail.")
 @click.option("--keep-annotations", is_flag=True, help="Keep GSM8K <<...>> calculator annotations.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random baseline.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model's repository.")
 @click.option("--allow-unsafe-weights", is_flag=True, help="Allow pickled (.bin) weights, which can run code.")
-@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="ray: one actor per GPU (or CPU slot) prunes chains; needs pip install cotsurvival[cluster].")
+@click.option("--backend", type=click.Choice(list(BACKENDS)), default="local", show_default=True,
+              help="; ".join(f"{k}: {v}" for k, v in BACKENDS.items()))
 @click.option("--ray-address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, a running cluster, "
                                                   "else a new local one).")
 @click.option("--workers", type=int, default=None, help="Ray actors (default: one per GPU, else one per CPU).")
@@ -153,7 +156,8 @@ def tag_command(source, out, taxonomy, batch_size, judge, judge_url, judge_retri
 
 @cli.command("tag-agree")
 @click.argument("run", type=click.Path(file_okay=False))
-@click.option("--level", type=click.Choice(["label", "category"]), default="label", show_default=True)
+@click.option("--level", type=click.Choice(list(LEVELS)), default="label", show_default=True,
+              help="; ".join(f"{k}: {v}" for k, v in LEVELS.items()))
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Write kappa and confusion as JSON.")
 def tag_agree(run, level, out):
     """Agreement (Cohen's kappa, confusion matrix) between judge and rule labels of RUN."""
@@ -179,7 +183,7 @@ _LABELS_OPTION = click.option(
 @click.option("--n-boot", type=int, default=1000, show_default=True, help="Chain-bootstrap resamples for CIs (0: none).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and the probe's folds.")
 @click.option("--no-mixed", is_flag=True, hidden=True, help="Ignored (the mixed model was dropped).")
-@click.option("--level", "levels", type=click.Choice(["category", "label"]), multiple=True,
+@click.option("--level", "levels", type=click.Choice(list(LEVELS)), multiple=True,
               help="Label columns to analyse (repeatable; default both).")
 @click.option("--reference", default=None, help="Reference category of the Cox model (default: the largest).")
 # --- stats: the pre-specified primary contrast and the minimum support for citing
@@ -244,8 +248,8 @@ _IDS_HELP = "A text file of chain ids, one per line (# comments allowed)."
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Output folder (figures and index.html).")
-@click.option("--width", type=click.Choice(["one", "two", "both"]), default="both", show_default=True,
-              help="Figure layout: one column (3.3 in), two columns (6.9 in), or both.")
+@click.option("--width", type=click.Choice([*FIGURE_WIDTHS, "both"]), default="both", show_default=True,
+              help="Figure layout: " + "; ".join(f"{k}: {v}" for k, v in FIGURE_WIDTHS.items()) + "; both.")
 @click.option("--chains", "chain_ids", default=None, help=_CHAINS_HELP + " Drawn as text (figure 8), one figure each.")
 @click.option("--ids", "ids_file", default=None, type=click.Path(dir_okay=False), help=_IDS_HELP)
 @click.option("--chain", "chain_index", type=int, default=None,
@@ -258,7 +262,7 @@ def report(run, out, width, chain_ids, ids_file, chain_index, no_analyze, overwr
     from .chains import parse_chain_selection
     from .reports.report import build_report
 
-    widths = ("one", "two") if width == "both" else (width,)
+    widths = tuple(FIGURE_WIDTHS) if width == "both" else (width,)
     selected = parse_chain_selection(chain_ids, ids_file)
     result = build_report(run, out, widths=widths, chain_index=chain_index, chain_ids=selected,
                           run_analysis=not no_analyze, labels=labels, overwrite=overwrite)
@@ -381,7 +385,7 @@ def compare_command(runs, out, keep_ratios, names, n_boot, seed, overwrite):
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Study root (created or continued).")
 @click.option("--overwrite", is_flag=True, help="Discard results of settings whose declaration changed (default: refuse); "
               "also write into an OUT that is not an earlier study root.")
-@click.option("--backend", type=click.Choice(["local", "ray"]), default=None,
+@click.option("--backend", type=click.Choice(list(BACKENDS)), default=None,
               help="Override every setting's backend (ray: passed through to prune).")
 @click.option("--ray-address", default=None, help="Ray cluster to join with --backend ray.")
 def study_command(study, out, overwrite, backend, ray_address):

@@ -20,6 +20,7 @@ import pandas as pd
 from ..errors import CotSurvivalError
 from ..outputs import check_output, run_inputs
 from ..rundir import RunDir
+from ..taxonomy.spec import LEVELS as TAXONOMY_LEVELS
 from . import attention as attn
 from . import dynamics as dyn
 from . import survival as surv
@@ -28,7 +29,7 @@ from .citations import write_citations
 from .data import as_rundir, baseline_orderings, load_run, orderings_long
 from .inference import holm, mean_ci, paired_sign_flip_test
 
-LEVELS = ("category", "label")
+LEVELS = tuple(TAXONOMY_LEVELS)  # label columns analysed by default: both levels of the taxonomy
 # Tables too long for Markdown/LaTeX are written as CSV only.
 CSV_ONLY = ("km_", "rank_shift_tokens", "attention_per_chain")
 

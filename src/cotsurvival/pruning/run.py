@@ -34,13 +34,13 @@ from .engine import ChainTrace, greedy_prune, n_deletions
 from ..threads import cap_torch_threads
 from .memory import memory_budget, parse_memory, plan_chain
 from .llmlingua import classifier_for_run
-from .methods import make_scorer
-from .registry import OBJECTIVES
+from .methods import SCORERS, make_scorer
+from .registry import BACKENDS, OBJECTIVES
 from .tables import load_checkpoint, save_checkpoint, steps_frame, tokens_frame, trace_from_tables, traces_frame
 
 CHECKPOINT_SECONDS = 20.0
 # The exact scoring methods (--method) and their scorer classes' names, as manifests record them.
-_SCORER_NAMES = {"crossstep": "CrossStepScorer", "prefix": "PrefixReuseScorer", "naive": "NaiveScorer"}
+_SCORER_NAMES = {name: cls.__name__ for name, cls in SCORERS.items()}
 
 
 @dataclass(frozen=True)
@@ -190,8 +190,7 @@ def prune(
     """
     _check_options(objective, keep_ratio, baselines, on_error, max_batch_tokens)
     max_memory_bytes = parse_memory(max_memory)
-    if backend not in ("local", "ray"):
-        raise CotSurvivalError("E088", option="--backend", value=backend, choices=", ".join(BACKENDS))
+    start_backend = BACKENDS.resolve(backend)
     from ..models import scoring_dtype, warn_if_imprecise
     from .approx import parse_approx
 
@@ -201,22 +200,11 @@ def prune(
     _check_out(out, chains)
     corpus = _as_corpus(chains, on_error, keep_annotations, limit, ids)
     selection = {"limit": limit, "ids": list(ids) if ids is not None else None}
-    pool = None
-    if backend == "ray":
-        from .ray_backend import RayPool
-
-        pool = RayPool.start(model=model, loaded_model=loaded_model, device=device, dtype=dtype, method=method,
-                             objective=objective, max_batch_tokens=max_batch_tokens,
-                             trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights,
-                             address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
-        lm, tokenizer, info = None, pool.tokenizer, pool.info
-    else:
-        if loaded_model is None:
-            from ..models import load_model
-
-            loaded_model = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                                      allow_unsafe_weights=allow_unsafe_weights)
-        lm, tokenizer, info = loaded_model
+    pool, lm, tokenizer, info = start_backend(
+        model=model, loaded_model=loaded_model, device=device, dtype=dtype, method=method, objective=objective,
+        max_batch_tokens=max_batch_tokens, trust_remote_code=trust_remote_code,
+        allow_unsafe_weights=allow_unsafe_weights, address=ray_address, workers=workers,
+        gpus_per_worker=gpus_per_worker)
     warn_if_imprecise(info.dtype)
     try:
         return _prune_encoded(corpus, out, lm, tokenizer, info, pool, objective=objective, keep_ratio=keep_ratio,
@@ -404,6 +392,27 @@ def _discard_if_empty(run: RunDir, folder_existed: bool) -> None:
             pass
 
 
+@BACKENDS.register("local")
+def _local_backend(*, model, loaded_model, device, dtype, trust_remote_code, allow_unsafe_weights, **_ray_options):
+    """This process: load the model here (no pool)."""
+    if loaded_model is None:
+        from ..models import load_model
+
+        loaded_model = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                                  allow_unsafe_weights=allow_unsafe_weights)
+    lm, tokenizer, info = loaded_model
+    return None, lm, tokenizer, info
+
+
+@BACKENDS.register("ray")
+def _ray_backend(**options):
+    """A pool of Ray actors; the model loads in each (ray is an optional dependency, imported here)."""
+    from .ray_backend import RayPool
+
+    pool = RayPool.start(**options)
+    return pool, None, pool.tokenizer, pool.info
+
+
 def _check_out(out, chains) -> None:
     """The run directory may not be a file, nor the chains file it is pruned from."""
     from ..outputs import check_output
@@ -417,15 +426,13 @@ def _check_out(out, chains) -> None:
 
 
 def _check_options(objective, keep_ratio, baselines, on_error, max_batch_tokens) -> None:
-    if objective not in OBJECTIVES:
-        raise CotSurvivalError("E088", option="--objective", value=objective, choices=", ".join(OBJECTIVES))
+    OBJECTIVES.check(objective)
     if not 0.0 <= keep_ratio < 1.0:
         raise CotSurvivalError("E086", option="--keep-ratio", rule="in [0, 1)", value=keep_ratio)
-    unknown = [b for b in baselines if b not in BASELINES]
-    if unknown:
-        raise CotSurvivalError("E088", option="baseline", value=unknown[0], choices=", ".join(BASELINES))
-    if on_error is not None and on_error not in ON_ERROR:
-        raise CotSurvivalError("E088", option="--on-error", value=on_error, choices=", ".join(ON_ERROR))
+    for name in baselines:
+        BASELINES.check(name)
+    if on_error is not None:
+        ON_ERROR.check(on_error)
     if max_batch_tokens < 1:
         raise CotSurvivalError("E086", option="--max-batch-tokens", rule="at least 1", value=max_batch_tokens)
 

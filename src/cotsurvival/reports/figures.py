@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 
 from .data import ReportData, SkipFigure, composition_by_keep_ratio, display_name, token_segments
+from ..taxonomy.spec import LEVELS as TAXONOMY_LEVELS
 from .style import COARSE, FINE, WIDTHS, category_colours, order_present
 
-LEVELS = (("category", "coarse category"), ("label", "fine label"))
+LEVELS = tuple(TAXONOMY_LEVELS.items())  # (column, title) of each level, from the taxonomy's registry
 ORDERINGS = ("greedy", "random", "surprisal", "loo", "attention", "llmlingua2")
 MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*")
 MAX_POINTS = 600  # points drawn per group: more only blurs into ink

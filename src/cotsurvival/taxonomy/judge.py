@@ -28,7 +28,7 @@ from ..errors import CotSurvivalError
 from ..results import StageResult
 from ..rundir import RunDir, as_rundir, atomic_write_bytes
 from .agreement import cohen_kappa  # noqa: F401  (also importable from here, as in 0.1.0)
-from .spec import TaxonomySpec, load_spec
+from .spec import LEVELS, TaxonomySpec, load_spec
 
 PROMPT_VERSION = "judge-v1"
 JUDGE_COLUMNS = ("judge_label", "judge_category", "judge_fallback", "judge_reason")
@@ -400,8 +400,7 @@ def judge_agreement(run, level: str = "label", spec: TaxonomySpec | None = None,
 
     run = as_rundir(run)
     spec = spec or load_spec()
-    if level not in ("label", "category"):
-        raise CotSurvivalError("E088", option="level", value=level, choices="label, category")
+    LEVELS.check(level)
     try:
         source = resolve_source(run, judge)
     except CotSurvivalError as exc:
