@@ -42,7 +42,8 @@ from .encoding import ANSWER_SEPARATOR
 from .errors import CotSurvivalError
 from .pruning.engine import n_deletions
 from .outputs import check_output, is_recovery_folder, run_inputs
-from .rundir import RunDir
+from .results import read_json, to_jsonable, write_json, write_table, write_text
+from .rundir import RunDir, atomic_write_parquet
 
 DEFAULT_KEEP_RATIOS = (0.9, 0.7, 0.5, 0.3)
 TABLE = "recovery.parquet"
@@ -162,12 +163,28 @@ class RecoveryResult:
 
         return save_recovery_figure(self, Path(stem), width=width)
 
-    def save(self, folder: str | Path, figure: bool = True) -> dict[str, Path]:
-        """Write ``recovery_rows.parquet``, ``recovery_summary.{csv,md}``, ``recovery_tests.{csv,md}``,
-        ``recovery_citations.md`` and (unless ``figure=False``) ``fig_recovery.{png,pdf}`` into ``folder``."""
-        from .reports.recovery import write_recovery_tables
+    def to_dict(self) -> dict:
+        """Machine-readable form (``recovery.json``): the run, the chain-level summary and tests, the sentences."""
+        return to_jsonable({"run": self.run, "n_chains": self.n_chains, "orderings": self.orderings,
+                            "keep_ratios": self.keep_ratios, "n_boot": self.n_boot, "seed": self.seed,
+                            "summary": self.summary(), "tests": self.tests(), "citations": self.citations()})
 
-        return write_recovery_tables(self, Path(folder), figure=figure)
+    def save(self, folder: str | Path, figure: bool = True) -> Path:
+        """Write ``recovery_rows.parquet``, ``recovery.json``, ``recovery_summary.{csv,md,tex}``,
+        ``recovery_tests.{csv,md,tex}``, ``recovery_citations.md`` and (unless ``figure=False``)
+        ``fig_recovery.{png,pdf}`` into ``folder``; return the folder (what each file is: ``self.files``)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.files = {"rows": folder / "recovery_rows.parquet"}
+        atomic_write_parquet(self.files["rows"], self.frame)
+        self.files["json"] = write_json(folder / "recovery.json", self.to_dict())
+        for name, table in (("summary", self.summary()), ("tests", self.tests())):
+            self.files[name] = write_table(folder, f"recovery_{name}", table)["csv"]
+        self.files["citations"] = write_text(folder / "recovery_citations.md", "# Answer recovery\n\n" + "\n\n".join(
+            f"- {s}" for s in self.citations()) + "\n")
+        if figure:
+            self.files["figure"] = self.figure(folder / "fig_recovery")[0]
+        return folder
 
     @classmethod
     def load(cls, path: str | Path, **kwargs) -> "RecoveryResult":
@@ -180,9 +197,9 @@ class RecoveryResult:
             return cls(frame=run.read_table("recovery"), run=str(path), **kwargs)
         if (path / "recovery_rows.parquet").is_file():
             frame = pd.read_parquet(path / "recovery_rows.parquet")
-            meta = path / "recovery_meta.json"
-            run = json.loads(meta.read_text())["run"] if meta.is_file() else ""
-            return cls(frame=frame, run=run, **kwargs)
+            meta = read_json(path / "recovery.json") if (path / "recovery.json").is_file() else {}
+            kwargs = {**{k: meta[k] for k in ("n_boot", "seed") if k in meta}, **kwargs}
+            return cls(frame=frame, run=meta.get("run", ""), **kwargs)
         raise CotSurvivalError("E136", path=path)
 
     def __repr__(self) -> str:
@@ -293,7 +310,7 @@ def recover(
                                   "seconds_last_invocation": round(time.perf_counter() - began, 3)})
     result = RecoveryResult(frame=frame.reset_index(drop=True), run=str(run.path))
     if out is not None:
-        result.files = result.save(out)
+        result.save(out)
     return result
 
 

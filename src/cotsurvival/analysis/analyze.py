@@ -6,7 +6,6 @@ of failing the whole analysis.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -19,6 +18,7 @@ import pandas as pd
 
 from ..errors import CotSurvivalError
 from ..outputs import check_output, run_inputs
+from ..results import read_json, to_jsonable, write_json, write_table
 from ..rundir import RunDir
 from ..taxonomy.spec import LEVELS as TAXONOMY_LEVELS
 from . import attention as attn
@@ -72,7 +72,7 @@ class AnalysisResult:
 
     def to_dict(self) -> dict:
         """Machine-readable form (the content of ``stats.json``): NaN becomes null."""
-        return _jsonable({
+        return to_jsonable({
             "run": str(self.run), "config": self.config, "counts": self.counts_, "primary": self.primary_,
             "tests": self.tests_,
             "tables": {name: table.to_dict(orient="records") for name, table in self.tables_.items()},
@@ -123,20 +123,18 @@ class AnalysisResult:
         return pd.DataFrame(rows)
 
     def save(self, out: str | os.PathLike | None = None) -> Path:
-        """Write ``stats.json``, tables as CSV/Markdown/LaTeX, and ``citations.md`` to ``out``.
+        """Write ``stats.json`` (atomically), tables as CSV/Markdown/LaTeX, and ``citations.md`` to ``out``.
 
         Returns
         -------
         Path
-            The folder written (default ``RUN/stats``).
+            The folder written (default ``RUN/stats``); :meth:`load` reads it back.
         """
         folder = Path(out) if out is not None else RunDir(self.run).stats_dir
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "stats.json").write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False), encoding="utf-8")
+        write_json(folder / "stats.json", self.to_dict())
         for name, table in self.tables_.items():
-            table.to_csv(folder / f"{name}.csv", index=False)
-            if not name.startswith(CSV_ONLY):
-                _write_md_tex(table, folder, name)
+            write_table(folder, name, table, formats=("csv",) if name.startswith(CSV_ONLY) else ("csv", "md", "tex"))
         write_citations(folder / "citations.md", self)
         return folder
 
@@ -151,7 +149,8 @@ class AnalysisResult:
         Parameters
         ----------
         run : str, PathLike or RunDir
-            The run directory.
+            The run directory, or a folder :meth:`save` wrote (it holds ``stats.json``; its run is
+            the one recorded there).
         stats : str or PathLike, optional
             The folder holding ``stats.json`` (default ``RUN/stats``).
 
@@ -164,18 +163,27 @@ class AnalysisResult:
         CotSurvivalError
             E012 when the run has no ``stats.json`` yet, E056 when it cannot be read.
         """
+        if stats is None and not isinstance(run, RunDir) and (Path(run) / "stats.json").is_file() \
+                and not (Path(run) / "manifest.json").is_file():
+            return cls._from_stats_json(Path(run) / "stats.json", run_path=None)
         run = as_rundir(run)
         path = (Path(stats) if stats is not None else run.stats_dir) / "stats.json"
+        return cls._from_stats_json(path, run_path=run.path)
+
+    @classmethod
+    def _from_stats_json(cls, path: Path, run_path: Path | None) -> "AnalysisResult":
+        shown_run = run_path if run_path is not None else path.parent
         if not path.is_file():
-            raise CotSurvivalError("E012", path=run.path, what="statistics (stats/stats.json)",
-                                   command=f"cotsurvival analyze {run.path}")
+            raise CotSurvivalError("E012", path=shown_run, what="statistics (stats/stats.json)",
+                                   command=f"cotsurvival analyze {shown_run}")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_json(path)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise CotSurvivalError("E056", path=path, reason=" ".join(str(exc).split())[:200], run=run.path) from None
+            raise CotSurvivalError("E056", path=path, reason=" ".join(str(exc).split())[:200], run=shown_run) from None
         if not isinstance(data, dict):
-            raise CotSurvivalError("E056", path=path, reason="not a JSON object", run=run.path)
-        result = cls(run=run.path, config=data.get("config") or {})
+            raise CotSurvivalError("E056", path=path, reason="not a JSON object", run=shown_run)
+        run = run_path if run_path is not None else Path(data.get("run") or path.parent)
+        result = cls(run=run, config=data.get("config") or {})
         result.counts_ = data.get("counts") or {}
         result.tests_ = data.get("tests") or {}
         result.notes_ = list(data.get("notes") or [])
@@ -505,33 +513,3 @@ def _note_degenerate(table: pd.DataFrame, result: AnalysisResult) -> None:
     for name in taxonomy or ():
         if name not in result.counts_["categories"]:
             result.notes_.append(f"Category {name!r} has no tokens in this run.")
-
-
-def _write_md_tex(table: pd.DataFrame, folder: Path, name: str) -> None:
-    shown = table.copy()
-    for column in shown.columns:
-        if shown[column].dtype == object:
-            shown[column] = shown[column].map(lambda v: v if not isinstance(v, (list, dict)) else json.dumps(v))
-    (folder / f"{name}.md").write_text(shown.to_markdown(index=False, floatfmt=".4g") + "\n", encoding="utf-8")
-    latex = shown.to_latex(index=False, float_format=lambda v: f"{v:.4g}", escape=True)  # booktabs rules by default
-    (folder / f"{name}.tex").write_text(latex, encoding="utf-8")
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, pd.DataFrame):
-        return _jsonable(value.to_dict(orient="records"))
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if not math.isfinite(float(value)) else float(value)
-    if value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value

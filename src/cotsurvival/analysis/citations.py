@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ..results import write_text
 from .inference import holm
 
 ALPHA = 0.05
@@ -362,4 +363,4 @@ def write_citations(path: Path, result) -> None:
     """``citations.md``: the sentences as a Markdown list."""
     lines = ["# Findings", "", f"Run: `{result.run}`", ""]
     lines += [f"- {sentence}" for sentence in result.citations_]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(path, "\n".join(lines) + "\n")

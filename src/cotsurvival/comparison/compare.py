@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import html
 import itertools
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CotSurvivalError
+from ..results import read_json, to_jsonable, write_json, write_table, write_text
 from .align import TOKEN_UNITS, UNIT_RULE, WORD_UNITS, RunView, align, common_chains, load_view, match_chains
 
 DEFAULT_KEEP_RATIOS = (0.5, 0.25)
@@ -74,7 +74,7 @@ class ComparisonResult:
 
     def to_dict(self) -> dict:
         """Machine-readable form: the content of ``comparison.json`` (NaN becomes null)."""
-        return _jsonable({"runs": self.runs, "pairs": self.pairs, "alignment_rule": UNIT_RULE,
+        return to_jsonable({"runs": self.runs, "pairs": self.pairs, "alignment_rule": UNIT_RULE,
                           "config": self.config, "citations": self.citations, "notes": self.notes})
 
     def to_frame(self) -> pd.DataFrame:
@@ -85,19 +85,15 @@ class ComparisonResult:
         """Write ``comparison.json``, tables (CSV, Markdown, LaTeX), figures (PNG+PDF), ``citations.md``, ``index.html``."""
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "comparison.json").write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False), encoding="utf-8")
+        write_json(folder / "comparison.json", self.to_dict())
         for name, table in self.tables.items():
-            table.to_csv(folder / f"{name}.csv", index=False)
-            if name not in ("units", "km_category"):
-                (folder / f"{name}.md").write_text(table.to_markdown(index=False, floatfmt=".4g") + "\n", encoding="utf-8")
-                (folder / f"{name}.tex").write_text(
-                    table.to_latex(index=False, float_format=lambda v: f"{v:.4g}", escape=True), encoding="utf-8")
+            write_table(folder, name, table, formats=("csv",) if name in ("units", "km_category") else ("csv", "md", "tex"))
         lines = ["# Comparison: citable sentences", ""] + [f"- {c}" for c in self.citations]
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
-        (folder / "citations.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        write_text(folder / "citations.md", "\n".join(lines) + "\n")
         drawn = draw_figures(self, folder) if figures else {}
-        (folder / "index.html").write_text(_page(self, folder, drawn), encoding="utf-8")
+        write_text(folder / "index.html", _page(self, folder, drawn))
         return folder
 
     @classmethod
@@ -107,7 +103,7 @@ class ComparisonResult:
         path = folder / "comparison.json"
         if not path.is_file():
             raise CotSurvivalError("E125", path=folder)
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
         tables = {}
         for csv in sorted(folder.glob("*.csv")):
             try:
@@ -647,21 +643,3 @@ Machine-readable: <a href="comparison.json">comparison.json</a>; sentences: <a h
 {''.join(tables)}
 </body></html>
 """
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if not math.isfinite(float(value)) else float(value)
-    if value is pd.NA or value is None:
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value

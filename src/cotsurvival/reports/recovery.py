@@ -8,7 +8,6 @@ log P(answer), each against the keep ratio, one line per ordering, with 95% chai
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -106,40 +105,3 @@ def recovery_sentences(result) -> list[str]:
                              f"p = {t.p_value:.3g}, Holm p = {t.p_holm:.3g})")
             out.append(sentence + ".")
     return out
-
-
-def write_recovery_tables(result, folder: Path, figure: bool = True) -> dict[str, Path]:
-    """Rows, summary and tests (CSV + Markdown), citations and the figure, into ``folder``."""
-    from ..rundir import atomic_write_bytes, atomic_write_parquet
-
-    def write_text(path: Path, text: str) -> None:
-        atomic_write_bytes(path, text.encode("utf-8"))
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {"rows": folder / "recovery_rows.parquet"}
-    atomic_write_parquet(paths["rows"], result.frame)
-    for name, table in (("summary", result.summary()), ("tests", result.tests())):
-        paths[name] = folder / f"recovery_{name}.csv"
-        write_text(paths[name], table.to_csv(index=False))
-        write_text(folder / f"recovery_{name}.md", _markdown(table))
-    paths["citations"] = folder / "recovery_citations.md"
-    write_text(paths["citations"], "# Answer recovery\n\n" + "\n\n".join(f"- {s}" for s in result.citations()) + "\n")
-    write_text(folder / "recovery_meta.json", json.dumps({"run": result.run, "n_chains": result.n_chains,
-                                                          "orderings": result.orderings,
-                                                          "keep_ratios": result.keep_ratios}, indent=2))
-    if figure:
-        png, _ = save_recovery_figure(result, folder / "fig_recovery")
-        paths["figure"] = png
-    return paths
-
-
-def _markdown(table: pd.DataFrame) -> str:
-    shown = table.copy()
-    for column in shown.columns:
-        if shown[column].dtype.kind == "f":
-            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
-    header = "| " + " | ".join(shown.columns) + " |"
-    rule = "|" + "|".join("---" for _ in shown.columns) + "|"
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
-    return "\n".join([header, rule, *body]) + "\n"
-

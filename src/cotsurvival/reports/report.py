@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..errors import CotSurvivalError
 from ..outputs import check_output, is_report_folder, run_inputs
-from ..results import StageResult
+from ..results import StageResult, frame_html
 from ..rundir import RunDir, atomic_write_bytes
 from .data import Quote, ReportData, SkipFigure, resolve_chain_ids
 from .figures import FIGURES
@@ -59,6 +59,11 @@ class Report(StageResult):
         rows = [{"figure": stem, "files": [str(p) for p in paths], "skipped": None} for stem, paths in self.figures.items()]
         rows += [{"figure": stem, "files": [], "skipped": reason} for stem, reason in self.skipped.items()]
         return pd.DataFrame(rows, columns=["figure", "files", "skipped"])
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the page written and one row per figure (escaped)."""
+        return (f"<p><b>cotsurvival report</b> {html.escape(str(self.index))}: {len(self.figures)} figures, "
+                f"{len(self.skipped)} skipped</p>" + frame_html(self.to_frame()))
 
 
 def build_report(
