@@ -185,3 +185,25 @@ def test_table_writer_formats(tmp_path):
     assert "0.1235" in md and "1.235e+04" in md and "[1, 2]" in md
     assert r"a\_b" in files["tex"].read_text()
     assert write_table(tmp_path, "only", table, formats=("csv",)).keys() == {"csv"}
+
+
+def test_kaplan_meier_display_draws_the_stored_curves(runs):
+    """scikit-learn's Display pattern: from_result(...).plot(ax=None); the same class draws the report and compare."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cotsurvival.reports.figures import KaplanMeierDisplay
+
+    analysis = _analysis(runs[0])
+    display = KaplanMeierDisplay.from_result(analysis, level="category").plot()
+    km = analysis.tables_["km_category"]
+    assert display.groups and set(display.groups) == set(km["group"])
+    steps = [line for line in display.ax_.get_lines() if line.get_label() in display.labels.values()]
+    assert len(steps) == len(display.groups)
+    first = km[km["group"] == display.groups[0]]
+    assert steps[0].get_ydata().tolist() == first["survival"].tolist()  # the stored numbers, not recomputed
+    fig, ax = plt.subplots()
+    assert KaplanMeierDisplay.from_result(analysis).plot(ax=ax).ax_ is ax
+    plt.close("all")

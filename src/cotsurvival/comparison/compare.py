@@ -490,25 +490,16 @@ def _categories(values) -> list[str]:
 
 
 def _fig_km(result: ComparisonResult):
-    from ..reports.data import display_name
-    from ..reports.style import palette_for
+    from ..reports.figures import KaplanMeierDisplay
 
     km = result.tables.get("km_category")
     if km is None or km.empty:
         return None
     names = [r["name"] for r in result.runs if r["name"] in set(km["run"])]
-    groups = _categories(km["group"].unique())
-    colours = palette_for(groups)
     fig, axes = _grid(len(names), 2.3)
     for ax, name in zip(axes, names):
-        curves = km[km["run"] == name]
-        for group in groups:
-            curve = curves[curves["group"] == group]
-            if curve.empty:
-                continue
-            ax.step(curve["time"], curve["survival"], where="post", color=colours[group], label=display_name(group))
-            ax.fill_between(curve["time"], curve["lower"], curve["upper"], step="post", color=colours[group],
-                            alpha=0.15, linewidth=0)
+        # the report's Kaplan–Meier figure, one panel per run
+        KaplanMeierDisplay.from_result(result, run=name).plot(ax=ax, band_alpha=0.15, median_line=False)
         info = next(r for r in result.runs if r["name"] == name)
         ax.set_title(f"{name}\n{info['model']}, {info['objective']}", fontsize=7)
         ax.set(xlim=(0, 1), ylim=(0, 1.02))
