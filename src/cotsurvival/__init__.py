@@ -17,6 +17,12 @@ from importlib import import_module
 
 from ._version import __version__
 from .errors import CotSurvivalError
+from .registry import VIEWS
+
+# The presentation that lower layers show (registry.VIEWS), wired in here at the top, imported on use.
+VIEWS.register("run_html", "cotsurvival.reports.notebook:run_summary_html")
+VIEWS.register("chain_view", "cotsurvival.reports.notebook:ChainView")
+VIEWS.register("recovery_figure", "cotsurvival.reports.recovery:save_recovery_figure")
 
 #: Stage name -> "module:function". Adding a stage (here and as ``cotsurvival.<name>``) is one line.
 STAGES = {

@@ -42,6 +42,7 @@ from .encoding import ANSWER_SEPARATOR
 from .errors import CotSurvivalError
 from .pruning.engine import n_deletions
 from .outputs import check_output, is_recovery_folder, run_inputs
+from .registry import view
 from .results import read_json, to_jsonable, write_json, write_table, write_text
 from .rundir import RunDir, atomic_write_parquet
 
@@ -152,16 +153,12 @@ class RecoveryResult:
 
     def citations(self) -> list[str]:
         """Citable sentences, each with its chain-level interval and the number of chains."""
-        from .reports.recovery import recovery_sentences
-
         return recovery_sentences(self)
 
     # ---------------------------------------------------------------- output
     def figure(self, stem: str | Path, width: str = "two") -> list[Path]:
         """Write the figure (accuracy and log P(answer) vs keep ratio) as ``stem.png`` and ``stem.pdf``."""
-        from .reports.recovery import save_recovery_figure
-
-        return save_recovery_figure(self, Path(stem), width=width)
+        return view("recovery_figure")(self, Path(stem), width=width)  # drawn by the presentation layer
 
     def to_dict(self) -> dict:
         """Machine-readable form (``recovery.json``): the run, the chain-level summary and tests, the sentences."""
@@ -211,6 +208,53 @@ class RecoveryResult:
         sentences = "".join(f"<li>{html.escape(s)}</li>" for s in self.citations())
         return (f"<div><b>Answer recovery</b> — {html.escape(self.run)}: {self.n_chains} chains "
                 f"(95% chain-bootstrap intervals)</div>{table}<ul>{sentences}</ul>")
+
+
+# ---------------------------------------------------------------------------------------- sentences
+
+def _pct(value: float) -> str:
+    return "n/a" if value is None or np.isnan(value) else f"{100 * value:.1f}%"
+
+
+def recovery_sentences(result) -> list[str]:
+    """One sentence per keep ratio below 1 (greedy vs each baseline), plus the unpruned reference."""
+    summary = result.summary()
+    tests = result.tests()
+    out = []
+    row_of = {(r.ordering, r.keep_ratio): r for r in summary.itertuples()}
+    full = row_of.get(("greedy", 1.0)) or next((r for r in summary.itertuples() if r.keep_ratio == 1.0), None)
+    if full is not None:
+        out.append(f"Unpruned (keep ratio 1.0), the model's greedy-decoded answer was correct in {_pct(full.accuracy)} "
+                   f"of chains [95% CI {_pct(full.accuracy_ci_low)}–{_pct(full.accuracy_ci_high)}, chain bootstrap, "
+                   f"n = {full.n_chains} chains], mean log P(answer) {full.answer_logprob:.2f} nats.")
+    if "greedy" not in result.orderings:
+        return out
+    for ratio in [r for r in result.keep_ratios if r < 1.0]:
+        greedy = row_of.get(("greedy", ratio))
+        if greedy is None:
+            continue
+        for baseline in [o for o in result.orderings if o != "greedy"]:
+            other = row_of.get((baseline, ratio))
+            if other is None:
+                continue
+            acc = tests[(tests.baseline == baseline) & (tests.keep_ratio == ratio) & (tests.metric == "correct")]
+            lp = tests[(tests.baseline == baseline) & (tests.keep_ratio == ratio) & (tests.metric == "answer_logprob")]
+            sentence = (f"At keep ratio {ratio:g} the greedy-pruned chains kept the answer recoverable in "
+                        f"{_pct(greedy.accuracy)} of chains [95% CI {_pct(greedy.accuracy_ci_low)}–"
+                        f"{_pct(greedy.accuracy_ci_high)}, chain bootstrap, n = {greedy.n_chains} chains] versus "
+                        f"{_pct(other.accuracy)} [{_pct(other.accuracy_ci_low)}–{_pct(other.accuracy_ci_high)}] "
+                        f"for {baseline}")
+            if not acc.empty:
+                t = acc.iloc[0]
+                sentence += (f" (paired difference {100 * t.difference:+.1f} points, sign-flip p = {t.p_value:.3g}, "
+                             f"n = {int(t.n_chains)} chains)")
+            sentence += (f"; mean log P(answer) {greedy.answer_logprob:.2f} versus {other.answer_logprob:.2f} nats")
+            if not lp.empty:
+                t = lp.iloc[0]
+                sentence += (f" (paired difference {t.difference:+.2f} nats [95% CI {t.ci_low:+.2f} to {t.ci_high:+.2f}], "
+                             f"p = {t.p_value:.3g}, Holm p = {t.p_holm:.3g})")
+            out.append(sentence + ".")
+    return out
 
 
 # ---------------------------------------------------------------------------------------- compute

@@ -89,3 +89,23 @@ class Registry(Mapping):
     def implementations(self) -> dict[str, Any]:
         """Name -> implementation, in declaration order, for the names registered so far."""
         return {name: self._implementations[name] for name in self if name in self._implementations}
+
+
+#: Presentation that lower layers offer without importing it: a run's Jupyter views and result
+#: figures live in the presentation layer (``cotsurvival.reports``), which builds on the run
+#: directory and the results. The package root, the top layer, registers each as
+#: ``"module:function"``; :func:`view` imports it on first use. The layers stay one-way and a
+#: lower module never names a higher one.
+VIEWS = Registry("view", {
+    "run_html": "a run at a glance in Jupyter (RunDir._repr_html_)",
+    "chain_view": "one chain coloured by category and shaded by survival (RunDir.chain)",
+    "recovery_figure": "the answer-recovery figure (RecoveryResult.figure)",
+})
+
+
+def view(name: str) -> Callable[..., Any]:
+    """The presentation function registered as ``name`` in :data:`VIEWS` (imported on first use)."""
+    from importlib import import_module  # only here: most runs never render a view
+
+    module, _, attribute = VIEWS.resolve(name).partition(":")
+    return getattr(import_module(module), attribute)

@@ -27,7 +27,6 @@ import json
 import os
 import tempfile
 import threading
-from importlib import import_module
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -36,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import CotSurvivalError
+from .registry import view
 
 #: The run's per-chain tables (Parquet datasets, one part per chain) and the command that writes each.
 TABLE_WRITERS = {
@@ -167,7 +167,7 @@ class RunDir:
 
     def _repr_html_(self) -> str:
         """Jupyter: the run at a glance (model, settings, counts, survival by category)."""
-        return _presentation().run_summary_html(self)
+        return view("run_html")(self)
 
     def chain(self, chain_index: int):
         """One chain for display in Jupyter, coloured by category and shaded by survival.
@@ -182,7 +182,7 @@ class RunDir:
         cotsurvival.reports.notebook.ChainView
             Shows as HTML in a notebook; ``str(view.html)`` is the fragment.
         """
-        return _presentation().ChainView(self, chain_index)
+        return view("chain_view")(self, chain_index)
 
     # ------------------------------------------------------------- stage API
     @classmethod
@@ -255,12 +255,6 @@ class RunDir:
 def as_rundir(run: str | os.PathLike | "RunDir") -> "RunDir":
     """The one way to open a run directory: a :class:`RunDir` for a path or a RunDir; E007 if it is not one."""
     return (run if isinstance(run, RunDir) else RunDir(run)).require()
-
-
-def _presentation():
-    # Jupyter HTML lives in the reports layer, which builds on this module. It is looked up when a
-    # notebook asks for it, by name, so this lowest layer has no import edge to reports (no cycle).
-    return import_module("cotsurvival.reports.notebook")
 
 
 def _read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
