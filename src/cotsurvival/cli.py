@@ -2,6 +2,10 @@
 
 Every command that fails because of its input prints ``error[E0xx]: ...`` on one line and exits
 with status 2; no traceback reaches the user.
+
+Each command imports its stage inside its body: ``cotsurvival --help`` and every command start
+without loading torch, transformers or matplotlib (only the choices are read at import, from the
+light registries).
 """
 from __future__ import annotations
 

@@ -13,8 +13,10 @@ pickled ``.bin`` checkpoints can run code on load. ``trust_remote_code`` is off 
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import os
 import shutil
 import sys
 from dataclasses import asdict, dataclass
@@ -222,8 +224,6 @@ def _looks_like_path(spec: str, path: Path) -> bool:
 
 
 def _suggest(spec: str, aliases=MODEL_ALIASES) -> str:
-    import difflib
-
     if not aliases:  # a model kind without built-in names (the LLMLingua-2 classifier): its error says what to do
         return "pass a local model directory instead"
     close = difflib.get_close_matches(spec.lower(), list(aliases), n=1, cutoff=0.6)
@@ -256,8 +256,6 @@ def locate_hub(spec: str, allow_unsafe: bool = False, *, error: str = "E005",
     -------
     (source, revision, sha256, kwargs for ``from_pretrained``)
     """
-    import difflib
-    import os
 
     from huggingface_hub import try_to_load_from_cache
 

@@ -40,8 +40,11 @@ from tqdm.auto import tqdm
 
 from .encoding import ANSWER_SEPARATOR
 from .errors import CotSurvivalError
-from .pruning.engine import n_deletions
+from .generation.generate import _stop_token_ids
+from .generation.questions import gold_from_answer
+from .generation.verify import answers_match
 from .outputs import check_output, is_recovery_folder, run_inputs
+from .pruning.engine import n_deletions
 from .registry import view
 from .results import read_json, to_jsonable, write_json, write_table, write_text
 from .rundir import RunDir, atomic_write_parquet
@@ -409,7 +412,6 @@ def _deletion_steps(run: RunDir, index: int, orderings) -> dict[str, np.ndarray]
 
 def answer_cue(tokenizer, answer: str, answer_ids: list[int]) -> list[int]:
     """The answer tokens before its value (``\\n####`` of ``\\n#### 18``): decoding starts after them."""
-    from .generation.questions import gold_from_answer
 
     text = ANSWER_SEPARATOR + answer
     value = gold_from_answer(answer)
@@ -426,9 +428,6 @@ def answer_cue(tokenizer, answer: str, answer_ids: list[int]) -> list[int]:
 
 
 def _recover_chain(run, index, chain, todo, lm, tokenizer, max_new_tokens, batch_size, settings) -> pd.DataFrame:
-    from .generation.questions import gold_from_answer
-    from .generation.verify import answers_match
-
     steps = _deletion_steps(run, index, sorted({o for o, _ in todo}))
     prefix, reasoning, answer = (list(chain["prefix_ids"]), list(chain["reasoning_ids"]), list(chain["answer_ids"]))
     cue = answer_cue(tokenizer, chain["answer"], answer)
@@ -494,8 +493,6 @@ def greedy_answer_lines(model, tokenizer, prompts: list[list[int]], max_new_toke
                         batch_size: int = 16) -> list[str]:
     """Greedy continuation of each prompt up to the end of its first non-empty line (or EOS / the bound)."""
     from transformers import StoppingCriteriaList
-
-    from .generation.generate import _stop_token_ids
 
     device = next(model.parameters()).device
     stop_ids = _stop_token_ids(model, tokenizer)

@@ -10,22 +10,25 @@ import math
 import os
 import warnings
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
+from . import attention as attn
+from . import dynamics as dyn
+from . import survival as surv
+from . import chainlevel
 from ..errors import CotSurvivalError
 from ..outputs import check_output, run_inputs
 from ..results import read_json, to_jsonable, write_json, write_table
 from ..rundir import RunDir
 from ..taxonomy.spec import LEVELS as TAXONOMY_LEVELS
-from . import attention as attn
-from . import dynamics as dyn
-from . import survival as surv
-from . import chainlevel
 from .citations import write_citations
+from .citations import citations
+from .citations import fmt_p
 from .data import as_rundir, baseline_orderings, load_run, orderings_long
 from .inference import holm, mean_ci, paired_sign_flip_test
 
@@ -83,9 +86,6 @@ class AnalysisResult:
 
     def _repr_html_(self) -> str:
         """Jupyter: counts, the primary (chain-level) test and the citations; all text escaped."""
-        from html import escape
-
-        from .citations import fmt_p
 
         counts = self.counts_
         rows = [("run", self.run), ("model", counts.get("model")), ("objective", counts.get("objective")),
@@ -292,7 +292,6 @@ def analyze(
     _dynamics(result, run, table)
     _attention(result, table, probe_alpha, n_folds, seed)
     result.notes_ = list(dict.fromkeys(result.notes_))
-    from .citations import citations
 
     result.citations_ = citations(result)
     if save:

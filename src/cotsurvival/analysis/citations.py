@@ -12,7 +12,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ..models import precision_note
 from ..results import write_text
+from ..rundir import RunDir
 from .inference import holm
 
 ALPHA = 0.05
@@ -83,8 +85,6 @@ def citations(result) -> list[str]:
 def _scoring_sentences(result) -> list[str]:
     """How the run's ranks were scored, where it limits them: an approximation (``manifest
     engine.approx``) with its measured fidelity, half precision (``manifest model.dtype``)."""
-    from ..models import precision_note
-    from ..rundir import RunDir
 
     try:
         manifest = RunDir(result.run).read_manifest()

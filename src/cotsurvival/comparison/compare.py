@@ -29,7 +29,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..analysis import kaplan_meier
+from ..analysis.citations import fmt_p
+from ..analysis.citations import fmt_number
+from ..analysis.inference import bootstrap_ci
 from ..errors import CotSurvivalError
+from ..models import precision_note
+from ..reports.data import display_name
+from ..reports.figures import KaplanMeierDisplay
+from ..reports.style import figure_style, save_figure
+from ..reports.style import WIDTHS
+from ..reports.style import COARSE, order_present
+from ..reports.style import palette_for
 from ..results import read_json, to_jsonable, write_json, write_table, write_text
 from .align import TOKEN_UNITS, UNIT_RULE, WORD_UNITS, RunView, align, common_chains, load_view, match_chains
 
@@ -197,7 +208,6 @@ def compare(
         result.tables["recovery"] = recovery
     # A comparison's citations open with how each greedy run was scored where that limits its ranks:
     # an approximation (issue 16) or half precision (token-level agreement includes its rounding noise).
-    from ..models import precision_note
 
     said = []
     for view in (v for v in views if v.ordering == "greedy"):
@@ -221,7 +231,6 @@ def compare(
 
 # --------------------------------------------------------------------------- one pair
 def _compare_pair(a: RunView, b: RunView, keep_ratios, n_boot: int, seed: int, notes: list[str]):
-    from ..analysis.inference import bootstrap_ci
     chain_ids = common_chains(a, b)
     if not chain_ids:
         ids_a, ids_b = set(a.chains["chain_id"]), set(b.chains["chain_id"])
@@ -345,7 +354,6 @@ def _category_differences(units: pd.DataFrame, n_boot: int, seed: int) -> pd.Dat
 # --------------------------------------------------------------------------- per run
 def _category_survival(views: list[RunView], n_boot: int, seed: int) -> pd.DataFrame:
     """Each view on its own tokens: mean over chains of the per-chain category mean survival, chain-bootstrap CI."""
-    from ..analysis.inference import bootstrap_ci
 
     rows = []
     for view in views:
@@ -362,8 +370,6 @@ def _category_survival(views: list[RunView], n_boot: int, seed: int) -> pd.DataF
 
 
 def _km_tables(views: list[RunView]) -> pd.DataFrame:
-    from ..analysis import kaplan_meier
-
     frames = []
     for view in views:
         tokens = view.tokens.dropna(subset=["category"])
@@ -416,20 +422,14 @@ def _unique_names(views: list[RunView]) -> None:
 # The wording of p-values and numbers is the analysis's (one home: analysis.citations), imported
 # when first used so that `import cotsurvival` stays light.
 def _fmt_p(p) -> str:
-    from ..analysis.citations import fmt_p
-
     return fmt_p(p)
 
 
 def _num(value, digits: int = 2) -> str:
-    from ..analysis.citations import fmt_number
-
     return fmt_number(value, digits)
 
 
 def _sentences(a: RunView, b: RunView, pair: dict) -> list[str]:
-    from ..reports.data import display_name
-
     n = pair["n_chains"]
     how = ("token by token (same tokenizer)" if pair["units"] == "token"
            else "on words of the reasoning text (a word survives as long as any of its overlapping tokens)")
@@ -456,7 +456,6 @@ def draw_figures(result: ComparisonResult, folder: Path) -> dict[str, list[Path]
     import matplotlib
 
     matplotlib.use("Agg")
-    from ..reports.style import figure_style, save_figure
 
     drawn = {}
     for stem, draw in (("fig_km_by_run", _fig_km), ("fig_scatter", _fig_scatter), ("fig_forest", _fig_forest)):
@@ -470,8 +469,6 @@ def draw_figures(result: ComparisonResult, folder: Path) -> dict[str, list[Path]
 def _grid(n: int, height: float):
     import matplotlib.pyplot as plt
 
-    from ..reports.style import WIDTHS
-
     cols = min(n, 3)
     rows = math.ceil(n / cols)
     # Fewer than three panels get a narrower figure, so one pair's panel stays roughly square.
@@ -484,14 +481,10 @@ def _grid(n: int, height: float):
 
 
 def _categories(values) -> list[str]:
-    from ..reports.style import COARSE, order_present
-
     return order_present(values, COARSE)
 
 
 def _fig_km(result: ComparisonResult):
-    from ..reports.figures import KaplanMeierDisplay
-
     km = result.tables.get("km_category")
     if km is None or km.empty:
         return None
@@ -513,9 +506,6 @@ def _fig_km(result: ComparisonResult):
 
 
 def _fig_scatter(result: ComparisonResult):
-    from ..reports.data import display_name
-    from ..reports.style import palette_for
-
     units = result.tables.get("units")
     if units is None or units.empty:
         return None
@@ -544,9 +534,6 @@ def _fig_scatter(result: ComparisonResult):
 
 
 def _fig_forest(result: ComparisonResult):
-    from ..reports.data import display_name
-    from ..reports.style import palette_for
-
     table = result.tables.get("category_differences")
     if table is None or table.empty:
         return None

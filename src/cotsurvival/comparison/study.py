@@ -47,8 +47,16 @@ from typing import Any
 
 import pandas as pd
 
+from ..analysis import analyze, load_run
+from ..chains import read_chains, shortest_chains
 from ..errors import CotSurvivalError
+from ..outputs import check_output, is_study_root
+from ..pruning import prune
+from ..reports import build_report
 from ..results import StageResult, frame_html, write_json, write_text
+from ..rundir import RunDir
+from ..taxonomy import load_spec, tag_run
+from .compare import compare
 
 RESERVED = {"reports", "comparisons", "study.json", "index.html"}
 SETTING_KEYS = {"name", "model", "objective", "keep_ratio", "baselines", "method", "dtype", "device", "backend",
@@ -181,7 +189,6 @@ def load_study(path: str | os.PathLike) -> Study:
 
 def select_chains(spec: dict) -> list:
     """The study's chains: ``shortest`` N (by reasoning length), the first ``limit``, or the listed ``ids``."""
-    from ..chains import read_chains, shortest_chains
 
     corpus = read_chains(spec.get("source", "gsm8k"), keep_annotations=bool(spec.get("keep_annotations", False)))
     chains = list(corpus)
@@ -230,12 +237,6 @@ def run_study(
     -------
     StudyResult
     """
-    from ..analysis import analyze, load_run
-    from ..pruning import prune
-    from ..reports import build_report
-    from ..outputs import check_output, is_study_root
-    from ..rundir import RunDir
-    from ..taxonomy import load_spec, tag_run
 
     began = time.perf_counter()
     # A study continues in its own root (study.json there); any other non-empty folder is refused.
@@ -299,7 +300,6 @@ def run_study(
         runs[setting.name] = run.path
         reports[setting.name] = report_dir / "index.html"
         timings[setting.name] = round(time.perf_counter() - started, 1)
-    from .compare import compare
 
     comparisons, citations, notes = {}, {}, {}
     for entry in study.comparisons:

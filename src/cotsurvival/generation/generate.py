@@ -32,17 +32,22 @@ Sampling is pure temperature sampling (``top_k=0``, ``top_p=1``), overriding mod
 """
 from __future__ import annotations
 
+import html
 import json
 import os
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import pandas as pd
 import torch
 
 from ..errors import CotSurvivalError
+from ..models import load_model
 from ..outputs import check_output, is_generated_file
+from ..progress import make_bar
 from ..results import StageResult
 from .prompting import Prompt, answer_is_complete, load_prompt, split_response
 from .questions import Question, as_questions, read_questions
@@ -78,14 +83,11 @@ class GenerationResult(StageResult):
 
     def to_frame(self):
         """One row per question done: the accepted rows then the rejected ones (``accepted`` column)."""
-        import pandas as pd
 
         rows = [dict(r, accepted=True) for r in self.accepted] + [dict(r, accepted=False) for r in self.rejected]
         return pd.DataFrame(rows)
 
     def _repr_html_(self) -> str:
-        import html
-
         return (f"<p><b>cotsurvival generate</b> accepted {len(self.accepted)}/{self.n_questions} questions "
                 f"({self.acceptance_rate:.1%}; {self.n_resumed} resumed) in {self.seconds:.0f} s: "
                 f"{html.escape(str(self.out))}</p>")
@@ -143,9 +145,6 @@ def generate(
     ``resume=False`` an existing output that ``generate`` did not write is replaced only with
     ``overwrite`` (E081), since only then can a foreign file be lost.
     """
-    import time
-
-    from ..models import load_model
 
     inputs = [(p, "an input of this command") for p in (questions, prompt)
               if isinstance(p, (str, os.PathLike)) and Path(p).is_file()]
@@ -452,8 +451,6 @@ class _Writer:
 
 
 def _progress(total: int, initial: int, result: GenerationResult, enabled: bool):
-    from ..progress import make_bar
-
     bar = make_bar(total=total, initial=initial, desc="generate", unit="question", disable=not enabled)
     if initial:
         bar.set_postfix_str(f"accepted {len(result.accepted)}/{result.n_questions} (resumed)")

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CotSurvivalError
+from ..outputs import check_output, is_export_file, run_inputs
 from ..rundir import RunDir, as_rundir, atomic_write_bytes
 from .engine import n_deletions
 
@@ -30,7 +31,6 @@ def export_pruned(run: str | Path | RunDir, keep_ratio: float, out: str | Path, 
 
     Returns the number of chains written.
     """
-    from ..outputs import check_output, is_export_file, run_inputs
 
     run = as_rundir(run)
     manifest = run.require().read_manifest()

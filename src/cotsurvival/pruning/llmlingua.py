@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from ..errors import CotSurvivalError
+from ..models import _check_safe_weights, file_sha256, locate_hub, resolve_device, resolve_dtype
 
 DEFAULT_LLMLINGUA_MODEL = "microsoft/llmlingua-2-xlm-roberta-large-meetingbank"
 MAX_SEQ_LEN = 512
@@ -230,8 +231,6 @@ def load_keep_classifier(spec: str = DEFAULT_LLMLINGUA_MODEL, *, device: str = "
     """
     from transformers import AutoModelForTokenClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
-
-    from ..models import _check_safe_weights, file_sha256, locate_hub, resolve_device, resolve_dtype
 
     hf_logging.disable_progress_bar()
     path = Path(spec).expanduser()

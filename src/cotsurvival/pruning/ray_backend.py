@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 from ..errors import CotSurvivalError
+from .baselines import answer_attention
+from .engine import greedy_prune
+from .methods import make_scorer
 
 ACTOR_NAME = "cotsurvival-prune-{run}-{k}"
 
@@ -42,8 +45,6 @@ class _Worker:
     def __init__(self, model, loaded, device, dtype, method, objective, max_batch_tokens, trust_remote_code,
                  allow_unsafe_weights, threads, name):
         import torch
-
-        from .methods import make_scorer
 
         if threads:
             torch.set_num_threads(threads)
@@ -68,9 +69,6 @@ class _Worker:
         return self.tokenizer, self.info, type(self.scorer).__name__, self.name
 
     def prune(self, index, item, wanted, start, attention, approx=None):
-        from .baselines import answer_attention
-        from .engine import greedy_prune
-
         try:
             trace = greedy_prune(self.scorer, item, wanted, start=start, approx=approx)
             vector = answer_attention(self.lm, item) if attention else None

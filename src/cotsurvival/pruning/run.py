@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import time
 import warnings
 import zipfile
@@ -27,14 +28,19 @@ from .._version import __version__
 from ..chains import BUILTIN_CORPORA, ON_ERROR, Chain, ChainCorpus, read_chains
 from ..encoding import EncodedChain, encode_chain
 from ..errors import CheckpointWarning, CotSurvivalError
+from ..models import scoring_dtype, warn_if_imprecise
+from ..outputs import check_output
 from ..progress import make_bar
 from ..rundir import RunDir
+from ..threads import cap_torch_threads
+from .approx import parse_approx
+from .approx import approx_record
 from .baselines import BASELINES, answer_attention, baseline_orders, orders_to_frame
 from .engine import ChainTrace, greedy_prune, n_deletions
-from ..threads import cap_torch_threads
-from .memory import memory_budget, parse_memory, plan_chain
 from .llmlingua import classifier_for_run
+from .memory import memory_budget, parse_memory, plan_chain
 from .methods import SCORERS, make_scorer
+from .ray_backend import RayPool
 from .registry import BACKENDS, OBJECTIVES
 from .tables import load_checkpoint, save_checkpoint, steps_frame, tokens_frame, trace_from_tables, traces_frame
 
@@ -191,8 +197,6 @@ def prune(
     _check_options(objective, keep_ratio, baselines, on_error, max_batch_tokens)
     max_memory_bytes = parse_memory(max_memory)
     start_backend = BACKENDS.resolve(backend)
-    from ..models import scoring_dtype, warn_if_imprecise
-    from .approx import parse_approx
 
     # approx (engineer approx): parsed before any model is loaded, so a bad spec fails fast.
     approx_spec = parse_approx(approx)
@@ -364,7 +368,6 @@ def _engine_approx(manifest: dict, approx, chain_rows: dict) -> dict:
     """``engine.approx`` (None when exact) and ``engine.token_rows`` (decoder rows, all chains).
 
     A run is never continued with another approximation (``settings.scoring`` differs: E083)."""
-    from .approx import approx_record
 
     record = approx_record(approx)
     return {"approx": record, "token_rows": int(sum(chain_rows.values())), "token_rows_chains": chain_rows}
@@ -376,7 +379,6 @@ def _discard_if_empty(run: RunDir, folder_existed: bool) -> None:
     A failure before any chain commits (an unsupported method, a full disk, an interrupt in the first
     chain without a checkpoint) would otherwise leave a run directory that holds no results.
     """
-    import shutil
 
     if run.part_indices("tokens") or (run.checkpoint_dir.is_dir() and any(run.checkpoint_dir.iterdir())):
         return
@@ -407,7 +409,6 @@ def _local_backend(*, model, loaded_model, device, dtype, trust_remote_code, all
 @BACKENDS.register("ray")
 def _ray_backend(**options):
     """A pool of Ray actors; the model loads in each (ray is an optional dependency, imported here)."""
-    from .ray_backend import RayPool
 
     pool = RayPool.start(**options)
     return pool, None, pool.tokenizer, pool.info
@@ -415,7 +416,6 @@ def _ray_backend(**options):
 
 def _check_out(out, chains) -> None:
     """The run directory may not be a file, nor the chains file it is pruned from."""
-    from ..outputs import check_output
 
     if isinstance(chains, (str, Path)) and str(chains) not in BUILTIN_CORPORA:
         check_output(out, inputs=[(chains, "the chains file this command reads")], folder=True, overwrite=True,

@@ -1,12 +1,14 @@
 """ChainTrace <-> the run directory's per-chain tables (tokens, steps, traces) and checkpoints."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..encoding import EncodedChain
+from ..rundir import atomic_write_bytes
 from .engine import ChainTrace
 
 
@@ -90,8 +92,6 @@ def trace_from_tables(steps: pd.DataFrame, traces: pd.DataFrame, static_logprobs
 
 def save_checkpoint(path: Path, trace: ChainTrace) -> None:
     """Arrays only (``np.savez``, loaded with ``allow_pickle=False``): a checkpoint never runs code."""
-    from ..rundir import atomic_write_bytes
-    import io
 
     lengths = np.array([len(c) for c in trace.step_costs], dtype=np.int64)
     buffer = io.BytesIO()

@@ -12,8 +12,12 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .data import ReportData, SkipFigure, composition_by_keep_ratio, display_name, token_segments
+from ..analysis import attention_layers
+from ..analysis.dynamics import static_vs_greedy
+from ..analysis.dynamics import rank_trajectories
+from ..analysis.dynamics import degradation_curves
 from ..taxonomy.spec import LEVELS as TAXONOMY_LEVELS
+from .data import ReportData, SkipFigure, composition_by_keep_ratio, display_name, token_segments
 from .style import COARSE, FINE, WIDTHS, category_colours, order_present, palette_for
 
 LEVELS = tuple(TAXONOMY_LEVELS.items())  # (column, title) of each level, from the taxonomy's registry
@@ -320,8 +324,6 @@ def fig_rank_shift(data: ReportData, width: str, n_movers: int = 6):
 
 
 def _rank_shift_table(data: ReportData, tokens: pd.DataFrame) -> pd.DataFrame:
-    from ..analysis.dynamics import static_vs_greedy
-
     if not data.run.part_indices("traces"):
         raise SkipFigure("the run has no traces.parquet (written by `cotsurvival prune`).")
     per_token, _ = static_vs_greedy(data.run, tokens)
@@ -332,8 +334,6 @@ def _rank_shift_table(data: ReportData, tokens: pd.DataFrame) -> pd.DataFrame:
 
 
 def _rank_path(data: ReportData, chain_index: int, position: int) -> pd.DataFrame:
-    from ..analysis.dynamics import rank_trajectories
-
     ranks = rank_trajectories(data.run, chain_index)
     n = int(ranks.loc[ranks["step"] == 1, "n_remaining"].iloc[0])
     path = ranks[ranks["position"] == position].sort_values("step")
@@ -348,7 +348,6 @@ def _short(text: str, limit: int = 10) -> str:
 # ----------------------------------------------------------------------------- 6. objective
 def fig_objective(data: ReportData, width: str):
     """Objective lost as the chain is pruned: per chain, with the stored pooled mean and CI; and per step."""
-    from ..analysis.dynamics import degradation_curves
 
     steps = data.steps
     if steps["step"].max() < 1:
@@ -388,7 +387,6 @@ def fig_objective(data: ReportData, width: str):
 # ----------------------------------------------------------------------------- 7. attention
 def fig_attention(data: ReportData, width: str):
     """Attention received from the answer vs survival, and the stored per-layer mean per-chain Spearman rho."""
-    from ..analysis import attention_layers
 
     if not data.has_attention:
         raise SkipFigure("the run has no attention.parquet (run `cotsurvival attention RUN`).")

@@ -11,14 +11,21 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..analysis import AnalysisResult
+from ..analysis import analyze
 from ..errors import CotSurvivalError
+from ..labels import resolve_source
 from ..outputs import check_output, is_report_folder, run_inputs
+from ..recovery import RecoveryResult
 from ..results import StageResult, frame_html
 from ..rundir import RunDir, atomic_write_bytes
 from .data import Quote, ReportData, SkipFigure, resolve_chain_ids
 from .figures import FIGURES
+from .notebook import run_summary_html
+from .recovery import save_recovery_figure
 from .stored import citations_html, headline_html, notes_html, table_html, tests_html
 from .style import WIDTHS, figure_style
+from .style import add_footnote, save_figure
 
 
 @dataclass
@@ -156,7 +163,6 @@ def _recovery_result(run: RunDir):
     """The run's answer-recovery result (``RUN/recovery.parquet/``, else ``RUN/recovery/``), or ``None``."""
     if not ((run.path / "recovery.parquet").is_dir() or (run.path / "recovery" / "recovery_rows.parquet").is_file()):
         return None  # the common case: no recovery run, nothing added to the report
-    from ..recovery import RecoveryResult
 
     for where in (run.path, run.path / "recovery"):
         try:
@@ -171,7 +177,6 @@ def _draw_recovery(run: RunDir, out: Path, widths, report: Report) -> None:
     result = _recovery_result(run)
     if result is None:
         return
-    from .recovery import save_recovery_figure
 
     report.figures[RECOVERY_STEM] = [p for width in widths
                                      for p in save_recovery_figure(result, out / f"{RECOVERY_STEM}_{width}", width,
@@ -205,8 +210,6 @@ def _variants(spec, text_chains: list[int] | None):
 def _draw(spec, data: ReportData, out: Path, stem: str, widths, kwargs) -> tuple[list[Path], list[str]]:
     from matplotlib.text import Text
 
-    from .style import add_footnote, save_figure
-
     paths: list[Path] = []
     texts: list[str] = []
     for width in widths:
@@ -223,7 +226,6 @@ def _draw(spec, data: ReportData, out: Path, stem: str, widths, kwargs) -> tuple
 
 def _stats(run: RunDir, run_analysis: bool, labels: str = "rule"):
     """The stored analysis (loaded, or computed and saved now), or ``None`` with the reason."""
-    from ..analysis import AnalysisResult
 
     if (run.stats_dir / "stats.json").is_file():
         result = AnalysisResult.load(run)
@@ -234,7 +236,6 @@ def _stats(run: RunDir, run_analysis: bool, labels: str = "rule"):
         return result, _labels_note(run, result, labels)
     if not run_analysis:
         return None, f"No statistics yet: run `cotsurvival analyze {run.path}`."
-    from ..analysis import analyze
 
     try:
         # analyze saves stats.json; showing what it saved keeps the page equal to the file.
@@ -246,7 +247,6 @@ def _stats(run: RunDir, run_analysis: bool, labels: str = "rule"):
 
 def _labels_note(run: RunDir, result, labels: str) -> str | None:
     """Why the stored statistics may not match the labels of the token figures, or ``None``."""
-    from ..labels import resolve_source
 
     analysed = (result.config or {}).get("labels_source")
     try:
@@ -261,8 +261,6 @@ def _labels_note(run: RunDir, result, labels: str) -> str | None:
 
 # ----------------------------------------------------------------------------- page
 def _page(data: ReportData, report: Report, widths) -> str:
-    from .notebook import run_summary_html
-
     css = resources.files("cotsurvival.reports").joinpath("templates/report.css").read_text(encoding="utf-8")
     shown = "two" if "two" in widths else widths[0]
     stems = list(report.quotes)

@@ -31,9 +31,12 @@ from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 
+from .. import taxonomy
 from ..errors import CotSurvivalError
 from ..outputs import check_output
+from .agreement import kappa_from_table
 from .spec import CATEGORY_OF_LABEL, OVERLAP_ORDER, SHORT_NAMES
+from .spec import load_spec
 
 #: Fallback when a taxonomy spec cannot be loaded: the packaged spec's labels in overlap order.
 FINE_LABELS = OVERLAP_ORDER  # the packaged spec's labels, in its overlap order
@@ -106,7 +109,6 @@ class Scores:
     @property
     def kappa(self) -> float:
         """Cohen's kappa of the confusion table (NaN where undefined; see :func:`.agreement.kappa_from_table`)."""
-        from .agreement import kappa_from_table
 
         return kappa_from_table(self.confusion)
 
@@ -346,7 +348,6 @@ def evaluate_tagger(gold: str | Path = BUILTIN_GOLD, taxonomy: str | Path | None
     -------
     EvalReport
     """
-    from .spec import load_spec
 
     if out is not None:
         inputs = [p for p in (gold, taxonomy) if p and Path(p).is_file()]
@@ -362,8 +363,6 @@ def evaluate_tagger(gold: str | Path = BUILTIN_GOLD, taxonomy: str | Path | None
 def tag_records(records: Sequence[Mapping], spec: object | None = None) -> dict[str, list]:
     """Predicted spans of each record's reasoning, by id (``tag_many`` when the tagger has it)."""
     import inspect
-
-    from .. import taxonomy
 
     tagger = getattr(taxonomy, "tag_many", None)
     batched = tagger is not None

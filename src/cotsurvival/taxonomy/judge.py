@@ -17,14 +17,19 @@ import json
 import math
 import os
 import re
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import pandas as pd
 
 from ..errors import CotSurvivalError
+from ..labels import RULE, already_labelled, judge_source, read_labels, record_source, write_labels
+from ..models import load_model
+from ..progress import progress_bar
 from ..results import StageResult
 from ..rundir import RunDir, as_rundir, atomic_write_bytes
 from .agreement import cohen_kappa  # noqa: F401  (also importable from here, as in 0.1.0)
@@ -92,8 +97,6 @@ class LocalChatClient:
     """A local chat model loaded with :func:`cotsurvival.models.load_model`, decoding greedily."""
 
     def __init__(self, spec: str, device: str = "auto", max_new_tokens: int = 4096) -> None:
-        from ..models import load_model
-
         model, tokenizer, _ = load_model(spec, device=device)
         self._setup(model, tokenizer, spec, max_new_tokens)
 
@@ -300,10 +303,6 @@ def judge_run(
     JudgeResult
         ``source`` is ``judge:<model>``; ``result["n_fallback"]`` etc. also work.
     """
-    import time
-
-    from ..labels import RULE, already_labelled, judge_source, read_labels, record_source, write_labels
-    from ..progress import progress_bar
 
     run = as_rundir(run)
     spec = spec or load_spec()
@@ -383,8 +382,6 @@ class Agreement:
                 f"Cohen's kappa {self.kappa:.3f}\n\nconfusion (rows judge, columns rule):\n{self.confusion.to_string()}")
 
     def to_json(self, path) -> None:
-        from pathlib import Path
-
         kappa = None if math.isnan(self.kappa) else self.kappa  # undefined (one label only): JSON null
         data = {"level": self.level, "n": self.n, "accuracy": self.accuracy, "kappa": kappa,
                 "confusion": {str(r): {str(c): int(v) for c, v in row.items()} for r, row in self.confusion.iterrows()}}

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 import time
 from os import PathLike
 from pathlib import Path
@@ -19,8 +20,11 @@ from ..outputs import check_output, is_spans_file
 from ..progress import Progress, progress_bar
 from ..results import StageResult
 from ..rundir import RunDir, as_rundir
+from .equations import find_equations
+from .language import warn_if_not_english
 from .spec import TaxonomySpec, load_spec
 from .tagger import DEFAULT_BATCH_SIZE, iter_tag, project_spans
+from .tagger import write_spans
 
 LABEL_COLUMNS = ("label", "category", "equation_correct")
 
@@ -46,8 +50,6 @@ class TagResult(StageResult):
         return counts.rename_axis("label").reset_index(name="n_tokens").assign(source=self.source)
 
     def _repr_html_(self) -> str:
-        import html
-
         line = (f"{self.source} labels: {self.n_tokens} tokens of {self.n_chains} chains "
                 f"({self.n_skipped} chains already labelled) in {self.target}")
         return f"<p><b>cotsurvival tag</b> {html.escape(line)}</p>" + self.to_frame().to_html(index=False)
@@ -104,7 +106,6 @@ def tag(
     inputs = [(p, "an input of this command") for p in (source, taxonomy)
               if isinstance(p, (str, PathLike)) and Path(p).is_file()]
     check_output(out, inputs=inputs, overwrite=overwrite, ours=is_spans_file, command="tag")
-    from .tagger import write_spans
 
     started = time.perf_counter()
     with progress_bar(progress, None, "tag") as bar:
@@ -158,7 +159,6 @@ def tag_run(
     missing = [i for i in indices if i not in chains.index]
     if missing:
         raise CotSurvivalError("E020", path=run.path, chain=missing[0], reason="it is not in chains.parquet")
-    from .language import warn_if_not_english  # the rules are English: say so when a text is not
 
     warn_if_not_english([chains.loc[i, "chain_id"] for i in indices], [chains.loc[i, "reasoning"] for i in indices])
     done = set() if overwrite else already_labelled(run, RULE, spec.manifest_entry(), "rule labels")
@@ -211,8 +211,6 @@ def _check_offsets(run: RunDir, index: int, tokens: pd.DataFrame, text: str) -> 
 
 
 def _equation_column(text: str, spans, offsets) -> pd.Series:
-    from .equations import find_equations
-
     values: list = [None] * len(offsets)
     for equation in find_equations(text, spans):
         for k, (start, end) in enumerate(offsets):

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
+from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
 from ..assets import INSTALL_COMMANDS, SPACY_PIPELINE
+from ..chains import read_chains
 from ..errors import CotSurvivalError
+from ..rundir import atomic_write_bytes
+from .language import warn_if_not_english
 from .mathlex import FUNC, lex
 from .rules import QuestionContext, RuleLabeller, question_context
 from .spec import TaxonomySpec, load_spec
@@ -298,16 +303,10 @@ def write_spans(
     int
         Number of chains written.
     """
-    import json
-    from pathlib import Path
-
-    from ..chains import read_chains
-    from ..rundir import atomic_write_bytes
 
     # keep_annotations: the offsets must index the caller's `reasoning` exactly as given, so nothing
     # (GSM8K <<...>> calculator annotations included) is stripped; the tagger labels it in place.
     corpus = read_chains(source, keep_annotations=True)
-    from .language import warn_if_not_english  # the rules are English: say so when a text is not
 
     warn_if_not_english([c.id for c in corpus], [c.reasoning for c in corpus])
     lines = []
