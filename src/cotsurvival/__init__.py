@@ -34,7 +34,7 @@ STAGES = {
     "report": "cotsurvival.reports.report:build_report",
     "view": "cotsurvival.stages:view",
     "export": "cotsurvival.stages:export",
-    "recover": "cotsurvival.recovery:recover",  # answer recovery of pruned chains (engineer "recover")
+    "recover": "cotsurvival.recovery:recover",  # answer recovery of pruned chains
 }
 #: Other public names, imported on first use too so that ``import cotsurvival`` stays fast.
 _LAZY = {
@@ -44,7 +44,7 @@ _LAZY = {
     "read_chains": "cotsurvival.chains:read_chains",
     "RunDir": "cotsurvival.rundir:RunDir",
     "load_run": "cotsurvival.analysis.data:load_run",
-    "compare": "cotsurvival.comparison.compare:compare",  # engineer "compare"
+    "compare": "cotsurvival.comparison.compare:compare",
 }
 
 __all__ = ["CotSurvivalError", "STAGES", "__version__", *_LAZY]

@@ -70,7 +70,7 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
 # -- families: memory that fits the chain
 @click.option("--max-memory", default=None, help="Memory a chain may use beyond the weights (e.g. 8GB); default: "
               "what the device has free. Chains that would not fit fall back to prefix reuse, smaller batches, naive.")
-# --approx (engineer approx): approximate greedy survival for long chains
+# --approx: approximate greedy survival for long chains
 @click.option("--approx", default=None,
               help="Approximate greedy survival for long chains: auto (exact up to 150 tokens, else "
                    "topk:0.1,window=64), lazy[:radius=R,batch=B,refresh=F,same=0|1,age=A], lazy:window=W,refresh=F, "
@@ -175,7 +175,7 @@ def tag_agree(run, level, out):
 
 
 # ----------------------------------------------------------------------------- analysis
-# Which stored labels a stage reads (engineer "followups"): analyze, report and view share it.
+# Which stored labels a stage reads: analyze, report and view share it.
 _LABELS_OPTION = click.option(
     "--labels", default="rule", show_default=True,
     help="Label source: 'rule', 'judge' (the run's only LLM judge) or an exact source such as 'judge:MODEL'.")
@@ -353,7 +353,7 @@ def demo(out, limit, keep_ratio, model):
         click.echo(f"  {name:<10} {paths[name]}")
 
 
-# ----------------------------------------------------------------------------- comparison and study (engineer "compare")
+# ----------------------------------------------------------------------------- comparison and study
 @cli.command("compare")
 @click.argument("runs", nargs=-1, required=True)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
@@ -405,7 +405,7 @@ def study_command(study, out, overwrite, backend, ray_address):
 
 
 
-# ----------------------------------------------------------------------------- recover (answer recovery; engineer "recover")
+# ----------------------------------------------------------------------------- recover (answer recovery)
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--keep-ratios", default="0.9,0.7,0.5,0.3", show_default=True,

@@ -198,7 +198,7 @@ def prune(
     max_memory_bytes = parse_memory(max_memory)
     start_backend = BACKENDS.resolve(backend)
 
-    # approx (engineer approx): parsed before any model is loaded, so a bad spec fails fast.
+    # --approx is parsed before any model is loaded, so a bad spec fails fast.
     approx_spec = parse_approx(approx)
     dtype = scoring_dtype(dtype)  # auto: float32 on every device (half precision switches greedy paths)
     _check_out(out, chains)
