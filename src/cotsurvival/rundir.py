@@ -252,7 +252,7 @@ class RunDir:
         return pd.concat(frames, ignore_index=True)
 
 
-def as_rundir(run: str | os.PathLike | "RunDir") -> "RunDir":
+def as_rundir(run: str | os.PathLike | RunDir) -> RunDir:
     """The one way to open a run directory: a :class:`RunDir` for a path or a RunDir; E007 if it is not one."""
     return (run if isinstance(run, RunDir) else RunDir(run)).require()
 
