@@ -109,3 +109,22 @@ def view(name: str) -> Callable[..., Any]:
 
     module, _, attribute = VIEWS.resolve(name).partition(":")
     return getattr(import_module(module), attribute)
+
+
+def lazy_attributes(package: str, names: dict[str, str], namespace: dict[str, Any]) -> Callable[[str], Any]:
+    """A package's ``__getattr__`` that imports each public name on first use.
+
+    ``names`` maps a public name to the module (relative to ``package``) that defines it; the value
+    is cached in the package's ``namespace`` so later lookups skip the hook. Packages use it to
+    stay light to import (the CLI reads their registries without loading torch or matplotlib).
+    """
+    from importlib import import_module  # only here: the lazy packages' names, resolved on first use
+
+    def __getattr__(name: str) -> Any:
+        if name not in names:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(import_module(names[name], package), name)
+        namespace[name] = value
+        return value
+
+    return __getattr__

@@ -8,7 +8,7 @@ not load the tagger's lexicons.
 """
 from __future__ import annotations
 
-from importlib import import_module
+from ..registry import lazy_attributes
 
 #: Public name -> the module (relative) that defines it.
 _LAZY = {
@@ -21,9 +21,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())
