@@ -470,6 +470,14 @@ def recover(run, keep_ratios, orderings, model, device, dtype, max_new_tokens, b
     for name in ("figure", "summary", "tests", "citations"):
         if name in paths:
             click.echo(f"  {name:<10} {paths[name]}")
+    for reason, flagged in result.exclusions().items():
+        shown = ", ".join(flagged["chain_ids"][:3]) + (", ..." if flagged["n_chains"] > 3 else "")
+        click.echo(f"  excluded {_plural(flagged['n_chains'], 'chain')} from the scores: {reason} ({shown})")
+
+
+def _plural(n: int, noun: str) -> str:
+    """``1 chain``, ``2 chains``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def main(argv: list[str] | None = None) -> int:

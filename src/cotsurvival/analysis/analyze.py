@@ -252,6 +252,9 @@ def analyze(
     AnalysisResult
     """
     run = as_rundir(run)
+    from ..provenance import fingerprint
+
+    state = fingerprint(run)  # taken before reading: what these numbers were computed from
     manifest = run.read_manifest()
     table = load_run(run, labels=labels, require_tags=False)
     config = {"labels_source": table.attrs.get("labels_source"),
@@ -261,6 +264,7 @@ def analyze(
               "expected_categories": categories or ((manifest.get("taxonomy") or {}).get("categories"))}
     result = AnalysisResult(run=run.path, config=config)
     result.counts_ = _counts(table, manifest)
+    result.counts_["fingerprint"] = state
     _note_degenerate(table, result)
     tagged = table["category"].notna().any()
     if not tagged:

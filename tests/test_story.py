@@ -1,0 +1,93 @@
+"""One story across commands: stored results know what they were computed from, options are checked at
+the edge, skipped chains are named, and every statistic has one definition."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cotsurvival.errors import CotSurvivalError
+
+
+# ------------------------------------------------------------------ results know what they were computed from
+def test_report_after_a_continued_run_never_shows_the_stale_statistics(tmp_path, tiny_loaded):
+    import cotsurvival
+    from cotsurvival.analysis import AnalysisResult
+    from cotsurvival.testing import EXAMPLE_CHAINS
+    from cotsurvival.pruning import prune
+
+    out = tmp_path / "run"
+    prune(EXAMPLE_CHAINS[:2], out, loaded_model=tiny_loaded, keep_ratio=0.5, progress=False)
+    cotsurvival.tag(out, progress=False)
+    half = cotsurvival.analyze(out, n_boot=0, primary="symbolic_math")
+    assert half.counts_["n_censored"] > 0
+    prune(EXAMPLE_CHAINS[:2], out, loaded_model=tiny_loaded, keep_ratio=0.0, progress=False)
+
+    # --no-analyze: refuse with one line naming the command that updates the statistics
+    with pytest.raises(CotSurvivalError) as refused:
+        cotsurvival.report(out, tmp_path / "refused", widths=("one",), run_analysis=False)
+    assert refused.value.code == "E150" and f"cotsurvival analyze {out}" in refused.value.one_line()
+    assert "keep ratio 0.5 then, 0.0 now" in refused.value.one_line()
+
+    # default: recomputed with the stored settings, and the page says so
+    report = cotsurvival.report(out, tmp_path / "report", widths=("one",))
+    assert "recomputed" in report.stats_note
+    fresh = AnalysisResult.load(out)
+    assert fresh.counts_["n_censored"] == 0 and fresh.counts_["keep_ratio"] == 0.0   # oracle: a full ranking
+    assert fresh.config["n_boot"] == 0
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "not reached" not in page.split("cs-categories")[1].split("</table>")[0]
+
+    # the notebook's run summary: the stored table only while it matches the run
+    from cotsurvival.reports.notebook import run_summary_html
+
+    assert "from stats/stats.json" in run_summary_html(out)
+    prune(EXAMPLE_CHAINS[:3], tmp_path / "other", loaded_model=tiny_loaded, keep_ratio=0.5, progress=False)
+    cotsurvival.tag(tmp_path / "other", progress=False)
+    cotsurvival.analyze(tmp_path / "other", n_boot=0)
+    cotsurvival.tag(tmp_path / "other", progress=False, overwrite=True)   # re-tagged: the labels were rewritten
+    assert "from stats/stats.json" not in run_summary_html(tmp_path / "other")
+
+
+# ------------------------------------------------------------------ answers without a marker
+def test_final_answer_rule():
+    from cotsurvival.generation.verify import NO_FINAL_ANSWER, answers_match, final_answer
+
+    assert final_answer("24 + 48 = 72\n#### 72") == ("72", "marker")
+    assert final_answer("so \\boxed{\\frac{1}{2}}") == ("\\frac{1}{2}", "boxed")
+    assert final_answer(" $1,000 ") == ("$1,000", "bare")
+    assert final_answer("(B)") == ("(B)", "bare")
+    assert final_answer("So the answer is 6 apples.", gold="6") == ("6", "last_number")
+    assert final_answer("So the answer is 6 apples.") == (None, NO_FINAL_ANSWER)   # no numeric gold: no guessing
+    assert final_answer("three bolts") == (None, NO_FINAL_ANSWER)
+    value, _ = final_answer("She earned 0.2 x 50 = $10.00.", gold="10")
+    assert answers_match(value, "10")
+
+
+def test_recover_scores_answers_without_a_marker_and_excludes_prose_answers(tmp_path, tiny_loaded, monkeypatch):
+    import cotsurvival.recovery as recovery
+    from cotsurvival.chains import Chain
+    from cotsurvival.pruning import prune
+    from cotsurvival.testing import EXAMPLE_CHAINS
+
+    bare = [Chain(c.id, c.question, c.reasoning, c.answer.removeprefix("#### ")) for c in EXAMPLE_CHAINS]
+    prose = Chain("ex-4", EXAMPLE_CHAINS[2].question, EXAMPLE_CHAINS[2].reasoning, "three bolts in all")
+    run = prune([*bare, prose], tmp_path / "run", loaded_model=tiny_loaded, keep_ratio=0.5, progress=False)
+    golds = {"Natalia": "72", "Weng": "10", "robe": "3"}
+
+    def right_in_prose(model, tokenizer, prompts, *args, **kwargs):   # a model that answers right, in words
+        texts = [tokenizer.decode(p) for p in prompts]
+        return [f"So the answer is {next(g for k, g in golds.items() if k in t)}." for t in texts]
+
+    monkeypatch.setattr(recovery, "greedy_answer_lines", right_in_prose)
+    result = recovery.recover(run, keep_ratios=(0.5,), loaded_model=tiny_loaded, progress=False)
+    scored = result.scored
+    assert set(scored["chain_id"]) == {"ex-1", "ex-2", "ex-3"} and scored["correct"].all()
+    summary = result.summary()
+    unpruned = summary[(summary.ordering == "greedy") & (summary.keep_ratio == 1.0)].iloc[0]
+    assert unpruned["accuracy"] == 1.0 and unpruned["n_chains"] == 3
+    reasons = result.exclusions()
+    assert list(reasons.values()) == [{"n_chains": 1, "chain_ids": ["ex-4"]}]
+    assert "no #### marker" in next(iter(reasons))
+    manifest = run.read_manifest()
+    assert manifest["recovery"]["excluded"] == reasons and manifest["recovery"]["fingerprint"]["n_chains"] == 4
