@@ -91,3 +91,51 @@ def test_recover_scores_answers_without_a_marker_and_excludes_prose_answers(tmp_
     assert "no #### marker" in next(iter(reasons))
     manifest = run.read_manifest()
     assert manifest["recovery"]["excluded"] == reasons and manifest["recovery"]["fingerprint"]["n_chains"] == 4
+
+
+# ------------------------------------------------------------------ every option checked at the edge
+@pytest.fixture(scope="module")
+def tagged_run(tmp_path_factory):
+    from cotsurvival.testing import synthetic_run
+
+    return synthetic_run(tmp_path_factory.mktemp("edge") / "run", n_chains=3, n_tokens=12, keep_ratio=0.5)
+
+
+def test_analyze_primary_typo_is_one_line_with_did_you_mean(tagged_run):
+    from cli_helpers import assert_one_line_error, cli
+
+    done = cli("analyze", tagged_run.path, "--primary", "maths", "--n-boot", "0")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert_one_line_error(done.stderr, "E151", "'maths'", "did you mean 'symbolic_math'", "narration")
+    assert not (tagged_run.path / "stats").exists()   # nothing computed, nothing written
+
+
+def test_export_keep_ratio_outside_0_1_is_refused(tagged_run, tmp_path):
+    from cli_helpers import assert_one_line_error, cli
+
+    out = tmp_path / "pruned.jsonl"
+    done = cli("export", tagged_run.path, "--keep-ratio", "1.5", "--out", out)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert_one_line_error(done.stderr, "E152", "--keep-ratio 1.5", "[0, 1]")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("call, code, needle", [
+    (lambda run: __import__("cotsurvival").analyze(run, reference="narative", save=False), "E151", "did you mean 'narration'"),
+    (lambda run: __import__("cotsurvival").analyze(run, n_boot=-1, save=False), "E152", "--n-boot -1"),
+])
+def test_api_options_checked_before_work(tagged_run, call, code, needle):
+    with pytest.raises(CotSurvivalError) as caught:
+        call(tagged_run)
+    assert caught.value.code == code and needle in caught.value.one_line()
+
+
+def test_power_and_compare_ratios_checked(tagged_run, tmp_path):
+    from cli_helpers import assert_one_line_error, cli
+
+    done = cli("power", tagged_run.path, "--alpha", "1.2")
+    assert done.returncode == 2 and assert_one_line_error(done.stderr, "E152", "--alpha 1.2")
+    done = cli("power", tagged_run.path, "--primary", "gramar")
+    assert done.returncode == 2 and assert_one_line_error(done.stderr, "E151", "did you mean 'grammar'")
+    done = cli("compare", tagged_run.path, tagged_run.path, "--out", tmp_path / "cmp", "--keep-ratios", "0.5,-0.2")
+    assert done.returncode == 2 and assert_one_line_error(done.stderr, "E152", "--keep-ratios -0.2")

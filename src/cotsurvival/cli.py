@@ -233,7 +233,12 @@ def analyze(run, out, n_boot, seed, no_mixed, levels, reference, primary, min_ch
 def power(run, delta, primary, target_power, alpha):
     """Chains needed to detect DELTA in the primary contrast, from RUN's between-chain spread."""
     from .analysis import power as chains_needed
+    from .options import check_contrast, check_ratio
+    from .rundir import as_rundir
 
+    check_ratio("--power", target_power, low_open=True, high_open=True)
+    check_ratio("--alpha", alpha, low_open=True, high_open=True)
+    check_contrast("--primary", primary, as_rundir(run).read_manifest())
     result = chains_needed(run, delta, contrast=primary, target_power=target_power, alpha=alpha)
     click.echo(f"{result['contrast']}: between-chain SD {result['sd_between_chains']:.3f} "
                f"({result['n_chains_observed']} chains); to detect a difference of {delta:g} with "
@@ -396,10 +401,16 @@ def compare_command(runs, out, keep_ratios, names, n_boot, seed, overwrite):
     """Compare RUNS side by side (two or more; RUN:random compares a baseline ordering of RUN)."""
     from .comparison import compare
 
+    from .options import check_ratio
+
     try:
         ratios = [float(r) for r in keep_ratios.split(",") if r.strip()]
     except ValueError:
         raise CotSurvivalError("E009", reason=f"--keep-ratios takes numbers separated by commas, got {keep_ratios!r}") from None
+    if not ratios:
+        raise CotSurvivalError("E152", option="--keep-ratios", value=repr(keep_ratios), reason="no ratio given")
+    for ratio in ratios:
+        check_ratio("--keep-ratios", ratio)
     # compare() refuses an OUT that is a compared run, lies inside one, or holds foreign files (E080/E081).
     result = compare(list(runs), out, keep_ratios=ratios, names=list(names) or None, n_boot=n_boot, seed=seed,
                      overwrite=overwrite)

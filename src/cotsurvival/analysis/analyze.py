@@ -256,6 +256,14 @@ def analyze(
 
     state = fingerprint(run)  # taken before reading: what these numbers were computed from
     manifest = run.read_manifest()
+    from ..options import check_contrast, check_positive
+
+    check_contrast("--primary", primary, manifest)  # a typo is an error before any work, not a note after it
+    if reference is not None:
+        check_contrast("--reference", reference, manifest)
+    check_positive("--n-boot", n_boot, allow_zero=True)
+    check_positive("--min-chains", min_chains, allow_zero=True)
+    check_positive("--min-tokens", min_tokens, allow_zero=True)
     table = load_run(run, labels=labels, require_tags=False)
     config = {"labels_source": table.attrs.get("labels_source"),
               "n_boot": n_boot, "seed": seed, "primary": primary, "min_chains": min_chains,
