@@ -139,3 +139,50 @@ def test_power_and_compare_ratios_checked(tagged_run, tmp_path):
     assert done.returncode == 2 and assert_one_line_error(done.stderr, "E151", "did you mean 'grammar'")
     done = cli("compare", tagged_run.path, tagged_run.path, "--out", tmp_path / "cmp", "--keep-ratios", "0.5,-0.2")
     assert done.returncode == 2 and assert_one_line_error(done.stderr, "E152", "--keep-ratios -0.2")
+
+
+# ------------------------------------------------------------------ skipped chains are named; honest output
+def _chains_file(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+GOOD = {"id": "good-1", "question": "Tom has 3 apples and buys 2 more. How many?", "reasoning": "3 + 2 = 5 apples.",
+        "answer": "#### 5"}
+
+
+def test_all_skipped_file_lists_every_reason_with_chain_ids(tmp_path, tiny_dir):
+    from cli_helpers import assert_one_line_error, cli
+
+    bad = _chains_file(tmp_path / "bad.jsonl", [
+        {"id": "no-answer-1", "question": "q", "reasoning": "r"},
+        {"id": "no-answer-2", "question": "q", "reasoning": "r"},
+        {"id": "empty-1", "question": "q", "reasoning": "", "answer": "#### 1"}])
+    done = cli("prune", bad, "--out", tmp_path / "run", "--model", tiny_dir, "--on-error", "skip")
+    assert done.returncode == 2, done.stdout + done.stderr
+    line = assert_one_line_error(done.stderr, "E014", "every chain was skipped")
+    assert "see the reasons above" not in line
+    # oracle: the three records above, two reasons; each id named under its reason with its count
+    assert "2 chains:" in line and "no-answer-1 (line 1), no-answer-2 (line 2)" in line and "1 chain:" in line and "empty-1" in line
+
+
+def test_mixed_file_shows_skip_reasons_plural_and_resume(tmp_path, tiny_dir):
+    from cli_helpers import cli
+
+    mixed = _chains_file(tmp_path / "mixed.jsonl", [GOOD, {"id": "no-answer", "question": "q", "reasoning": "r"}])
+    run = tmp_path / "run"
+    done = cli("prune", mixed, "--out", run, "--model", tiny_dir, "--on-error", "skip", "--keep-ratio", "0.5")
+    assert done.returncode == 0, done.stderr
+    assert "skipped 1 of 2 chains:" in done.stderr and "no-answer" in done.stderr
+    assert "pruned 1 chain into" in done.stdout and "1 chains" not in done.stdout
+    first = json.loads((run / "manifest.json").read_text())["timings"]
+
+    done = cli("prune", mixed, "--out", run, "--model", tiny_dir, "--on-error", "skip")   # continue to 0
+    assert done.returncode == 0, done.stderr
+    assert "continuing" in done.stderr and "0 of 1 chain already done" in done.stderr
+    assert "resumed: 0 already done" in done.stdout
+    timings = json.loads((run / "manifest.json").read_text())["timings"]
+    assert timings["invocations"] == 2
+    assert timings["prune_seconds_total"] == pytest.approx(
+        first["prune_seconds_last_invocation"] + timings["prune_seconds_last_invocation"], abs=2e-3)
+    assert "\r" not in done.stderr   # not a terminal: plain lines, no carriage-return redraws

@@ -55,6 +55,7 @@ class SkippedLine:
     source: str
     line: int
     reason: str
+    chain_id: str | None = None  # the record's id when it has one (so a skip can be named by id)
 
 
 @dataclass
@@ -152,7 +153,8 @@ def read_chains(
             reason = (str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)) or type(exc).__name__
             if on_error == "fail":
                 raise ChainInputError("E002", path=name, line=line, reason=reason) from None
-            corpus.skipped.append(SkippedLine(name, line, reason))
+            record_id = record.get("id") if isinstance(record, dict) else None
+            corpus.skipped.append(SkippedLine(name, line, reason, None if record_id is None else str(record_id)))
             continue
         corpus.chains.append(chain)
         corpus.lines.append(line)
@@ -401,3 +403,32 @@ def parse_chain_selection(chains: str | None, ids_file: str | Path | None) -> li
     if not selected:
         raise CotSurvivalError("E055", source=source)
     return selected
+
+
+def skip_summary(skipped: Iterable[dict], *, max_reasons: int = 5, max_ids: int = 3) -> list[str]:
+    """Skipped chains in a few lines: per reason, a count and up to ``max_ids`` chain ids (or input lines).
+
+    ``skipped`` holds the records ``manifest.json["skipped"]`` keeps (``chain_id``, ``line``,
+    ``reason``). Reasons are ordered by count, most first; reasons beyond ``max_reasons`` are counted
+    in a last line.
+
+    >>> skip_summary([{"chain_id": "a", "line": 1, "reason": "empty answer"},
+    ...               {"chain_id": None, "line": 7, "reason": "empty answer"}])
+    ['2 chains: empty answer (a (line 1), line 7)']
+    """
+    groups: dict[str, list[str]] = {}
+    for record in skipped:
+        line = f"line {record['line']}" if record.get("line") is not None else None
+        name = (f"{record['chain_id']} ({line})" if line else str(record["chain_id"])) if record.get("chain_id") else (line or "?")
+        groups.setdefault(str(record.get("reason") or "no reason recorded"), []).append(str(name))
+    ordered = sorted(groups.items(), key=lambda item: -len(item[1]))
+    lines = []
+    for reason, names in ordered[:max_reasons]:
+        shown = ", ".join(names[:max_ids]) + (f", ... ({len(names) - max_ids} more)" if len(names) > max_ids else "")
+        lines.append(f"{len(names)} chain{'' if len(names) == 1 else 's'}: {reason} ({shown})")
+    rest = ordered[max_reasons:]
+    if rest:
+        count = sum(len(n) for _, n in rest)
+        lines.append(f"{count} more chain{'' if count == 1 else 's'} for {len(rest)} other reason"
+                     f"{'' if len(rest) == 1 else 's'} (manifest.json 'skipped' lists every one)")
+    return lines

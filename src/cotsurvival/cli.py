@@ -85,7 +85,10 @@ def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file,
                     max_memory=max_memory, llmlingua_model=llmlingua_model,
                     approx=approx)
     manifest = run.read_manifest()
-    click.echo(f"pruned {manifest['n_chains']} chains into {run.path} ({len(manifest['skipped'])} skipped)")
+    last = (manifest.get("timings") or {}).get("last_invocation") or {}
+    done = f"; resumed: {last['chains_already_done']} already done" if last.get("resumed") else ""
+    click.echo(f"pruned {_plural(manifest['n_chains'], 'chain')} into {run.path} "
+               f"({len(manifest['skipped'])} skipped{done})")
 
 
 @cli.command()
@@ -98,7 +101,7 @@ def export(run, keep_ratio, out, overwrite):
     from .stages import export as run_export
 
     result = run_export(run, keep_ratio=keep_ratio, out=out, overwrite=overwrite)
-    click.echo(f"wrote {result.n_chains} pruned chains to {out}")
+    click.echo(f"wrote {_plural(result.n_chains, 'pruned chain')} to {out}")
 
 
 # ----------------------------------------------------------------------------- taxonomy
@@ -154,11 +157,11 @@ def tag_command(source, out, taxonomy, batch_size, judge, judge_url, judge_retri
     result = tag(source, out=out, taxonomy=taxonomy, batch_size=batch_size, judge=judge, judge_url=judge_url,
                  judge_retries=judge_retries, device=device, overwrite=overwrite, progress=True)
     if out:
-        click.echo(f"wrote spans of {result.n_chains} chains to {out}")
+        click.echo(f"wrote spans of {_plural(result.n_chains, 'chain')} to {out}")
         return
     taxonomy_name = " ".join(str(result.taxonomy.get(k, "")) for k in ("name", "version"))
-    click.echo(f"labelled {result.n_tokens} tokens of {result.n_chains} chains in {source}/labels.parquet "
-               f"({taxonomy_name}; {result.n_skipped} chains already labelled)")
+    click.echo(f"labelled {_plural(result.n_tokens, 'token')} of {_plural(result.n_chains, 'chain')} in {source}/labels.parquet "
+               f"({taxonomy_name}; {_plural(result.n_skipped, 'chain')} already labelled)")
     if result.judge:
         judged = result.judge
         click.echo(f"{judged['source']}: labelled {judged['n_tokens']} tokens of {judged['n_chains']} chains "
@@ -259,7 +262,7 @@ def attention(run, model, device, dtype, overwrite):
     from .stages import attention as run_attention
 
     result = run_attention(run, model=model, device=device, dtype=dtype, overwrite=overwrite, progress=True)
-    click.echo(f"wrote attention features for {result.n_chains} chains to {run}/attention.parquet")
+    click.echo(f"wrote attention features for {_plural(result.n_chains, 'chain')} to {run}/attention.parquet")
 
 
 # ----------------------------------------------------------------------------- reports
@@ -417,7 +420,7 @@ def compare_command(runs, out, keep_ratios, names, n_boot, seed, overwrite):
     for pair in result.pairs:
         tau = pair["kendall_tau"]["mean"]
         shown = "undefined" if tau is None or tau != tau else f"{tau:.3f}"   # NaN != NaN
-        click.echo(f"{pair['a']} vs {pair['b']}: {pair['n_chains']} chains, {pair['units']} units, mean Kendall tau {shown}")
+        click.echo(f"{pair['a']} vs {pair['b']}: {_plural(pair['n_chains'], 'chain')}, {_plural(pair['units'], 'unit')}, mean Kendall tau {shown}")
     for note in result.notes:
         click.echo(f"  note: {note}")
     click.echo(f"wrote {out}/comparison.json, citations.md and index.html")
@@ -476,7 +479,7 @@ def recover(run, keep_ratios, orderings, model, device, dtype, max_new_tokens, b
                          max_new_tokens=max_new_tokens, batch_size=batch_size, trust_remote_code=trust_remote_code,
                          allow_unsafe_weights=allow_unsafe_weights)
     paths = result.save(Path(out) if out else Path(run) / "recovery")
-    click.echo(f"recovery of {result.n_chains} chains x {len(result.orderings)} orderings x "
+    click.echo(f"recovery of {_plural(result.n_chains, 'chain')} x {_plural(len(result.orderings), 'ordering')} x "
                f"{len(result.keep_ratios)} keep ratios: {Path(run) / 'recovery.parquet'}")
     for name in ("figure", "summary", "tests", "citations"):
         if name in paths:

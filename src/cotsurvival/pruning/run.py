@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import time
 import warnings
 import zipfile
@@ -24,7 +25,7 @@ import pandas as pd
 import torch
 
 from .._version import __version__
-from ..chains import BUILTIN_CORPORA, Chain, ChainCorpus, read_chains
+from ..chains import BUILTIN_CORPORA, Chain, ChainCorpus, read_chains, skip_summary
 from ..encoding import EncodedChain, encode_chain
 from ..errors import CotSurvivalError
 from ..progress import make_bar
@@ -237,7 +238,13 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
     started = time.perf_counter()
     encoded, skipped = _encode_all(corpus, tokenizer, info.max_positions, on_error)
     if not encoded:
-        raise CotSurvivalError("E014", reason="every chain was skipped (see the reasons above)" if skipped else "the input is empty")
+        if not skipped:
+            raise CotSurvivalError("E014", reason="the input is empty")
+        raise CotSurvivalError("E014", reason=f"every chain was skipped: {'; '.join(skip_summary(skipped))}")
+    if skipped:  # never only in manifest.json: per reason a count and a few chain ids, on stderr
+        print(f"skipped {len(skipped)} of {len(skipped) + len(encoded)} chains:", file=sys.stderr)
+        for line in skip_summary(skipped):
+            print(f"  {line}", file=sys.stderr)
     if pool is None:
         try:  # before the run directory exists: an unsupported method must not leave one behind (E100)
             scorer_name = type(make_scorer(lm, method=method, objective=objective,
@@ -264,7 +271,8 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
     try:
         manifest = _open_run(run, settings, info, encoded, skipped, corpus, keep_ratio, baselines, seed,
                              method, max_batch_tokens, keep_annotations, selection or {}, scorer_name)
-        return _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, objective=objective,
+        return _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, resumed=run_existed,
+                           objective=objective,
                            method=method, keep_ratio=keep_ratio, max_batch_tokens=max_batch_tokens,
                            max_memory=max_memory, baselines=baselines, seed=seed, progress=progress,
                            llmlingua=llmlingua, approx=approx)
@@ -275,7 +283,8 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
 
 
 def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objective, method, keep_ratio,
-                max_batch_tokens, max_memory, baselines, seed, progress, llmlingua=None, approx=None) -> RunDir:
+                max_batch_tokens, max_memory, baselines, seed, progress, llmlingua=None, approx=None,
+                resumed=False) -> RunDir:
     if approx is not None and "approx" not in manifest.get("engine", {}):
         # Recorded before any chain is committed: an interrupted approximate run says so too.
         from .approx import approx_record
@@ -294,12 +303,18 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objec
             bar.update(1)
             continue
         todo.append((index, item, wanted))
+    n_done_before = len(encoded) - len(todo)
+    if resumed and progress:  # a resumed run says so, and what it found done
+        action = "continuing" if target_ratio < manifest["keep_ratio"] else "resuming"
+        bar.write(f"{action} {run.path}: {n_done_before} of {_plural(len(encoded), 'chain')} already done"
+                  + (f", {len(todo)} to prune" if todo else ""), file=sys.stderr)
 
     def committed(item: EncodedChain, trace: ChainTrace) -> None:
         chain_seconds[item.chain.id] = round(trace.seconds, 3)
         chain_rows[item.chain.id] = int(trace.token_rows)
         bar.update(1)
-        bar.set_postfix(last=f"{trace.seconds:.1f}s")
+        if pool is not None:  # workers finish in any order: name the chain that just finished, as such
+            bar.set_postfix_str(f"finished {item.chain.id} in {trace.seconds:.1f}s")
 
     # Every scorer that produced a committed chain (the exact ones may differ between invocations), recorded
     # before this invocation commits anything, so the manifest stays true of every chain even if it is killed.
@@ -333,6 +348,7 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objec
                     scorers[key] = make_scorer(lm, method=plan.method, objective=objective,
                                                max_batch_tokens=plan.max_batch_tokens)
                 scorer = scorers[key]
+                bar.set_postfix_str(f"chain {item.chain.id}")  # the chain being pruned now, not the last one
                 # Recorded before the commit, so the manifest stays true of every committed chain if killed.
                 record_method(type(scorer).__name__)
                 chain_plans[item.chain.id] = plan.to_dict()
@@ -355,7 +371,13 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objec
     finally:
         bar.close()
     timings = dict(manifest.get("timings", {}))
-    timings["prune_seconds_last_invocation"] = round(time.perf_counter() - started, 3)
+    this_invocation = round(time.perf_counter() - started, 3)
+    timings["prune_seconds_last_invocation"] = this_invocation
+    # Every invocation's time adds up (a resumed run's manifest keeps the time of the earlier ones).
+    timings["prune_seconds_total"] = round(float(timings.get("prune_seconds_total", 0.0)) + this_invocation, 3)
+    timings["invocations"] = int(timings.get("invocations", 0)) + 1
+    timings["last_invocation"] = {"resumed": bool(resumed), "chains_already_done": n_done_before,
+                                  "chains_pruned": len(todo)}
     timings["chains"] = chain_seconds
     engine = {"method": scorer_name, "methods": methods, "max_batch_tokens": max_batch_tokens,
               "backend": "local" if pool is None else "ray", **_engine_approx(manifest, approx, chain_rows)}
@@ -451,7 +473,7 @@ def _as_corpus(chains, on_error, keep_annotations, limit, ids=None) -> ChainCorp
 
 
 def _encode_all(corpus, tokenizer, max_positions, on_error):
-    skipped = [{"source": s.source, "line": s.line, "chain_id": None, "reason": s.reason} for s in corpus.skipped]
+    skipped = [{"source": s.source, "line": s.line, "chain_id": s.chain_id, "reason": s.reason} for s in corpus.skipped]
     encoded = []
     lines = corpus.lines if len(corpus.lines) == len(corpus.chains) else [None] * len(corpus.chains)
     for chain, line in zip(corpus, lines):
@@ -655,3 +677,7 @@ def _commit(run: RunDir, item: EncodedChain, index: int, trace: ChainTrace, name
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
