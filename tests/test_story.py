@@ -186,3 +186,40 @@ def test_mixed_file_shows_skip_reasons_plural_and_resume(tmp_path, tiny_dir):
     assert timings["prune_seconds_total"] == pytest.approx(
         first["prune_seconds_last_invocation"] + timings["prune_seconds_last_invocation"], abs=2e-3)
     assert "\r" not in done.stderr   # not a terminal: plain lines, no carriage-return redraws
+
+
+# ------------------------------------------------------------------ quiet, honest output
+def test_native_stderr_noise_is_captured_and_summarised_in_a_note(tagged_run, monkeypatch, capfd):
+    import importlib
+    import os
+
+    import cotsurvival
+
+    analyze_module = importlib.import_module("cotsurvival.analysis.analyze")
+
+    real = analyze_module._dynamics
+
+    def noisy(result, run, table):   # what OpenBLAS's xerbla does: write to fd 2 from native code
+        os.write(2, b" ** On entry to DLASCL parameter number  4 had an illegal value\n" * 3)
+        return real(result, run, table)
+
+    monkeypatch.setattr(analyze_module, "_dynamics", noisy)
+    capfd.readouterr()
+    result = cotsurvival.analyze(tagged_run, n_boot=0, save=False)
+    assert "DLASCL" not in capfd.readouterr().err
+    [note] = [n for n in result.notes_ if "DLASCL" in n]
+    assert "3 message line(s)" in note and "degenerate" in note
+
+
+def test_degradation_table_names_its_sign_and_interpolation(tagged_run):
+    import numpy as np
+
+    from cotsurvival.analysis.dynamics import degradation_curves
+
+    per_chain, pooled = degradation_curves(tagged_run, grid=3)
+    assert "mean_drop" not in pooled and {"mean_change", "median_change"} <= set(pooled.columns)
+    assert "interpolated" in pooled.attrs["notes"][0] and "minus" in pooled.attrs["notes"][0]
+    # oracle: a chain's change is its objective minus its unpruned objective (sign kept, not flipped)
+    steps = tagged_run.read_part("steps", 0)
+    np.testing.assert_allclose(per_chain[per_chain.chain_index == 0]["change"],
+                               steps["objective"] - steps["objective"].iloc[0])

@@ -274,6 +274,25 @@ def analyze(
     result.counts_ = _counts(table, manifest)
     result.counts_["fingerprint"] = state
     _note_degenerate(table, result)
+    from ..quiet import captured_stderr, summarise
+
+    with captured_stderr() as noise:  # LAPACK and friends write to fd 2 directly: summarised in a note instead
+        _sections(result, run, table, levels, n_boot, seed, reference, primary, min_chains, min_tokens,
+                  probe_alpha, n_folds)
+    if summarise(noise):
+        result.notes_.append(summarise(noise))
+    result.notes_ = list(dict.fromkeys(result.notes_))
+    from .citations import citations
+
+    result.citations_ = citations(result)
+    if save:
+        result.save(out)
+    return result
+
+
+def _sections(result, run, table, levels, n_boot, seed, reference, primary, min_chains, min_tokens,
+              probe_alpha, n_folds) -> None:
+    """Every section of the analysis, each leaving a note instead of failing the whole."""
     tagged = table["category"].notna().any()
     if not tagged:
         result.notes_.append(f"Tokens are not tagged, so no category statistics: run `cotsurvival tag {run.path}`.")
@@ -290,13 +309,6 @@ def analyze(
         _orderings(result, ranked, primary)
     _dynamics(result, run, table)
     _attention(result, table, probe_alpha, n_folds, seed)
-    result.notes_ = list(dict.fromkeys(result.notes_))
-    from .citations import citations
-
-    result.citations_ = citations(result)
-    if save:
-        result.save(out)
-    return result
 
 
 # --------------------------------------------------------------------------- sections
