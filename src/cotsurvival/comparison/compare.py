@@ -348,19 +348,18 @@ def _category_differences(units: pd.DataFrame, n_boot: int, seed: int) -> pd.Dat
 
 # --------------------------------------------------------------------------- per run
 def _category_survival(views: list[RunView], n_boot: int, seed: int) -> pd.DataFrame:
-    """Each view on its own tokens: mean over chains of the per-chain category mean survival, chain-bootstrap CI."""
-    from ..analysis.inference import bootstrap_ci
+    """Each view on its own tokens: mean normalized survival per category, the one definition analyze uses too
+    (:func:`cotsurvival.analysis.survival.mean_normalized_survival`: mean over chains of per-chain means)."""
+    from ..analysis.survival import mean_normalized_survival
 
     rows = []
     for view in views:
         tokens = view.tokens.dropna(subset=["category"])
         tokens = tokens[tokens["n_tokens"] > 1]           # a one-token chain carries no ranking
-        per_chain = tokens.groupby(["category", "chain_id"])["survival"].mean().reset_index()
-        for category, chains in per_chain.groupby("category", sort=True):
-            ci = bootstrap_ci(chains["survival"], n_resamples=n_boot, seed=seed)
-            rows.append({"run": view.name, "model": view.model, "objective": view.objective, "category": category,
-                         "n_chains": ci["n_chains"], "n_tokens": int((tokens["category"] == category).sum()),
-                         "mean_survival": ci["estimate"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"]})
+        for row in mean_normalized_survival(tokens, "category", n_boot=n_boot, seed=seed).itertuples():
+            rows.append({"run": view.name, "model": view.model, "objective": view.objective, "category": row.group,
+                         "n_chains": row.n_chains, "n_tokens": row.n_tokens,
+                         "mean_survival": row.mean, "ci_low": row.ci_low, "ci_high": row.ci_high})
     return pd.DataFrame(rows, columns=["run", "model", "objective", "category", "n_chains", "n_tokens",
                                        "mean_survival", "ci_low", "ci_high"])
 
