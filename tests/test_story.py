@@ -264,3 +264,45 @@ def test_mean_normalized_survival_is_one_number_in_analyze_compare_and_report(tm
     assert any(f"{summary.loc[first, 'mean']:.2f}" in c for c in analysis.citations_ if "Mean normalized" in c) or \
         not any("Mean normalized" in c for c in analysis.citations_)
     assert isinstance(mine, pd.DataFrame)
+
+
+# ------------------------------------------------------------------ users' field names; one annotation rule
+THEIRS = [{"uid": "u-1", "problem": "Natalia sold 48 clips in April and half as many in May. How many in all?",
+           "rationale": "She sold 48/2 = <<48/2=24>>24 clips in May.\nSo 48+24 = <<48+24=72>>72 clips.", "final": "72"},
+          {"uid": "u-2", "problem": "Weng earns $12 an hour. How much for 50 minutes?",
+           "rationale": "12/60 = $0.2 per minute, so 0.2 x 50 = $10.", "final": "#### 10"}]
+FIELDS = "question=problem,reasoning=rationale,answer=final,id=uid"
+
+
+def test_fields_map_a_users_names_in_python_and_errors_name_the_mapping(tmp_path):
+    from cotsurvival.chains import read_chains
+
+    path = _chains_file(tmp_path / "theirs.jsonl", THEIRS)
+    corpus = read_chains(path, fields=FIELDS)
+    assert [c.id for c in corpus] == ["u-1", "u-2"] and corpus[0].answer == "72"
+    assert corpus[0].reasoning == "She sold 48/2 = 24 clips in May.\nSo 48+24 = 72 clips."   # annotations stripped
+    assert corpus.n_annotations_stripped == 1
+    same = read_chains(path, fields={"question": "problem", "reasoning": "rationale", "answer": "final", "id": "uid"})
+    assert [c.to_dict() for c in same] == [c.to_dict() for c in corpus]
+    with pytest.raises(CotSurvivalError) as caught:
+        read_chains(path, fields="questoin=problem")
+    assert caught.value.code == "E153" and "did you mean 'question'" in caught.value.one_line()
+    with pytest.raises(CotSurvivalError) as caught:
+        read_chains(path, fields="question=prompt")
+    assert "missing field 'prompt' (--fields maps it to question" in caught.value.one_line()
+
+
+def test_prune_and_tag_read_a_file_by_one_rule_so_offsets_agree(tmp_path, tiny_loaded):
+    from cotsurvival.pruning import prune
+    from cotsurvival.taxonomy.tagger import write_spans
+
+    path = _chains_file(tmp_path / "theirs.jsonl", THEIRS)
+    run = prune(path, tmp_path / "run", loaded_model=tiny_loaded, keep_ratio=0.5, progress=False, fields=FIELDS)
+    pruned = dict(zip(run.read_chains()["chain_id"], run.read_chains()["reasoning"]))
+    write_spans(path, tmp_path / "spans.jsonl", fields=FIELDS)
+    spans = {r["id"]: r for r in map(json.loads, (tmp_path / "spans.jsonl").read_text().splitlines())}
+    assert {k: v["reasoning"] for k, v in spans.items()} == pruned        # the same text, so the same offsets
+    assert "<<" not in pruned["u-1"]
+    write_spans(path, tmp_path / "kept.jsonl", fields=FIELDS, keep_annotations=True)
+    kept = {r["id"]: r["reasoning"] for r in map(json.loads, (tmp_path / "kept.jsonl").read_text().splitlines())}
+    assert kept["u-1"] == THEIRS[0]["rationale"]

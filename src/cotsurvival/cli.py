@@ -25,6 +25,8 @@ def cli() -> None:
 
 # ----------------------------------------------------------------------------- pruning (engine)
 _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (default)."
+_FIELDS_HELP = ("Your file's names for the chain fields, e.g. question=problem,reasoning=rationale,answer=final,id=uid "
+                "(fields not named keep their own name).")
 
 
 @cli.command()
@@ -46,7 +48,9 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
               help="auto: float32 on every device (half precision rounds costs and can switch the greedy path).")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default=None,
               help="Bad input lines: fail (default) or skip. Chains the model cannot take: skip (default) or fail.")
-@click.option("--keep-annotations", is_flag=True, help="Keep GSM8K <<...>> calculator annotations.")
+@click.option("--keep-annotations", is_flag=True, help="Keep GSM8K <<...>> calculator annotations (stripped by "
+              "default, by prune and tag alike).")
+@click.option("--fields", "fields", default=None, help=_FIELDS_HELP)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random baseline.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model's repository.")
 @click.option("--allow-unsafe-weights", is_flag=True, help="Allow pickled (.bin) weights, which can run code.")
@@ -69,7 +73,7 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
                    "topk:0.1,window=64), lazy[:radius=R,batch=B,refresh=F,same=0|1,age=A], lazy:window=W,refresh=F, "
                    "topk:F[,window=W][,block=B], topk:k=K. Fidelity: BENCHMARKS.md. Default: exact.")
 def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file, baselines, max_batch_tokens, method, device, dtype,
-          on_error, keep_annotations, seed, trust_remote_code, allow_unsafe_weights, backend, ray_address, workers,
+          on_error, keep_annotations, fields, seed, trust_remote_code, allow_unsafe_weights, backend, ray_address, workers,
           gpus_per_worker, max_memory, llmlingua_model, approx):
     """Greedy survival pruning of CHAINS (a file or 'gsm8k') into a run directory."""
     from .chains import parse_chain_selection
@@ -83,7 +87,7 @@ def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file,
                     trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights,
                     backend=backend, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
                     max_memory=max_memory, llmlingua_model=llmlingua_model,
-                    approx=approx)
+                    approx=approx, fields=fields)
     manifest = run.read_manifest()
     last = (manifest.get("timings") or {}).get("last_invocation") or {}
     done = f"; resumed: {last['chains_already_done']} already done" if last.get("resumed") else ""
@@ -135,6 +139,9 @@ def tag_eval(gold, out, taxonomy, top):
 @click.option("--taxonomy", "taxonomy", type=click.Path(dir_okay=False), default=None,
               help="Taxonomy spec JSON (default: the packaged spec).")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Texts per spaCy batch.")
+@click.option("--keep-annotations", is_flag=True, help="With a chains file: keep GSM8K <<...>> calculator annotations "
+              "(stripped by default, as prune does, so offsets index the text prune prunes).")
+@click.option("--fields", "fields", default=None, help="With a chains file: " + _FIELDS_HELP)
 @click.option("--judge", "judge", default=None,
               help="Also label RUN's tokens with an LLM judge: a model spec (local chat model) or, with --judge-url, "
                    "the model name at that endpoint.")
@@ -143,7 +150,8 @@ def tag_eval(gold, out, taxonomy, top):
 @click.option("--device", default="auto", show_default=True, help="Device of a local judge model.")
 @click.option("--overwrite", is_flag=True, help="Re-label chains that already have labels (also from another taxonomy version); "
                                              "with a chains file, replace --out even if it is not an earlier spans file.")
-def tag_command(source, out, taxonomy, batch_size, judge, judge_url, judge_retries, device, overwrite):
+def tag_command(source, out, taxonomy, batch_size, keep_annotations, fields, judge, judge_url, judge_retries, device,
+                overwrite):
     """Label reasoning tokens: SOURCE is a run directory (writes RUN/labels.parquet) or a chains file / 'gsm8k'."""
     from pathlib import Path
 
@@ -155,7 +163,8 @@ def tag_command(source, out, taxonomy, batch_size, judge, judge_url, judge_retri
         inputs = [(p, "an input of this command") for p in (source, taxonomy) if p and Path(p).is_file()]
         check_output(out, inputs=inputs, overwrite=overwrite, ours=is_spans_file, command="tag")
     result = tag(source, out=out, taxonomy=taxonomy, batch_size=batch_size, judge=judge, judge_url=judge_url,
-                 judge_retries=judge_retries, device=device, overwrite=overwrite, progress=True)
+                 judge_retries=judge_retries, device=device, overwrite=overwrite, progress=True,
+                 keep_annotations=keep_annotations, fields=fields)
     if out:
         click.echo(f"wrote spans of {_plural(result.n_chains, 'chain')} to {out}")
         return

@@ -131,6 +131,7 @@ def prune(
     max_memory: str | int | None = None,
     llmlingua_model: str | None = None,
     approx: str | None = None,
+    fields: str | dict | None = None,
 ) -> RunDir:
     """Prune chains greedily and write (or resume, or continue) a run directory.
 
@@ -200,8 +201,12 @@ def prune(
     approx_spec = parse_approx(approx)
     dtype = scoring_dtype(dtype)  # auto: float32 on every device (half precision switches greedy paths)
     _check_out(out, chains)
-    corpus = _as_corpus(chains, on_error, keep_annotations, limit, ids)
+    corpus = _as_corpus(chains, on_error, keep_annotations, limit, ids, fields)
     selection = {"limit": limit, "ids": list(ids) if ids is not None else None}
+    if fields:
+        from ..chains import parse_fields
+
+        selection["fields"] = parse_fields(fields)
     pool = None
     if backend == "ray":
         from .ray_backend import RayPool
@@ -454,10 +459,15 @@ def _check_options(objective, keep_ratio, baselines, on_error, max_batch_tokens)
         raise CotSurvivalError("E009", reason="--max-batch-tokens must be positive")
 
 
-def _as_corpus(chains, on_error, keep_annotations, limit, ids=None) -> ChainCorpus:
+def _as_corpus(chains, on_error, keep_annotations, limit, ids=None, fields=None) -> ChainCorpus:
     if isinstance(chains, (str, Path)):
-        return read_chains(chains, on_error="skip" if on_error == "skip" else "fail",
-                           keep_annotations=keep_annotations, limit=limit, ids=ids)
+        corpus = read_chains(chains, on_error="skip" if on_error == "skip" else "fail",
+                             keep_annotations=keep_annotations, limit=limit, ids=ids, fields=fields)
+        if corpus.n_annotations_stripped:  # the one annotation rule (chains.read_chains), said out loud
+            print(f"stripped <<...>> calculator annotations from {corpus.n_annotations_stripped} chain"
+                  f"{'' if corpus.n_annotations_stripped == 1 else 's'} (--keep-annotations keeps them)",
+                  file=sys.stderr)
+        return corpus
     if limit is not None and limit < 1:
         raise CotSurvivalError("E009", reason=f"limit must be at least 1, not {limit}")
     items = list(chains)
