@@ -21,7 +21,9 @@ def test_report_after_a_continued_run_never_shows_the_stale_statistics(tmp_path,
     cotsurvival.tag(out, progress=False)
     half = cotsurvival.analyze(out, n_boot=0, primary="symbolic_math")
     assert half.counts_["n_censored"] > 0
+    assert half.stale() is None and "Stale" not in half._repr_html_()
     prune(EXAMPLE_CHAINS[:2], out, loaded_model=tiny_loaded, keep_ratio=0.0, progress=False)
+    assert "keep ratio 0.5 then, 0.0 now" in half.stale() and "Stale" in half._repr_html_()   # the notebook view
 
     # --no-analyze: refuse with one line naming the command that updates the statistics
     with pytest.raises(CotSurvivalError) as refused:
@@ -264,6 +266,10 @@ def test_mean_normalized_survival_is_one_number_in_analyze_compare_and_report(tm
     assert any(f"{summary.loc[first, 'mean']:.2f}" in c for c in analysis.citations_ if "Mean normalized" in c) or \
         not any("Mean normalized" in c for c in analysis.citations_)
     assert isinstance(mine, pd.DataFrame)
+    # the stored comparison knows what it was computed from
+    assert compared.stale() == {}
+    cotsurvival.tag(run, progress=False, overwrite=True)
+    assert "labels were rewritten" in compared.stale()[str(run.path)] and "Stale" in compared._repr_html_()
 
 
 # ------------------------------------------------------------------ users' field names; one annotation rule

@@ -108,9 +108,21 @@ class AnalysisResult:
         else:
             main = f"not computed: {primary.get('note', '')}"
         items = "".join(f"<li>{escape(str(c))}</li>" for c in self.citations_) or "<li>none</li>"
-        return (f'<div class="cs-analysis"><table class="cs-analysis-counts">{info}</table>'
+        stale = self.stale()
+        warning = (f'<p class="cs-stale"><b>Stale:</b> the run changed since these statistics were computed '
+                   f"({escape(stale)}); re-run <code>cotsurvival analyze {escape(str(self.run))}</code>.</p>"
+                   if stale else "")
+        return (warning + f'<div class="cs-analysis"><table class="cs-analysis-counts">{info}</table>'
                 f"<p><b>Primary (chain-level) test:</b> {escape(main)}</p>"
                 f"<p><b>Citations</b> ({len(self.citations_)})</p><ul class=\"cs-citations\">{items}</ul></div>")
+
+    def stale(self) -> str | None:
+        """Why the run changed since these statistics were computed (``counts_["fingerprint"]``), or ``None``."""
+        from ..provenance import stale_reason
+
+        if not RunDir(self.run).exists():
+            return None
+        return stale_reason(self.counts_.get("fingerprint"), self.run, (self.config or {}).get("labels_source"))
 
     def to_frame(self) -> pd.DataFrame:
         """The scalar tests, one row each (``test`` and its fields; NaN where a field does not apply)."""

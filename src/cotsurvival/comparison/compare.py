@@ -117,9 +117,29 @@ class ComparisonResult:
         return cls(runs=data["runs"], pairs=data["pairs"], tables=tables, citations=data.get("citations", []),
                    notes=data.get("notes", []), config=data.get("config", {}))
 
+    def stale(self) -> dict[str, str]:
+        """``{run: why}`` for each compared run that changed since the comparison (empty when none did)."""
+        from ..provenance import stale_reason
+        from .align import parse_run_spec
+
+        out = {}
+        for spec, state in (self.config.get("fingerprints") or {str(r): None for r in self.config.get("runs", [])}).items():
+            path = parse_run_spec(spec)[0]
+            if Path(path, "manifest.json").is_file():
+                reason = stale_reason(state, path)
+                if reason:
+                    out[spec] = reason
+        return out
+
     def _repr_html_(self) -> str:
-        """Jupyter: runs, per pair agreement and category differences, citations; all text escaped."""
-        return _summary_html(self)
+        """Jupyter: runs, per pair agreement and category differences, citations; all text escaped.
+
+        A comparison whose runs changed since says so first, naming the command that updates it."""
+        stale = self.stale()
+        warning = "".join(f'<p class="cs-stale"><b>Stale:</b> {html.escape(spec)} changed since this comparison '
+                          f"({html.escape(why)}); re-run <code>cotsurvival compare</code>.</p>"
+                          for spec, why in stale.items())
+        return warning + _summary_html(self)
 
 
 def compare(
@@ -167,11 +187,17 @@ def compare(
                      ours=is_comparison_folder, command="compare", folder=True)
     if names is not None and len(names) != len(runs):
         raise CotSurvivalError("E120", reason=f"{len(names)} names for {len(runs)} runs")
+    from ..provenance import fingerprint
+    from .align import parse_run_spec
+
+    # What the comparison is computed from, taken before reading: a run changed since makes it stale.
+    states = {str(spec): fingerprint(parse_run_spec(spec)[0]) for spec in runs}
     views = [load_view(spec, name=names[i] if names else None) for i, spec in enumerate(runs)]
     _unique_names(views)
     result = ComparisonResult(runs=[v.info() for v in views], pairs=[],
                               config={"keep_ratios": [float(r) for r in keep_ratios], "n_boot": n_boot, "seed": seed,
-                                      "unit_rule": UNIT_RULE, "runs": [str(r) for r in runs]})
+                                      "unit_rule": UNIT_RULE, "runs": [str(r) for r in runs],
+                                      "fingerprints": states})
     matching = match_chains(views)
     result.tables["chain_matching"] = matching
     for status, count in matching["status"].value_counts().items():
