@@ -157,8 +157,6 @@ def read_chains(
             if mapping:
                 record = _mapped(record, mapping)
             chain = _chain_from_record(record, line, Path(name).stem, keep_annotations)
-            if not keep_annotations and _CALCULATOR.search(str(record.get("reasoning") or record.get("answer") or "")):
-                corpus.n_annotations_stripped += 1
             if chain.id in seen:
                 raise ValueError(f"duplicate id {chain.id!r}")
             seen.add(chain.id)
@@ -174,6 +172,8 @@ def read_chains(
             continue
         corpus.chains.append(chain)
         corpus.lines.append(line)
+        if not keep_annotations and _CALCULATOR.search(str(record.get("reasoning") or record.get("answer") or "")):
+            corpus.n_annotations_stripped += 1
         if limit is not None and len(corpus.chains) >= limit:
             break
         if wanted is not None and len(corpus.chains) == len(wanted):

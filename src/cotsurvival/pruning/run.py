@@ -463,7 +463,7 @@ def _as_corpus(chains, on_error, keep_annotations, limit, ids=None, fields=None)
     if isinstance(chains, (str, Path)):
         corpus = read_chains(chains, on_error="skip" if on_error == "skip" else "fail",
                              keep_annotations=keep_annotations, limit=limit, ids=ids, fields=fields)
-        if corpus.n_annotations_stripped:  # the one annotation rule (chains.read_chains), said out loud
+        if corpus.n_annotations_stripped and str(chains) not in BUILTIN_CORPORA:  # the one annotation rule, said out loud
             print(f"stripped <<...>> calculator annotations from {corpus.n_annotations_stripped} chain"
                   f"{'' if corpus.n_annotations_stripped == 1 else 's'} (--keep-annotations keeps them)",
                   file=sys.stderr)
