@@ -312,3 +312,24 @@ def test_prune_and_tag_read_a_file_by_one_rule_so_offsets_agree(tmp_path, tiny_l
     write_spans(path, tmp_path / "kept.jsonl", fields=FIELDS, keep_annotations=True)
     kept = {r["id"]: r["reasoning"] for r in map(json.loads, (tmp_path / "kept.jsonl").read_text().splitlines())}
     assert kept["u-1"] == THEIRS[0]["rationale"]
+
+
+def test_study_source_resolves_from_the_toml_file_not_the_working_directory(tmp_path, monkeypatch):
+    from cotsurvival.comparison.study import load_study, select_chains
+
+    folder = tmp_path / "project"
+    (folder / "data").mkdir(parents=True)
+    _chains_file(folder / "data" / "theirs.jsonl", [GOOD])
+    (folder / "study.toml").write_text('[chains]\nsource = "data/theirs.jsonl"\n\n[[settings]]\nname = "a"\n')
+    monkeypatch.chdir(tmp_path)                     # not the study's folder
+    study = load_study(folder / "study.toml")
+    assert study.chains["source"] == str((folder / "data" / "theirs.jsonl").resolve())
+    assert [c.id for c in select_chains(study.chains)] == ["good-1"]
+    assert load_study_builtin(tmp_path).chains["source"] == "gsm8k"
+
+
+def load_study_builtin(tmp_path):
+    from cotsurvival.comparison.study import load_study
+
+    (tmp_path / "b.toml").write_text('[chains]\nsource = "gsm8k"\nlimit = 1\n\n[[settings]]\nname = "a"\n')
+    return load_study(tmp_path / "b.toml")
