@@ -54,7 +54,7 @@ def stale_reason(stored: dict | None, run: str | os.PathLike | RunDir, labels_so
     """Why a result that recorded ``stored`` no longer describes ``run``, or ``None`` when it still does.
 
     ``labels_source``: the one label source the result read (other sources may change freely);
-    ``None`` compares every source. A result without a fingerprint (written by an older version) is
+    ``None`` compares every source, ``""`` none (a result that reads no labels, e.g. recovery). A result without a fingerprint (written by an older version) is
     stale: nothing says what it was computed from.
     """
     if not stored:

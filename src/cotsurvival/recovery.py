@@ -285,6 +285,7 @@ def recover(
             old = old[old["settings"] == settings] if old is not None else None
             have = set() if old is None else set(zip(old["ordering"], old["keep_ratio"].astype(float)))
             todo = sorted(wanted - have)
+            bar.set_postfix_str(f"chain {chains.loc[index, 'chain_id']}")  # the chain being decoded now
             if todo:
                 new = _recover_chain(run, index, chains.loc[index], todo, lm, tokenizer, max_new_tokens, batch_size,
                                      settings)
