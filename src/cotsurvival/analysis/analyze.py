@@ -270,7 +270,8 @@ def analyze(
     manifest = run.read_manifest()
     from ..options import check_contrast, check_positive
 
-    check_contrast("--primary", primary, manifest)  # a typo is an error before any work, not a note after it
+    if primary != chainlevel.DEFAULT_PRIMARY:  # the default may be absent from a custom taxonomy: a note then
+        check_contrast("--primary", primary, manifest)  # a typo is an error before any work, not a note after it
     if reference is not None:
         check_contrast("--reference", reference, manifest)
     check_positive("--n-boot", n_boot, allow_zero=True)
