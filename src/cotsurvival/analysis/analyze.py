@@ -110,9 +110,21 @@ class AnalysisResult:
         else:
             main = f"not computed: {primary.get('note', '')}"
         items = "".join(f"<li>{escape(str(c))}</li>" for c in self.citations_) or "<li>none</li>"
-        return (f'<div class="cs-analysis"><table class="cs-analysis-counts">{info}</table>'
+        stale = self.stale()
+        warning = (f'<p class="cs-stale"><b>Stale:</b> the run changed since these statistics were computed '
+                   f"({escape(stale)}); re-run <code>cotsurvival analyze {escape(str(self.run))}</code>.</p>"
+                   if stale else "")
+        return (warning + f'<div class="cs-analysis"><table class="cs-analysis-counts">{info}</table>'
                 f"<p><b>Primary (chain-level) test:</b> {escape(main)}</p>"
                 f"<p><b>Citations</b> ({len(self.citations_)})</p><ul class=\"cs-citations\">{items}</ul></div>")
+
+    def stale(self) -> str | None:
+        """Why the run changed since these statistics were computed (``counts_["fingerprint"]``), or ``None``."""
+        from ..provenance import stale_reason
+
+        if not RunDir(self.run).exists():
+            return None
+        return stale_reason(self.counts_.get("fingerprint"), self.run, (self.config or {}).get("labels_source"))
 
     def to_frame(self) -> pd.DataFrame:
         """The scalar tests, one row each (``test`` and its fields; NaN where a field does not apply)."""
@@ -254,7 +266,19 @@ def analyze(
     AnalysisResult
     """
     run = as_rundir(run)
+    from ..provenance import fingerprint
+
+    state = fingerprint(run)  # taken before reading: what these numbers were computed from
     manifest = run.read_manifest()
+    from ..options import check_contrast, check_positive
+
+    if primary != chainlevel.DEFAULT_PRIMARY:  # the default may be absent from a custom taxonomy: a note then
+        check_contrast("--primary", primary, manifest)  # a typo is an error before any work, not a note after it
+    if reference is not None:
+        check_contrast("--reference", reference, manifest)
+    check_positive("--n-boot", n_boot, allow_zero=True)
+    check_positive("--min-chains", min_chains, allow_zero=True)
+    check_positive("--min-tokens", min_tokens, allow_zero=True)
     table = load_run(run, labels=labels, require_tags=False)
     config = {"labels_source": table.attrs.get("labels_source"),
               "n_boot": n_boot, "seed": seed, "primary": primary, "min_chains": min_chains,
@@ -263,7 +287,27 @@ def analyze(
               "expected_categories": categories or ((manifest.get("taxonomy") or {}).get("categories"))}
     result = AnalysisResult(run=run.path, config=config)
     result.counts_ = _counts(table, manifest)
+    result.counts_["fingerprint"] = state
     _note_degenerate(table, result)
+    from ..quiet import captured_stderr, summarise
+
+    with captured_stderr() as noise:  # LAPACK and friends write to fd 2 directly: summarised in a note instead
+        _sections(result, run, table, levels, n_boot, seed, reference, primary, min_chains, min_tokens,
+                  probe_alpha, n_folds)
+    if summarise(noise):
+        result.notes_.append(summarise(noise))
+    result.notes_ = list(dict.fromkeys(result.notes_))
+    from .citations import citations
+
+    result.citations_ = citations(result)
+    if save:
+        result.save(out)
+    return result
+
+
+def _sections(result, run, table, levels, n_boot, seed, reference, primary, min_chains, min_tokens,
+              probe_alpha, n_folds) -> None:
+    """Every section of the analysis, each leaving a note instead of failing the whole."""
     tagged = table["category"].notna().any()
     if not tagged:
         result.notes_.append(f"Tokens are not tagged, so no category statistics: run `cotsurvival tag {run.path}`.")
@@ -281,13 +325,6 @@ def analyze(
         _orderings(result, ranked, primary)
     _dynamics(result, run, table)
     _attention(result, table, probe_alpha, n_folds, seed)
-    result.notes_ = list(dict.fromkeys(result.notes_))
-    from .citations import citations
-
-    result.citations_ = citations(result)
-    if save:
-        result.save(out)
-    return result
 
 
 # --------------------------------------------------------------------------- sections

@@ -117,9 +117,29 @@ class ComparisonResult:
         return cls(runs=data["runs"], pairs=data["pairs"], tables=tables, citations=data.get("citations", []),
                    notes=data.get("notes", []), config=data.get("config", {}))
 
+    def stale(self) -> dict[str, str]:
+        """``{run: why}`` for each compared run that changed since the comparison (empty when none did)."""
+        from ..provenance import stale_reason
+        from .align import parse_run_spec
+
+        out = {}
+        for spec, state in (self.config.get("fingerprints") or {str(r): None for r in self.config.get("runs", [])}).items():
+            path = parse_run_spec(spec)[0]
+            if Path(path, "manifest.json").is_file():
+                reason = stale_reason(state, path)
+                if reason:
+                    out[spec] = reason
+        return out
+
     def _repr_html_(self) -> str:
-        """Jupyter: runs, per pair agreement and category differences, citations; all text escaped."""
-        return _summary_html(self)
+        """Jupyter: runs, per pair agreement and category differences, citations; all text escaped.
+
+        A comparison whose runs changed since says so first, naming the command that updates it."""
+        stale = self.stale()
+        warning = "".join(f'<p class="cs-stale"><b>Stale:</b> {html.escape(spec)} changed since this comparison '
+                          f"({html.escape(why)}); re-run <code>cotsurvival compare</code>.</p>"
+                          for spec, why in stale.items())
+        return warning + _summary_html(self)
 
 
 def compare(
@@ -167,11 +187,17 @@ def compare(
                      ours=is_comparison_folder, command="compare", folder=True)
     if names is not None and len(names) != len(runs):
         raise CotSurvivalError("E120", reason=f"{len(names)} names for {len(runs)} runs")
+    from ..provenance import fingerprint
+    from .align import parse_run_spec
+
+    # What the comparison is computed from, taken before reading: a run changed since makes it stale.
+    states = {str(spec): fingerprint(parse_run_spec(spec)[0]) for spec in runs}
     views = [load_view(spec, name=names[i] if names else None) for i, spec in enumerate(runs)]
     _unique_names(views)
     result = ComparisonResult(runs=[v.info() for v in views], pairs=[],
                               config={"keep_ratios": [float(r) for r in keep_ratios], "n_boot": n_boot, "seed": seed,
-                                      "unit_rule": UNIT_RULE, "runs": [str(r) for r in runs]})
+                                      "unit_rule": UNIT_RULE, "runs": [str(r) for r in runs],
+                                      "fingerprints": states})
     matching = match_chains(views)
     result.tables["chain_matching"] = matching
     for status, count in matching["status"].value_counts().items():
@@ -352,19 +378,18 @@ def _category_differences(units: pd.DataFrame, n_boot: int, seed: int) -> pd.Dat
 
 # --------------------------------------------------------------------------- per run
 def _category_survival(views: list[RunView], n_boot: int, seed: int) -> pd.DataFrame:
-    """Each view on its own tokens: mean over chains of the per-chain category mean survival, chain-bootstrap CI."""
-    from ..analysis.inference import bootstrap_ci
+    """Each view on its own tokens: mean normalized survival per category, the one definition analyze uses too
+    (:func:`cotsurvival.analysis.survival.mean_normalized_survival`: mean over chains of per-chain means)."""
+    from ..analysis.survival import mean_normalized_survival
 
     rows = []
     for view in views:
         tokens = view.tokens.dropna(subset=["category"])
         tokens = tokens[tokens["n_tokens"] > 1]           # a one-token chain carries no ranking
-        per_chain = tokens.groupby(["category", "chain_id"])["survival"].mean().reset_index()
-        for category, chains in per_chain.groupby("category", sort=True):
-            ci = bootstrap_ci(chains["survival"], n_resamples=n_boot, seed=seed)
-            rows.append({"run": view.name, "model": view.model, "objective": view.objective, "category": category,
-                         "n_chains": ci["n_chains"], "n_tokens": int((tokens["category"] == category).sum()),
-                         "mean_survival": ci["estimate"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"]})
+        for row in mean_normalized_survival(tokens, "category", n_boot=n_boot, seed=seed).itertuples():
+            rows.append({"run": view.name, "model": view.model, "objective": view.objective, "category": row.group,
+                         "n_chains": row.n_chains, "n_tokens": row.n_tokens,
+                         "mean_survival": row.mean, "ci_low": row.ci_low, "ci_high": row.ci_high})
     return pd.DataFrame(rows, columns=["run", "model", "objective", "category", "n_chains", "n_tokens",
                                        "mean_survival", "ci_low", "ci_high"])
 

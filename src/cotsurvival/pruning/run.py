@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import time
 import warnings
 import zipfile
@@ -24,7 +25,7 @@ import pandas as pd
 import torch
 
 from .._version import __version__
-from ..chains import BUILTIN_CORPORA, Chain, ChainCorpus, read_chains
+from ..chains import BUILTIN_CORPORA, Chain, ChainCorpus, read_chains, skip_summary
 from ..encoding import EncodedChain, encode_chain
 from ..errors import CotSurvivalError
 from ..progress import make_bar
@@ -133,6 +134,7 @@ def prune(
     approx: str | None = None,
     replicates: int = 1,
     perturbation_scale: float | None = None,
+    fields: str | dict | None = None,
 ) -> RunDir:
     """Prune chains greedily and write (or resume, or continue) a run directory.
 
@@ -215,8 +217,12 @@ def prune(
     _check_replicates(replicates, perturbation_scale, approx_spec)
     dtype = scoring_dtype(dtype)  # auto: float32 on every device (half precision switches greedy paths)
     _check_out(out, chains)
-    corpus = _as_corpus(chains, on_error, keep_annotations, limit, ids)
+    corpus = _as_corpus(chains, on_error, keep_annotations, limit, ids, fields)
     selection = {"limit": limit, "ids": list(ids) if ids is not None else None}
+    if fields:
+        from ..chains import parse_fields
+
+        selection["fields"] = parse_fields(fields)
     pool = None
     if backend == "ray":
         from .ray_backend import RayPool
@@ -253,7 +259,13 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
     started = time.perf_counter()
     encoded, skipped = _encode_all(corpus, tokenizer, info.max_positions, on_error)
     if not encoded:
-        raise CotSurvivalError("E014", reason="every chain was skipped (see the reasons above)" if skipped else "the input is empty")
+        if not skipped:
+            raise CotSurvivalError("E014", reason="the input is empty")
+        raise CotSurvivalError("E014", reason=f"every chain was skipped: {'; '.join(skip_summary(skipped))}")
+    if skipped:  # never only in manifest.json: per reason a count and a few chain ids, on stderr
+        print(f"skipped {len(skipped)} of {len(skipped) + len(encoded)} chains:", file=sys.stderr)
+        for line in skip_summary(skipped):
+            print(f"  {line}", file=sys.stderr)
     if pool is None:
         try:  # before the run directory exists: an unsupported method must not leave one behind (E100)
             scorer_name = type(make_scorer(lm, method=method, objective=objective,
@@ -280,7 +292,8 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
     try:
         manifest = _open_run(run, settings, info, encoded, skipped, corpus, keep_ratio, baselines, seed,
                              method, max_batch_tokens, keep_annotations, selection or {}, scorer_name)
-        return _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, objective=objective,
+        return _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, resumed=run_existed,
+                           objective=objective,
                            method=method, keep_ratio=keep_ratio, max_batch_tokens=max_batch_tokens,
                            max_memory=max_memory, baselines=baselines, seed=seed, progress=progress,
                            llmlingua=llmlingua, approx=approx,
@@ -293,7 +306,7 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
 
 def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objective, method, keep_ratio,
                 max_batch_tokens, max_memory, baselines, seed, progress, llmlingua=None, approx=None,
-                replicates=None) -> RunDir:
+                replicates=None, resumed=False) -> RunDir:
     if approx is not None and "approx" not in manifest.get("engine", {}):
         # Recorded before any chain is committed: an interrupted approximate run says so too.
         from .approx import approx_record
@@ -320,6 +333,11 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objec
             bar.update(1)
             continue
         todo.append((index, item, wanted, needed))
+    n_done_before = len(encoded) - len(todo)
+    if resumed and progress:  # a resumed run says so, and what it found done
+        action = "continuing" if target_ratio < manifest["keep_ratio"] else "resuming"
+        bar.write(f"{action} {run.path}: {n_done_before} of {_plural(len(encoded), 'chain')} already done"
+                  + (f", {len(todo)} to prune" if todo else ""), file=sys.stderr)
     rep_rows = dict(manifest.get("engine", {}).get("replicate_token_rows", {}))
     rep_reused = dict(manifest.get("engine", {}).get("replicate_reused_steps", {}))
 
@@ -337,7 +355,8 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objec
         if trace is not None:
             chain_seconds[item.chain.id] = round(trace.seconds, 3)
             chain_rows[item.chain.id] = int(trace.token_rows)
-            bar.set_postfix(last=f"{trace.seconds:.1f}s")
+            if pool is not None:  # workers finish in any order: name the chain that just finished, as such
+                bar.set_postfix_str(f"finished {item.chain.id} in {trace.seconds:.1f}s")
         bar.update(1)
 
     # Every scorer that produced a committed chain (the exact ones may differ between invocations), recorded
@@ -372,6 +391,7 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objec
                     scorers[key] = make_scorer(lm, method=plan.method, objective=objective,
                                                max_batch_tokens=plan.max_batch_tokens)
                 scorer = scorers[key]
+                bar.set_postfix_str(f"chain {item.chain.id}")  # the chain being pruned now, not the last one
                 # Recorded before the commit, so the manifest stays true of every committed chain if killed.
                 record_method(type(scorer).__name__)
                 chain_plans[item.chain.id] = plan.to_dict()
@@ -430,7 +450,13 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objec
     finally:
         bar.close()
     timings = dict(manifest.get("timings", {}))
-    timings["prune_seconds_last_invocation"] = round(time.perf_counter() - started, 3)
+    this_invocation = round(time.perf_counter() - started, 3)
+    timings["prune_seconds_last_invocation"] = this_invocation
+    # Every invocation's time adds up (a resumed run's manifest keeps the time of the earlier ones).
+    timings["prune_seconds_total"] = round(float(timings.get("prune_seconds_total", 0.0)) + this_invocation, 3)
+    timings["invocations"] = int(timings.get("invocations", 0)) + 1
+    timings["last_invocation"] = {"resumed": bool(resumed), "chains_already_done": n_done_before,
+                                  "chains_pruned": len(todo)}
     timings["chains"] = chain_seconds
     engine = {"method": scorer_name, "methods": methods, "max_batch_tokens": max_batch_tokens,
               "backend": "local" if pool is None else "ray", **_engine_approx(manifest, approx, chain_rows)}
@@ -555,10 +581,15 @@ def _check_options(objective, keep_ratio, baselines, on_error, max_batch_tokens)
         raise CotSurvivalError("E009", reason="--max-batch-tokens must be positive")
 
 
-def _as_corpus(chains, on_error, keep_annotations, limit, ids=None) -> ChainCorpus:
+def _as_corpus(chains, on_error, keep_annotations, limit, ids=None, fields=None) -> ChainCorpus:
     if isinstance(chains, (str, Path)):
-        return read_chains(chains, on_error="skip" if on_error == "skip" else "fail",
-                           keep_annotations=keep_annotations, limit=limit, ids=ids)
+        corpus = read_chains(chains, on_error="skip" if on_error == "skip" else "fail",
+                             keep_annotations=keep_annotations, limit=limit, ids=ids, fields=fields)
+        if corpus.n_annotations_stripped and str(chains) not in BUILTIN_CORPORA:  # the one annotation rule, said out loud
+            print(f"stripped <<...>> calculator annotations from {corpus.n_annotations_stripped} chain"
+                  f"{'' if corpus.n_annotations_stripped == 1 else 's'} (--keep-annotations keeps them)",
+                  file=sys.stderr)
+        return corpus
     if limit is not None and limit < 1:
         raise CotSurvivalError("E009", reason=f"limit must be at least 1, not {limit}")
     items = list(chains)
@@ -574,7 +605,7 @@ def _as_corpus(chains, on_error, keep_annotations, limit, ids=None) -> ChainCorp
 
 
 def _encode_all(corpus, tokenizer, max_positions, on_error):
-    skipped = [{"source": s.source, "line": s.line, "chain_id": None, "reason": s.reason} for s in corpus.skipped]
+    skipped = [{"source": s.source, "line": s.line, "chain_id": s.chain_id, "reason": s.reason} for s in corpus.skipped]
     encoded = []
     lines = corpus.lines if len(corpus.lines) == len(corpus.chains) else [None] * len(corpus.chains)
     for chain, line in zip(corpus, lines):
@@ -803,3 +834,7 @@ def _commit(run: RunDir, item: EncodedChain, index: int, trace: ChainTrace, name
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

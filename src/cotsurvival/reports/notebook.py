@@ -212,8 +212,12 @@ def _stored_summary(run: RunDir, stats) -> pd.DataFrame | None:
         except CotSurvivalError:
             return None
     summary = stats.tables_.get("summary_category")
-    if summary is None or summary.empty or stats.counts_.get("n_chains") != len(run.part_indices("tokens")):
-        return None  # not analysed by category, or analysed before the run grew
+    from ..provenance import stale_reason
+
+    if summary is None or summary.empty:
+        return None  # not analysed by category
+    if stale_reason(stats.counts_.get("fingerprint"), run, (stats.config or {}).get("labels_source")):
+        return None  # analysed before the run changed (continued, grown, re-tagged): computed afresh instead
     return summary.reset_index(drop=True)
 
 
