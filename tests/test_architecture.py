@@ -82,7 +82,8 @@ def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
 LAYERS = {
     "core": ["cotsurvival._version", "cotsurvival.errors", "cotsurvival.registry", "cotsurvival.rundir",
              "cotsurvival.outputs", "cotsurvival.results", "cotsurvival.labels", "cotsurvival.taxonomy.spec",
-             "cotsurvival.progress", "cotsurvival.threads", "cotsurvival.assets"],
+             "cotsurvival.progress", "cotsurvival.threads", "cotsurvival.assets", "cotsurvival.options",
+             "cotsurvival.provenance", "cotsurvival.precision", "cotsurvival.quiet"],
     "inputs": ["cotsurvival.chains", "cotsurvival.models", "cotsurvival.encoding", "cotsurvival.generation.questions",
                "cotsurvival.generation.prompting", "cotsurvival.generation.verify"],
     "stages": ["cotsurvival.pruning", "cotsurvival.taxonomy", "cotsurvival.generation"],

@@ -123,6 +123,15 @@ class Errors:
     E134 = "{path}: the run has no {ordering!r} ordering. Available: {available}. Prune with --baselines {ordering} first."
     E135 = "{path}: the run reaches keep ratio {reached}; recovery at {asked} needs `cotsurvival prune ... --keep-ratio {asked}` first."
     E136 = "{path}: no recovery results yet. Run `cotsurvival recover {path}` first."
+    # --- rank stability (E140-E149): replicate paths and their agreement
+    E140 = "Invalid replicate option: {reason}"
+    E141 = ("--replicates needs the exact engine: an approximation's path is not the greedy one, so perturbing it "
+            "measures the approximation, not the ranks. Drop --approx, or prune replicates in a run of their own.")
+    # --- one story across commands (E150-E159): stale results, options checked at the edge, skips, fields
+    E150 = "{what} no longer describes {run} ({reason}). Re-run `{command}`."
+    E151 = "Unknown {what} {value!r}{suggestion}; the run has: {available}."
+    E152 = "Invalid {option} {value}: {reason}."
+    E153 = "Invalid --fields {value!r}: {reason}. Example: --fields question=problem,reasoning=rationale,answer=final,id=uid."
 
 
 #: Code -> the built-in exception class it stands for; codes not listed are ValueErrors.
