@@ -12,7 +12,7 @@ import click
 
 from ._version import __version__
 from .errors import CotSurvivalError
-from .pruning.registry import BASELINES, OBJECTIVES, SCORING_METHODS
+from .pruning.registry import BASELINES, LLMLINGUA_FRAMINGS, OBJECTIVES, SCORING_METHODS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -60,6 +60,9 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
 @click.option("--llmlingua-model", default=None,
               help="LLMLingua-2 classifier for the llmlingua2 baseline: hub id or local directory "
                    "(default: microsoft/llmlingua-2-xlm-roberta-large-meetingbank).")
+@click.option("--llmlingua-framing", type=click.Choice(list(LLMLINGUA_FRAMINGS)), default=None,
+              help="How llmlingua2 frames classifier chunks: " + "; ".join(f"{k}: {v}" for k, v in LLMLINGUA_FRAMINGS.items())
+                   + ". Default: the run's, else package.")
 # -- families: memory that fits the chain
 @click.option("--max-memory", default=None, help="Memory a chain may use beyond the weights (e.g. 8GB); default: "
               "what the device has free. Chains that would not fit fall back to prefix reuse, smaller batches, naive.")
@@ -70,7 +73,7 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
                    "topk:F[,window=W][,block=B], topk:k=K. Fidelity: BENCHMARKS.md. Default: exact.")
 def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file, baselines, max_batch_tokens, method, device, dtype,
           on_error, keep_annotations, seed, trust_remote_code, allow_unsafe_weights, backend, ray_address, workers,
-          gpus_per_worker, max_memory, llmlingua_model, approx):
+          gpus_per_worker, max_memory, llmlingua_model, llmlingua_framing, approx):
     """Greedy survival pruning of CHAINS (a file or 'gsm8k') into a run directory."""
     from .chains import parse_chain_selection
     from .pruning import prune as run_prune
@@ -82,7 +85,7 @@ def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file,
                     on_error=on_error, keep_annotations=keep_annotations, seed=seed,
                     trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights,
                     backend=backend, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
-                    max_memory=max_memory, llmlingua_model=llmlingua_model,
+                    max_memory=max_memory, llmlingua_model=llmlingua_model, llmlingua_framing=llmlingua_framing,
                     approx=approx)
     manifest = run.read_manifest()
     click.echo(f"pruned {manifest['n_chains']} chains into {run.path} ({len(manifest['skipped'])} skipped)")

@@ -30,3 +30,9 @@ BASELINES = {
     "attention": "least attention received from the answer tokens first",
     "llmlingua2": "lowest LLMLingua-2 keep probability first (TokenSkip's order; --llmlingua-model)",
 }
+
+#: How ``llmlingua2`` frames each classifier chunk (see :mod:`cotsurvival.pruning.llmlingua`); the first is the default.
+LLMLINGUA_FRAMINGS = {
+    "package": "[CLS]/[SEP], read as <unk> by XLM-RoBERTa: what the llmlingua package (0.2.2) runs",
+    "trained": "<s>/</s>: the framing the classifier was trained with",
+}
