@@ -10,14 +10,15 @@ runs the package itself as the oracle. transformers alone does it: the package w
 ``nltk``/``tiktoken`` and load weights with ``trust_remote_code=True`` by default.
 
 1. **Chunking** (``__chunk_context``): the reasoning is tokenized with the classifier's tokenizer
-   and cut into chunks of at most ``max_seq_len - 2`` tokens (``max_seq_len`` = 512): a chunk ends
-   at the last chunk-end token (``.`` or a newline token) among the ``max_seq_len - 1`` tokens from
-   its start (never at its first token), else after ``max_seq_len - 1`` tokens; the rest of the
-   text is the last chunk once it fits in ``max_seq_len - 2``. Each chunk is decoded to a string
-   and tokenized again (``convert_tokens_to_string`` then ``tokenize``), as the package does; the
-   round trip can change tokens at a chunk's start.
+   (``max_seq_len`` = 512). Once at most ``max_seq_len - 2`` tokens remain, they are the last
+   chunk; before that, a chunk ends at the last chunk-end token (``.`` or a newline token) among
+   its first ``max_seq_len - 1`` tokens (never at its first token), else holds all
+   ``max_seq_len - 1``. Each chunk is decoded to a string and tokenized again
+   (``convert_tokens_to_string`` then ``tokenize``), as the package does; the round trip can
+   change the tokens at a chunk's edges (a word piece gains a ``▁``, a trailing ``▁`` goes).
 2. **Framing** (``TokenClfDataset``): a chunk runs as ``[cls] tokens [sep]``, cut to
-   ``max_seq_len`` tokens (a chunk of ``max_seq_len - 1`` tokens loses ``[sep]``). ``framing``:
+   ``max_seq_len`` tokens (a chunk of ``max_seq_len - 1`` tokens loses ``[sep]``) and padded to
+   ``max_seq_len`` with the framing's pad string, masked. ``framing``:
 
    * ``"package"`` (default): the package builds its dataset without ``model_name``, so it frames
      with BERT's strings ``[CLS]``/``[SEP]``, which an XLM-RoBERTa tokenizer maps to ``<unk>``:
@@ -47,7 +48,9 @@ runs the package itself as the oracle. transformers alone does it: the package w
 
 The package's ``rate`` is not used: keep ratios here count the pruner's tokens (as for every
 ordering), whereas the package's ``rate`` counts OpenAI-tokenizer (tiktoken) tokens.
-Force tokens (``force_tokens``) are not supported; the package's default has none.
+Force tokens (``force_tokens``) are not supported; the package's default has none (it still adds
+their placeholders ``[NEW0]`` ... ``[NEW99]`` to its tokenizer, so a text holding those strings
+literally would be tokenized differently there).
 """
 from __future__ import annotations
 
@@ -405,9 +408,9 @@ def classifier_for_run(run, manifest: dict, names, spec: str | None, *, needed: 
     :data:`DEFAULT_LLMLINGUA_MODEL`), and a different one is refused (``E132``), since committed
     chains would otherwise mix two orderings under one name. Likewise one framing: ``framing``
     defaults to the recorded one (else :data:`DEFAULT_FRAMING`) and another is refused (``E137``),
-    as is resuming a run recorded before the framing was (its chunks ran as ``<s> ... </s>`` without
-    the package's round trip, which this module no longer reproduces). Loaded only when ``needed``
-    (chains to commit).
+    as is adding chains to a run recorded before the framing was (its chunks ran as ``<s> ... </s>``
+    without the package's round trip, which this module no longer reproduces). Loaded only when
+    ``needed`` (chains to commit).
     """
     if "llmlingua2" not in names:
         return None
@@ -418,11 +421,12 @@ def classifier_for_run(run, manifest: dict, names, spec: str | None, *, needed: 
         raise CotSurvivalError("E132", path=run.path, old=recorded, new=spec)
     if framing is not None:
         check_framing(framing)
-    if record and record.get("framing") is None:
-        raise CotSurvivalError("E137", path=run.path, old="unrecorded ('<s> ... </s>', from before the framing was recorded)",
-                               new=framing or DEFAULT_FRAMING, fix="Use a new --out directory")
+    if record and record.get("framing") is None and (needed or framing is not None):
+        raise CotSurvivalError("E137", path=run.path, new=framing or DEFAULT_FRAMING, fix="Use a new --out directory",
+                               old="'<s> ... </s>' (unrecorded: made before the framing was recorded, without the "
+                                   "package's chunk round trip)")
     framing = framing or record.get("framing") or DEFAULT_FRAMING
-    if record and record["framing"] != framing:
+    if record.get("framing", framing) != framing:
         raise CotSurvivalError("E137", path=run.path, old=record["framing"], new=framing,
                                fix=f"Use a new --out directory or --llmlingua-framing {record['framing']}")
     if not needed:
