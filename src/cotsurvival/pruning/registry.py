@@ -28,7 +28,7 @@ BASELINES = {
     "surprisal": "most predictable tokens (highest log p in the unpruned chain) first",
     "loo": "static leave-one-out: ascending step-1 costs",
     "attention": "least attention received from the answer tokens first",
-    "llmlingua2": "lowest LLMLingua-2 keep probability first (TokenSkip's order; --llmlingua-model)",
+    "llmlingua2": "lowest LLMLingua-2 keep probability first (TokenSkip's order; --llmlingua-model, --llmlingua-framing)",
 }
 
 #: How ``llmlingua2`` frames each classifier chunk (see :mod:`cotsurvival.pruning.llmlingua`); the first is the default.
