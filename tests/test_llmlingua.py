@@ -29,28 +29,46 @@ TEXT = "Tom has 12 apples.\nHe eats 3 apples."
 TRAINING = ["Tom has 12 apples. He eats 3 apples.", "So 12 - 3 = 9 apples are left.", "The answer is 9."] * 5
 
 
-def build_classifier_dir(folder, seed: int = 0):
-    """Save a tiny XLM-RoBERTa token classifier (2 labels) and a Unigram/Metaspace tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification, XLMRobertaTokenizerFast
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """An XLM-RoBERTa-style tokenizer (Unigram pieces, Metaspace ``▁``) trained on ``texts``, the same every run.
 
+    The trainer's pieces are the same from run to run, but not their scores (they move by ~1e-3) nor
+    their order (ids), which would change segmentations and the random model's outputs: each piece is
+    scored by its count in the training text as the pre-tokenizer sees it, and numbered by that score,
+    then by its text.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import XLMRobertaTokenizerFast
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     tok = Tokenizer(models.Unigram())
     # XLM-RoBERTa's SentencePiece normalizer turns newlines into spaces; so does this one.
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace("\n", " ")])
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.train_from_iterator(TRAINING, trainers.UnigramTrainer(
-        vocab_size=40, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], unk_token="<unk>",
-        show_progress=False))
-    tokenizer = XLMRobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>",
-                                        cls_token="<s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")
+    tok.train_from_iterator(texts, trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>", show_progress=False))
+    seen = "".join("▁" + t.replace("\n", " ").replace(" ", "▁") for t in texts)
+    scored = sorted((-math.log((seen.count(p) + 1) / len(seen)), p)
+                    for p, _ in json.loads(tok.to_str())["model"]["vocab"] if p not in specials)
+    tok.model = models.Unigram([(p, 0.0) for p in specials] + [(p, -cost) for cost, p in scored],
+                               unk_id=specials.index("<unk>"), byte_fallback=False)
+    return XLMRobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                                   cls_token="<s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")
+
+
+def build_classifier_dir(folder, seed: int = 0):
+    """Save a tiny XLM-RoBERTa token classifier (2 labels, 1 layer, 38-token window) and its tokenizer."""
+    from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification
+
+    tokenizer = train_tokenizer(TRAINING, 40)
     config = XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                               intermediate_size=32, max_position_embeddings=40, num_labels=2,
                               pad_token_id=tokenizer.pad_token_id, bos_token_id=0, eos_token_id=2)
     torch.manual_seed(seed)
     model = XLMRobertaForTokenClassification(config).eval()
-    with torch.no_grad():  # spread the keep probabilities so that no two words tie by accident
-        model.classifier.weight.normal_(0.0, 3.0)
+    with torch.no_grad():  # keep probabilities spread over (0, 1), neither all near 0.5 nor saturated (ties)
+        model.classifier.weight.normal_(0.0, 0.5)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -109,6 +127,8 @@ def test_hand_computed_order_with_a_word_split_into_several_pruner_tokens(clf_di
                      word["He"], word["eats"], word["eats"], word["3"], word["apples2"], word["dot2"]])
     got = clf.keep_probs(TEXT, pruner)
     np.testing.assert_allclose(got, hand, rtol=1e-6)
+    # Distinct words lie far apart (so float32 rounding cannot reorder them); ties are pieces of one word.
+    assert np.diff(np.unique(np.round(hand, 6))).min() > 1e-4
     expected_order = sorted(range(len(pruner)), key=lambda i: (hand[i], i))  # lowest first, ties by position
     assert llmlingua2_order(got).tolist() == expected_order
     # The three pieces of "apples" are deleted consecutively, left to right.
@@ -340,27 +360,10 @@ def build_reference_classifier(folder: Path) -> Path:
 
     The folder name must contain ``xlm-roberta-large``: the package picks its word rule by name.
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification, XLMRobertaTokenizerFast
+    from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification
 
     assert "xlm-roberta-large" in folder.name
-    tok = Tokenizer(models.Unigram())
-    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace("\n", " ")])
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    tok.train_from_iterator(SOLUTIONS, trainers.UnigramTrainer(
-        vocab_size=120, special_tokens=specials, unk_token="<unk>", show_progress=False))
-    # The trainer's pieces are the same from run to run, but not their scores (they move by ~1e-3) nor
-    # their order (ids), which would change the numbers the README quotes: score each piece by its count
-    # in the training text as the pre-tokenizer sees it, and number the pieces by that score, then by text.
-    seen = "".join("▁" + t.replace("\n", " ").replace(" ", "▁") for t in SOLUTIONS)
-    scored = sorted((-math.log((seen.count(p) + 1) / len(seen)), p)
-                    for p, _ in json.loads(tok.to_str())["model"]["vocab"] if p not in specials)
-    tok.model = models.Unigram([(p, 0.0) for p in specials] + [(p, -cost) for cost, p in scored],
-                               unk_id=specials.index("<unk>"), byte_fallback=False)
-    tokenizer = XLMRobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>",
-                                        cls_token="<s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")
+    tokenizer = train_tokenizer(SOLUTIONS, 120)
     config = XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                               intermediate_size=64, max_position_embeddings=514, num_labels=2,
                               pad_token_id=tokenizer.pad_token_id, bos_token_id=0, eos_token_id=2)
