@@ -25,6 +25,8 @@ def cli() -> None:
 
 # ----------------------------------------------------------------------------- pruning (engine)
 _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (default)."
+_FIELDS_HELP = ("Your file's names for the chain fields, e.g. question=problem,reasoning=rationale,answer=final,id=uid "
+                "(fields not named keep their own name).")
 
 
 @cli.command()
@@ -46,8 +48,10 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
               help="auto: float32 on every device (half precision rounds costs and can switch the greedy path).")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default=None,
               help="Bad input lines: fail (default) or skip. Chains the model cannot take: skip (default) or fail.")
-@click.option("--keep-annotations", is_flag=True, help="Keep GSM8K <<...>> calculator annotations.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random baseline.")
+@click.option("--keep-annotations", is_flag=True, help="Keep GSM8K <<...>> calculator annotations (stripped by "
+              "default, by prune and tag alike).")
+@click.option("--fields", "fields", default=None, help=_FIELDS_HELP)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random baseline and of the replicates' noise.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model's repository.")
 @click.option("--allow-unsafe-weights", is_flag=True, help="Allow pickled (.bin) weights, which can run code.")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
@@ -71,9 +75,15 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
               help="Approximate greedy survival for long chains: auto (exact up to 150 tokens, else "
                    "topk:0.1,window=64), lazy[:radius=R,batch=B,refresh=F,same=0|1,age=A], lazy:window=W,refresh=F, "
                    "topk:F[,window=W][,block=B], topk:k=K. Fidelity: BENCHMARKS.md. Default: exact.")
+# -- rank stability: replicate paths
+@click.option("--replicates", type=int, default=1, show_default=True,
+              help="Paths per chain: replicate 0 is the greedy path, the others perturb each step's costs with Gumbel "
+                   "noise (sampling each deletion from softmin(cost/T)); load_run and analyze report how stable ranks are.")
+@click.option("--perturbation-scale", type=float, default=None,
+              help="T in nats for --replicates (default 0.05, about float16's rounding error of a cost; 0 = greedy).")
 def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file, baselines, max_batch_tokens, method, device, dtype,
-          on_error, keep_annotations, seed, trust_remote_code, allow_unsafe_weights, backend, ray_address, workers,
-          gpus_per_worker, max_memory, llmlingua_model, llmlingua_framing, approx):
+          on_error, keep_annotations, fields, seed, trust_remote_code, allow_unsafe_weights, backend, ray_address, workers,
+          gpus_per_worker, max_memory, llmlingua_model, llmlingua_framing, approx, replicates, perturbation_scale):
     """Greedy survival pruning of CHAINS (a file or 'gsm8k') into a run directory."""
     from .chains import parse_chain_selection
     from .pruning import prune as run_prune
@@ -86,9 +96,18 @@ def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file,
                     trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights,
                     backend=backend, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
                     max_memory=max_memory, llmlingua_model=llmlingua_model, llmlingua_framing=llmlingua_framing,
-                    approx=approx)
+                    approx=approx, fields=fields, replicates=replicates,
+                    perturbation_scale=perturbation_scale)
     manifest = run.read_manifest()
-    click.echo(f"pruned {manifest['n_chains']} chains into {run.path} ({len(manifest['skipped'])} skipped)")
+    last = (manifest.get("timings") or {}).get("last_invocation") or {}
+    done = f"; resumed: {last['chains_already_done']} already done" if last.get("resumed") else ""
+    click.echo(f"pruned {_plural(manifest['n_chains'], 'chain')} into {run.path} "
+               f"({len(manifest['skipped'])} skipped{done})")
+    from .pruning.diagnostics import describe
+
+    click.echo(f"stability: {describe(manifest.get('diagnostics'), manifest['n_chains'])}"
+               + (f"; {manifest['replicates']['k']} replicate paths per chain (T = {manifest['replicates']['scale_nats']:g} "
+                  f"nats; see load_run / analyze)" if (manifest.get("replicates") or {}).get("k", 1) > 1 else ""))
 
 
 @cli.command()
@@ -101,7 +120,7 @@ def export(run, keep_ratio, out, overwrite):
     from .stages import export as run_export
 
     result = run_export(run, keep_ratio=keep_ratio, out=out, overwrite=overwrite)
-    click.echo(f"wrote {result.n_chains} pruned chains to {out}")
+    click.echo(f"wrote {_plural(result.n_chains, 'pruned chain')} to {out}")
 
 
 # ----------------------------------------------------------------------------- taxonomy
@@ -135,6 +154,9 @@ def tag_eval(gold, out, taxonomy, top):
 @click.option("--taxonomy", "taxonomy", type=click.Path(dir_okay=False), default=None,
               help="Taxonomy spec JSON (default: the packaged spec).")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Texts per spaCy batch.")
+@click.option("--keep-annotations", is_flag=True, help="With a chains file: keep GSM8K <<...>> calculator annotations "
+              "(stripped by default, as prune does, so offsets index the text prune prunes).")
+@click.option("--fields", "fields", default=None, help="With a chains file: " + _FIELDS_HELP)
 @click.option("--judge", "judge", default=None,
               help="Also label RUN's tokens with an LLM judge: a model spec (local chat model) or, with --judge-url, "
                    "the model name at that endpoint.")
@@ -143,7 +165,8 @@ def tag_eval(gold, out, taxonomy, top):
 @click.option("--device", default="auto", show_default=True, help="Device of a local judge model.")
 @click.option("--overwrite", is_flag=True, help="Re-label chains that already have labels (also from another taxonomy version); "
                                              "with a chains file, replace --out even if it is not an earlier spans file.")
-def tag_command(source, out, taxonomy, batch_size, judge, judge_url, judge_retries, device, overwrite):
+def tag_command(source, out, taxonomy, batch_size, keep_annotations, fields, judge, judge_url, judge_retries, device,
+                overwrite):
     """Label reasoning tokens: SOURCE is a run directory (writes RUN/labels.parquet) or a chains file / 'gsm8k'."""
     from pathlib import Path
 
@@ -155,13 +178,14 @@ def tag_command(source, out, taxonomy, batch_size, judge, judge_url, judge_retri
         inputs = [(p, "an input of this command") for p in (source, taxonomy) if p and Path(p).is_file()]
         check_output(out, inputs=inputs, overwrite=overwrite, ours=is_spans_file, command="tag")
     result = tag(source, out=out, taxonomy=taxonomy, batch_size=batch_size, judge=judge, judge_url=judge_url,
-                 judge_retries=judge_retries, device=device, overwrite=overwrite, progress=True)
+                 judge_retries=judge_retries, device=device, overwrite=overwrite, progress=True,
+                 keep_annotations=keep_annotations, fields=fields)
     if out:
-        click.echo(f"wrote spans of {result.n_chains} chains to {out}")
+        click.echo(f"wrote spans of {_plural(result.n_chains, 'chain')} to {out}")
         return
     taxonomy_name = " ".join(str(result.taxonomy.get(k, "")) for k in ("name", "version"))
-    click.echo(f"labelled {result.n_tokens} tokens of {result.n_chains} chains in {source}/labels.parquet "
-               f"({taxonomy_name}; {result.n_skipped} chains already labelled)")
+    click.echo(f"labelled {_plural(result.n_tokens, 'token')} of {_plural(result.n_chains, 'chain')} in {source}/labels.parquet "
+               f"({taxonomy_name}; {_plural(result.n_skipped, 'chain')} already labelled)")
     if result.judge:
         judged = result.judge
         click.echo(f"{judged['source']}: labelled {judged['n_tokens']} tokens of {judged['n_chains']} chains "
@@ -236,7 +260,12 @@ def analyze(run, out, n_boot, seed, no_mixed, levels, reference, primary, min_ch
 def power(run, delta, primary, target_power, alpha):
     """Chains needed to detect DELTA in the primary contrast, from RUN's between-chain spread."""
     from .analysis import power as chains_needed
+    from .options import check_contrast, check_ratio
+    from .rundir import as_rundir
 
+    check_ratio("--power", target_power, low_open=True, high_open=True)
+    check_ratio("--alpha", alpha, low_open=True, high_open=True)
+    check_contrast("--primary", primary, as_rundir(run).read_manifest())
     result = chains_needed(run, delta, contrast=primary, target_power=target_power, alpha=alpha)
     click.echo(f"{result['contrast']}: between-chain SD {result['sd_between_chains']:.3f} "
                f"({result['n_chains_observed']} chains); to detect a difference of {delta:g} with "
@@ -257,7 +286,7 @@ def attention(run, model, device, dtype, overwrite):
     from .stages import attention as run_attention
 
     result = run_attention(run, model=model, device=device, dtype=dtype, overwrite=overwrite, progress=True)
-    click.echo(f"wrote attention features for {result.n_chains} chains to {run}/attention.parquet")
+    click.echo(f"wrote attention features for {_plural(result.n_chains, 'chain')} to {run}/attention.parquet")
 
 
 # ----------------------------------------------------------------------------- reports
@@ -399,17 +428,23 @@ def compare_command(runs, out, keep_ratios, names, n_boot, seed, overwrite):
     """Compare RUNS side by side (two or more; RUN:random compares a baseline ordering of RUN)."""
     from .comparison import compare
 
+    from .options import check_ratio
+
     try:
         ratios = [float(r) for r in keep_ratios.split(",") if r.strip()]
     except ValueError:
         raise CotSurvivalError("E009", reason=f"--keep-ratios takes numbers separated by commas, got {keep_ratios!r}") from None
+    if not ratios:
+        raise CotSurvivalError("E152", option="--keep-ratios", value=repr(keep_ratios), reason="no ratio given")
+    for ratio in ratios:
+        check_ratio("--keep-ratios", ratio)
     # compare() refuses an OUT that is a compared run, lies inside one, or holds foreign files (E080/E081).
     result = compare(list(runs), out, keep_ratios=ratios, names=list(names) or None, n_boot=n_boot, seed=seed,
                      overwrite=overwrite)
     for pair in result.pairs:
         tau = pair["kendall_tau"]["mean"]
         shown = "undefined" if tau is None or tau != tau else f"{tau:.3f}"   # NaN != NaN
-        click.echo(f"{pair['a']} vs {pair['b']}: {pair['n_chains']} chains, {pair['units']} units, mean Kendall tau {shown}")
+        click.echo(f"{pair['a']} vs {pair['b']}: {_plural(pair['n_chains'], 'chain')}, {_plural(pair['units'], 'unit')}, mean Kendall tau {shown}")
     for note in result.notes:
         click.echo(f"  note: {note}")
     click.echo(f"wrote {out}/comparison.json, citations.md and index.html")
@@ -468,11 +503,19 @@ def recover(run, keep_ratios, orderings, model, device, dtype, max_new_tokens, b
                          max_new_tokens=max_new_tokens, batch_size=batch_size, trust_remote_code=trust_remote_code,
                          allow_unsafe_weights=allow_unsafe_weights)
     paths = result.save(Path(out) if out else Path(run) / "recovery")
-    click.echo(f"recovery of {result.n_chains} chains x {len(result.orderings)} orderings x "
+    click.echo(f"recovery of {_plural(result.n_chains, 'chain')} x {_plural(len(result.orderings), 'ordering')} x "
                f"{len(result.keep_ratios)} keep ratios: {Path(run) / 'recovery.parquet'}")
     for name in ("figure", "summary", "tests", "citations"):
         if name in paths:
             click.echo(f"  {name:<10} {paths[name]}")
+    for reason, flagged in result.exclusions().items():
+        shown = ", ".join(flagged["chain_ids"][:3]) + (", ..." if flagged["n_chains"] > 3 else "")
+        click.echo(f"  excluded {_plural(flagged['n_chains'], 'chain')} from the scores: {reason} ({shown})")
+
+
+def _plural(n: int, noun: str) -> str:
+    """``1 chain``, ``2 chains``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def main(argv: list[str] | None = None) -> int:

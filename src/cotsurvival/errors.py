@@ -93,6 +93,15 @@ class Errors:
     E137 = ("Run directory {path} has llmlingua2 orderings made with the {old} framing; this run asks for the {new} "
             "framing. {fix}.")
     E138 = "Invalid LLMLingua-2 framing {value!r}: choose one of {choices}."
+    # --- rank stability (E140-E149): replicate paths and their agreement
+    E140 = "Invalid replicate option: {reason}"
+    E141 = ("--replicates needs the exact engine: an approximation's path is not the greedy one, so perturbing it "
+            "measures the approximation, not the ranks. Drop --approx, or prune replicates in a run of their own.")
+    # --- one story across commands (E150-E159): stale results, options checked at the edge, skips, fields
+    E150 = "{what} no longer describes {run} ({reason}). Re-run `{command}`."
+    E151 = "Unknown {what} {value!r}{suggestion}; the run has: {available}."
+    E152 = "Invalid {option} {value}: {reason}."
+    E153 = "Invalid --fields {value!r}: {reason}. Example: --fields question=problem,reasoning=rationale,answer=final,id=uid."
     # approximate greedy survival (engineer approx: E110-E119)
     E110 = "Invalid --approx {spec!r}: {reason}. Examples: auto, lazy, lazy:radius=2,batch=2,refresh=0.5, lazy:refresh=0 (exact), topk:0.1, topk:0.1,window=64, topk:k=1 (exact)."
     E111 = "Chain {chain!r} has {n} reasoning tokens: exact greedy pruning above {limit} tokens costs about n^3/6 = {rows} decoder token rows. Use --approx auto (or e.g. --approx topk:0.1,window=64), or raise the limit with {env}=N."

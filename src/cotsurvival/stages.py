@@ -18,6 +18,7 @@ analyze       statistics: RUN/stats/                      AnalysisResult
 report        figures and index.html                      Report
 view          the interactive HTML viewer                 ViewResult
 export        pruned chains as JSONL at a keep ratio      ExportResult
+recover       answer recovery of pruned chains            RecoveryResult
 ============  ==========================================  =====================================
 
 ``import cotsurvival`` exposes each as ``cotsurvival.<stage>`` (imported on first use).

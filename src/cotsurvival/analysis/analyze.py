@@ -24,6 +24,7 @@ from . import dynamics as dyn
 from . import survival as surv
 from . import chainlevel
 from .citations import write_citations
+from .stability import replicate_mean, run_stability
 from .data import as_rundir, baseline_orderings, load_run, orderings_long
 from .inference import holm, mean_ci, paired_sign_flip_test
 
@@ -67,6 +68,7 @@ class AnalysisResult:
     notes_: list[str] = field(default_factory=list)
     citations_: list[str] = field(default_factory=list)
     primary_: dict = field(default_factory=dict)
+    stability_: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """Machine-readable form (the content of ``stats.json``): NaN becomes null."""
@@ -76,7 +78,7 @@ class AnalysisResult:
             "tables": {name: table.to_dict(orient="records") for name, table in self.tables_.items()},
             "table_notes": {name: table.attrs.get("notes", []) for name, table in self.tables_.items()
                             if table.attrs.get("notes")},
-            "notes": self.notes_, "citations": self.citations_,
+            "notes": self.notes_, "citations": self.citations_, "stability": self.stability_,
         })
 
     def _repr_html_(self) -> str:
@@ -108,9 +110,21 @@ class AnalysisResult:
         else:
             main = f"not computed: {primary.get('note', '')}"
         items = "".join(f"<li>{escape(str(c))}</li>" for c in self.citations_) or "<li>none</li>"
-        return (f'<div class="cs-analysis"><table class="cs-analysis-counts">{info}</table>'
+        stale = self.stale()
+        warning = (f'<p class="cs-stale"><b>Stale:</b> the run changed since these statistics were computed '
+                   f"({escape(stale)}); re-run <code>cotsurvival analyze {escape(str(self.run))}</code>.</p>"
+                   if stale else "")
+        return (warning + f'<div class="cs-analysis"><table class="cs-analysis-counts">{info}</table>'
                 f"<p><b>Primary (chain-level) test:</b> {escape(main)}</p>"
                 f"<p><b>Citations</b> ({len(self.citations_)})</p><ul class=\"cs-citations\">{items}</ul></div>")
+
+    def stale(self) -> str | None:
+        """Why the run changed since these statistics were computed (``counts_["fingerprint"]``), or ``None``."""
+        from ..provenance import stale_reason
+
+        if not RunDir(self.run).exists():
+            return None
+        return stale_reason(self.counts_.get("fingerprint"), self.run, (self.config or {}).get("labels_source"))
 
     def to_frame(self) -> pd.DataFrame:
         """The scalar tests, one row each (``test`` and its fields; NaN where a field does not apply)."""
@@ -252,7 +266,19 @@ def analyze(
     AnalysisResult
     """
     run = as_rundir(run)
+    from ..provenance import fingerprint
+
+    state = fingerprint(run)  # taken before reading: what these numbers were computed from
     manifest = run.read_manifest()
+    from ..options import check_contrast, check_positive
+
+    if primary != chainlevel.DEFAULT_PRIMARY:  # the default may be absent from a custom taxonomy: a note then
+        check_contrast("--primary", primary, manifest)  # a typo is an error before any work, not a note after it
+    if reference is not None:
+        check_contrast("--reference", reference, manifest)
+    check_positive("--n-boot", n_boot, allow_zero=True)
+    check_positive("--min-chains", min_chains, allow_zero=True)
+    check_positive("--min-tokens", min_tokens, allow_zero=True)
     table = load_run(run, labels=labels, require_tags=False)
     config = {"labels_source": table.attrs.get("labels_source"),
               "n_boot": n_boot, "seed": seed, "primary": primary, "min_chains": min_chains,
@@ -261,23 +287,15 @@ def analyze(
               "expected_categories": categories or ((manifest.get("taxonomy") or {}).get("categories"))}
     result = AnalysisResult(run=run.path, config=config)
     result.counts_ = _counts(table, manifest)
+    result.counts_["fingerprint"] = state
     _note_degenerate(table, result)
-    tagged = table["category"].notna().any()
-    if not tagged:
-        result.notes_.append(f"Tokens are not tagged, so no category statistics: run `cotsurvival tag {run.path}`.")
-    # One-token chains carry no ranking (their token is always deleted at normalized time 1).
-    ranked = table[table["n_tokens"] > 1]
-    if tagged and ranked.empty:
-        result.notes_.append("No chain has 2 or more reasoning tokens: no survival comparison is possible.")
-    if tagged and not ranked.empty:
-        _primary(result, ranked.dropna(subset=["category"]), primary, min_chains, min_tokens, seed)
-    for level in levels if tagged and not ranked.empty else ():
-        _by_group(result, ranked.dropna(subset=[level]), level, n_boot, seed,
-                  reference if level == "category" else None)
-    if tagged and not ranked.empty:
-        _orderings(result, ranked, primary)
-    _dynamics(result, run, table)
-    _attention(result, table, probe_alpha, n_folds, seed)
+    from ..quiet import captured_stderr, summarise
+
+    with captured_stderr() as noise:  # LAPACK and friends write to fd 2 directly: summarised in a note instead
+        _sections(result, run, table, levels, n_boot, seed, reference, primary, min_chains, min_tokens,
+                  probe_alpha, n_folds)
+    if summarise(noise):
+        result.notes_.append(summarise(noise))
     result.notes_ = list(dict.fromkeys(result.notes_))
     from .citations import citations
 
@@ -285,6 +303,28 @@ def analyze(
     if save:
         result.save(out)
     return result
+
+
+def _sections(result, run, table, levels, n_boot, seed, reference, primary, min_chains, min_tokens,
+              probe_alpha, n_folds) -> None:
+    """Every section of the analysis, each leaving a note instead of failing the whole."""
+    tagged = table["category"].notna().any()
+    if not tagged:
+        result.notes_.append(f"Tokens are not tagged, so no category statistics: run `cotsurvival tag {run.path}`.")
+    # One-token chains carry no ranking (their token is always deleted at normalized time 1).
+    ranked = table[table["n_tokens"] > 1]
+    if tagged and ranked.empty:
+        result.notes_.append("No chain has 2 or more reasoning tokens: no survival comparison is possible.")
+    if tagged and not ranked.empty:  # on replicate-averaged survival when the run has replicates
+        _primary(result, replicate_mean(ranked.dropna(subset=["category"])), primary, min_chains, min_tokens, seed)
+    result.stability_ = run_stability(run, table, result, n_boot, seed, min_chains=min_chains, min_tokens=min_tokens)
+    for level in levels if tagged and not ranked.empty else ():
+        _by_group(result, ranked.dropna(subset=[level]), level, n_boot, seed,
+                  reference if level == "category" else None)
+    if tagged and not ranked.empty:
+        _orderings(result, ranked, primary)
+    _dynamics(result, run, table)
+    _attention(result, table, probe_alpha, n_folds, seed)
 
 
 # --------------------------------------------------------------------------- sections

@@ -87,9 +87,12 @@ def compute_attention_features(
         features.insert(0, "chain_index", index)
         run.write_part("attention", index, features)
         written += 1
+    from ..provenance import fingerprint
+
     manifest = run.read_manifest()
+    # What the features were computed from (they depend on the chains' tokens only, not on pruning steps).
     manifest["attention"] = {"model": spec, "n_layers": int(model.config.num_hidden_layers),
-                             "seconds": round(time.perf_counter() - started, 3)}
+                             "seconds": round(time.perf_counter() - started, 3), "fingerprint": fingerprint(run)}
     run.write_manifest(manifest)
     return written
 

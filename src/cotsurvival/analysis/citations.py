@@ -308,12 +308,12 @@ def _dynamics_sentences(result, withheld: list[str]) -> list[str]:
             if int(row.n_chains) < min_chains:
                 withheld.append(f"objective change at half pruned ({int(row.n_chains)} chains)")
             elif row.lower > 0 or row.upper < 0:
-                out.append(f"Pruning half the reasoning tokens changed the objective by a mean of {_f(row.mean_drop)} "
+                out.append(f"Pruning half the reasoning tokens changed the objective by a mean of {_f(row.mean_change)} "
                            f"nats [95% CI {_f(row.lower)}, {_f(row.upper)}, t over chains] across "
                            f"{int(row.n_chains):,} chains.")
             else:
                 out.append(f"Pruning half the reasoning tokens did not change the objective significantly (mean "
-                           f"{_f(row.mean_drop)} nats [95% CI {_f(row.lower)}, {_f(row.upper)}] across "
+                           f"{_f(row.mean_change)} nats [95% CI {_f(row.lower)}, {_f(row.upper)}] across "
                            f"{int(row.n_chains):,} chains; the interval includes 0).")
     return out
 

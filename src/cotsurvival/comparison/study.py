@@ -120,6 +120,8 @@ def load_study(path: str | os.PathLike) -> Study:
         raise bad(f"unknown table(s) {sorted(unknown)}")
     chains = dict(data.get("chains") or {})
     chains.setdefault("source", "gsm8k")
+    # Paths in a study file are relative to the file, not to where the command runs (docs/comparison.md).
+    chains["source"] = _beside(path, chains["source"])
     if len([k for k in ("shortest", "limit", "ids") if k in chains]) > 1:
         raise bad("[chains] takes one of shortest, limit, ids")
     extra = set(chains) - {"source", "shortest", "limit", "ids", "keep_annotations"}
@@ -161,8 +163,21 @@ def load_study(path: str | os.PathLike) -> Study:
         name = entry.get("name") or "_vs_".join(str(r).replace(":", "-") for r in runs)
         comparisons.append({"name": name, "runs": [str(r) for r in runs],
                             "keep_ratios": [float(r) for r in entry.get("keep_ratios", [0.5, 0.25])]})
-    return Study(path=path, chains=chains, tagger=dict(data.get("tagger") or {}), settings=settings,
+    tagger = dict(data.get("tagger") or {})
+    if tagger.get("taxonomy"):
+        tagger["taxonomy"] = _beside(path, tagger["taxonomy"])
+    return Study(path=path, chains=chains, tagger=tagger, settings=settings,
                  comparisons=comparisons, analysis=dict(data.get("analysis") or {}), report=dict(data.get("report") or {}))
+
+
+def _beside(study: Path, value) -> str:
+    """A relative path in a study file, resolved from the file's folder; built-in names stay as they are."""
+    from ..chains import BUILTIN_CORPORA
+
+    text = str(value)
+    if text in BUILTIN_CORPORA or Path(text).expanduser().is_absolute():
+        return str(Path(text).expanduser()) if text not in BUILTIN_CORPORA else text
+    return str((study.parent / text).resolve())
 
 
 def select_chains(spec: dict) -> list:

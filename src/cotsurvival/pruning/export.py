@@ -30,8 +30,10 @@ def export_pruned(run: str | Path | RunDir, keep_ratio: float, out: str | Path, 
 
     Returns the number of chains written.
     """
+    from ..options import check_ratio
     from ..outputs import check_output, is_export_file, run_inputs
 
+    keep_ratio = check_ratio("--keep-ratio", keep_ratio)  # 1.5 is an error, never a file saying keep_ratio 1.5
     run = as_rundir(run)
     manifest = run.require().read_manifest()
     check_output(out, inputs=run_inputs(run.path), overwrite=overwrite, ours=is_export_file, command="export")

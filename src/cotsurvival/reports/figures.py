@@ -305,7 +305,7 @@ def fig_objective(data: ReportData, width: str):
     per_chain["step_cost"] = -per_chain.groupby("chain_index")["objective"].diff()
     fig, axes = _panels(width, 2, height_two=2.4, height_one=2.0)
     n_chains = per_chain["chain_index"].nunique()
-    for ax, column in zip(axes, ("drop", "step_cost")):
+    for ax, column in zip(axes, ("change", "step_cost")):
         for _, chain in per_chain.dropna(subset=[column]).groupby("chain_index", sort=False):
             # A chain with one point (a single step) is a dot, not an invisible line.
             ax.plot(chain["fraction_pruned"], chain[column], color="0.55", alpha=0.45, linewidth=0.5,
@@ -314,13 +314,13 @@ def fig_objective(data: ReportData, width: str):
         ax.set(xlim=(0, 1), xlabel="fraction of reasoning tokens pruned")
     ax = axes[0]
     try:
-        pooled = data.stored_table("degradation", "the pooled curve").dropna(subset=["mean_drop"])
+        pooled = data.stored_table("degradation", "the pooled curve").dropna(subset=["mean_change"])
     except SkipFigure:
         pooled = None
     if pooled is not None and len(pooled):
         ax.fill_between(pooled["fraction_pruned"], pooled["lower"], pooled["upper"], color="black", alpha=0.2,
-                        linewidth=0, label="mean over chains, 95% t CI")
-        ax.plot(pooled["fraction_pruned"], pooled["mean_drop"], color="black", linewidth=1.4,
+                        linewidth=0, label="mean over chains (interpolated), 95% t CI")
+        ax.plot(pooled["fraction_pruned"], pooled["mean_change"], color="black", linewidth=1.4,
                 marker="o" if len(pooled) < 3 else None, markersize=2.5)
     ax.set(ylabel="objective change from step 0 (nats)")
     _panel_letter(ax, "a  cumulative")

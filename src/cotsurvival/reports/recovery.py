@@ -126,7 +126,8 @@ def write_recovery_tables(result, folder: Path, figure: bool = True) -> dict[str
     write_text(paths["citations"], "# Answer recovery\n\n" + "\n\n".join(f"- {s}" for s in result.citations()) + "\n")
     write_text(folder / "recovery_meta.json", json.dumps({"run": result.run, "n_chains": result.n_chains,
                                                           "orderings": result.orderings,
-                                                          "keep_ratios": result.keep_ratios}, indent=2))
+                                                          "keep_ratios": result.keep_ratios,
+                                                          "excluded": result.exclusions()}, indent=2))
     if figure:
         png, _ = save_recovery_figure(result, folder / "fig_recovery")
         paths["figure"] = png

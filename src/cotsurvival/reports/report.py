@@ -159,6 +159,13 @@ def _draw_recovery(run: RunDir, out: Path, widths, report: Report) -> None:
     result = _recovery_result(run)
     if result is None:
         return
+    from ..provenance import stale_reason
+
+    stale = stale_reason((run.read_manifest().get("recovery") or {}).get("fingerprint"), run, labels_source="")
+    if stale:  # recovery rows of an earlier state of the run: left out, naming the command that updates them
+        report.skipped[RECOVERY_STEM] = (f"the recovery results no longer describe the run ({stale}); re-run "
+                                         f"`cotsurvival recover {run.path}`.")
+        return
     from .recovery import save_recovery_figure
 
     report.figures[RECOVERY_STEM] = [p for width in widths
@@ -214,12 +221,27 @@ def _stats(run: RunDir, run_analysis: bool, labels: str = "rule"):
     from ..analysis import AnalysisResult
 
     if (run.stats_dir / "stats.json").is_file():
+        from ..provenance import require_fresh, stale_reason
+
         result = AnalysisResult.load(run)
-        stored, now = result.counts_.get("n_chains"), len(run.part_indices("tokens"))
-        if stored is not None and stored != now:
-            return result, (f"stats/stats.json describes {stored} chains but the run now has {now}: re-run "
-                            f"`cotsurvival analyze {run.path}` to update the statistics shown.")
-        return result, _labels_note(run, result, labels)
+        source = (result.config or {}).get("labels_source")
+        stale = stale_reason(result.counts_.get("fingerprint"), run, source)
+        if stale is None:
+            return result, _labels_note(run, result, labels)
+        if not run_analysis:  # never a stale number silently: refuse, naming the command that updates it
+            require_fresh(result.counts_.get("fingerprint"), run, what="stats/stats.json",
+                          command=f"cotsurvival analyze {run.path}", labels_source=source)
+        from ..analysis import analyze
+
+        # The run changed since: analyse it again with the stored settings, so the page matches the run.
+        config = result.config or {}
+        kept = {k: config[k] for k in ("n_boot", "seed", "reference", "primary", "min_chains", "min_tokens",
+                                       "probe_alpha", "n_folds") if config.get(k) is not None}
+        if config.get("levels"):
+            kept["levels"] = tuple(config["levels"])
+        analyze(run, labels=source or labels, **kept)
+        return AnalysisResult.load(run), (f"stats/stats.json was recomputed: the run changed since it was "
+                                          f"analysed ({stale}).")
     if not run_analysis:
         return None, f"No statistics yet: run `cotsurvival analyze {run.path}`."
     from ..analysis import analyze

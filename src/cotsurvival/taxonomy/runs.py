@@ -64,6 +64,8 @@ def tag(
     device: str = "auto",
     overwrite: bool = False,
     progress: bool = True,
+    keep_annotations: bool = False,
+    fields: str | dict | None = None,
 ) -> TagResult:
     """The ``tag`` stage (what ``cotsurvival tag`` runs).
 
@@ -82,11 +84,18 @@ def tag(
         Re-label chains that already have labels, also from another taxonomy version.
     progress : bool
         Show progress bars.
+    keep_annotations, fields
+        With a chains file, read as ``prune`` reads it (:func:`cotsurvival.read_chains`): GSM8K
+        ``<<...>>`` annotations stripped unless ``keep_annotations``, so the spans' offsets index the
+        same text ``prune`` prunes; ``fields`` maps the file's field names.
     """
     spec = taxonomy if isinstance(taxonomy, TaxonomySpec) else load_spec(taxonomy)
     if isinstance(source, RunDir) or Path(source).is_dir():
         if out is not None:
             raise CotSurvivalError("E009", reason="--out is for chains files; a run's labels go to RUN/labels.parquet")
+        if keep_annotations or fields:
+            raise CotSurvivalError("E009", reason="--keep-annotations and --fields are for chains files; a run's "
+                                                  "chains were read when it was pruned")
         result = tag_run(source, spec=spec, batch_size=batch_size, progress=progress, overwrite=overwrite)
         if judge:
             from .judge import judge_run
@@ -103,7 +112,8 @@ def tag(
 
     started = time.perf_counter()
     with progress_bar(progress, None, "tag") as bar:
-        count = write_spans(source, out, spec=spec, batch_size=batch_size, progress=bar.update)
+        count = write_spans(source, out, spec=spec, batch_size=batch_size, progress=bar.update,
+                            keep_annotations=keep_annotations, fields=fields)
     return TagResult(target=str(out), source=RULE, n_chains=count, n_tokens=0, seconds=time.perf_counter() - started,
                      taxonomy=spec.manifest_entry())
 

@@ -276,13 +276,17 @@ def write_spans(
     spec: TaxonomySpec | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress=None,
+    *,
+    keep_annotations: bool = False,
+    fields: str | dict | None = None,
 ) -> int:
     """Tag the chains of a file (or ``"gsm8k"``) and write ``{"id", "spans", "reasoning"}`` JSONL lines to ``out``.
 
-    Span offsets index the chain's ``reasoning`` exactly as the caller gave it: nothing is
-    stripped (GSM8K ``<<...>>`` calculator annotations are labelled in place, SYMBOLIC_MATH).
-    Each line repeats the ``reasoning`` its offsets index (for GSM8K-style records without a
-    ``reasoning`` field, the part of ``answer`` before its ``#### n`` line, stripped).
+    The file is read exactly as ``prune`` reads it (:func:`cotsurvival.read_chains`, the one rule for
+    annotations): GSM8K ``<<...>>`` calculator annotations are stripped unless ``keep_annotations``
+    (then they are labelled in place, SYMBOLIC_MATH), so span offsets index the same text a run of
+    the same file prunes. Each line repeats the ``reasoning`` its offsets index (for GSM8K-style
+    records without a ``reasoning`` field, the part of ``answer`` before its ``#### n`` line).
 
     Parameters
     ----------
@@ -304,9 +308,13 @@ def write_spans(
     from ..chains import read_chains
     from ..rundir import atomic_write_bytes
 
-    # keep_annotations: the offsets must index the caller's `reasoning` exactly as given, so nothing
-    # (GSM8K <<...>> calculator annotations included) is stripped; the tagger labels it in place.
-    corpus = read_chains(source, keep_annotations=True)
+    corpus = read_chains(source, keep_annotations=keep_annotations, fields=fields)
+    if corpus.n_annotations_stripped:  # the one annotation rule, said out loud (as prune says it)
+        import sys
+
+        print(f"stripped <<...>> calculator annotations from {corpus.n_annotations_stripped} chain"
+              f"{'' if corpus.n_annotations_stripped == 1 else 's'} (--keep-annotations keeps them); the spans "
+              "index the stripped text each line repeats", file=sys.stderr)
     from .language import warn_if_not_english  # the rules are English: say so when a text is not
 
     warn_if_not_english([c.id for c in corpus], [c.reasoning for c in corpus])
