@@ -17,7 +17,7 @@ import click
 from ._version import __version__
 from .errors import CotSurvivalError
 from .chains import ON_ERROR
-from .pruning.registry import BACKENDS, BASELINES, OBJECTIVES, SCORING_METHODS
+from .pruning.registry import BACKENDS, BASELINES, LLMLINGUA_FRAMINGS, OBJECTIVES, SCORING_METHODS
 from .reports.style import FIGURE_WIDTHS
 from .taxonomy.spec import LEVELS
 
@@ -71,6 +71,9 @@ _FIELDS_HELP = ("Your file's names for the chain fields, e.g. question=problem,r
 @click.option("--llmlingua-model", default=None,
               help="LLMLingua-2 classifier for the llmlingua2 baseline: hub id or local directory "
                    "(default: microsoft/llmlingua-2-xlm-roberta-large-meetingbank).")
+@click.option("--llmlingua-framing", type=click.Choice(list(LLMLINGUA_FRAMINGS)), default=None,
+              help="How llmlingua2 frames classifier chunks: " + "; ".join(f"{k}: {v}" for k, v in LLMLINGUA_FRAMINGS.items())
+                   + ". Default: the run's, else package.")
 # -- families: memory that fits the chain
 @click.option("--max-memory", default=None, help="Memory a chain may use beyond the weights (e.g. 8GB); default: "
               "what the device has free. Chains that would not fit fall back to prefix reuse, smaller batches, naive.")
@@ -87,7 +90,7 @@ _FIELDS_HELP = ("Your file's names for the chain fields, e.g. question=problem,r
               help="T in nats for --replicates (default 0.05, about float16's rounding error of a cost; 0 = greedy).")
 def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file, baselines, max_batch_tokens, method, device, dtype,
           on_error, keep_annotations, fields, seed, trust_remote_code, allow_unsafe_weights, backend, ray_address, workers,
-          gpus_per_worker, max_memory, llmlingua_model, approx, replicates, perturbation_scale):
+          gpus_per_worker, max_memory, llmlingua_model, llmlingua_framing, approx, replicates, perturbation_scale):
     """Greedy survival pruning of CHAINS (a file or 'gsm8k') into a run directory."""
     from .chains import parse_chain_selection
     from .pruning import prune as run_prune
@@ -99,7 +102,7 @@ def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file,
                     on_error=on_error, keep_annotations=keep_annotations, seed=seed,
                     trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights,
                     backend=backend, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
-                    max_memory=max_memory, llmlingua_model=llmlingua_model,
+                    max_memory=max_memory, llmlingua_model=llmlingua_model, llmlingua_framing=llmlingua_framing,
                     approx=approx, fields=fields, replicates=replicates,
                     perturbation_scale=perturbation_scale)
     manifest = run.read_manifest()

@@ -123,6 +123,9 @@ class Errors:
     E134 = "{path}: the run has no {ordering!r} ordering. Available: {available}. Prune with --baselines {ordering} first."
     E135 = "{path}: the run reaches keep ratio {reached}; recovery at {asked} needs `cotsurvival prune ... --keep-ratio {asked}` first."
     E136 = "{path}: no recovery results yet. Run `cotsurvival recover {path}` first."
+    E137 = ("Run directory {path} has llmlingua2 orderings made with the {old} framing; this run asks for the {new} "
+            "framing. {fix}.")
+    E138 = "Invalid LLMLingua-2 framing {value!r}: choose one of {choices}."
     # --- rank stability (E140-E149): replicate paths and their agreement
     E140 = "Invalid replicate option: {reason}"
     E141 = ("--replicates needs the exact engine: an approximation's path is not the greedy one, so perturbing it "

@@ -32,11 +32,17 @@ BASELINES = Registry("baseline", {
     "surprisal": "most predictable tokens (highest log p in the unpruned chain) first",
     "loo": "static leave-one-out: ascending step-1 costs",
     "attention": "least attention received from the answer tokens first",
-    "llmlingua2": "lowest LLMLingua-2 keep probability first (TokenSkip's order; --llmlingua-model)",
+    "llmlingua2": "lowest LLMLingua-2 keep probability first (TokenSkip's order; --llmlingua-model, --llmlingua-framing)",
 })
 
 #: Where pruning runs; implementations: ``start(**options) -> (pool, model, tokenizer, info)``.
 BACKENDS = Registry("--backend", {
     "local": "this process, on --device",
     "ray": "Ray workers, one chain each (pip install cotsurvival[cluster])",
+})
+
+#: How ``llmlingua2`` frames each classifier chunk (see :mod:`cotsurvival.pruning.llmlingua`); the first is the default.
+LLMLINGUA_FRAMINGS = Registry("--llmlingua-framing", {
+    "package": "[CLS]/[SEP], read as <unk> by XLM-RoBERTa: what the llmlingua package (0.2.2) runs",
+    "trained": "<s>/</s>: the framing the classifier was trained with",
 })

@@ -136,6 +136,7 @@ def prune(
     gpus_per_worker: float | None = None,
     max_memory: str | int | None = None,
     llmlingua_model: str | None = None,
+    llmlingua_framing: str | None = None,
     approx: str | None = None,
     replicates: int = 1,
     perturbation_scale: float | None = None,
@@ -188,6 +189,11 @@ def prune(
     llmlingua_model : str, optional
         LLMLingua-2 classifier for the ``llmlingua2`` baseline (hub id or directory; default
         ``microsoft/llmlingua-2-xlm-roberta-large-meetingbank``, or the one the run already used).
+    llmlingua_framing : {"package", "trained"}, optional
+        How ``llmlingua2`` frames each classifier chunk: ``"package"`` (``[CLS]``/``[SEP]``, which an
+        XLM-RoBERTa tokenizer reads as ``<unk>``: what the ``llmlingua`` package runs) or
+        ``"trained"`` (``<s>``/``</s>``, as the classifier was trained). Default: the run's, else
+        ``"package"`` (see :mod:`cotsurvival.pruning.llmlingua`).
     approx : str, optional
         Approximate greedy survival for long chains (see :mod:`cotsurvival.pruning.approx`):
         ``"auto"``, ``"topk:0.1,window=64"``, ...; recorded in the manifest as ``engine.approx``.
@@ -236,7 +242,8 @@ def prune(
                               max_batch_tokens=max_batch_tokens, method=method, baselines=baselines,
                               on_error=on_error, keep_annotations=keep_annotations, seed=seed, progress=progress,
                               selection=selection, max_memory=max_memory_bytes,
-                              llmlingua=dict(spec=llmlingua_model, device=device, allow_unsafe_weights=allow_unsafe_weights),
+                              llmlingua=dict(spec=llmlingua_model, device=device, allow_unsafe_weights=allow_unsafe_weights,
+                                             framing=llmlingua_framing),
                               approx=approx_spec, replicates=replicates, perturbation_scale=perturbation_scale)
     finally:
         if pool is not None:
@@ -366,7 +373,8 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objec
     try:  # the bar is closed (ending its line) before any error message is printed
         classifier = classifier_for_run(run, manifest, names, llmlingua.get("spec"), needed=bool(todo),
                                         device=llmlingua.get("device", "auto"),
-                                        allow_unsafe_weights=llmlingua.get("allow_unsafe_weights", False))
+                                        allow_unsafe_weights=llmlingua.get("allow_unsafe_weights", False),
+                                        framing=llmlingua.get("framing"))
         if pool is None:
             cap_torch_threads()
             budget = memory_budget(next(lm.parameters()).device, max_memory)
