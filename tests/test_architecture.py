@@ -183,6 +183,9 @@ def test_cli_choices_come_from_the_registries():
     assert choices("prune", "objective") == list(OBJECTIVES)
     assert choices("prune", "method") == list(SCORING_METHODS) == ["auto", *SCORERS]
     assert choices("prune", "on_error") == list(ON_ERROR)
+    from cotsurvival.pruning.registry import LLMLINGUA_FRAMINGS
+
+    assert choices("prune", "llmlingua_framing") == list(LLMLINGUA_FRAMINGS)
     assert choices("prune", "backend") == choices("study", "backend") == list(BACKENDS)
     assert choices("analyze", "levels") == choices("tag-agree", "level") == list(LEVELS)
     assert choices("report", "width") == [*FIGURE_WIDTHS, "both"] and list(WIDTHS) == list(FIGURE_WIDTHS)
