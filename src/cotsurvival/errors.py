@@ -90,6 +90,10 @@ class Errors:
     E134 = "{path}: the run has no {ordering!r} ordering. Available: {available}. Prune with --baselines {ordering} first."
     E135 = "{path}: the run reaches keep ratio {reached}; recovery at {asked} needs `cotsurvival prune ... --keep-ratio {asked}` first."
     E136 = "{path}: no recovery results yet. Run `cotsurvival recover {path}` first."
+    # on-policy resampling (E160-E169)
+    E160 = "Invalid resample option: {reason}"
+    E161 = "{path}: no resampling results yet. Run `cotsurvival resample {path}` first."
+    E162 = "Resampling chain {chain!r} failed on a Ray worker: {reason}"
     # approximate greedy survival (engineer approx: E110-E119)
     E110 = "Invalid --approx {spec!r}: {reason}. Examples: auto, lazy, lazy:radius=2,batch=2,refresh=0.5, lazy:refresh=0 (exact), topk:0.1, topk:0.1,window=64, topk:k=1 (exact)."
     E111 = "Chain {chain!r} has {n} reasoning tokens: exact greedy pruning above {limit} tokens costs about n^3/6 = {rows} decoder token rows. Use --approx auto (or e.g. --approx topk:0.1,window=64), or raise the limit with {env}=N."

@@ -11,6 +11,8 @@ Layout (every stage reads and writes only these; see README "The run directory")
       traces.parquet/        cost of deleting each remaining token at every step
       baselines.parquet/     ranks under the baseline orderings (`ordering` column)
       attention.parquet/     attention features per reasoning token (`cotsurvival attention`)
+      resample.parquet/      on-policy rollouts per reasoning unit (`cotsurvival resample`)
+      regeneration.parquet/  continuations of pruned chains (`cotsurvival resample`)
       stats/                 written by `cotsurvival analyze`
       checkpoints/           partial state of chains being pruned (removed when a chain commits)
 
@@ -36,7 +38,7 @@ import pyarrow.parquet as pq
 
 from .errors import CotSurvivalError
 
-PER_CHAIN_TABLES = ("tokens", "steps", "traces", "baselines", "attention", "labels")
+PER_CHAIN_TABLES = ("tokens", "steps", "traces", "baselines", "attention", "labels", "resample", "regeneration")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -255,6 +257,8 @@ _WRITER = {
     "baselines": "cotsurvival prune --baselines random,surprisal,loo,attention",
     "attention": "cotsurvival attention RUN",
     "labels": "cotsurvival tag RUN",
+    "resample": "cotsurvival resample RUN",
+    "regeneration": "cotsurvival resample RUN",
 }
 
 
