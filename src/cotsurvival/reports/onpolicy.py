@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis.citations import ALPHA, fmt_number as _f, fmt_p
+from ..analysis.onpolicy import MIN_UNITS
 from .style import OKABE_ITO, WIDTHS, category_colours, figure_style, palette_for, save_figure
 
 MEASURE_WORDS = {"d_logprob": "Δ log P(answer) (kept − resampled)",
@@ -90,7 +91,8 @@ def onpolicy_sentences(result) -> list[str]:
             relation = f"only the {'greedy' if signs[0] else 'on-policy'} measure separates these units from the rest"
         else:
             relation = "neither measure separates these units from the rest"
-        out.append(f"Units dominated by {category.replace('_', ' ')} ({int(onpolicy['n_chains'])} chains, "
+        out.append(f"Greedy vs on-policy importance of units dominated by {category.replace('_', ' ')} "
+                   f"({int(onpolicy['n_chains'])} chains, "
                    f"{int(onpolicy['n_units'])} units): {relation}; greedy mean survival "
                    f"{float(greedy['estimate']):+.3f} [95% CI {float(greedy['ci_low']):+.3f}, {float(greedy['ci_high']):+.3f}] "
                    f"({fmt_p(greedy['p_holm'])}, Holm) and Δ log P(answer) {float(onpolicy['estimate']):+.3f} nats "
@@ -148,6 +150,9 @@ def onpolicy_figure(result, width: str = "two"):
                 low, high = a["ci_low"], a["ci_high"]
                 yerr = None if _nan(low) else [[a["mean_rho"] - low], [high - a["mean_rho"]]]
                 ax.errorbar([k + 0.3], [a["mean_rho"]], yerr=yerr, fmt="D", markersize=4, color=OKABE_ITO["black"])
+        if result.agreement()["n_chains"] == 0:
+            ax.text(0.5, 0.75, f"no chain with {MIN_UNITS}+ units\nand varying values", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=6)
         ax.axhline(0, color="0.6", linewidth=0.6)
         ax.set(xticks=[0, 1], xticklabels=["Δ log P", "Δ correct"], ylim=(-1.05, 1.05), xlim=(-0.5, 1.6),
                ylabel="Spearman rho per chain")
