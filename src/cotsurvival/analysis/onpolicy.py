@@ -178,7 +178,8 @@ class OnPolicyResult:
             flip = sign_flip_test(rho, seed=int(self.config["seed"]))
             valid = rho[~np.isnan(rho)]
             t = stats.ttest_1samp(valid, 0.0) if len(valid) >= 2 else None
-            self._cache[key] = {"measure": measure, "per_chain": per_chain, "n_chains": flip["n_chains"],
+            self._cache[key] = {"measure": measure, "per_chain": per_chain, "min_units": MIN_UNITS,
+                                "n_chains": flip["n_chains"],
                                 "n_chains_excluded": int(np.isnan(rho).sum()), "mean_rho": flip["estimate"],
                                 "ci_low": flip["ci_low"], "ci_high": flip["ci_high"], "p_sign_flip": flip["p_value"],
                                 "exact": flip["exact"],

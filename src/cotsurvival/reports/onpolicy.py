@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis.citations import ALPHA, fmt_number as _f, fmt_p
-from ..analysis.onpolicy import MIN_UNITS
 from .style import OKABE_ITO, WIDTHS, category_colours, figure_style, palette_for, save_figure
 
 MEASURE_WORDS = {"d_logprob": "Δ log P(answer) (kept − resampled)",
@@ -60,7 +59,7 @@ def onpolicy_sentences(result) -> list[str]:
         a = result.agreement(measure)
         what = f"the agreement of unit mean survival with {MEASURE_WORDS[measure]}"
         if a["n_chains"] < min_chains:
-            withheld.append(f"{what} ({a['n_chains']} chains with 3+ units and varying values)")
+            withheld.append(f"{what} ({a['n_chains']} chains with {a['min_units']}+ units and varying values)")
             continue
         numbers = (f"mean per-chain Spearman rho = {_f(a['mean_rho'])} [95% CI {_f(a['ci_low'])}, {_f(a['ci_high'])}] "
                    f"over {a['n_chains']} chains (sign-flip {fmt_p(a['p_sign_flip'])}; t test {fmt_p(a['p_t'])})")
@@ -151,7 +150,7 @@ def onpolicy_figure(result, width: str = "two"):
                 yerr = None if _nan(low) else [[a["mean_rho"] - low], [high - a["mean_rho"]]]
                 ax.errorbar([k + 0.3], [a["mean_rho"]], yerr=yerr, fmt="D", markersize=4, color=OKABE_ITO["black"])
         if result.agreement()["n_chains"] == 0:
-            ax.text(0.5, 0.75, f"no chain with {MIN_UNITS}+ units\nand varying values", ha="center", va="center",
+            ax.text(0.5, 0.75, f"no chain with {result.agreement()['min_units']}+ units\nand varying values", ha="center", va="center",
                     transform=ax.transAxes, fontsize=6)
         ax.axhline(0, color="0.6", linewidth=0.6)
         ax.set(xticks=[0, 1], xticklabels=["Δ log P", "Δ correct"], ylim=(-1.05, 1.05), xlim=(-0.5, 1.6),
