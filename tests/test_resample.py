@@ -306,7 +306,7 @@ def test_category_contrasts_equal_a_naive_loop():
 def test_agreement_test_holds_its_level_under_the_null(position_effect):
     """No link between survival and importance (optionally both crowded by position): about 5% rejections."""
     rejections, p_t = 0, 0
-    runs = 300
+    runs = 150
     for s in range(runs):
         rng = np.random.default_rng(1000 + s)
         rows = []
