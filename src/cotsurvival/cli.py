@@ -47,7 +47,7 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default=None,
               help="Bad input lines: fail (default) or skip. Chains the model cannot take: skip (default) or fail.")
 @click.option("--keep-annotations", is_flag=True, help="Keep GSM8K <<...>> calculator annotations.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random baseline.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random baseline and of the replicates' noise.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model's repository.")
 @click.option("--allow-unsafe-weights", is_flag=True, help="Allow pickled (.bin) weights, which can run code.")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
@@ -68,9 +68,15 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
               help="Approximate greedy survival for long chains: auto (exact up to 150 tokens, else "
                    "topk:0.1,window=64), lazy[:radius=R,batch=B,refresh=F,same=0|1,age=A], lazy:window=W,refresh=F, "
                    "topk:F[,window=W][,block=B], topk:k=K. Fidelity: BENCHMARKS.md. Default: exact.")
+# -- rank stability: replicate paths
+@click.option("--replicates", type=int, default=1, show_default=True,
+              help="Paths per chain: replicate 0 is the greedy path, the others perturb each step's costs with Gumbel "
+                   "noise (sampling each deletion from softmin(cost/T)); load_run and analyze report how stable ranks are.")
+@click.option("--perturbation-scale", type=float, default=None,
+              help="T in nats for --replicates (default 0.05, about float16's rounding error of a cost; 0 = greedy).")
 def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file, baselines, max_batch_tokens, method, device, dtype,
           on_error, keep_annotations, seed, trust_remote_code, allow_unsafe_weights, backend, ray_address, workers,
-          gpus_per_worker, max_memory, llmlingua_model, approx):
+          gpus_per_worker, max_memory, llmlingua_model, approx, replicates, perturbation_scale):
     """Greedy survival pruning of CHAINS (a file or 'gsm8k') into a run directory."""
     from .chains import parse_chain_selection
     from .pruning import prune as run_prune
@@ -83,9 +89,14 @@ def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file,
                     trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights,
                     backend=backend, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
                     max_memory=max_memory, llmlingua_model=llmlingua_model,
-                    approx=approx)
+                    approx=approx, replicates=replicates, perturbation_scale=perturbation_scale)
     manifest = run.read_manifest()
     click.echo(f"pruned {manifest['n_chains']} chains into {run.path} ({len(manifest['skipped'])} skipped)")
+    from .pruning.diagnostics import describe
+
+    click.echo(f"stability: {describe(manifest.get('diagnostics'), manifest['n_chains'])}"
+               + (f"; {manifest['replicates']['k']} replicate paths per chain (T = {manifest['replicates']['scale_nats']:g} "
+                  f"nats; see load_run / analyze)" if (manifest.get("replicates") or {}).get("k", 1) > 1 else ""))
 
 
 @cli.command()

@@ -94,6 +94,10 @@ class Errors:
     E160 = "Invalid resample option: {reason}"
     E161 = "{path}: no resampling results yet. Run `cotsurvival resample {path}` first."
     E162 = "Resampling chain {chain!r} failed on a Ray worker: {reason}"
+    # --- rank stability (E140-E149): replicate paths and their agreement
+    E140 = "Invalid replicate option: {reason}"
+    E141 = ("--replicates needs the exact engine: an approximation's path is not the greedy one, so perturbing it "
+            "measures the approximation, not the ranks. Drop --approx, or prune replicates in a run of their own.")
     # approximate greedy survival (engineer approx: E110-E119)
     E110 = "Invalid --approx {spec!r}: {reason}. Examples: auto, lazy, lazy:radius=2,batch=2,refresh=0.5, lazy:refresh=0 (exact), topk:0.1, topk:0.1,window=64, topk:k=1 (exact)."
     E111 = "Chain {chain!r} has {n} reasoning tokens: exact greedy pruning above {limit} tokens costs about n^3/6 = {rows} decoder token rows. Use --approx auto (or e.g. --approx topk:0.1,window=64), or raise the limit with {env}=N."

@@ -34,11 +34,16 @@ from typing import Any, Iterable
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import CotSurvivalError
 
 PER_CHAIN_TABLES = ("tokens", "steps", "traces", "baselines", "attention", "labels", "resample", "regeneration")
+# Tables with a ``replicate`` column (``prune --replicates K``): readers see replicate 0, the greedy
+# path, unless they ask for every replicate (``replicates=True``), so every reader written for one
+# path per chain stays right.
+REPLICATED_TABLES = ("tokens", "steps", "traces")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -128,9 +133,11 @@ class RunDir:
     def checkpoint_dir(self) -> Path:
         return self.path / "checkpoints"
 
-    def checkpoint_path(self, chain_index: int) -> Path:
-        """Where a chain being pruned keeps its partial state (``checkpoints/part-NNNNNN.npz``)."""
-        return self.checkpoint_dir / f"part-{chain_index:06d}.npz"
+    def checkpoint_path(self, chain_index: int, replicate: int = 0) -> Path:
+        """Where a chain being pruned keeps its partial state (``checkpoints/part-NNNNNN.npz``; a perturbed
+        replicate r: ``part-NNNNNN-rR.npz``)."""
+        suffix = f"-r{replicate}" if replicate else ""
+        return self.checkpoint_dir / f"part-{chain_index:06d}{suffix}.npz"
 
     def table_dir(self, table: str) -> Path:
         if table not in PER_CHAIN_TABLES:
@@ -225,17 +232,23 @@ class RunDir:
         except (pa.ArrowException, OSError) as exc:
             raise CotSurvivalError("E008", path=path, reason=_first_line(exc)) from None
 
-    def read_part(self, table: str, chain_index: int, columns: list[str] | None = None) -> pd.DataFrame:
-        return _read_parquet(self.part_path(table, chain_index), columns=columns)
+    def read_part(self, table: str, chain_index: int, columns: list[str] | None = None, *,
+                  replicates: bool = False) -> pd.DataFrame:
+        """One chain's rows of ``table``; of ``tokens``, ``steps`` and ``traces`` only replicate 0's
+        (the greedy path) unless ``replicates`` is True."""
+        only_greedy = table in REPLICATED_TABLES and not replicates
+        return _read_parquet(self.part_path(table, chain_index), columns=columns, replicate0=only_greedy)
 
     def read_table(
-        self, table: str, chain_indices: Iterable[int] | None = None, columns: list[str] | None = None
+        self, table: str, chain_indices: Iterable[int] | None = None, columns: list[str] | None = None, *,
+        replicates: bool = False,
     ) -> pd.DataFrame:
-        """Concatenate the parts of a per-chain table (all chains, or those given)."""
+        """Concatenate the parts of a per-chain table (all chains, or those given); ``replicates`` as in
+        :meth:`read_part`."""
         indices = self.part_indices(table) if chain_indices is None else list(chain_indices)
         if not indices:
             raise CotSurvivalError("E012", path=self.path, what=table, command=_WRITER.get(table, "cotsurvival prune"))
-        frames = [self.read_part(table, i, columns=columns) for i in indices]
+        frames = [self.read_part(table, i, columns=columns, replicates=replicates) for i in indices]
         return pd.concat(frames, ignore_index=True)
 
 
@@ -262,11 +275,21 @@ _WRITER = {
 }
 
 
-def _read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+def _read_parquet(path: Path, columns: list[str] | None = None, replicate0: bool = False) -> pd.DataFrame:
     if not path.exists():
         raise CotSurvivalError("E001", path=path)
     try:
-        return pq.read_table(path, columns=columns).to_pandas()
+        if not replicate0:
+            return pq.read_table(path, columns=columns).to_pandas()
+        handle = pq.ParquetFile(path)
+        if "replicate" not in handle.schema_arrow.names:  # written before replicates: all rows are replicate 0
+            return handle.read(columns=columns).to_pandas()
+        wanted = None if columns is None else list(dict.fromkeys([*columns, "replicate"]))
+        data = handle.read(columns=wanted)
+        data = data.filter(pc.equal(data["replicate"], 0))
+        if columns is not None and "replicate" not in columns:
+            data = data.drop_columns(["replicate"])
+        return data.to_pandas()
     except (pa.ArrowException, OSError) as exc:
         raise CotSurvivalError("E008", path=path, reason=_first_line(exc)) from None
 

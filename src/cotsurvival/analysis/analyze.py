@@ -24,6 +24,7 @@ from . import dynamics as dyn
 from . import survival as surv
 from . import chainlevel
 from .citations import write_citations
+from .stability import replicate_mean, run_stability
 from .data import as_rundir, baseline_orderings, load_run, orderings_long
 from .inference import holm, mean_ci, paired_sign_flip_test
 
@@ -67,6 +68,7 @@ class AnalysisResult:
     notes_: list[str] = field(default_factory=list)
     citations_: list[str] = field(default_factory=list)
     primary_: dict = field(default_factory=dict)
+    stability_: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """Machine-readable form (the content of ``stats.json``): NaN becomes null."""
@@ -76,7 +78,7 @@ class AnalysisResult:
             "tables": {name: table.to_dict(orient="records") for name, table in self.tables_.items()},
             "table_notes": {name: table.attrs.get("notes", []) for name, table in self.tables_.items()
                             if table.attrs.get("notes")},
-            "notes": self.notes_, "citations": self.citations_,
+            "notes": self.notes_, "citations": self.citations_, "stability": self.stability_,
         })
 
     def _repr_html_(self) -> str:
@@ -269,8 +271,9 @@ def analyze(
     ranked = table[table["n_tokens"] > 1]
     if tagged and ranked.empty:
         result.notes_.append("No chain has 2 or more reasoning tokens: no survival comparison is possible.")
-    if tagged and not ranked.empty:
-        _primary(result, ranked.dropna(subset=["category"]), primary, min_chains, min_tokens, seed)
+    if tagged and not ranked.empty:  # on replicate-averaged survival when the run has replicates
+        _primary(result, replicate_mean(ranked.dropna(subset=["category"])), primary, min_chains, min_tokens, seed)
+    result.stability_ = run_stability(run, table, result, n_boot, seed, min_chains=min_chains, min_tokens=min_tokens)
     for level in levels if tagged and not ranked.empty else ():
         _by_group(result, ranked.dropna(subset=[level]), level, n_boot, seed,
                   reference if level == "category" else None)

@@ -115,7 +115,9 @@ def load_view(spec: str | os.PathLike, name: str | None = None) -> RunView:
     table = load_run(run, require_tags=False, attention=False, baselines=ordering != GREEDY)
     if ordering != GREEDY:
         if f"survival_{ordering}" not in table.columns:
-            available = sorted(c[len("survival_"):] for c in table.columns if c.startswith("survival_"))
+            from ..analysis.data import baseline_orderings
+
+            available = sorted(baseline_orderings(table))
             raise CotSurvivalError("E121", path=path, ordering=ordering, available=", ".join(available) or "none")
         table = table.assign(survival=table[f"survival_{ordering}"].astype(float),
                              censored=table[f"censored_{ordering}"].astype(bool),

@@ -186,7 +186,8 @@ def compare(
     result.tables["category_survival"] = _category_survival(views, n_boot, seed)
     result.tables["km_category"] = _km_tables(views)
     tables: dict[str, list[pd.DataFrame]] = {k: [] for k in ("agreement_per_chain", "jaccard_per_chain",
-                                                               "category_differences", "movers", "units")}
+                                                               "category_differences", "movers", "units",
+                                                               "stability_per_chain")}
     for a, b in itertools.combinations(views, 2):
         pair, pair_tables = _compare_pair(a, b, keep_ratios, n_boot, seed, result.notes)
         result.pairs.append(pair)
@@ -260,6 +261,9 @@ def _compare_pair(a: RunView, b: RunView, keep_ratios, n_boot: int, seed: int, n
         ci = bootstrap_ci(per_chain["jaccard"], n_resamples=n_boot, seed=seed)
         jaccard[f"{ratio:g}"] = {"mean": ci["estimate"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"],
                                  "n_chains": ci["n_chains"]}
+    from .replicates import pair_stability  # each setting's own replicate stability (runs with --replicates)
+
+    stability, stability_table = pair_stability(a, b, chain_ids, n_boot, seed)
     differences = _category_differences(units, n_boot, seed)
     movers = units.assign(shift=units["survival_a"] - units["survival_b"])
     movers = movers.reindex(movers["shift"].abs().sort_values(ascending=False, kind="stable").index).head(N_MOVERS)
@@ -275,13 +279,13 @@ def _compare_pair(a: RunView, b: RunView, keep_ratios, n_boot: int, seed: int, n
                             "n_chains": tau["n_chains"]},
             "spearman_rho": {"mean": rho["estimate"], "ci_low": rho["ci_low"], "ci_high": rho["ci_high"],
                              "n_chains": rho["n_chains"]},
-            "jaccard": jaccard, "categories": categories,
+            "jaccard": jaccard, "categories": categories, "stability": stability,
             "test": "chain-bootstrap CI of the mean per-chain difference; sign-flip test over chains; Holm over categories"}
     tag = {"a": a.name, "b": b.name}
     tables = {"agreement_per_chain": agreement.assign(**tag),
               "jaccard_per_chain": pd.concat(jaccard_table, ignore_index=True).assign(**tag) if jaccard_table else pd.DataFrame(),
               "category_differences": differences.assign(**tag), "movers": movers.assign(**tag),
-              "units": units.assign(**tag)}
+              "units": units.assign(**tag), "stability_per_chain": stability_table.assign(**tag)}
     for key in tables:
         if not tables[key].empty:
             tables[key] = tables[key][["a", "b"] + [c for c in tables[key].columns if c not in ("a", "b")]]
@@ -451,7 +455,10 @@ def _sentences(a: RunView, b: RunView, pair: dict) -> list[str]:
                    f"{a.name} − {b.name} = {_num(c['difference'], 3)}, 95% chain-bootstrap CI [{_num(c['ci_low'], 3)}, "
                    f"{_num(c['ci_high'], 3)}], sign-flip {_fmt_p(c['p_value'])}, Holm-adjusted {_fmt_p(c['p_holm'])}; "
                    f"aligned {how}; n = {c['n_chains']} chains).")
-    return out
+    from .replicates import sentence
+
+    stable = sentence(a, b, pair.get("stability") or {}, _num)
+    return out[:1] + ([stable] if stable else []) + out[1:]
 
 
 # --------------------------------------------------------------------------- figures
@@ -600,7 +607,7 @@ def _summary_html(result: ComparisonResult) -> str:
     pairs = pd.DataFrame([{"a": p["a"], "b": p["b"], "chains": p["n_chains"], "units": p["units"],
                            "Kendall τ": _num(p["kendall_tau"]["mean"]),
                            "τ 95% CI": f"[{_num(p['kendall_tau']['ci_low'])}, {_num(p['kendall_tau']['ci_high'])}]",
-                           "Spearman ρ": _num(p["spearman_rho"]["mean"])} for p in result.pairs])
+                           "Spearman ρ": _num(p["spearman_rho"]["mean"]), **_stability_cells(p)} for p in result.pairs])
     items = "".join(f"<li>{esc(c)}</li>" for c in result.citations) or "<li>none</li>"
     notes = "".join(f"<li>{esc(n)}</li>" for n in result.notes)
     return (f'<div class="cs-comparison"><p><b>Runs</b></p>{runs.to_html(index=False, escape=True)}'
@@ -609,6 +616,16 @@ def _summary_html(result: ComparisonResult) -> str:
             f"{result.to_frame().to_html(index=False, escape=True, float_format=lambda v: f'{v:.3g}')}"
             f"<p><b>Citations</b></p><ul>{items}</ul>" + (f"<p><b>Notes</b></p><ul>{notes}</ul>" if notes else "")
             + "</div>")
+
+
+def _stability_cells(pair: dict) -> dict:
+    """Own replicate τ of each side and the noise-corrected agreement (runs with --replicates)."""
+    stability = pair.get("stability") or {}
+    if not stability:
+        return {}
+    corrected = stability["noise_corrected"]
+    return {"own τ a": _num(stability["own_tau_a"]["mean"]), "own τ b": _num(stability["own_tau_b"]["mean"]),
+            "noise-corrected": f"{_num(corrected['ratio'])} [{_num(corrected['ci_low'])}, {_num(corrected['ci_high'])}]"}
 
 
 def _page(result: ComparisonResult, folder: Path, drawn: dict[str, list[Path]]) -> str:

@@ -99,6 +99,8 @@ def _payload(run: RunDir, rows: pd.DataFrame, selected: list[int], n_available: 
     labels = source or "none"
     note = (f"model {(manifest.get('model') or {}).get('spec', '?')} · objective {manifest.get('objective', '?')} · "
             f"labels {labels} · {len(chains)} of {n_available} chains shown")
+    if any(ch["tie"] and any(g is not None for g in ch["tie"]) for ch in chains):
+        note += " · dotted underline: deleted at a near-tie step (two cheapest deletions within the dtype's rounding error)"
     return {
         "run": {"name": run.path.name, "note": note},
         "categories": present_coarse,
@@ -136,6 +138,9 @@ def _chain_payload(run: RunDir, row: pd.Series, index: int, traces: bool, source
         "orderings": orderings,
         "objective": [_round(v) for v in steps["objective"]] if steps is not None else [],
         "costs": _costs(run, index, tokens, n_steps) if traces and run.has_part("traces", index) else None,
+        # near-tie deletions (cotsurvival.pruning.diagnostics): the step's gap in nats, else null
+        "tie": ([_round(g) if t else None for g, t in zip(tokens["deletion_gap"], tokens["near_tie"])]
+                if "near_tie" in tokens else None),
     }
 
 
