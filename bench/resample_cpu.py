@@ -42,6 +42,7 @@ def project(rollouts: int, units: int, chains: int, new_tokens: int, prompt: int
     """Hours for a study on one H100 under the cost model of the module docstring."""
     cuts = (units + 1) * chains
     total = cuts * rollouts
+    batch = min(batch, rollouts)  # the stage batches the rollouts of one cut (see cotsurvival.resample)
     ctx = prompt + new_tokens / 2
     step = (2 * P_8B + batch * ctx * KV_BYTES_PER_TOKEN) / (H100["bandwidth"] * EFFICIENCY["bandwidth"])
     decode = (total / batch) * new_tokens * step
@@ -57,6 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--batches", default="1,4,8")
+    parser.add_argument("--skip-decode", action="store_true", help="Only the stage measurement and the projection.")
     parser.add_argument("--stage-rollouts", type=int, default=8)
     parser.add_argument("--stage-max-new-tokens", type=int, default=96)
     parser.add_argument("--json", default=None)
@@ -69,7 +71,7 @@ def main() -> None:
     prompt = enc.prefix_ids + enc.reasoning_ids[:half]
     out = {"model": info.spec, "threads": torch.get_num_threads(), "load_before": load, "prompt_tokens": len(prompt),
            "decode": []}
-    for batch in [int(b) for b in args.batches.split(",")]:
+    for batch in [] if args.skip_decode else [int(b) for b in args.batches.split(",")]:
         ids = torch.tensor([prompt] * batch)
         torch.manual_seed(0)
         began = time.perf_counter()
@@ -100,7 +102,9 @@ def main() -> None:
     out["projection_8b_h100"] = {"study": study, "assumptions": {"params": P_8B, "kv_bytes_per_token": KV_BYTES_PER_TOKEN,
                                                                  **H100, **EFFICIENCY},
                                  **project(**study)}
+    out["projection_8b_h100_100_rollouts"] = project(**{**study, "rollouts": 100, "batch": 100})
     print(json.dumps(out["projection_8b_h100"]), flush=True)
+    print(json.dumps(out["projection_8b_h100_100_rollouts"]), flush=True)
     cpu_rate = out["stage"]["rollouts_per_second"]
     out["study_on_this_cpu_hours"] = round(project(**study)["rollouts_total"] / cpu_rate / 3600, 1)
     out["load_after"] = os.getloadavg()

@@ -356,3 +356,14 @@ def test_regeneration_shares_equal_a_hand_count(resampled):
                     & (per_chain["category"] == "all")].iloc[0]
     assert got["n_deleted"] == len(words) and got["rewritten_deleted"] == pytest.approx(hits / len(words))
     assert row["n_kept"] == len(toks) - len(deleted)
+
+
+def test_cli_errors_are_one_line(pruned):
+    from cli_helpers import assert_one_line_error, cli
+
+    result = cli("resample", pruned, "--rollouts", "1")
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, "E160", "--rollouts")
+    result = cli("resample", pruned, "--chains", "99")
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, "E160", "[99]")
