@@ -29,7 +29,7 @@ import torch
 from cotsurvival import read_chains
 from cotsurvival.encoding import encode_chain
 from cotsurvival.models import load_model
-from cotsurvival.resample import ChainResampler, Job, SamplingOptions
+from cotsurvival.resampling import ChainResampler, Job, SamplingOptions
 
 # An 8B Llama-3-style model: 8.0e9 parameters (bf16), 32 layers, 8 KV heads of 128 -> 128 KiB of KV per token.
 P_8B = 8.0e9
@@ -42,7 +42,7 @@ def project(rollouts: int, units: int, chains: int, new_tokens: int, prompt: int
     """Hours for a study on one H100 under the cost model of the module docstring."""
     cuts = (units + 1) * chains
     total = cuts * rollouts
-    batch = min(batch, rollouts)  # the stage batches the rollouts of one cut (see cotsurvival.resample)
+    batch = min(batch, rollouts)  # the stage batches the rollouts of one cut (see cotsurvival.resampling)
     ctx = prompt + new_tokens / 2
     step = (2 * P_8B + batch * ctx * KV_BYTES_PER_TOKEN) / (H100["bandwidth"] * EFFICIENCY["bandwidth"])
     decode = (total / batch) * new_tokens * step

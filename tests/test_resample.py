@@ -18,7 +18,7 @@ from scipy import stats
 from cotsurvival.analysis.onpolicy import (OnPolicyResult, category_contrasts, per_chain_spearman, rewritten_mask,
                                           unit_importance)
 from cotsurvival.errors import CotSurvivalError
-from cotsurvival.resample import FAILED, ChainResampler, SamplingOptions, resample
+from cotsurvival.resampling import FAILED, ChainResampler, SamplingOptions, resample
 from cotsurvival.rundir import RunDir
 from cotsurvival.taxonomy.units import split_units, token_units, unit_spans
 from cotsurvival.testing import EXAMPLE_CHAINS
@@ -133,7 +133,7 @@ def test_failed_rollouts_are_their_own_outcome(resampled):
 def test_scoring_sorts_outcomes(tiny_loaded, pruned):
     """Hand-made continuations through the real scorer: right, wrong, stopped without answer, cut off."""
     model, tokenizer, info = tiny_loaded
-    from cotsurvival.resample import _job
+    from cotsurvival.resampling import _job
 
     run = RunDir(pruned)
     job = _job(run, 0, run.read_chains().set_index("chain_index").loc[0])  # gold 72

@@ -29,7 +29,7 @@ STAGES = {
     "view": "cotsurvival.stages:view",
     "export": "cotsurvival.stages:export",
     "recover": "cotsurvival.recovery:recover",  # answer recovery of pruned chains (engineer "recover")
-    "resample": "cotsurvival.resample:resample",  # on-policy resampling importance beside greedy survival
+    "resample": "cotsurvival.resampling:resample",  # on-policy resampling importance beside greedy survival
 }
 #: Other public names, imported on first use too so that ``import cotsurvival`` stays fast.
 _LAZY = {

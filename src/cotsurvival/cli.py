@@ -512,7 +512,7 @@ def resample(run, rollouts, temperature, top_p, seed, max_new_tokens, batch_size
     from pathlib import Path
 
     from .errors import CotSurvivalError
-    from .resample import resample as run_resample
+    from .resampling import resample as run_resample
 
     try:
         picked = [int(c) for c in chains.split(",") if c.strip()] if chains else None

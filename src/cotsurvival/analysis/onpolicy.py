@@ -1,7 +1,7 @@
 """On-policy (resampling) importance beside greedy survival: the statistics of ``cotsurvival resample``.
 
 Inputs are the rows of ``RUN/resample.parquet/`` and ``RUN/regeneration.parquet/``
-(:mod:`cotsurvival.resample`), the run's tokens (survival) and, when tagged, their categories.
+(:mod:`cotsurvival.resampling`), the run's tokens (survival) and, when tagged, their categories.
 
 * **Unit importance** (:meth:`OnPolicyResult.importance`): for unit k of a chain, the *kept* arm is
   the rollouts from the cut after it, the *resampled* arm the rollouts from the cut before it.

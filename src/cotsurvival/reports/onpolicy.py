@@ -1,7 +1,7 @@
 """On-policy importance beside greedy survival: the figure and the citable sentences.
 
 Takes an :class:`~cotsurvival.analysis.onpolicy.OnPolicyResult` and never imports
-:mod:`cotsurvival.resample`, so the dependency runs one way (analysis -> reports).
+:mod:`cotsurvival.resampling`, so the dependency runs one way (analysis -> reports).
 
 Sentences follow the project's rules (docs/statistics.md): every across-chain statement names its
 number of chains and is withheld below ``min_chains`` (``analyze``'s minimum); a direction is
