@@ -128,6 +128,13 @@ def test_failed_rollouts_are_their_own_outcome(resampled):
     table = result.importance()
     assert (table["failed_kept"] == 1).all() and table["d_correct"].isna().all()
     assert table["d_logprob"].notna().all()  # the log-probability is still measured
+    # typed columns: the whole table reads in one go even where a part's answers are all missing
+    path, _ = resampled
+    whole = pd.read_parquet(path / "resample.parquet")
+    assert len(whole) == len(rows) and str(whole["correct"].dtype) == "boolean"
+    import pyarrow.parquet as pq
+
+    assert str(pq.read_schema(RunDir(path).part_path("resample", 0)).field("predicted").type) == "string"
 
 
 def test_scoring_sorts_outcomes(tiny_loaded, pruned):

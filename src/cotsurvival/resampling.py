@@ -67,6 +67,24 @@ REGEN_COLUMNS = ["chain_index", "chain_id", "keep_ratio", "n_tokens", "n_kept", 
                  "predicted", "correct", "answer_logprob", "n_new_tokens", "text", "settings"]
 
 
+def _schemas():
+    import pyarrow as pa
+
+    # Explicit types: a part whose rollouts all failed has only nulls in ``predicted``/``correct``,
+    # which pyarrow would type ``null`` and a whole-table read could then not combine with other parts.
+    rollout = pa.schema([("chain_index", pa.int64()), ("chain_id", pa.string()), ("cut", pa.int64()),
+                         ("unit", pa.int64()), ("n_units", pa.int64()), ("rollout", pa.int64()), ("seed", pa.int64()),
+                         ("outcome", pa.string()), ("predicted", pa.string()), ("correct", pa.bool_()),
+                         ("answer_logprob", pa.float64()), ("n_new_tokens", pa.int64()), ("text", pa.string()),
+                         ("settings", pa.string())])
+    regen = pa.schema([("chain_index", pa.int64()), ("chain_id", pa.string()), ("keep_ratio", pa.float64()),
+                       ("n_tokens", pa.int64()), ("n_kept", pa.int64()), ("continuation_ids", pa.list_(pa.int64())),
+                       ("continuation_words", pa.list_(pa.string())), ("outcome", pa.string()),
+                       ("predicted", pa.string()), ("correct", pa.bool_()), ("answer_logprob", pa.float64()),
+                       ("n_new_tokens", pa.int64()), ("text", pa.string()), ("settings", pa.string())])
+    return {TABLE: rollout, REGEN_TABLE: regen}
+
+
 @dataclass(frozen=True)
 class SamplingOptions:
     """How rollouts are drawn (all of it recorded in the manifest and the settings key)."""
@@ -270,7 +288,10 @@ def commit(run: RunDir, table: str, index: int, old: pd.DataFrame | None, new: p
     frame = new if old is None or old.empty else pd.concat([old, new], ignore_index=True)
     key = ["cut", "rollout"] if table == TABLE else ["keep_ratio"]
     frame = frame.sort_values(key, kind="stable").reset_index(drop=True)
-    run.write_part(table, index, frame)
+    import pyarrow as pa
+
+    frame["correct"] = frame["correct"].astype("boolean")
+    run.write_part(table, index, pa.Table.from_pandas(frame, schema=_schemas()[table], preserve_index=False))
     return frame
 
 
