@@ -170,8 +170,8 @@ def onpolicy_figure(result, width: str = "two"):
                 if name == "all":
                     ax.fill_between(sub["keep_ratio"], sub["ci_low"], sub["ci_high"], color=colours[name], alpha=0.12,
                                     linewidth=0)
-                    ax.plot(sub["keep_ratio"], sub["rewritten_kept"], linestyle="--", marker="x", markersize=3, color=colours[name],
-                            linewidth=0.9, label="kept (reference)")
+                    ax.plot(sub["keep_ratio"], sub["rewritten_kept"], linestyle="--", marker="x", markersize=3,
+                            color=colours[name], linewidth=0.9, label="kept (reference)")
             ax.set(xlim=(1.0, max(0.0, float(regen["keep_ratio"].min()) - 0.05)), ylim=(-0.03, 1.03),
                    xlabel="keep ratio", ylabel="share written back")
             ax.legend(fontsize=5, loc="best")
