@@ -35,6 +35,7 @@ STAGES = {
     "view": "cotsurvival.stages:view",
     "export": "cotsurvival.stages:export",
     "recover": "cotsurvival.recovery:recover",  # answer recovery of pruned chains
+    "resample": "cotsurvival.resampling:resample",  # on-policy resampling importance beside greedy survival
 }
 #: Other public names, imported on first use too so that ``import cotsurvival`` stays fast.
 _LAZY = {
