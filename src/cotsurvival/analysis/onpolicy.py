@@ -40,6 +40,7 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import CotSurvivalError
+from ..registry import view
 from ..rundir import RunDir
 from .inference import bootstrap_ci, holm, sign_flip_test
 
@@ -276,15 +277,11 @@ class OnPolicyResult:
     # ---------------------------------------------------------------- output
     def citations(self) -> list[str]:
         """Citable sentences (chain-level, with the number of chains; withheld below ``min_chains``)."""
-        from ..reports.onpolicy import onpolicy_sentences
-
-        return onpolicy_sentences(self)
+        return view("onpolicy_sentences")(self)
 
     def figure(self, stem: str | Path, width: str = "two") -> list[Path]:
         """Write the figure as ``stem.png`` and ``stem.pdf``."""
-        from ..reports.onpolicy import save_onpolicy_figure
-
-        return save_onpolicy_figure(self, Path(stem), width=width)
+        return view("onpolicy_figure")(self, Path(stem), width=width)
 
     def save(self, folder: str | Path, figure: bool = True) -> dict[str, Path]:
         """Write ``onpolicy_*.csv`` tables, ``onpolicy_citations.md`` and ``fig_onpolicy.{png,pdf}`` into ``folder``."""
