@@ -490,6 +490,53 @@ def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+# ----------------------------------------------------------------------------- resample (on-policy importance)
+@cli.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--rollouts", type=int, default=8, show_default=True, help="Continuations per cut (per unit and arm).")
+@click.option("--temperature", type=float, default=0.7, show_default=True)
+@click.option("--top-p", type=float, default=0.95, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Base seed (recorded in the manifest).")
+@click.option("--max-new-tokens", type=int, default=256, show_default=True,
+              help="Bound on each rollout; one that reaches it without an answer is 'truncated'.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Rollouts per generate call.")
+@click.option("--chains", default=None, help="Comma-separated chain_index values (default: every pruned chain).")
+@click.option("--regeneration-keep-ratios", default="0.9,0.7,0.5,0.3", show_default=True,
+              help="Keep ratios for the regeneration check ('' to skip it).")
+@click.option("--model", default=None, help="Model (default: the one that pruned the run). " + _MODEL_HELP)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--workers", type=int, default=None, help="Ray actors (default: one per GPU, else per CPU).")
+@click.option("--ray-address", default=None, help="Ray cluster to join with --backend ray.")
+@click.option("--out", "out", default=None, type=click.Path(file_okay=False),
+              help="Folder for the figure, tables and citations (default: RUN/onpolicy).")
+@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model's repository.")
+@click.option("--allow-unsafe-weights", is_flag=True, help="Allow pickled (.bin) weights, which can run code.")
+def resample(run, rollouts, temperature, top_p, seed, max_new_tokens, batch_size, chains, regeneration_keep_ratios,
+             model, device, dtype, backend, workers, ray_address, out, trust_remote_code, allow_unsafe_weights):
+    """On-policy importance of RUN's reasoning units (kept vs resampled rollouts) beside greedy survival."""
+    from pathlib import Path
+
+    from .errors import CotSurvivalError
+    from .resampling import resample as run_resample
+
+    try:
+        picked = [int(c) for c in chains.split(",") if c.strip()] if chains else None
+        ratios = [float(r) for r in regeneration_keep_ratios.split(",") if r.strip()]
+    except ValueError:
+        raise CotSurvivalError("E160", reason="--chains takes integers and --regeneration-keep-ratios numbers") from None
+    result = run_resample(run, rollouts=rollouts, temperature=temperature, top_p=top_p, seed=seed,
+                          max_new_tokens=max_new_tokens, batch_size=batch_size, chains=picked,
+                          regeneration_keep_ratios=ratios, model=model, device=device, dtype=dtype, backend=backend,
+                          workers=workers, ray_address=ray_address, trust_remote_code=trust_remote_code,
+                          allow_unsafe_weights=allow_unsafe_weights)
+    paths = result.save(Path(out) if out else Path(run) / "onpolicy")
+    click.echo(f"resampled {result.n_chains} chains ({len(result.rollouts):,} rollouts): {Path(run) / 'resample.parquet'}")
+    for name in ("figure", "units", "by_category", "regeneration", "citations"):
+        click.echo(f"  {name:<13} {paths[name]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI and turns known errors into one line and exit status 2."""
     import warnings

@@ -126,6 +126,10 @@ class Errors:
     E137 = ("Run directory {path} has llmlingua2 orderings made with the {old} framing; this run asks for the {new} "
             "framing. {fix}.")
     E138 = "Invalid LLMLingua-2 framing {value!r}: choose one of {choices}."
+    # on-policy resampling (E160-E169)
+    E160 = "Invalid resample option: {reason}"
+    E161 = "{path}: no resampling results yet. Run `cotsurvival resample {path}` first."
+    E162 = "Resampling chain {chain!r} failed on a Ray worker: {reason}"
     # --- rank stability (E140-E149): replicate paths and their agreement
     E140 = "Invalid replicate option: {reason}"
     E141 = ("--replicates needs the exact engine: an approximation's path is not the greedy one, so perturbing it "

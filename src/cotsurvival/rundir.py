@@ -12,6 +12,8 @@ Layout (every stage reads and writes only these; see README "The run directory")
       baselines.parquet/     ranks under the baseline orderings (`ordering` column)
       attention.parquet/     attention features per reasoning token (`cotsurvival attention`)
       recovery.parquet/      answer recovery per ordering and keep ratio (`cotsurvival recover`)
+      resample.parquet/      on-policy rollouts per reasoning unit (`cotsurvival resample`)
+      regeneration.parquet/  continuations of pruned chains (`cotsurvival resample`)
       stats/                 written by `cotsurvival analyze`
       checkpoints/           partial state of chains being pruned (removed when a chain commits)
 
@@ -47,6 +49,8 @@ TABLE_WRITERS = {
     "attention": "cotsurvival attention RUN",
     "labels": "cotsurvival tag RUN",
     "recovery": "cotsurvival recover RUN",
+    "resample": "cotsurvival resample RUN",
+    "regeneration": "cotsurvival resample RUN",
 }
 PER_CHAIN_TABLES = tuple(TABLE_WRITERS)
 #: Everything a run directory holds that belongs to its stages: no user-named output may replace

@@ -310,6 +310,7 @@ def analyze(
     result.notes_ = list(dict.fromkeys(result.notes_))
 
     result.citations_ = citations(result)
+    _onpolicy(result, run, labels, seed, min_chains)
     if save:
         result.save(out)
     return result
@@ -351,6 +352,21 @@ def power(run_or_table, delta: float = 0.1, **options) -> dict:
 
 
 # --------------------------------------------------------------------------- sections
+def _onpolicy(result, run, labels, seed, min_chains) -> None:
+    """On-policy importance beside greedy survival, when ``cotsurvival resample`` has run (analysis/onpolicy.py)."""
+    if not run.part_indices("resample"):
+        return
+    from .onpolicy import MEASURES, OnPolicyResult
+
+    onpolicy = OnPolicyResult.load(run, labels=labels, min_chains=min_chains, seed=seed)
+    result.tables_["onpolicy_units"] = onpolicy.importance().drop(columns=["text"])
+    result.tables_["onpolicy_by_category"] = onpolicy.by_category()
+    result.tables_["onpolicy_agreement"] = pd.DataFrame(
+        [{k: v for k, v in onpolicy.agreement(m).items() if k != "per_chain"} for m in MEASURES])
+    result.tables_["onpolicy_regeneration"] = onpolicy.regeneration()
+    result.citations_ += [s.replace("Note: ", "Note (on-policy): ", 1) for s in onpolicy.citations()]
+
+
 def _primary(result, table, primary, min_chains, min_tokens, seed) -> None:
     """The pre-specified primary test, then every category against the rest (Holm across them)."""
     try:

@@ -53,6 +53,7 @@ class Report(StageResult):
     quotes: dict[str, list[Quote]] = field(default_factory=dict)
     texts: dict[str, list[str]] = field(default_factory=dict)
     recovery_citations: list[str] = field(default_factory=list)
+    onpolicy_citations: list[str] = field(default_factory=list)
     approx_note: str | None = None  # the approximation sentence of an approximate run (every caption)
     approx_label: str | None = None  # its short form under every figure
     precision_note: str | None = None  # a run scored in half precision says so (every caption)
@@ -141,6 +142,7 @@ def build_report(
                     report.skipped[stem] = str(exc)
                 report.quotes[stem] = data.quotes
         _draw_recovery(run, out, widths, report)
+        _draw_onpolicy(run, out, widths, report, labels)
         page = _page(data, report, widths)
         atomic_write_bytes(report.index, page.encode("utf-8"))
     except BaseException:
@@ -187,6 +189,29 @@ def _draw_recovery(run: RunDir, out: Path, widths, report: Report) -> None:
                                      for p in save_recovery_figure(result, out / f"{RECOVERY_STEM}_{width}", width,
                                                                    footnote=report.approx_label)]
     report.recovery_citations = list(result.citations())
+
+
+ONPOLICY_STEM = "fig_onpolicy"
+ONPOLICY_TITLE = "On-policy importance beside greedy survival"
+ONPOLICY_CAPTION = ("(a) Each reasoning unit's mean greedy survival against its resampling importance (mean log P(answer) "
+                    "of rollouts that keep the unit minus rollouts that resample it; rollout-bootstrap 95% bars); "
+                    "(b) per-chain Spearman rho of the two, with the mean and its 95% t-interval over chains; "
+                    "(c) share of deleted tokens the model writes back when continuing from pruned reasoning, "
+                    "kept tokens dashed for reference (`cotsurvival resample`; tables in RUN/onpolicy/).")
+
+
+def _draw_onpolicy(run: RunDir, out: Path, widths, report: Report, labels: str) -> None:
+    """The on-policy figure and its sentences, when ``cotsurvival resample`` has run (reports/onpolicy.py draws it)."""
+    if not run.part_indices("resample"):
+        return
+    from ..analysis.onpolicy import OnPolicyResult
+    from .onpolicy import save_onpolicy_figure
+
+    result = OnPolicyResult.load(run, labels=labels)
+    report.figures[ONPOLICY_STEM] = [p for width in widths
+                                     for p in save_onpolicy_figure(result, out / f"{ONPOLICY_STEM}_{width}", width,
+                                                                   footnote=report.approx_label)]
+    report.onpolicy_citations = list(result.citations())
 
 
 def _text_chains(run: RunDir, chain_index: int | None, chain_ids: list[str] | None) -> list[int] | None:
@@ -290,6 +315,12 @@ def _page(data: ReportData, report: Report, widths) -> str:
         stems.append(RECOVERY_STEM)
         titles[RECOVERY_STEM] = RECOVERY_TITLE
         sections.append(_recovery_html(report, shown))
+    if ONPOLICY_STEM in report.figures:
+        stems.append(ONPOLICY_STEM)
+        titles[ONPOLICY_STEM] = ONPOLICY_TITLE
+        items = "".join(f"<li>{html.escape(s)}</li>" for s in report.onpolicy_citations)
+        figure = _figure_html(ONPOLICY_STEM, ONPOLICY_TITLE, report, shown, caption=ONPOLICY_CAPTION)
+        sections.append(figure.replace("</section>", f"<h3>Citations (on-policy)</h3><ul>{items}</ul></section>"))
     toc = "".join(f'<li><a href="#{html.escape(stem)}">{html.escape(titles[stem])}</a>'
                   + (" <span class=muted>(omitted)</span>" if stem in report.skipped else "") + "</li>"
                   for stem in stems)
