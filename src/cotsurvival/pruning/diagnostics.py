@@ -41,8 +41,9 @@ def trace_gaps(step_costs, step_positions, token_ids) -> np.ndarray:
 def gaps_from_traces(traces: pd.DataFrame, token_ids) -> pd.Series:
     """Gap per step (index ``step``) from one chain's ``traces.parquet`` rows of one replicate."""
     ordered = traces.sort_values(["step", "position"])
-    return ordered.groupby("step", sort=True).apply(
-        lambda g: step_gap(g["cost"].to_numpy(), g["position"].to_numpy(), token_ids), include_groups=False)
+    gaps = {int(step): step_gap(g["cost"].to_numpy(), g["position"].to_numpy(), token_ids)
+            for step, g in ordered.groupby("step", sort=True)}
+    return pd.Series(gaps, dtype=np.float64, name="gap").rename_axis("step")
 
 
 def near_tie(gap, threshold: float):
@@ -95,7 +96,7 @@ def describe(summary: dict, n_chains: int | None = None) -> str:
     """One sentence for reprs and citations: near-tie steps, their threshold, the smallest gap."""
     if not summary or not summary.get("n_steps"):
         return "no near-tie diagnostic (the engine did not score every candidate at every step)"
-    chains = f" in {summary['n_chains_with_near_tie']} of {n_chains} chains" if n_chains else ""
+    chains = f" in {summary['n_chains_with_near_tie']} of {n_chains} chain{'s' if n_chains != 1 else ''}" if n_chains else ""
     return (f"{summary['n_near_tie_steps']} of {summary['n_steps']} greedy steps were near-ties{chains} "
             f"(two cheapest deletions within {summary['near_tie_threshold']:.2g} nats, the largest "
             f"{summary.get('dtype', 'float32')} rounding error of a cost measured); smallest gap {summary['min_gap']:.3g} nats")

@@ -14,6 +14,8 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from ..analysis import AnalysisResult
+from ..analysis import load_run
 from ..errors import CotSurvivalError
 from ..provenance import scoring_notes
 from ..rundir import RunDir, as_rundir
@@ -91,7 +93,6 @@ class ReportData:
     @cached_property
     def stats(self):
         """The stored :class:`~cotsurvival.analysis.AnalysisResult`, or ``None`` when not analysed."""
-        from ..analysis import AnalysisResult
 
         try:
             return AnalysisResult.load(self.run)
@@ -127,7 +128,6 @@ class ReportData:
     @cached_property
     def tokens(self) -> pd.DataFrame:
         """The joined token table (``analysis.load_run``; labels may be missing)."""
-        from ..analysis import load_run
 
         return load_run(self.run, labels=self.labels, require_tags=False)
 

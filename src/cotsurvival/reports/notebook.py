@@ -12,9 +12,12 @@ import os
 
 import pandas as pd
 
+from ..analysis.data import join_labels
 from ..errors import CotSurvivalError
+from ..labels import resolve_source
 from ..rundir import RunDir, as_rundir
 from .data import display_name, token_segments
+from .stored import number_cell
 from .style import COARSE, category_colours, order_present
 
 _TOKEN_COLUMNS = ["position", "text", "char_start", "char_end", "deleted_step", "survival", "censored",
@@ -40,8 +43,6 @@ def read_chain_tokens(run: RunDir, chain_index: int, labels: str = "rule") -> pd
     names = run.part_columns("tokens", chain_index)
     frame = run.read_part("tokens", chain_index, columns=[c for c in _TOKEN_COLUMNS + ["chain_index", "chain_id"]
                                                          if c in names and c not in ("label", "category")])
-    from ..analysis.data import join_labels
-    from ..labels import resolve_source
 
     try:
         source = resolve_source(run, labels)
@@ -212,14 +213,16 @@ def _stored_summary(run: RunDir, stats) -> pd.DataFrame | None:
         except CotSurvivalError:
             return None
     summary = stats.tables_.get("summary_category")
-    if summary is None or summary.empty or stats.counts_.get("n_chains") != len(run.part_indices("tokens")):
-        return None  # not analysed by category, or analysed before the run grew
+    from ..provenance import stale_reason
+
+    if summary is None or summary.empty:
+        return None  # not analysed by category
+    if stale_reason(stats.counts_.get("fingerprint"), run, (stats.config or {}).get("labels_source")):
+        return None  # analysed before the run changed (continued, grown, re-tagged): computed afresh instead
     return summary.reset_index(drop=True)
 
 
 def _category_table(run: RunDir, stats=None) -> str:
-    from .stored import number_cell
-
     if not run.part_indices("tokens"):
         return ""
     summary = _stored_summary(run, stats)
