@@ -89,7 +89,8 @@ LAYERS = {
     "stages": ["cotsurvival.pruning", "cotsurvival.taxonomy", "cotsurvival.generation"],
     # statistics: analysis (attention features and their predictors included), recovery and its
     # chain-level summaries, the alignment of runs for comparison
-    "statistics": ["cotsurvival.analysis", "cotsurvival.recovery", "cotsurvival.comparison.align"],
+    "statistics": ["cotsurvival.analysis", "cotsurvival.recovery", "cotsurvival.resampling",
+                   "cotsurvival.comparison.align"],
     # presentation: figures, report, viewer, notebook views; the comparison and study pages with the
     # stage functions that write them; stages.py (attention, view, export in the stage shape)
     "presentation": ["cotsurvival.reports", "cotsurvival.comparison", "cotsurvival.stages"],
