@@ -280,11 +280,10 @@ def _read_parquet(path: Path, columns: list[str] | None = None, replicate0: bool
     try:
         if not replicate0:
             return pq.read_table(path, columns=columns).to_pandas()
-        handle = pq.ParquetFile(path)
-        if "replicate" not in handle.schema_arrow.names:  # written before replicates: all rows are replicate 0
-            return handle.read(columns=columns).to_pandas()
-        wanted = None if columns is None else list(dict.fromkeys([*columns, "replicate"]))
-        data = handle.read(columns=wanted)
+        with pq.ParquetFile(path) as handle:
+            if "replicate" not in handle.schema_arrow.names:  # written before replicates: all rows are replicate 0
+                return handle.read(columns=columns).to_pandas()
+            data = handle.read(columns=None if columns is None else list(dict.fromkeys([*columns, "replicate"])))
         data = data.filter(pc.equal(data["replicate"], 0))
         if columns is not None and "replicate" not in columns:
             data = data.drop_columns(["replicate"])

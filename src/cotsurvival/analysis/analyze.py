@@ -328,7 +328,8 @@ def _sections(result, run, table, levels, n_boot, seed, reference, primary, min_
         result.notes_.append("No chain has 2 or more reasoning tokens: no survival comparison is possible.")
     if tagged and not ranked.empty:  # on replicate-averaged survival when the run has replicates
         _primary(result, replicate_mean(ranked.dropna(subset=["category"])), primary, min_chains, min_tokens, seed)
-    result.stability_ = run_stability(run, table, result, n_boot, seed, min_chains=min_chains, min_tokens=min_tokens)
+    result.stability_ = run_stability(run, table, result, n_boot, seed, min_chains=min_chains, min_tokens=min_tokens,
+                                      test=chainlevel.chain_level_test)
     for level in levels if tagged and not ranked.empty else ():
         _by_group(result, ranked.dropna(subset=[level]), level, n_boot, seed,
                   reference if level == "category" else None)
