@@ -88,9 +88,9 @@ LAYERS = {
                "cotsurvival.generation.prompting", "cotsurvival.generation.verify"],
     "stages": ["cotsurvival.pruning", "cotsurvival.taxonomy", "cotsurvival.generation"],
     # statistics: analysis (attention features and their predictors included), recovery and its
-    # chain-level summaries, the alignment of runs for comparison
-    "statistics": ["cotsurvival.analysis", "cotsurvival.recovery", "cotsurvival.resampling",
-                   "cotsurvival.comparison.align"],
+    # chain-level summaries, resampling importance (a stage returning its on-policy statistics), the
+    # alignment of runs for comparison
+    "statistics": ["cotsurvival.analysis", "cotsurvival.recovery", "cotsurvival.resampling", "cotsurvival.comparison.align"],
     # presentation: figures, report, viewer, notebook views; the comparison and study pages with the
     # stage functions that write them; stages.py (attention, view, export in the stage shape)
     "presentation": ["cotsurvival.reports", "cotsurvival.comparison", "cotsurvival.stages"],

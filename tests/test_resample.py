@@ -331,7 +331,7 @@ def test_agreement_test_holds_its_level_under_the_null(position_effect):
 
 
 def test_sentences_never_call_an_interval_excluding_zero_not_significant():
-    from cotsurvival.analysis.onpolicy import _verdict
+    from cotsurvival.reports.onpolicy import _verdict
 
     assert _verdict(0.01, 0.1, 0.5) == "claim"
     assert _verdict(0.08, 0.01, 0.5) == "mixed" and _verdict(0.03, -0.1, 0.5) == "mixed"

@@ -23,6 +23,7 @@ from .registry import VIEWS
 VIEWS.register("run_html", "cotsurvival.reports.notebook:run_summary_html")
 VIEWS.register("chain_view", "cotsurvival.reports.notebook:ChainView")
 VIEWS.register("recovery_figure", "cotsurvival.reports.recovery:save_recovery_figure")
+VIEWS.register("onpolicy_sentences", "cotsurvival.reports.onpolicy:onpolicy_sentences")
 VIEWS.register("onpolicy_figure", "cotsurvival.reports.onpolicy:save_onpolicy_figure")
 
 #: Stage name -> "module:function". Adding a stage (here and as ``cotsurvival.<name>``) is one line.

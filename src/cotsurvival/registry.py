@@ -100,7 +100,8 @@ VIEWS = Registry("view", {
     "run_html": "a run at a glance in Jupyter (RunDir._repr_html_)",
     "chain_view": "one chain coloured by category and shaded by survival (RunDir.chain)",
     "recovery_figure": "the answer-recovery figure (RecoveryResult.figure)",
-    "onpolicy_figure": "the on-policy importance figure (OnPolicyResult.figure)",
+    "onpolicy_sentences": "citable sentences of resampling importance beside survival (OnPolicyResult.citations)",
+    "onpolicy_figure": "the on-policy figure (OnPolicyResult.figure)",
 })
 
 
