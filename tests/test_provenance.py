@@ -122,8 +122,13 @@ def test_without_replicates_the_near_tie_diagnostic_is_quoted():
 
 
 def test_notes_are_worded_without_torch():
-    """Citations, comparisons, report data and the viewer word the notes without importing torch."""
-    code = ("import sys, cotsurvival.provenance as p, cotsurvival.analysis.citations, cotsurvival.comparison.compare, "
+    """Citations, report data and the viewer word the notes without importing torch; comparisons take
+    them from the same function, not from the engine or the model loader (the comparison package
+    imports the pruning stage for studies, so it is checked by its source)."""
+    compare_source = (Path(__file__).parents[1] / "src/cotsurvival/comparison/compare.py").read_text(encoding="utf-8")
+    assert "from ..provenance import scoring_notes" in compare_source
+    assert "from ..models import" not in compare_source and "pruning.approx" not in compare_source
+    code = ("import sys, cotsurvival.provenance as p, cotsurvival.analysis.citations, "
             "cotsurvival.reports.data, cotsurvival.reports.viewer\n"
             "p.scoring_notes({'engine': {'approx': {'method': 'topk', 'spec': 'topk:0.1'}}, 'model': {'dtype': 'bfloat16'}})\n"
             "print('torch' in sys.modules)")
