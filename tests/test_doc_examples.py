@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,8 @@ def test_doc_command_blocks_run(path, workdir, capsys):
         if SKIP.match(code.lstrip().splitlines()[0] if code.strip() else ""):
             skipped += 1
             continue
+        began = time.perf_counter()
         run_block(language, code, namespace, f"{path.name}:{line}")
+        print(f"{path.name}:{line}: {time.perf_counter() - began:.1f} s")
         ran += 1
     print(f"{path.name}: ran {ran} blocks, {skipped} marked not run in CI")
