@@ -27,6 +27,13 @@ from typing import Iterable, Iterator, Literal, Sequence
 
 from .assets import gsm8k_template_dir
 from .errors import ChainInputError, CotSurvivalError
+from .registry import Registry
+
+#: What reading does with a bad chain line (``--on-error``); the CLI's choices come from here.
+ON_ERROR = Registry("--on-error", {
+    "fail": "stop at the first bad line with its file and line number (error E002)",
+    "skip": "skip it and record the reason in the run's manifest",
+})
 
 OnError = Literal["fail", "skip"]
 BUILTIN_CORPORA = ("gsm8k",)
@@ -133,10 +140,9 @@ def read_chains(
     -------
     ChainCorpus
     """
-    if on_error not in ("fail", "skip"):
-        raise CotSurvivalError("E009", reason=f"on_error must be 'fail' or 'skip', not {on_error!r}")
+    ON_ERROR.check(on_error)
     if limit is not None and limit < 1:
-        raise CotSurvivalError("E009", reason=f"--limit must be at least 1, not {limit}")
+        raise CotSurvivalError("E086", option="--limit", rule="at least 1", value=limit)
     wanted = set(ids) if ids is not None else None
     mapping = parse_fields(fields)
     name = str(source)

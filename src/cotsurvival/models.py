@@ -13,6 +13,7 @@ pickled ``.bin`` checkpoints can run code on load. ``trust_remote_code`` is off 
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 
 from .assets import SMOLLM2_GGUF, cache_dir, smollm2_gguf_path
-from .errors import CotSurvivalError
+from .errors import CotSurvivalError, PrecisionWarning
 
 DEFAULT_MODEL = "smollm2-135m"
 #: Environment variable naming the model used wherever ``smollm2-135m`` (the default) is asked for:
@@ -70,7 +71,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     table = {"float32": torch.float32, "fp32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
              "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
     if dtype not in table:
-        raise CotSurvivalError("E009", reason=f"unknown dtype {dtype!r} (choose auto, float32, float64, bfloat16, float16)")
+        raise CotSurvivalError("E088", option="dtype", value=dtype, choices="auto, float32, float64, bfloat16, float16")
     return table[dtype]
 
 
@@ -110,7 +111,7 @@ def warn_if_imprecise(dtype: str) -> None:
         warnings.warn(f"scoring in {name} rounds deletion costs, so near-ties can break the other way and switch "
                       f"the greedy path (Kendall tau against float32 per chain: {ranges}; "
                       "BENCHMARKS.md 'Precision'); use --dtype float32 (the default) for token-level ranks",
-                      stacklevel=2)
+                      PrecisionWarning, stacklevel=2)
 
 
 def precision_note(manifest: dict) -> str | None:
@@ -229,8 +230,6 @@ def _looks_like_path(spec: str, path: Path) -> bool:
 
 
 def _suggest(spec: str, aliases=MODEL_ALIASES) -> str:
-    import difflib
-
     if not aliases:  # a model kind without built-in names (the LLMLingua-2 classifier): its error says what to do
         return "pass a local model directory instead"
     close = difflib.get_close_matches(spec.lower(), list(aliases), n=1, cutoff=0.6)
@@ -263,8 +262,6 @@ def locate_hub(spec: str, allow_unsafe: bool = False, *, error: str = "E005",
     -------
     (source, revision, sha256, kwargs for ``from_pretrained``)
     """
-    import difflib
-    import os
 
     from huggingface_hub import try_to_load_from_cache
 

@@ -11,6 +11,9 @@ Layout (every stage reads and writes only these; see README "The run directory")
       traces.parquet/        cost of deleting each remaining token at every step
       baselines.parquet/     ranks under the baseline orderings (`ordering` column)
       attention.parquet/     attention features per reasoning token (`cotsurvival attention`)
+      recovery.parquet/      answer recovery per ordering and keep ratio (`cotsurvival recover`)
+      resample.parquet/      on-policy rollouts per reasoning unit (`cotsurvival resample`)
+      regeneration.parquet/  continuations of pruned chains (`cotsurvival resample`)
       stats/                 written by `cotsurvival analyze`
       checkpoints/           partial state of chains being pruned (removed when a chain commits)
 
@@ -26,7 +29,6 @@ import json
 import os
 import tempfile
 import threading
-from importlib import import_module
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -36,8 +38,25 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import CotSurvivalError
+from .registry import view
 
-PER_CHAIN_TABLES = ("tokens", "steps", "traces", "baselines", "attention", "labels")
+#: The run's per-chain tables (Parquet datasets, one part per chain) and the command that writes each.
+TABLE_WRITERS = {
+    "tokens": "cotsurvival prune",
+    "steps": "cotsurvival prune",
+    "traces": "cotsurvival prune",
+    "baselines": "cotsurvival prune --baselines random,surprisal,loo,attention",
+    "attention": "cotsurvival attention RUN",
+    "labels": "cotsurvival tag RUN",
+    "recovery": "cotsurvival recover RUN",
+    "resample": "cotsurvival resample RUN",
+    "regeneration": "cotsurvival resample RUN",
+}
+PER_CHAIN_TABLES = tuple(TABLE_WRITERS)
+#: Everything a run directory holds that belongs to its stages: no user-named output may replace
+#: one of these or be written inside one (outputs.run_inputs reads this list).
+RUN_ENTRIES = ("manifest.json", "chains.parquet", *(f"{table}.parquet" for table in PER_CHAIN_TABLES),
+               "stats", "checkpoints")
 # Tables with a ``replicate`` column (``prune --replicates K``): readers see replicate 0, the greedy
 # path, unless they ask for every replicate (``replicates=True``), so every reader written for one
 # path per chain stays right.
@@ -159,7 +178,7 @@ class RunDir:
 
     def _repr_html_(self) -> str:
         """Jupyter: the run at a glance (model, settings, counts, survival by category)."""
-        return _presentation().run_summary_html(self)
+        return view("run_html")(self)
 
     def chain(self, chain_index: int):
         """One chain for display in Jupyter, coloured by category and shaded by survival.
@@ -174,7 +193,7 @@ class RunDir:
         cotsurvival.reports.notebook.ChainView
             Shows as HTML in a notebook; ``str(view.html)`` is the fragment.
         """
-        return _presentation().ChainView(self, chain_index)
+        return view("chain_view")(self, chain_index)
 
     # ------------------------------------------------------------- stage API
     @classmethod
@@ -245,30 +264,14 @@ class RunDir:
         :meth:`read_part`."""
         indices = self.part_indices(table) if chain_indices is None else list(chain_indices)
         if not indices:
-            raise CotSurvivalError("E012", path=self.path, what=table, command=_WRITER.get(table, "cotsurvival prune"))
+            raise CotSurvivalError("E012", path=self.path, what=table, command=TABLE_WRITERS[table])
         frames = [self.read_part(table, i, columns=columns, replicates=replicates) for i in indices]
         return pd.concat(frames, ignore_index=True)
 
 
-def as_rundir(run: str | os.PathLike | "RunDir") -> "RunDir":
+def as_rundir(run: str | os.PathLike | RunDir) -> RunDir:
     """The one way to open a run directory: a :class:`RunDir` for a path or a RunDir; E007 if it is not one."""
     return (run if isinstance(run, RunDir) else RunDir(run)).require()
-
-
-def _presentation():
-    # Jupyter HTML lives in the reports layer, which builds on this module. It is looked up when a
-    # notebook asks for it, by name, so this lowest layer has no import edge to reports (no cycle).
-    return import_module("cotsurvival.reports.notebook")
-
-
-_WRITER = {
-    "tokens": "cotsurvival prune",
-    "steps": "cotsurvival prune",
-    "traces": "cotsurvival prune",
-    "baselines": "cotsurvival prune --baselines random,surprisal,loo,attention",
-    "attention": "cotsurvival attention RUN",
-    "labels": "cotsurvival tag RUN",
-}
 
 
 def _read_parquet(path: Path, columns: list[str] | None = None, replicate0: bool = False) -> pd.DataFrame:
@@ -277,11 +280,10 @@ def _read_parquet(path: Path, columns: list[str] | None = None, replicate0: bool
     try:
         if not replicate0:
             return pq.read_table(path, columns=columns).to_pandas()
-        handle = pq.ParquetFile(path)
-        if "replicate" not in handle.schema_arrow.names:  # written before replicates: all rows are replicate 0
-            return handle.read(columns=columns).to_pandas()
-        wanted = None if columns is None else list(dict.fromkeys([*columns, "replicate"]))
-        data = handle.read(columns=wanted)
+        with pq.ParquetFile(path) as handle:
+            if "replicate" not in handle.schema_arrow.names:  # written before replicates: all rows are replicate 0
+                return handle.read(columns=columns).to_pandas()
+            data = handle.read(columns=None if columns is None else list(dict.fromkeys([*columns, "replicate"])))
         data = data.filter(pc.equal(data["replicate"], 0))
         if columns is not None and "replicate" not in columns:
             data = data.drop_columns(["replicate"])

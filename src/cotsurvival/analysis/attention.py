@@ -28,6 +28,7 @@ from ..errors import CotSurvivalError
 from ..rundir import RunDir
 from .data import as_rundir, attention_layers
 from .inference import mean_ci
+from .inference import _flip_patterns
 
 
 # --------------------------------------------------------------------------- features
@@ -235,7 +236,6 @@ def best_layers(summary: pd.DataFrame, per_chain: pd.DataFrame | None = None, *,
 
 def _max_t_sign_flip(per_chain: pd.DataFrame, features: list[str], n_resamples: int, seed: int) -> dict:
     """Sign-flip max-|t| test over layers (Westfall-Young single step); chains with a missing layer dropped."""
-    from .inference import _flip_patterns
 
     wide = per_chain[per_chain["feature"].isin(features)].pivot(index="chain_index", columns="feature", values="rho")
     wide = wide.dropna()

@@ -12,6 +12,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ..models import precision_note
+from ..results import write_text
+from ..rundir import RunDir
 from .inference import holm
 
 ALPHA = 0.05
@@ -82,8 +85,6 @@ def citations(result) -> list[str]:
 def _scoring_sentences(result) -> list[str]:
     """How the run's ranks were scored, where it limits them: an approximation (``manifest
     engine.approx``) with its measured fidelity, half precision (``manifest model.dtype``)."""
-    from ..models import precision_note
-    from ..rundir import RunDir
 
     try:
         manifest = RunDir(result.run).read_manifest()
@@ -362,4 +363,4 @@ def write_citations(path: Path, result) -> None:
     """``citations.md``: the sentences as a Markdown list."""
     lines = ["# Findings", "", f"Run: `{result.run}`", ""]
     lines += [f"- {sentence}" for sentence in result.citations_]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(path, "\n".join(lines) + "\n")

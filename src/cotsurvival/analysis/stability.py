@@ -164,11 +164,12 @@ def replicate_mean(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_stability(run: RunDir, table: pd.DataFrame, result, n_boot: int, seed: int, *, min_chains: int,
-                  min_tokens: int) -> dict:
+                  min_tokens: int, test=None) -> dict:
     """``stats.json["stability"]``: the near-tie diagnostic and, with replicates, the run's stability,
     and the spread of the primary estimate across replicates (also put in ``result.primary_``).
 
-    Adds the table ``stability_per_chain`` to ``result.tables_``."""
+    ``test`` is the primary test (:func:`~cotsurvival.analysis.chain_level_test`; passed in, so this
+    module stays below the one that reads runs). Adds the table ``stability_per_chain`` to ``result.tables_``."""
     from ..pruning.diagnostics import describe as describe_ties, run_diagnostics
 
     diagnostics = run_diagnostics(run)
@@ -184,7 +185,7 @@ def run_stability(run: RunDir, table: pd.DataFrame, result, n_boot: int, seed: i
         out.update(summary)
         out["sentence"] = describe(summary, replicates)
         per_chain = chains if per_chain.empty else chains.merge(per_chain, on="chain_id", how="left")
-        spread = _primary_spread(long, table, result, min_chains, min_tokens, seed)
+        spread = _primary_spread(long, table, result, min_chains, min_tokens, seed, test) if test else {}
         if spread:
             out["primary_spread"] = spread
     if not per_chain.empty:
@@ -193,11 +194,10 @@ def run_stability(run: RunDir, table: pd.DataFrame, result, n_boot: int, seed: i
 
 
 def _primary_spread(long: pd.DataFrame, table: pd.DataFrame, result, min_chains: int, min_tokens: int,
-                    seed: int) -> dict:
+                    seed: int, test) -> dict:
     """The primary contrast's estimate on each replicate path alone: how much it moves between
     near-equal paths, to read beside its CI (which is on the replicate mean)."""
     from ..errors import CotSurvivalError
-    from . import chainlevel
 
     primary = result.primary_
     if not primary or "estimate" not in primary:
@@ -210,11 +210,10 @@ def _primary_spread(long: pd.DataFrame, table: pd.DataFrame, result, min_chains:
         path = ranked.drop(columns=["survival"]).merge(
             wide[replicate].rename("survival").reset_index(), on=["chain_index", "position"], how="left")
         try:
-            test = chainlevel.chain_level_test(path, "category", name, min_chains=min_chains, min_tokens=min_tokens,
-                                               seed=seed)
+            alone = test(path, "category", name, min_chains=min_chains, min_tokens=min_tokens, seed=seed)
         except CotSurvivalError:
             continue
-        estimates[int(replicate)] = float(test["estimate"])
+        estimates[int(replicate)] = float(alone["estimate"])
     if not estimates:
         return {}
     values = np.array(list(estimates.values()))

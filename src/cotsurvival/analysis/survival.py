@@ -119,7 +119,7 @@ def _dummies(values: pd.Series, reference, prefix: str) -> pd.DataFrame:
     if reference is None:
         reference = values.value_counts().sort_index().idxmax()  # largest group; ties by name
     if reference not in levels:
-        raise CotSurvivalError("E009", reason=f"reference {reference!r} is not a {prefix} with tokens ({', '.join(map(str, levels))})")
+        raise CotSurvivalError("E088", option=f"reference {prefix}", value=reference, choices=", ".join(map(str, levels)))
     columns = {f"{prefix}[{level}]": (values == level).astype(float).to_numpy() for level in levels if level != reference}
     frame = pd.DataFrame(columns, index=values.index)
     frame.attrs["reference"] = reference
@@ -283,7 +283,7 @@ def cox_ph(
     elif method == "model":
         cov = np.asarray(result.cov_params())
     else:
-        raise CotSurvivalError("E009", reason=f"se must be auto, cluster, jackknife or model, not {se!r}")
+        raise CotSurvivalError("E088", option="se", value=se, choices="auto, cluster, jackknife, model")
     se_values = np.sqrt(np.diag(cov))
     z = coef / se_values
     reference_dist = stats.t(dof) if np.isfinite(dof) else stats.norm

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..analysis.data import as_rundir, load_run
 from ..errors import CotSurvivalError
 
 GREEDY = "greedy"
@@ -107,7 +108,6 @@ def parse_run_spec(spec: str | os.PathLike) -> tuple[Path, str]:
 
 def load_view(spec: str | os.PathLike, name: str | None = None) -> RunView:
     """Read one run (``RUN`` or ``RUN:ORDERING``) for comparison; nothing is written."""
-    from ..analysis.data import as_rundir, load_run
 
     path, ordering = parse_run_spec(spec)
     run = as_rundir(path)

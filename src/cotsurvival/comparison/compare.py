@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import html
 import itertools
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -30,7 +29,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..analysis import kaplan_meier
+from ..analysis.citations import fmt_p
+from ..analysis.citations import fmt_number
+from ..analysis.inference import bootstrap_ci
 from ..errors import CotSurvivalError
+from ..models import precision_note
+from ..reports.data import display_name
+from ..reports.figures import KaplanMeierDisplay
+from ..reports.style import figure_style, save_figure
+from ..reports.style import WIDTHS
+from ..reports.style import COARSE, order_present
+from ..reports.style import palette_for
+from ..results import read_json, to_jsonable, write_json, write_table, write_text
 from .align import TOKEN_UNITS, UNIT_RULE, WORD_UNITS, RunView, align, common_chains, load_view, match_chains
 
 DEFAULT_KEEP_RATIOS = (0.5, 0.25)
@@ -74,7 +85,7 @@ class ComparisonResult:
 
     def to_dict(self) -> dict:
         """Machine-readable form: the content of ``comparison.json`` (NaN becomes null)."""
-        return _jsonable({"runs": self.runs, "pairs": self.pairs, "alignment_rule": UNIT_RULE,
+        return to_jsonable({"runs": self.runs, "pairs": self.pairs, "alignment_rule": UNIT_RULE,
                           "config": self.config, "citations": self.citations, "notes": self.notes})
 
     def to_frame(self) -> pd.DataFrame:
@@ -85,19 +96,15 @@ class ComparisonResult:
         """Write ``comparison.json``, tables (CSV, Markdown, LaTeX), figures (PNG+PDF), ``citations.md``, ``index.html``."""
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "comparison.json").write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False), encoding="utf-8")
+        write_json(folder / "comparison.json", self.to_dict())
         for name, table in self.tables.items():
-            table.to_csv(folder / f"{name}.csv", index=False)
-            if name not in ("units", "km_category"):
-                (folder / f"{name}.md").write_text(table.to_markdown(index=False, floatfmt=".4g") + "\n", encoding="utf-8")
-                (folder / f"{name}.tex").write_text(
-                    table.to_latex(index=False, float_format=lambda v: f"{v:.4g}", escape=True), encoding="utf-8")
+            write_table(folder, name, table, formats=("csv",) if name in ("units", "km_category") else ("csv", "md", "tex"))
         lines = ["# Comparison: citable sentences", ""] + [f"- {c}" for c in self.citations]
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
-        (folder / "citations.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        write_text(folder / "citations.md", "\n".join(lines) + "\n")
         drawn = draw_figures(self, folder) if figures else {}
-        (folder / "index.html").write_text(_page(self, folder, drawn), encoding="utf-8")
+        write_text(folder / "index.html", _page(self, folder, drawn))
         return folder
 
     @classmethod
@@ -107,7 +114,7 @@ class ComparisonResult:
         path = folder / "comparison.json"
         if not path.is_file():
             raise CotSurvivalError("E125", path=folder)
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
         tables = {}
         for csv in sorted(folder.glob("*.csv")):
             try:
@@ -228,7 +235,6 @@ def compare(
         result.tables["recovery"] = recovery
     # A comparison's citations open with how each greedy run was scored where that limits its ranks:
     # an approximation (issue 16) or half precision (token-level agreement includes its rounding noise).
-    from ..models import precision_note
 
     said = []
     for view in (v for v in views if v.ordering == "greedy"):
@@ -252,7 +258,6 @@ def compare(
 
 # --------------------------------------------------------------------------- one pair
 def _compare_pair(a: RunView, b: RunView, keep_ratios, n_boot: int, seed: int, notes: list[str]):
-    from ..analysis.inference import bootstrap_ci
     chain_ids = common_chains(a, b)
     if not chain_ids:
         ids_a, ids_b = set(a.chains["chain_id"]), set(b.chains["chain_id"])
@@ -395,8 +400,6 @@ def _category_survival(views: list[RunView], n_boot: int, seed: int) -> pd.DataF
 
 
 def _km_tables(views: list[RunView]) -> pd.DataFrame:
-    from ..analysis import kaplan_meier
-
     frames = []
     for view in views:
         tokens = view.tokens.dropna(subset=["category"])
@@ -449,20 +452,14 @@ def _unique_names(views: list[RunView]) -> None:
 # The wording of p-values and numbers is the analysis's (one home: analysis.citations), imported
 # when first used so that `import cotsurvival` stays light.
 def _fmt_p(p) -> str:
-    from ..analysis.citations import fmt_p
-
     return fmt_p(p)
 
 
 def _num(value, digits: int = 2) -> str:
-    from ..analysis.citations import fmt_number
-
     return fmt_number(value, digits)
 
 
 def _sentences(a: RunView, b: RunView, pair: dict) -> list[str]:
-    from ..reports.data import display_name
-
     n = pair["n_chains"]
     how = ("token by token (same tokenizer)" if pair["units"] == "token"
            else "on words of the reasoning text (a word survives as long as any of its overlapping tokens)")
@@ -492,7 +489,6 @@ def draw_figures(result: ComparisonResult, folder: Path) -> dict[str, list[Path]
     import matplotlib
 
     matplotlib.use("Agg")
-    from ..reports.style import figure_style, save_figure
 
     drawn = {}
     for stem, draw in (("fig_km_by_run", _fig_km), ("fig_scatter", _fig_scatter), ("fig_forest", _fig_forest)):
@@ -506,8 +502,6 @@ def draw_figures(result: ComparisonResult, folder: Path) -> dict[str, list[Path]
 def _grid(n: int, height: float):
     import matplotlib.pyplot as plt
 
-    from ..reports.style import WIDTHS
-
     cols = min(n, 3)
     rows = math.ceil(n / cols)
     # Fewer than three panels get a narrower figure, so one pair's panel stays roughly square.
@@ -520,31 +514,18 @@ def _grid(n: int, height: float):
 
 
 def _categories(values) -> list[str]:
-    from ..reports.style import COARSE, order_present
-
     return order_present(values, COARSE)
 
 
 def _fig_km(result: ComparisonResult):
-    from ..reports.data import display_name
-    from ..reports.style import palette_for
-
     km = result.tables.get("km_category")
     if km is None or km.empty:
         return None
     names = [r["name"] for r in result.runs if r["name"] in set(km["run"])]
-    groups = _categories(km["group"].unique())
-    colours = palette_for(groups)
     fig, axes = _grid(len(names), 2.3)
     for ax, name in zip(axes, names):
-        curves = km[km["run"] == name]
-        for group in groups:
-            curve = curves[curves["group"] == group]
-            if curve.empty:
-                continue
-            ax.step(curve["time"], curve["survival"], where="post", color=colours[group], label=display_name(group))
-            ax.fill_between(curve["time"], curve["lower"], curve["upper"], step="post", color=colours[group],
-                            alpha=0.15, linewidth=0)
+        # the report's Kaplan–Meier figure, one panel per run
+        KaplanMeierDisplay.from_result(result, run=name).plot(ax=ax, band_alpha=0.15, median_line=False)
         info = next(r for r in result.runs if r["name"] == name)
         ax.set_title(f"{name}\n{info['model']}, {info['objective']}", fontsize=7)
         ax.set(xlim=(0, 1), ylim=(0, 1.02))
@@ -558,9 +539,6 @@ def _fig_km(result: ComparisonResult):
 
 
 def _fig_scatter(result: ComparisonResult):
-    from ..reports.data import display_name
-    from ..reports.style import palette_for
-
     units = result.tables.get("units")
     if units is None or units.empty:
         return None
@@ -589,9 +567,6 @@ def _fig_scatter(result: ComparisonResult):
 
 
 def _fig_forest(result: ComparisonResult):
-    from ..reports.data import display_name
-    from ..reports.style import palette_for
-
     table = result.tables.get("category_differences")
     if table is None or table.empty:
         return None
@@ -689,21 +664,3 @@ Machine-readable: <a href="comparison.json">comparison.json</a>; sentences: <a h
 {''.join(tables)}
 </body></html>
 """
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if not math.isfinite(float(value)) else float(value)
-    if value is pd.NA or value is None:
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value

@@ -41,8 +41,9 @@ def trace_gaps(step_costs, step_positions, token_ids) -> np.ndarray:
 def gaps_from_traces(traces: pd.DataFrame, token_ids) -> pd.Series:
     """Gap per step (index ``step``) from one chain's ``traces.parquet`` rows of one replicate."""
     ordered = traces.sort_values(["step", "position"])
-    return ordered.groupby("step", sort=True).apply(
-        lambda g: step_gap(g["cost"].to_numpy(), g["position"].to_numpy(), token_ids), include_groups=False)
+    gaps = {int(step): step_gap(g["cost"].to_numpy(), g["position"].to_numpy(), token_ids)
+            for step, g in ordered.groupby("step", sort=True)}
+    return pd.Series(gaps, dtype=np.float64, name="gap").rename_axis("step")
 
 
 def near_tie(gap, threshold: float):

@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 from ..errors import CotSurvivalError
+from .baselines import answer_attention
+from .engine import greedy_prune
+from .methods import make_scorer
 
 ACTOR_NAME = "cotsurvival-prune-{run}-{k}"
 
@@ -42,8 +45,6 @@ class _Worker:
     def __init__(self, model, loaded, device, dtype, method, objective, max_batch_tokens, trust_remote_code,
                  allow_unsafe_weights, threads, name):
         import torch
-
-        from .methods import make_scorer
 
         if threads:
             torch.set_num_threads(threads)
@@ -68,9 +69,6 @@ class _Worker:
         return self.tokenizer, self.info, type(self.scorer).__name__, self.name
 
     def prune(self, index, item, wanted, start, attention, approx=None, perturbation=None, reuse=None):
-        from .baselines import answer_attention
-        from .engine import greedy_prune
-
         try:
             trace = greedy_prune(self.scorer, item, wanted, start=start, approx=approx, perturbation=perturbation,
                                  reuse=reuse)
@@ -122,7 +120,8 @@ class RayPool:
         if gpus_per_worker is None:
             gpus_per_worker = 1.0 if gpus >= 1 else 0.0
         if gpus_per_worker < 0 or (workers is not None and workers < 1) or cpus_per_worker <= 0:
-            raise CotSurvivalError("E009", reason="--workers must be >= 1 and --gpus-per-worker >= 0")
+            raise CotSurvivalError("E086", option="--workers / --gpus-per-worker / cpus per worker", rule=">= 1 / >= 0 / > 0",
+                                   value=(workers, gpus_per_worker, cpus_per_worker))
         if gpus_per_worker > 0 and gpus < gpus_per_worker and owns:
             raise CotSurvivalError("E072", reason=f"--gpus-per-worker {gpus_per_worker:g} but the local Ray cluster "
                                                    f"has {gpus:g} GPUs (use --gpus-per-worker 0 for CPU workers)")

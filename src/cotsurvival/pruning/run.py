@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import sys
 import time
 import warnings
@@ -25,24 +26,28 @@ import pandas as pd
 import torch
 
 from .._version import __version__
-from ..chains import BUILTIN_CORPORA, Chain, ChainCorpus, read_chains, skip_summary
+from ..chains import BUILTIN_CORPORA, ON_ERROR, Chain, ChainCorpus, read_chains, skip_summary
 from ..encoding import EncodedChain, encode_chain
-from ..errors import CotSurvivalError
+from ..errors import CheckpointWarning, CotSurvivalError
+from ..models import scoring_dtype, warn_if_imprecise
+from ..outputs import check_output
 from ..progress import make_bar
 from ..rundir import RunDir
+from ..threads import cap_torch_threads
+from .approx import approx_record, parse_approx
 from .baselines import BASELINES, answer_attention, baseline_orders, orders_to_frame
 from .engine import DEFAULT_PERTURBATION_SCALE, ChainTrace, Perturbation, greedy_prune, n_deletions
-from ..threads import cap_torch_threads
-from .memory import memory_budget, parse_memory, plan_chain
 from .llmlingua import classifier_for_run
-from .methods import make_scorer
-from .registry import OBJECTIVES
+from .memory import memory_budget, parse_memory, plan_chain
+from .methods import SCORERS, make_scorer
+from .ray_backend import RayPool
+from .registry import BACKENDS, OBJECTIVES
 from .tables import (load_checkpoint, save_checkpoint, steps_frame, tokens_frame, trace_from_tables, traces_frame,
                      with_replicate)
 
 CHECKPOINT_SECONDS = 20.0
 # The exact scoring methods (--method) and their scorer classes' names, as manifests record them.
-_SCORER_NAMES = {"crossstep": "CrossStepScorer", "prefix": "PrefixReuseScorer", "naive": "NaiveScorer"}
+_SCORER_NAMES = {name: cls.__name__ for name, cls in SCORERS.items()}
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,7 @@ def prune(
     gpus_per_worker: float | None = None,
     max_memory: str | int | None = None,
     llmlingua_model: str | None = None,
+    llmlingua_framing: str | None = None,
     approx: str | None = None,
     replicates: int = 1,
     perturbation_scale: float | None = None,
@@ -183,6 +189,11 @@ def prune(
     llmlingua_model : str, optional
         LLMLingua-2 classifier for the ``llmlingua2`` baseline (hub id or directory; default
         ``microsoft/llmlingua-2-xlm-roberta-large-meetingbank``, or the one the run already used).
+    llmlingua_framing : {"package", "trained"}, optional
+        How ``llmlingua2`` frames each classifier chunk: ``"package"`` (``[CLS]``/``[SEP]``, which an
+        XLM-RoBERTa tokenizer reads as ``<unk>``: what the ``llmlingua`` package runs) or
+        ``"trained"`` (``<s>``/``</s>``, as the classifier was trained). Default: the run's, else
+        ``"package"`` (see :mod:`cotsurvival.pruning.llmlingua`).
     approx : str, optional
         Approximate greedy survival for long chains (see :mod:`cotsurvival.pruning.approx`):
         ``"auto"``, ``"topk:0.1,window=64"``, ...; recorded in the manifest as ``engine.approx``.
@@ -207,12 +218,9 @@ def prune(
     """
     _check_options(objective, keep_ratio, baselines, on_error, max_batch_tokens)
     max_memory_bytes = parse_memory(max_memory)
-    if backend not in ("local", "ray"):
-        raise CotSurvivalError("E009", reason=f"--backend must be 'local' or 'ray', not {backend!r}")
-    from ..models import scoring_dtype, warn_if_imprecise
-    from .approx import parse_approx
+    start_backend = BACKENDS.resolve(backend)
 
-    # approx (engineer approx): parsed before any model is loaded, so a bad spec fails fast.
+    # --approx is parsed before any model is loaded, so a bad spec fails fast.
     approx_spec = parse_approx(approx)
     _check_replicates(replicates, perturbation_scale, approx_spec)
     dtype = scoring_dtype(dtype)  # auto: float32 on every device (half precision switches greedy paths)
@@ -223,29 +231,19 @@ def prune(
         from ..chains import parse_fields
 
         selection["fields"] = parse_fields(fields)
-    pool = None
-    if backend == "ray":
-        from .ray_backend import RayPool
-
-        pool = RayPool.start(model=model, loaded_model=loaded_model, device=device, dtype=dtype, method=method,
-                             objective=objective, max_batch_tokens=max_batch_tokens,
-                             trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights,
-                             address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
-        lm, tokenizer, info = None, pool.tokenizer, pool.info
-    else:
-        if loaded_model is None:
-            from ..models import load_model
-
-            loaded_model = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                                      allow_unsafe_weights=allow_unsafe_weights)
-        lm, tokenizer, info = loaded_model
+    pool, lm, tokenizer, info = start_backend(
+        model=model, loaded_model=loaded_model, device=device, dtype=dtype, method=method, objective=objective,
+        max_batch_tokens=max_batch_tokens, trust_remote_code=trust_remote_code,
+        allow_unsafe_weights=allow_unsafe_weights, address=ray_address, workers=workers,
+        gpus_per_worker=gpus_per_worker)
     warn_if_imprecise(info.dtype)
     try:
         return _prune_encoded(corpus, out, lm, tokenizer, info, pool, objective=objective, keep_ratio=keep_ratio,
                               max_batch_tokens=max_batch_tokens, method=method, baselines=baselines,
                               on_error=on_error, keep_annotations=keep_annotations, seed=seed, progress=progress,
                               selection=selection, max_memory=max_memory_bytes,
-                              llmlingua=dict(spec=llmlingua_model, device=device, allow_unsafe_weights=allow_unsafe_weights),
+                              llmlingua=dict(spec=llmlingua_model, device=device, allow_unsafe_weights=allow_unsafe_weights,
+                                             framing=llmlingua_framing),
                               approx=approx_spec, replicates=replicates, perturbation_scale=perturbation_scale)
     finally:
         if pool is not None:
@@ -267,11 +265,9 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
         for line in skip_summary(skipped):
             print(f"  {line}", file=sys.stderr)
     if pool is None:
-        try:  # before the run directory exists: an unsupported method must not leave one behind (E100)
-            scorer_name = type(make_scorer(lm, method=method, objective=objective,
-                                           max_batch_tokens=max_batch_tokens)).__name__
-        except ValueError as exc:
-            raise CotSurvivalError("E009", reason=str(exc)) from None
+        # before the run directory exists: an unsupported method must not leave one behind (E100, E088)
+        scorer_name = type(make_scorer(lm, method=method, objective=objective,
+                                       max_batch_tokens=max_batch_tokens)).__name__
     else:
         scorer_name = pool.scorer_name
     if approx is None:  # approx: an exact run of a very long chain is refused, naming --approx
@@ -377,7 +373,8 @@ def _prune_open(run, manifest, encoded, lm, pool, scorer_name, started, *, objec
     try:  # the bar is closed (ending its line) before any error message is printed
         classifier = classifier_for_run(run, manifest, names, llmlingua.get("spec"), needed=bool(todo),
                                         device=llmlingua.get("device", "auto"),
-                                        allow_unsafe_weights=llmlingua.get("allow_unsafe_weights", False))
+                                        allow_unsafe_weights=llmlingua.get("allow_unsafe_weights", False),
+                                        framing=llmlingua.get("framing"))
         if pool is None:
             cap_torch_threads()
             budget = memory_budget(next(lm.parameters()).device, max_memory)
@@ -527,7 +524,6 @@ def _engine_approx(manifest: dict, approx, chain_rows: dict) -> dict:
     """``engine.approx`` (None when exact) and ``engine.token_rows`` (decoder rows, all chains).
 
     A run is never continued with another approximation (``settings.scoring`` differs: E083)."""
-    from .approx import approx_record
 
     record = approx_record(approx)
     return {"approx": record, "token_rows": int(sum(chain_rows.values())), "token_rows_chains": chain_rows}
@@ -539,7 +535,6 @@ def _discard_if_empty(run: RunDir, folder_existed: bool) -> None:
     A failure before any chain commits (an unsupported method, a full disk, an interrupt in the first
     chain without a checkpoint) would otherwise leave a run directory that holds no results.
     """
-    import shutil
 
     if run.part_indices("tokens") or (run.checkpoint_dir.is_dir() and any(run.checkpoint_dir.iterdir())):
         return
@@ -555,9 +550,28 @@ def _discard_if_empty(run: RunDir, folder_existed: bool) -> None:
             pass
 
 
+@BACKENDS.register("local")
+def _local_backend(*, model, loaded_model, device, dtype, trust_remote_code, allow_unsafe_weights, **_ray_options):
+    """This process: load the model here (no pool)."""
+    if loaded_model is None:
+        from ..models import load_model
+
+        loaded_model = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                                  allow_unsafe_weights=allow_unsafe_weights)
+    lm, tokenizer, info = loaded_model
+    return None, lm, tokenizer, info
+
+
+@BACKENDS.register("ray")
+def _ray_backend(**options):
+    """A pool of Ray actors; the model loads in each (ray is an optional dependency, imported here)."""
+
+    pool = RayPool.start(**options)
+    return pool, None, pool.tokenizer, pool.info
+
+
 def _check_out(out, chains) -> None:
     """The run directory may not be a file, nor the chains file it is pruned from."""
-    from ..outputs import check_output
 
     if isinstance(chains, (str, Path)) and str(chains) not in BUILTIN_CORPORA:
         check_output(out, inputs=[(chains, "the chains file this command reads")], folder=True, overwrite=True,
@@ -568,17 +582,15 @@ def _check_out(out, chains) -> None:
 
 
 def _check_options(objective, keep_ratio, baselines, on_error, max_batch_tokens) -> None:
-    if objective not in OBJECTIVES:
-        raise CotSurvivalError("E009", reason=f"--objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
+    OBJECTIVES.check(objective)
     if not 0.0 <= keep_ratio < 1.0:
-        raise CotSurvivalError("E009", reason=f"--keep-ratio must be in [0, 1), not {keep_ratio}")
-    unknown = [b for b in baselines if b not in BASELINES]
-    if unknown:
-        raise CotSurvivalError("E009", reason=f"unknown baseline {unknown[0]!r}; choose from {', '.join(BASELINES)}")
-    if on_error not in (None, "fail", "skip"):
-        raise CotSurvivalError("E009", reason=f"--on-error must be 'fail' or 'skip', not {on_error!r}")
+        raise CotSurvivalError("E086", option="--keep-ratio", rule="in [0, 1)", value=keep_ratio)
+    for name in baselines:
+        BASELINES.check(name)
+    if on_error is not None:
+        ON_ERROR.check(on_error)
     if max_batch_tokens < 1:
-        raise CotSurvivalError("E009", reason="--max-batch-tokens must be positive")
+        raise CotSurvivalError("E086", option="--max-batch-tokens", rule="at least 1", value=max_batch_tokens)
 
 
 def _as_corpus(chains, on_error, keep_annotations, limit, ids=None, fields=None) -> ChainCorpus:
@@ -591,7 +603,7 @@ def _as_corpus(chains, on_error, keep_annotations, limit, ids=None, fields=None)
                   file=sys.stderr)
         return corpus
     if limit is not None and limit < 1:
-        raise CotSurvivalError("E009", reason=f"limit must be at least 1, not {limit}")
+        raise CotSurvivalError("E086", option="--limit", rule="at least 1", value=limit)
     items = list(chains)
     if ids is not None:
         known = {c.id for c in items}
@@ -787,7 +799,7 @@ def _start_trace(run: RunDir, item: EncodedChain, index: int, replicate: int = 0
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
             # A checkpoint only saves time: a damaged one is dropped and the chain starts over.
             warnings.warn(f"ignoring unreadable checkpoint {checkpoint} ({type(exc).__name__}: {exc}); "
-                          f"chain {item.chain.id!r} starts over", stacklevel=2)
+                          f"chain {item.chain.id!r} starts over", CheckpointWarning, stacklevel=2)
             checkpoint.unlink(missing_ok=True)
     if start is None and replicate in _committed_replicates(run, index):
         def rows(table, columns=None):

@@ -5,12 +5,14 @@ Every row carries its ``replicate`` (0: the greedy path; r ≥ 1: perturbed repl
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..encoding import EncodedChain
+from ..rundir import atomic_write_bytes
 from .diagnostics import trace_gaps
 from .engine import ChainTrace
 
@@ -116,8 +118,6 @@ def trace_from_tables(steps: pd.DataFrame, traces: pd.DataFrame, static_logprobs
 
 def save_checkpoint(path: Path, trace: ChainTrace) -> None:
     """Arrays only (``np.savez``, loaded with ``allow_pickle=False``): a checkpoint never runs code."""
-    from ..rundir import atomic_write_bytes
-    import io
 
     lengths = np.array([len(c) for c in trace.step_costs], dtype=np.int64)
     buffer = io.BytesIO()

@@ -12,9 +12,12 @@ import os
 
 import pandas as pd
 
+from ..analysis.data import join_labels
 from ..errors import CotSurvivalError
+from ..labels import resolve_source
 from ..rundir import RunDir, as_rundir
 from .data import display_name, token_segments
+from .stored import number_cell
 from .style import COARSE, category_colours, order_present
 
 _TOKEN_COLUMNS = ["position", "text", "char_start", "char_end", "deleted_step", "survival", "censored",
@@ -40,8 +43,6 @@ def read_chain_tokens(run: RunDir, chain_index: int, labels: str = "rule") -> pd
     names = run.part_columns("tokens", chain_index)
     frame = run.read_part("tokens", chain_index, columns=[c for c in _TOKEN_COLUMNS + ["chain_index", "chain_id"]
                                                          if c in names and c not in ("label", "category")])
-    from ..analysis.data import join_labels
-    from ..labels import resolve_source
 
     try:
         source = resolve_source(run, labels)
@@ -222,8 +223,6 @@ def _stored_summary(run: RunDir, stats) -> pd.DataFrame | None:
 
 
 def _category_table(run: RunDir, stats=None) -> str:
-    from .stored import number_cell
-
     if not run.part_indices("tokens"):
         return ""
     summary = _stored_summary(run, stats)

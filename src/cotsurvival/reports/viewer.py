@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CotSurvivalError
+from ..labels import RULE, resolve_source, stored_sources
 from ..rundir import RunDir, as_rundir, atomic_write_bytes
 from .data import display_name, resolve_chain_ids, token_segments
 from .notebook import read_chain_tokens
@@ -77,7 +78,6 @@ def build_viewer(
     for index in selected:
         if index not in available:
             raise CotSurvivalError("E051", chain=index, n_chains=len(available), last=available[-1])
-    from ..labels import RULE, resolve_source, stored_sources
 
     # The default on an untagged run shows no labels; any other source the user names must exist.
     source = None if labels == RULE and RULE not in stored_sources(run) else resolve_source(run, labels)

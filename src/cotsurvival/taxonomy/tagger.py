@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
+from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
 from ..assets import INSTALL_COMMANDS, SPACY_PIPELINE
+from ..chains import read_chains
 from ..errors import CotSurvivalError
+from ..rundir import atomic_write_bytes
+from .language import warn_if_not_english
 from .mathlex import FUNC, lex
 from .rules import QuestionContext, RuleLabeller, question_context
 from .spec import TaxonomySpec, load_spec
@@ -127,14 +132,14 @@ def iter_tag(
 ) -> Iterator[list[Span]]:
     """Like :func:`tag_many`, but yields each text's spans as soon as it is tagged."""
     if batch_size < 1:
-        raise CotSurvivalError("E009", reason=f"batch_size must be >= 1, not {batch_size}")
+        raise CotSurvivalError("E086", option="batch_size", rule="at least 1", value=batch_size)
     spec = spec or load_spec()
     nlp = load_pipeline()
     labeller = _labeller(spec)
     texts = [t if isinstance(t, str) else "" for t in texts]
     questions = list(questions) if questions is not None else [None] * len(texts)
     if len(questions) != len(texts):
-        raise CotSurvivalError("E009", reason=f"{len(texts)} texts but {len(questions)} questions")
+        raise CotSurvivalError("E092", what="texts and questions", detail=f"{len(texts)} texts, {len(questions)} questions")
     for start in range(0, len(texts), batch_size):
         chunk = texts[start:start + batch_size]
         contexts = _question_contexts(questions[start:start + batch_size], spec)
@@ -302,11 +307,6 @@ def write_spans(
     int
         Number of chains written.
     """
-    import json
-    from pathlib import Path
-
-    from ..chains import read_chains
-    from ..rundir import atomic_write_bytes
 
     corpus = read_chains(source, keep_annotations=keep_annotations, fields=fields)
     if corpus.n_annotations_stripped:  # the one annotation rule, said out loud (as prune says it)
@@ -315,7 +315,6 @@ def write_spans(
         print(f"stripped <<...>> calculator annotations from {corpus.n_annotations_stripped} chain"
               f"{'' if corpus.n_annotations_stripped == 1 else 's'} (--keep-annotations keeps them); the spans "
               "index the stripped text each line repeats", file=sys.stderr)
-    from .language import warn_if_not_english  # the rules are English: say so when a text is not
 
     warn_if_not_english([c.id for c in corpus], [c.reasoning for c in corpus])
     lines = []
