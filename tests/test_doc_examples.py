@@ -65,11 +65,14 @@ def run_block(language: str, code: str, namespace: dict, where: str) -> None:
         words = shlex.split(command, comments=True)
         if not words:
             continue
-        if words[0] == "cotsurvival":
-            assert main(words[1:]) == 0, f"{where}: `{command.strip()}` failed"
-        else:
+        if words[0] != "cotsurvival":
             done = subprocess.run(command, shell=True, capture_output=True, text=True, executable="/bin/bash")
             assert done.returncode == 0, f"{where}: `{command.strip()}` failed: {done.stderr[-500:]}"
+            continue
+        while words:  # `A && B`: each cotsurvival command in turn, stopping at the first failure
+            first = words.index("&&") if "&&" in words else len(words)
+            assert words[0] == "cotsurvival" and main(words[1:first]) == 0, f"{where}: `{command.strip()}` failed"
+            words = words[first + 1:]
 
 
 @pytest.fixture(scope="module")
