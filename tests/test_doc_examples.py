@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -64,11 +65,14 @@ def run_block(language: str, code: str, namespace: dict, where: str) -> None:
         words = shlex.split(command, comments=True)
         if not words:
             continue
-        if words[0] == "cotsurvival":
-            assert main(words[1:]) == 0, f"{where}: `{command.strip()}` failed"
-        else:
+        if words[0] != "cotsurvival":
             done = subprocess.run(command, shell=True, capture_output=True, text=True, executable="/bin/bash")
             assert done.returncode == 0, f"{where}: `{command.strip()}` failed: {done.stderr[-500:]}"
+            continue
+        while words:  # `A && B`: each cotsurvival command in turn, stopping at the first failure
+            first = words.index("&&") if "&&" in words else len(words)
+            assert words[0] == "cotsurvival" and main(words[1:first]) == 0, f"{where}: `{command.strip()}` failed"
+            words = words[first + 1:]
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +98,8 @@ def test_doc_command_blocks_run(path, workdir, capsys):
         if SKIP.match(code.lstrip().splitlines()[0] if code.strip() else ""):
             skipped += 1
             continue
+        began = time.perf_counter()
         run_block(language, code, namespace, f"{path.name}:{line}")
+        print(f"{path.name}:{line}: {time.perf_counter() - began:.1f} s")
         ran += 1
     print(f"{path.name}: ran {ran} blocks, {skipped} marked not run in CI")

@@ -181,14 +181,16 @@ def test_load_returns_what_analyze_saved(tmp_path):
     for name, table in saved.tables_.items():
         pd.testing.assert_frame_equal(loaded.tables_[name], table.reset_index(drop=True), check_dtype=False,
                                       check_categorical=False)
-    # Statistics of an earlier state of the run are shown with a warning.
+    # Statistics of an earlier state of the run are never shown: refused without analysing (E150).
     from cotsurvival.reports.report import _stats
 
     assert _stats(run, run_analysis=False)[1] is None
     stats = json.loads((run.stats_dir / "stats.json").read_text())
-    stats["counts"]["n_chains"] = 3
+    stats["counts"]["fingerprint"]["n_chains"] = 3
     (run.stats_dir / "stats.json").write_text(json.dumps(stats))
-    assert "describes 3 chains but the run now has 4" in _stats(run, run_analysis=False)[1]
+    with pytest.raises(CotSurvivalError) as stale:
+        _stats(run, run_analysis=False)
+    assert stale.value.code == "E150" and "3 chains then, 4 now" in stale.value.one_line()
     with pytest.raises(CotSurvivalError) as info:
         AnalysisResult.load(synthetic_run(tmp_path / "bare", n_chains=2, n_tokens=6))
     assert info.value.code == "E012"
