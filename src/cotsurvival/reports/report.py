@@ -15,6 +15,7 @@ from ..analysis import AnalysisResult, analyze
 from ..errors import CotSurvivalError
 from ..labels import resolve_source
 from ..outputs import check_output, is_report_folder, run_inputs
+from ..provenance import require_fresh, stale_reason
 from ..recovery import RecoveryResult
 from ..results import StageResult, frame_html
 from ..rundir import RunDir, atomic_write_bytes
@@ -255,10 +256,7 @@ def _draw(spec, data: ReportData, out: Path, stem: str, widths, kwargs) -> tuple
 
 def _stats(run: RunDir, run_analysis: bool, labels: str = "rule"):
     """The stored analysis (loaded, or computed and saved now), or ``None`` with the reason."""
-
     if (run.stats_dir / "stats.json").is_file():
-        from ..provenance import require_fresh, stale_reason
-
         result = AnalysisResult.load(run)
         source = (result.config or {}).get("labels_source")
         stale = stale_reason(result.counts_.get("fingerprint"), run, source)
@@ -267,8 +265,6 @@ def _stats(run: RunDir, run_analysis: bool, labels: str = "rule"):
         if not run_analysis:  # never a stale number silently: refuse, naming the command that updates it
             require_fresh(result.counts_.get("fingerprint"), run, what="stats/stats.json",
                           command=f"cotsurvival analyze {run.path}", labels_source=source)
-        from ..analysis import analyze
-
         # The run changed since: analyse it again with the stored settings, so the page matches the run.
         config = result.config or {}
         kept = {k: config[k] for k in ("n_boot", "seed", "reference", "primary", "min_chains", "min_tokens",
