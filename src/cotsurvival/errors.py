@@ -34,6 +34,7 @@ class Errors:
     # --- stats (E043-E049): chain-level tests and power
     E043 = "Cannot compute power: {reason}"
     E044 = "Unknown primary contrast {value!r}: the run's {group} values are {available}."
+    E045 = "Unknown position adjustment {value!r} (choose one of: {available})."
     E050 = "Unknown figure width {value!r}; choose from: {allowed}."
     E051 = "Chain {chain} is not in the run ({n_chains} chains; chain_index runs from 0 to {last})."
     E052 = "{path}: the run has no pruned tokens to show. Run `cotsurvival prune` first."
