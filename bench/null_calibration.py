@@ -7,7 +7,7 @@ rejects about 0.05 of the time; the Monte Carlo SE of a rate r over R runs is sq
 (0.013 at 0.05 with 300 runs). ``--power`` adds the rejection rate for a true 0.1 difference shared
 by all chains, with the mean between-chain SD of the per-chain contrast.
 
-    PYTHONPATH=src nice python bench/null_calibration.py --runs 300 --jobs 2
+    PYTHONPATH=src nice python bench/null_calibration.py --runs 300 --jobs 2 --adjustments cubic_step cubic
     PYTHONPATH=src nice python bench/null_calibration.py --runs 300 --token-tests --cox --chains 6 30 --scenarios runs drift
 """
 from __future__ import annotations
@@ -78,9 +78,10 @@ def main() -> None:
     parser.add_argument("--cox", action="store_true", help="add the Cox row (slow: ~100x the others)")
     parser.add_argument("--no-power", action="store_true", help="skip the power cell (true 0.1 difference, 30 chains)")
     parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--primary-only", action="store_true", help="only the primary adjustment's row")
+    parser.add_argument("--adjustments", nargs="+", default=list(ADJUSTMENTS), choices=list(ADJUSTMENTS),
+                        help="position adjustments of the chain-level test to calibrate (default: all)")
     args = parser.parse_args()
-    tests = [n for n in ALL if n.startswith("chain-level") and (not args.primary_only or "(primary)" in n)]
+    tests = [f"chain-level, {a}{' (primary)' if a == DEFAULT_ADJUSTMENT else ''}" for a in args.adjustments]
     tests += list(TOKEN_TESTS) if args.token_tests else []
     tests += list(COX_TESTS) if args.cox else []
     started = time.time()

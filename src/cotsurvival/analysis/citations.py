@@ -428,6 +428,15 @@ def _dynamics_sentences(result, withheld: list[str]) -> list[str]:
     return out
 
 
+def _below_floor(p, n_chains) -> str:
+    """A bootstrap p below what an exact test over ``n_chains`` chains could give says so."""
+    from .inference import smallest_p
+
+    floor = smallest_p(int(n_chains))
+    return (f" (a bootstrap p; an exact test over {n_chains} chains cannot go below {floor:.3f})"
+            if p is not None and math.isfinite(p) and p < floor else "")
+
+
 def _attention_sentences(result, withheld: list[str]) -> list[str]:
     out = []
     min_chains = _support(result)[0]
@@ -459,7 +468,8 @@ def _attention_sentences(result, withheld: list[str]) -> list[str]:
                        f"{_f(comp['auc_ci'][1])}], against {_f(comp['auc_other'])} [{_f(comp['auc_other_ci'][0])}, "
                        f"{_f(comp['auc_other_ci'][1])}] for surprisal alone (difference {comp['difference']:+.2f} "
                        f"[{comp['difference_ci'][0]:+.2f}, {comp['difference_ci'][1]:+.2f}], {comp['test']}, "
-                       f"{fmt_p(comp['p_value'])}; {_boot(comp['n_chains'])}; {comp['n_tokens']:,} tokens, "
+                       f"{fmt_p(comp['p_value'])}{_below_floor(comp['p_value'], comp['n_chains'])}; {_boot(comp['n_chains'])}; "
+                       f"{comp['n_tokens']:,} tokens, "
                        f"{probe.get('n_folds', '?')} folds).")
     elif "auc" in probe and probe.get("n_chains", 0) >= min_chains:
         out.append(f"A chain-grouped cross-validated ridge probe on all attention layers predicted survival past the "

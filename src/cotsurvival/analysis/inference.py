@@ -26,7 +26,9 @@ EXACT_MAX_CHAINS = 16
 
 def _flip_patterns(n: int, n_resamples: int, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
     if n <= EXACT_MAX_CHAINS:
-        return np.array(list(itertools.product((1.0, -1.0), repeat=n))), True
+        # all 2**n patterns (bit j of row i gives chain j's sign): the rows of itertools.product((1, -1), repeat=n)
+        bits = (np.arange(2 ** n)[:, None] >> np.arange(n - 1, -1, -1)[None, :]) & 1
+        return 1.0 - 2.0 * bits, True
     return rng.choice((1.0, -1.0), size=(n_resamples, n)), False
 
 

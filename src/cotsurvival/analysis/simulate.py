@@ -34,6 +34,7 @@ CATEGORIES = ("symbolic_math", "narration", "referential", "grammar")
 _LABEL = {"symbolic_math": "SYMBOLIC_MATH", "narration": "CONTENT", "referential": "ENTITY_NAME",
           "grammar": "FUNCTION"}
 _SHARES = np.array([0.3, 0.3, 0.15, 0.25])
+_REST_CDF = np.cumsum(_SHARES[1:] / _SHARES[1:].sum())
 SCENARIOS = ("runs", "drift", "answer_jump", "u_shape", "tied", "few_targets", "heteroscedastic", "short_long")
 
 
@@ -62,8 +63,9 @@ def _labels(n: int, rng: np.random.Generator, scenario: str, boundary: float) ->
         if scenario == "answer_jump" and rel < boundary:  # label runs do not cross the answer boundary
             length = min(length, max(1, int(np.ceil(boundary * (n - 1))) - i))
         sym = _target_share(rel, scenario, boundary)
-        shares = np.r_[sym, _SHARES[1:] / _SHARES[1:].sum() * (1 - sym)]
-        out[i:i + length] = CATEGORIES[rng.choice(len(CATEGORIES), p=shares)]
+        u = rng.random()  # the target with probability sym, else one of the others in their fixed shares
+        pick = 0 if u < sym else 1 + min(int(np.searchsorted(_REST_CDF, (u - sym) / (1 - sym), side="right")), 2)
+        out[i:i + length] = CATEGORIES[pick]
         i += length
     if scenario == "few_targets":
         out[rng.choice(n, size=int(rng.integers(2, 4)), replace=False)] = "symbolic_math"
@@ -129,7 +131,8 @@ def simulate_token_table(
     if scenario not in SCENARIOS:
         raise ValueError(f"scenario must be one of {SCENARIOS}, not {scenario!r}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    frames = []
+    columns: dict[str, list] = {k: [] for k in ("chain_index", "position", "n_tokens", "rel_position", "category",
+                                                "deleted_step", "survival", "static_logprob")}
     for index in range(n_chains):
         if scenario == "short_long":
             n = min_tokens if index % 2 == 0 else 300
@@ -146,12 +149,18 @@ def simulate_token_table(
         uniform = stats.rankdata(latent) / n
         score = uniform + 1.17 * effect * (categories == target)
         deleted_step = stats.rankdata(score, method="ordinal").astype(int)  # lowest score deleted first
-        frames.append(pd.DataFrame({
-            "chain_index": index, "chain_id": f"sim-{index}", "position": position, "n_tokens": n,
-            "rel_position": rel, "text": [f" t{i}" for i in position], "token_len": 3, "is_whitespace": False,
-            "label": [_LABEL[c] for c in categories], "category": categories,
-            "deleted_step": pd.array(deleted_step, dtype="Int64"), "survival": deleted_step / n,
-            "censored": False, "deletion_cost": np.nan,
-            "static_logprob": -np.abs(rng.normal(2.0, 1.0, n)),
-        }))
-    return pd.concat(frames, ignore_index=True)
+        for key, value in (("chain_index", np.full(n, index)), ("position", position), ("n_tokens", np.full(n, n)),
+                           ("rel_position", rel), ("category", categories), ("deleted_step", deleted_step),
+                           ("survival", deleted_step / n), ("static_logprob", -np.abs(rng.normal(2.0, 1.0, n)))):
+            columns[key].append(value)
+    frame = pd.DataFrame({k: np.concatenate(v) for k, v in columns.items()})
+    label = {c: _LABEL[c] for c in CATEGORIES}
+    frame.insert(1, "chain_id", "sim-" + frame["chain_index"].astype(str))
+    frame.insert(5, "text", " t" + frame["position"].astype(str))
+    frame.insert(6, "token_len", 3)
+    frame.insert(7, "is_whitespace", False)
+    frame.insert(8, "label", frame["category"].map(label))
+    frame["deleted_step"] = frame["deleted_step"].astype("Int64")
+    frame["censored"] = False
+    frame["deletion_cost"] = np.nan
+    return frame
