@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--cox", action="store_true", help="add the Cox row (slow: ~100x the others)")
     parser.add_argument("--no-power", action="store_true", help="skip the power cell (true 0.1 difference, 30 chains)")
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--progress", action="store_true", help="print each cell as it completes")
     parser.add_argument("--adjustments", nargs="+", default=list(ADJUSTMENTS), choices=list(ADJUSTMENTS),
                         help="position adjustments of the chain-level test to calibrate (default: all)")
     args = parser.parse_args()
@@ -85,15 +86,23 @@ def main() -> None:
     tests += list(TOKEN_TESTS) if args.token_tests else []
     tests += list(COX_TESTS) if args.cox else []
     started = time.time()
-    jobs = [(s, c, args.runs, 0.0, 1000 + 97 * i + c, tests) for i, s in enumerate(args.scenarios) for c in args.chains]
+    # Cheap cells first (6, then 10, then 30 chains), each printed as it completes (--progress) so that an
+    # interrupted run still reports what it measured.
+    jobs = [(s, c, args.runs, 0.0, 1000 + 97 * i + c, tests) for c in args.chains for i, s in enumerate(args.scenarios)]
     if not args.no_power:
         jobs.append(("runs", 30, args.runs, 0.1, 7, tests))
+    results = {}
     with ProcessPoolExecutor(args.jobs) as pool:
-        results = dict(zip([(j[0], j[1], j[3]) for j in jobs], pool.map(cell, jobs)))
+        for job, result in zip(jobs, pool.map(cell, jobs)):
+            results[(job[0], job[1], job[3])] = result
+            if args.progress:
+                print(f"cell {job[0]} chains={job[1]} effect={job[3]}: " + "; ".join(
+                    f"{n} {v[0]:.3f} ({v[1]} runs, mean SD {v[2]:.3f})" for n, v in result.items())
+                    + f" [{time.time() - started:.0f} s]", flush=True)
     sizes = " / ".join(map(str, args.chains))
     print(f"| scenario (null unless stated) | " + " | ".join(f"{n} ({sizes} chains)" for n in tests) + " |")
     print("|---|" + "---|" * len(tests))
-    for (scenario, n_chains, effect), _ in [(k, None) for k in results if k[1] == args.chains[0] and k[2] == 0.0]:
+    for scenario in args.scenarios:
         cells = []
         for name in tests:
             cells.append(" / ".join(f"{results[(scenario, c, 0.0)][name][0]:.3f}" for c in args.chains))
