@@ -80,7 +80,8 @@ def test_the_linter_catches_each_kind_of_contradiction():
            "the rest of their chain, by a mean +0.120 in normalized survival [95% CI +0.050, +0.190] (n = 8 chains).",
            "Each category: grammar: not significantly different, +0.100 [95% CI +0.020, +0.180] (8 chains).",
            "Primary result: x tokens survived longer than the rest, by +0.1 [95% CI -0.010, +0.200] (8 chains).",
-           "Something: p = 0.016 (5 chains).", "Something else: p < 0.001 (9 chains).",
+           "Something (sign-flip test): p = 0.016 (5 chains).",
+           "Something else (sign-flip test): p < 0.001 (9 chains).",
            "A family: not significant, +0.1 (5 chains)."]
     assert len(lint(bad)) == 6
     fine = ["Each category: grammar: not significantly different, +0.100 [95% CI -0.020, +0.180], p = 0.200 (8 chains)."]

@@ -136,10 +136,19 @@ def _verdict(p: float, floor: float, n_chains: int, family: str = "") -> str | N
     return None
 
 
+def _end(x: float) -> str:
+    """An interval end with 3 decimals, more when 3 would print a nonzero end as 0 (the side of 0 an
+    end lies on is what the verdict beside it rests on)."""
+    digits = 3
+    while x != 0 and round(x, digits) == 0 and digits < 8:
+        digits += 1
+    return f"{x:+.{digits}f}"
+
+
 def _interval(low, high) -> str:
     if not (math.isfinite(low) and math.isfinite(high)):
         return "95% CI unbounded: the test cannot reject at any shift"
-    return f"95% CI {low:+.3f}, {high:+.3f}"
+    return f"95% CI {_end(low)}, {_end(high)}"
 
 
 def _primary_sentences(result) -> list[str]:
