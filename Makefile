@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.cotsurvival-installed
 DEMO_OUT ?= demo-run
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,5 +35,9 @@ test-fast: install
 bench: install
 	$(PY) bench/engine_cpu.py
 
+# The API reference, generated from the docstrings (offline): docs/api/index.html
+docs: install
+	$(PY) tools/api_docs.py docs/api
+
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) build src/*.egg-info
+	rm -rf $(VENV) $(DEMO_OUT) build src/*.egg-info docs/api

@@ -72,15 +72,15 @@ def test_degradation_by_hand(tmp_path):
     per_chain, pooled = dyn.degradation_curves(run, grid=5)
     steps = run.read_part("steps", 0)
     chain = per_chain[per_chain.chain_index == 0]
-    np.testing.assert_allclose(chain["drop"], steps["objective"] - steps["objective"].iloc[0])
+    np.testing.assert_allclose(chain["change"], steps["objective"] - steps["objective"].iloc[0])
     np.testing.assert_allclose(chain["fraction_pruned"], steps["step"] / steps["n_remaining"].iloc[0])
     # The run stopped at keep ratio 0.5: fractions past 0.5 are not reported.
     assert pooled["fraction_pruned"].max() <= 0.5 and pooled["n_chains"].min() >= 1
-    curves = [np.interp(0.25, c.fraction_pruned, c["drop"]) for _, c in per_chain.groupby("chain_index")]
+    curves = [np.interp(0.25, c.fraction_pruned, c["change"]) for _, c in per_chain.groupby("chain_index")]
     row = pooled[pooled.fraction_pruned == 0.25].iloc[0]
-    assert row.mean_drop == pytest.approx(np.mean(curves))
+    assert row.mean_change == pytest.approx(np.mean(curves))
     half = stats.t.ppf(0.975, 2) * np.std(curves, ddof=1) / np.sqrt(3)
-    assert row.upper - row.mean_drop == pytest.approx(half)
+    assert row.upper - row.mean_change == pytest.approx(half)
 
 
 def test_no_traces_is_a_clear_error(tmp_path):

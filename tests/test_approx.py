@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cotsurvival.encoding import encode_chain
-from cotsurvival.errors import CotSurvivalError
+from cotsurvival.errors import ApproximationWarning, CotSurvivalError
 from cotsurvival.pruning.approx import ApproxSpec, AutoSpec, approx_prune, parse_approx, score_round
 from cotsurvival.pruning.crossstep import CrossStepScorer
 from cotsurvival.pruning.engine import ChainTrace, greedy_prune
@@ -259,7 +259,7 @@ def test_exact_run_of_long_chain_warns(tmp_path, tiny_loaded, monkeypatch):
     from cotsurvival.pruning import approx
 
     monkeypatch.setattr(approx, "EXACT_WARN_TOKENS", 20)
-    with pytest.warns(UserWarning, match="--approx auto"):
+    with pytest.warns(ApproximationWarning, match="--approx auto"):
         prune(EXAMPLE_CHAINS[1:2], tmp_path / "run", loaded_model=tiny_loaded, progress=False, keep_ratio=0.9)
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from cotsurvival.chains import Chain
-from cotsurvival.errors import CotSurvivalError
+from cotsurvival.errors import CheckpointWarning, CotSurvivalError
 from cotsurvival.rundir import RunDir
 from cotsurvival.testing import EXAMPLE_CHAINS, synthetic_run
 
@@ -149,7 +149,7 @@ def test_unreadable_checkpoint_is_discarded(tmp_path, tiny_from_dir):
         (run / f"{table}.parquet" / "part-000001.parquet").unlink()
     (run / "checkpoints").mkdir(exist_ok=True)
     (run / "checkpoints" / "part-000001.npz").write_bytes(b"PK\x03\x04 truncated")
-    with pytest.warns(UserWarning, match="part-000001.npz"):
+    with pytest.warns(CheckpointWarning, match="part-000001.npz"):
         reference(source, run, tiny_from_dir, 0.5)
     assert_complete(run, 2)
     assert_same_run(ref, run)

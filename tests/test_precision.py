@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from cotsurvival.errors import PrecisionWarning
 from cotsurvival.testing import EXAMPLE_CHAINS
 
 from cli_helpers import write_jsonl
@@ -43,7 +44,7 @@ def test_half_precision_prune_warns_and_records_its_dtype(tmp_path, tiny_dir, dt
     from cotsurvival.pruning import prune
 
     source = write_jsonl(tmp_path / "chains.jsonl", EXAMPLE_CHAINS[:1])
-    with pytest.warns(UserWarning, match=f"scoring in {dtype} rounds deletion costs"):
+    with pytest.warns(PrecisionWarning, match=f"scoring in {dtype} rounds deletion costs"):
         run = prune(source, tmp_path / "run", model=str(tiny_dir), device="cpu", dtype=dtype, keep_ratio=0.8,
                     progress=False)
     assert run.read_manifest()["model"]["dtype"] == dtype
@@ -105,7 +106,7 @@ def test_half_precision_run_says_so_in_citations_and_comparisons(tmp_path, tiny_
     from cotsurvival.pruning import prune
     from cotsurvival.taxonomy.runs import tag_run
 
-    with pytest.warns(UserWarning, match="scoring in bfloat16"):
+    with pytest.warns(PrecisionWarning, match="scoring in bfloat16"):
         prune(EXAMPLE_CHAINS, tmp_path / "half", model=str(tiny_dir), device="cpu", dtype="bfloat16", progress=False)
     prune(EXAMPLE_CHAINS, tmp_path / "full", model=str(tiny_dir), device="cpu", progress=False)
     for name in ("half", "full"):

@@ -174,3 +174,24 @@ def test_model_error_on_worker_is_the_local_error(tmp_path, local_ray):
               progress=False)
     assert info.value.code == "E005" and str(missing) in info.value.one_line()
     assert not [n for n in ray.util.list_named_actors() if n.startswith("cotsurvival-prune-")]  # pool closed
+
+
+@needs_ray
+def test_ray_replicates_equal_local(tmp_path, tiny_dir, tiny_from_dir, local_ray):
+    """--replicates on Ray: each replicate is a job of its own (after its chain's greedy path) and the
+    run equals the local backend's, replicate by replicate."""
+    from cotsurvival.pruning import prune
+
+    source = write_jsonl(tmp_path / "chains.jsonl", EXAMPLE_CHAINS)
+    options = dict(keep_ratio=0.5, replicates=3, perturbation_scale=0.5, progress=False)
+    ref = prune(source, tmp_path / "ref", loaded_model=tiny_from_dir, **options)
+    run = prune(source, tmp_path / "run", model=str(tiny_dir), device="cpu", dtype="float32", backend="ray",
+                workers=2, gpus_per_worker=0, **options)
+    for table in ("tokens", "steps", "traces"):
+        pd.testing.assert_frame_equal(ref.read_table(table, replicates=True), run.read_table(table, replicates=True),
+                                      check_exact=False, atol=1e-5, obj=table)
+    assert sorted(run.read_table("tokens", replicates=True)["replicate"].unique()) == [0, 1, 2]
+    local, remote = ref.read_manifest(), run.read_manifest()
+    assert remote["replicates"] == local["replicates"]
+    assert remote["engine"]["replicate_reused_steps"] == local["engine"]["replicate_reused_steps"]
+    assert set(remote["ray"]["worker_of_chain"]) == {c.id for c in EXAMPLE_CHAINS}

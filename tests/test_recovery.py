@@ -171,8 +171,8 @@ def test_result_summary_tests_save_load(answer_run, loaded64, tmp_path):
     assert not any(s.startswith("At keep ratio") for s in sentences)
     html = result._repr_html_()
     assert "<table" in html and "Answer recovery" in html
-    paths = result.save(tmp_path / "out")
-    assert paths["figure"].stat().st_size > 10_000
+    assert result.save(tmp_path / "out") == tmp_path / "out"
+    assert result.files["figure"].stat().st_size > 10_000
     back = RecoveryResult.load(tmp_path / "out")
     pd.testing.assert_frame_equal(back.frame, result.frame)
     from_run = RecoveryResult.load(answer_run.path)

@@ -456,7 +456,7 @@ def test_out_of_range_limit_fails(capsys, tmp_path, limit):
     source = write_jsonl(tmp_path / "c.jsonl", EXAMPLE_CHAINS)
     code, _, err = run_main(capsys, "prune", source, "--out", tmp_path / "run", "--limit", limit, "--model", "x")
     assert code == 2
-    assert_one_line_error(err, "E009", "--limit must be at least 1")
+    assert_one_line_error(err, "E086", "--limit must be at least 1")
 
 
 def test_failed_prune_leaves_no_run_directory(tmp_path, tiny_from_dir, monkeypatch):

@@ -30,7 +30,7 @@ def test_tag_chains_file_offsets_index_the_reasoning_as_given(tmp_path):
                {"id": "native", "question": "Fruit?", "answer": REASONING + "\n#### 26"}]
     chains.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     out = tmp_path / "spans.jsonl"
-    result = CliRunner().invoke(cli, ["tag", str(chains), "--out", str(out)])
+    result = CliRunner().invoke(cli, ["tag", str(chains), "--out", str(out), "--keep-annotations"])
     assert result.exit_code == 0, result.output
     lines = _spans_of(out)
     for chain_id in ("given", "native"):

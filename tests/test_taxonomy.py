@@ -295,7 +295,7 @@ def test_tag_many_matches_tag_and_validates():
     assert tag_many([]) == []
     with pytest.raises(CotSurvivalError) as info:
         tag_many(texts, questions=["only one"])
-    assert info.value.code == "E009"
+    assert info.value.code == "E092" and isinstance(info.value, ValueError)
 
 
 def test_missing_spacy_pipeline_names_install_command(monkeypatch):

@@ -17,6 +17,14 @@ from importlib import import_module
 
 from ._version import __version__
 from .errors import CotSurvivalError
+from .registry import VIEWS
+
+# The presentation that lower layers show (registry.VIEWS), wired in here at the top, imported on use.
+VIEWS.register("run_html", "cotsurvival.reports.notebook:run_summary_html")
+VIEWS.register("chain_view", "cotsurvival.reports.notebook:ChainView")
+VIEWS.register("recovery_figure", "cotsurvival.reports.recovery:save_recovery_figure")
+VIEWS.register("onpolicy_sentences", "cotsurvival.reports.onpolicy:onpolicy_sentences")
+VIEWS.register("onpolicy_figure", "cotsurvival.reports.onpolicy:save_onpolicy_figure")
 
 #: Stage name -> "module:function". Adding a stage (here and as ``cotsurvival.<name>``) is one line.
 STAGES = {
@@ -28,7 +36,8 @@ STAGES = {
     "report": "cotsurvival.reports.report:build_report",
     "view": "cotsurvival.stages:view",
     "export": "cotsurvival.stages:export",
-    "recover": "cotsurvival.recovery:recover",  # answer recovery of pruned chains (engineer "recover")
+    "recover": "cotsurvival.recovery:recover",  # answer recovery of pruned chains
+    "resample": "cotsurvival.resampling:resample",  # on-policy resampling importance beside greedy survival
 }
 #: Other public names, imported on first use too so that ``import cotsurvival`` stays fast.
 _LAZY = {
@@ -38,7 +47,7 @@ _LAZY = {
     "read_chains": "cotsurvival.chains:read_chains",
     "RunDir": "cotsurvival.rundir:RunDir",
     "load_run": "cotsurvival.analysis.data:load_run",
-    "compare": "cotsurvival.comparison.compare:compare",  # engineer "compare"
+    "compare": "cotsurvival.comparison.compare:compare",
 }
 
 __all__ = ["CotSurvivalError", "STAGES", "__version__", *_LAZY]

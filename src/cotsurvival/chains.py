@@ -27,6 +27,13 @@ from typing import Iterable, Iterator, Literal, Sequence
 
 from .assets import gsm8k_template_dir
 from .errors import ChainInputError, CotSurvivalError
+from .registry import Registry
+
+#: What reading does with a bad chain line (``--on-error``); the CLI's choices come from here.
+ON_ERROR = Registry("--on-error", {
+    "fail": "stop at the first bad line with its file and line number (error E002)",
+    "skip": "skip it and record the reason in the run's manifest",
+})
 
 OnError = Literal["fail", "skip"]
 BUILTIN_CORPORA = ("gsm8k",)
@@ -55,6 +62,7 @@ class SkippedLine:
     source: str
     line: int
     reason: str
+    chain_id: str | None = None  # the record's id when it has one (so a skip can be named by id)
 
 
 @dataclass
@@ -65,6 +73,7 @@ class ChainCorpus:
     chains: list[Chain] = field(default_factory=list)
     skipped: list[SkippedLine] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)  # input line of each chain (parallel to ``chains``)
+    n_annotations_stripped: int = 0  # chains whose <<...>> calculator annotations were stripped
 
     def __iter__(self) -> Iterator[Chain]:
         return iter(self.chains)
@@ -100,8 +109,14 @@ def read_chains(
     keep_annotations: bool = False,
     limit: int | None = None,
     ids: Sequence[str] | None = None,
+    fields: str | dict[str, str] | None = None,
 ) -> ChainCorpus:
     """Read chains from a file or the built-in corpus.
+
+    Annotations: GSM8K calculator annotations ``<<48/2=24>>`` are stripped from the reasoning unless
+    ``keep_annotations``, by this one function for every command that reads chains (``prune``,
+    ``tag FILE --out``), so character offsets from ``tag`` index the same text ``prune`` prunes
+    (``ChainCorpus.n_annotations_stripped`` counts the chains it changed).
 
     Parameters
     ----------
@@ -116,16 +131,20 @@ def read_chains(
     ids : sequence of str, optional
         Only the chains with these ids (in the order of the source); an id the source lacks fails
         with E085, naming the near misses.
+    fields : str or dict, optional
+        The file's names for the chain fields, e.g. ``"question=problem,reasoning=rationale,
+        answer=final,id=uid"`` or ``{"question": "problem", ...}`` (:func:`parse_fields`); fields not
+        named keep their own name. E153 for a mapping that names an unknown field.
 
     Returns
     -------
     ChainCorpus
     """
-    if on_error not in ("fail", "skip"):
-        raise CotSurvivalError("E009", reason=f"on_error must be 'fail' or 'skip', not {on_error!r}")
+    ON_ERROR.check(on_error)
     if limit is not None and limit < 1:
-        raise CotSurvivalError("E009", reason=f"--limit must be at least 1, not {limit}")
+        raise CotSurvivalError("E086", option="--limit", rule="at least 1", value=limit)
     wanted = set(ids) if ids is not None else None
+    mapping = parse_fields(fields)
     name = str(source)
     corpus = ChainCorpus(source=name)
     every_id: list[str] = []
@@ -141,6 +160,8 @@ def read_chains(
         try:
             if isinstance(record, Exception):
                 raise record
+            if mapping:
+                record = _mapped(record, mapping)
             chain = _chain_from_record(record, line, Path(name).stem, keep_annotations)
             if chain.id in seen:
                 raise ValueError(f"duplicate id {chain.id!r}")
@@ -152,10 +173,13 @@ def read_chains(
             reason = (str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)) or type(exc).__name__
             if on_error == "fail":
                 raise ChainInputError("E002", path=name, line=line, reason=reason) from None
-            corpus.skipped.append(SkippedLine(name, line, reason))
+            record_id = record.get("id") if isinstance(record, dict) else None
+            corpus.skipped.append(SkippedLine(name, line, reason, None if record_id is None else str(record_id)))
             continue
         corpus.chains.append(chain)
         corpus.lines.append(line)
+        if not keep_annotations and _CALCULATOR.search(str(record.get("reasoning") or record.get("answer") or "")):
+            corpus.n_annotations_stripped += 1
         if limit is not None and len(corpus.chains) >= limit:
             break
         if wanted is not None and len(corpus.chains) == len(wanted):
@@ -166,6 +190,53 @@ def read_chains(
         if missing and (limit is None or len(corpus.chains) < limit):
             _raise_unknown_ids(missing, every_id, name)
     return corpus
+
+
+CHAIN_FIELDS = ("id", "question", "reasoning", "answer")
+
+
+def parse_fields(fields: str | dict[str, str] | None) -> dict[str, str]:
+    """``{chain field: the file's name}`` from ``"question=problem,answer=final"`` (or a dict); E153 if invalid.
+
+    >>> parse_fields("question=problem, reasoning=rationale,answer=final,id=uid")
+    {'question': 'problem', 'reasoning': 'rationale', 'answer': 'final', 'id': 'uid'}
+    """
+    if not fields:
+        return {}
+    text = fields if isinstance(fields, str) else ",".join(f"{k}={v}" for k, v in fields.items())
+    mapping: dict[str, str] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        ours, sep, theirs = (piece.strip() for piece in item.partition("="))
+        if not sep or not ours or not theirs:
+            raise CotSurvivalError("E153", value=text, reason=f"{item!r} is not FIELD=NAME")
+        if ours not in CHAIN_FIELDS:
+            from .options import did_you_mean
+
+            raise CotSurvivalError("E153", value=text, reason=f"unknown field {ours!r}{did_you_mean(ours, CHAIN_FIELDS)}; "
+                                                            f"the fields are {', '.join(CHAIN_FIELDS)}")
+        if ours in mapping:
+            raise CotSurvivalError("E153", value=text, reason=f"{ours!r} is mapped twice")
+        mapping[ours] = theirs
+    if len(set(mapping.values())) < len(mapping):
+        raise CotSurvivalError("E153", value=text, reason="two fields are mapped from the same name")
+    return mapping
+
+
+def _mapped(record: object, mapping: dict[str, str]) -> object:
+    """The record with the file's field names renamed to the chain fields (others left as they are)."""
+    if not isinstance(record, dict):
+        return record
+    theirs = set(mapping.values())
+    out = {k: v for k, v in record.items() if k not in theirs and k not in mapping}
+    for ours, name in mapping.items():
+        if name in record:
+            out[ours] = record[name]
+        elif ours in ("question", "answer"):
+            found = ", ".join(map(str, record)) or "none"
+            raise KeyError(f"missing field '{name}' (--fields maps it to {ours}; fields found: {found})")
+    return out
 
 
 def _raise_unknown_ids(missing: list[str], available: list[str], source: str) -> None:
@@ -401,3 +472,32 @@ def parse_chain_selection(chains: str | None, ids_file: str | Path | None) -> li
     if not selected:
         raise CotSurvivalError("E055", source=source)
     return selected
+
+
+def skip_summary(skipped: Iterable[dict], *, max_reasons: int = 5, max_ids: int = 3) -> list[str]:
+    """Skipped chains in a few lines: per reason, a count and up to ``max_ids`` chain ids (or input lines).
+
+    ``skipped`` holds the records ``manifest.json["skipped"]`` keeps (``chain_id``, ``line``,
+    ``reason``). Reasons are ordered by count, most first; reasons beyond ``max_reasons`` are counted
+    in a last line.
+
+    >>> skip_summary([{"chain_id": "a", "line": 1, "reason": "empty answer"},
+    ...               {"chain_id": None, "line": 7, "reason": "empty answer"}])
+    ['2 chains: empty answer (a (line 1), line 7)']
+    """
+    groups: dict[str, list[str]] = {}
+    for record in skipped:
+        line = f"line {record['line']}" if record.get("line") is not None else None
+        name = (f"{record['chain_id']} ({line})" if line else str(record["chain_id"])) if record.get("chain_id") else (line or "?")
+        groups.setdefault(str(record.get("reason") or "no reason recorded"), []).append(str(name))
+    ordered = sorted(groups.items(), key=lambda item: -len(item[1]))
+    lines = []
+    for reason, names in ordered[:max_reasons]:
+        shown = ", ".join(names[:max_ids]) + (f", ... ({len(names) - max_ids} more)" if len(names) > max_ids else "")
+        lines.append(f"{len(names)} chain{'' if len(names) == 1 else 's'}: {reason} ({shown})")
+    rest = ordered[max_reasons:]
+    if rest:
+        count = sum(len(n) for _, n in rest)
+        lines.append(f"{count} more chain{'' if count == 1 else 's'} for {len(rest)} other reason"
+                     f"{'' if len(rest) == 1 else 's'} (manifest.json 'skipped' lists every one)")
+    return lines

@@ -2,6 +2,10 @@
 
 Every command that fails because of its input prints ``error[E0xx]: ...`` on one line and exits
 with status 2; no traceback reaches the user.
+
+Each command imports its stage inside its body: ``cotsurvival --help`` and every command start
+without loading torch, transformers or matplotlib (only the choices are read at import, from the
+light registries).
 """
 from __future__ import annotations
 
@@ -12,7 +16,10 @@ import click
 
 from ._version import __version__
 from .errors import CotSurvivalError
-from .pruning.registry import BASELINES, OBJECTIVES, SCORING_METHODS
+from .chains import ON_ERROR
+from .pruning.registry import BACKENDS, BASELINES, LLMLINGUA_FRAMINGS, OBJECTIVES, SCORING_METHODS
+from .reports.style import FIGURE_WIDTHS
+from .taxonomy.spec import LEVELS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -25,6 +32,8 @@ def cli() -> None:
 
 # ----------------------------------------------------------------------------- pruning (engine)
 _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (default)."
+_FIELDS_HELP = ("Your file's names for the chain fields, e.g. question=problem,reasoning=rationale,answer=final,id=uid "
+                "(fields not named keep their own name).")
 
 
 @cli.command()
@@ -44,14 +53,16 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True,
               help="auto: float32 on every device (half precision rounds costs and can switch the greedy path).")
-@click.option("--on-error", type=click.Choice(["fail", "skip"]), default=None,
+@click.option("--on-error", type=click.Choice(list(ON_ERROR)), default=None,
               help="Bad input lines: fail (default) or skip. Chains the model cannot take: skip (default) or fail.")
-@click.option("--keep-annotations", is_flag=True, help="Keep GSM8K <<...>> calculator annotations.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random baseline.")
+@click.option("--keep-annotations", is_flag=True, help="Keep GSM8K <<...>> calculator annotations (stripped by "
+              "default, by prune and tag alike).")
+@click.option("--fields", "fields", default=None, help=_FIELDS_HELP)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random baseline and of the replicates' noise.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model's repository.")
 @click.option("--allow-unsafe-weights", is_flag=True, help="Allow pickled (.bin) weights, which can run code.")
-@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="ray: one actor per GPU (or CPU slot) prunes chains; needs pip install cotsurvival[cluster].")
+@click.option("--backend", type=click.Choice(list(BACKENDS)), default="local", show_default=True,
+              help="; ".join(f"{k}: {v}" for k, v in BACKENDS.items()))
 @click.option("--ray-address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, a running cluster, "
                                                   "else a new local one).")
 @click.option("--workers", type=int, default=None, help="Ray actors (default: one per GPU, else one per CPU).")
@@ -60,17 +71,26 @@ _MODEL_HELP = "Hugging Face id, local directory, .gguf file, or 'smollm2-135m' (
 @click.option("--llmlingua-model", default=None,
               help="LLMLingua-2 classifier for the llmlingua2 baseline: hub id or local directory "
                    "(default: microsoft/llmlingua-2-xlm-roberta-large-meetingbank).")
+@click.option("--llmlingua-framing", type=click.Choice(list(LLMLINGUA_FRAMINGS)), default=None,
+              help="How llmlingua2 frames classifier chunks: " + "; ".join(f"{k}: {v}" for k, v in LLMLINGUA_FRAMINGS.items())
+                   + ". Default: the run's, else package.")
 # -- families: memory that fits the chain
 @click.option("--max-memory", default=None, help="Memory a chain may use beyond the weights (e.g. 8GB); default: "
               "what the device has free. Chains that would not fit fall back to prefix reuse, smaller batches, naive.")
-# --approx (engineer approx): approximate greedy survival for long chains
+# --approx: approximate greedy survival for long chains
 @click.option("--approx", default=None,
               help="Approximate greedy survival for long chains: auto (exact up to 150 tokens, else "
                    "topk:0.1,window=64), lazy[:radius=R,batch=B,refresh=F,same=0|1,age=A], lazy:window=W,refresh=F, "
                    "topk:F[,window=W][,block=B], topk:k=K. Fidelity: BENCHMARKS.md. Default: exact.")
+# -- rank stability: replicate paths
+@click.option("--replicates", type=int, default=1, show_default=True,
+              help="Paths per chain: replicate 0 is the greedy path, the others perturb each step's costs with Gumbel "
+                   "noise (sampling each deletion from softmin(cost/T)); load_run and analyze report how stable ranks are.")
+@click.option("--perturbation-scale", type=float, default=None,
+              help="T in nats for --replicates (default 0.05, about float16's rounding error of a cost; 0 = greedy).")
 def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file, baselines, max_batch_tokens, method, device, dtype,
-          on_error, keep_annotations, seed, trust_remote_code, allow_unsafe_weights, backend, ray_address, workers,
-          gpus_per_worker, max_memory, llmlingua_model, approx):
+          on_error, keep_annotations, fields, seed, trust_remote_code, allow_unsafe_weights, backend, ray_address, workers,
+          gpus_per_worker, max_memory, llmlingua_model, llmlingua_framing, approx, replicates, perturbation_scale):
     """Greedy survival pruning of CHAINS (a file or 'gsm8k') into a run directory."""
     from .chains import parse_chain_selection
     from .pruning import prune as run_prune
@@ -82,10 +102,19 @@ def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file,
                     on_error=on_error, keep_annotations=keep_annotations, seed=seed,
                     trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights,
                     backend=backend, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
-                    max_memory=max_memory, llmlingua_model=llmlingua_model,
-                    approx=approx)
+                    max_memory=max_memory, llmlingua_model=llmlingua_model, llmlingua_framing=llmlingua_framing,
+                    approx=approx, fields=fields, replicates=replicates,
+                    perturbation_scale=perturbation_scale)
     manifest = run.read_manifest()
-    click.echo(f"pruned {manifest['n_chains']} chains into {run.path} ({len(manifest['skipped'])} skipped)")
+    last = (manifest.get("timings") or {}).get("last_invocation") or {}
+    done = f"; resumed: {last['chains_already_done']} already done" if last.get("resumed") else ""
+    click.echo(f"pruned {_plural(manifest['n_chains'], 'chain')} into {run.path} "
+               f"({len(manifest['skipped'])} skipped{done})")
+    from .pruning.diagnostics import describe
+
+    click.echo(f"stability: {describe(manifest.get('diagnostics'), manifest['n_chains'])}"
+               + (f"; {manifest['replicates']['k']} replicate paths per chain (T = {manifest['replicates']['scale_nats']:g} "
+                  f"nats; see load_run / analyze)" if (manifest.get("replicates") or {}).get("k", 1) > 1 else ""))
 
 
 @cli.command()
@@ -98,7 +127,7 @@ def export(run, keep_ratio, out, overwrite):
     from .stages import export as run_export
 
     result = run_export(run, keep_ratio=keep_ratio, out=out, overwrite=overwrite)
-    click.echo(f"wrote {result.n_chains} pruned chains to {out}")
+    click.echo(f"wrote {_plural(result.n_chains, 'pruned chain')} to {out}")
 
 
 # ----------------------------------------------------------------------------- taxonomy
@@ -111,17 +140,9 @@ def tag_eval(gold, out, taxonomy, top):
     """Score the rule tagger on a gold file (GOLD.jsonl, or 'builtin' for the packaged gold set)."""
     from .taxonomy.evaluate import evaluate_tagger
 
-    if out:
-        from pathlib import Path
-
-        from .outputs import check_output
-
-        check_output(out, inputs=[p for p in (gold, taxonomy) if p and Path(p).is_file()], overwrite=True,
-                     command="tag-eval")
-    report = evaluate_tagger(gold, taxonomy=taxonomy)
+    report = evaluate_tagger(gold, taxonomy=taxonomy, out=out)
     click.echo(report.to_text(top=top))
     if out:
-        report.to_json(out)
         click.echo(f"\nwrote {out}")
 
 
@@ -132,6 +153,9 @@ def tag_eval(gold, out, taxonomy, top):
 @click.option("--taxonomy", "taxonomy", type=click.Path(dir_okay=False), default=None,
               help="Taxonomy spec JSON (default: the packaged spec).")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Texts per spaCy batch.")
+@click.option("--keep-annotations", is_flag=True, help="With a chains file: keep GSM8K <<...>> calculator annotations "
+              "(stripped by default, as prune does, so offsets index the text prune prunes).")
+@click.option("--fields", "fields", default=None, help="With a chains file: " + _FIELDS_HELP)
 @click.option("--judge", "judge", default=None,
               help="Also label RUN's tokens with an LLM judge: a model spec (local chat model) or, with --judge-url, "
                    "the model name at that endpoint.")
@@ -140,25 +164,20 @@ def tag_eval(gold, out, taxonomy, top):
 @click.option("--device", default="auto", show_default=True, help="Device of a local judge model.")
 @click.option("--overwrite", is_flag=True, help="Re-label chains that already have labels (also from another taxonomy version); "
                                              "with a chains file, replace --out even if it is not an earlier spans file.")
-def tag_command(source, out, taxonomy, batch_size, judge, judge_url, judge_retries, device, overwrite):
+def tag_command(source, out, taxonomy, batch_size, keep_annotations, fields, judge, judge_url, judge_retries, device,
+                overwrite):
     """Label reasoning tokens: SOURCE is a run directory (writes RUN/labels.parquet) or a chains file / 'gsm8k'."""
-    from pathlib import Path
-
     from .taxonomy.runs import tag
 
-    if out:  # never over the chains or the spec it reads, nor over a file that is not an earlier spans file
-        from .outputs import check_output, is_spans_file
-
-        inputs = [(p, "an input of this command") for p in (source, taxonomy) if p and Path(p).is_file()]
-        check_output(out, inputs=inputs, overwrite=overwrite, ours=is_spans_file, command="tag")
     result = tag(source, out=out, taxonomy=taxonomy, batch_size=batch_size, judge=judge, judge_url=judge_url,
-                 judge_retries=judge_retries, device=device, overwrite=overwrite, progress=True)
+                 judge_retries=judge_retries, device=device, overwrite=overwrite, progress=True,
+                 keep_annotations=keep_annotations, fields=fields)
     if out:
-        click.echo(f"wrote spans of {result.n_chains} chains to {out}")
+        click.echo(f"wrote spans of {_plural(result.n_chains, 'chain')} to {out}")
         return
     taxonomy_name = " ".join(str(result.taxonomy.get(k, "")) for k in ("name", "version"))
-    click.echo(f"labelled {result.n_tokens} tokens of {result.n_chains} chains in {source}/labels.parquet "
-               f"({taxonomy_name}; {result.n_skipped} chains already labelled)")
+    click.echo(f"labelled {_plural(result.n_tokens, 'token')} of {_plural(result.n_chains, 'chain')} in {source}/labels.parquet "
+               f"({taxonomy_name}; {_plural(result.n_skipped, 'chain')} already labelled)")
     if result.judge:
         judged = result.judge
         click.echo(f"{judged['source']}: labelled {judged['n_tokens']} tokens of {judged['n_chains']} chains "
@@ -168,7 +187,8 @@ def tag_command(source, out, taxonomy, batch_size, judge, judge_url, judge_retri
 
 @cli.command("tag-agree")
 @click.argument("run", type=click.Path(file_okay=False))
-@click.option("--level", type=click.Choice(["label", "category"]), default="label", show_default=True)
+@click.option("--level", type=click.Choice(list(LEVELS)), default="label", show_default=True,
+              help="; ".join(f"{k}: {v}" for k, v in LEVELS.items()))
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Write kappa and confusion as JSON.")
 def tag_agree(run, level, out):
     """Agreement (Cohen's kappa, confusion matrix) between judge and rule labels of RUN."""
@@ -182,7 +202,7 @@ def tag_agree(run, level, out):
 
 
 # ----------------------------------------------------------------------------- analysis
-# Which stored labels a stage reads (engineer "followups"): analyze, report and view share it.
+# Which stored labels a stage reads: analyze, report and view share it.
 _LABELS_OPTION = click.option(
     "--labels", default="rule", show_default=True,
     help="Label source: 'rule', 'judge' (the run's only LLM judge) or an exact source such as 'judge:MODEL'.")
@@ -194,7 +214,7 @@ _LABELS_OPTION = click.option(
 @click.option("--n-boot", type=int, default=1000, show_default=True, help="Chain-bootstrap resamples for CIs (0: none).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and the probe's folds.")
 @click.option("--no-mixed", is_flag=True, hidden=True, help="Ignored (the mixed model was dropped).")
-@click.option("--level", "levels", type=click.Choice(["category", "label"]), multiple=True,
+@click.option("--level", "levels", type=click.Choice(list(LEVELS)), multiple=True,
               help="Label columns to analyse (repeatable; default both).")
 @click.option("--reference", default=None, help="Reference category of the Cox model (default: the largest).")
 # --- stats: the pre-specified primary contrast and the minimum support for citing
@@ -206,12 +226,6 @@ _LABELS_OPTION = click.option(
 def analyze(run, out, n_boot, seed, no_mixed, levels, reference, primary, min_chains, min_tokens, labels):
     """Statistics of RUN: survival by category, dynamics, attention; writes RUN/stats/."""
     from .analysis import analyze as run_analysis
-
-    if out:
-        from .outputs import check_output, run_inputs
-
-        check_output(out, inputs=[i for i in run_inputs(run) if not i[0].name == "stats"], overwrite=True,
-                     command="analyze", folder=True)
 
     result = run_analysis(run, out, n_boot=n_boot, seed=seed, levels=tuple(levels) or ("category", "label"),
                           reference=reference, primary=primary, min_chains=min_chains, min_tokens=min_tokens,
@@ -233,7 +247,12 @@ def analyze(run, out, n_boot, seed, no_mixed, levels, reference, primary, min_ch
 def power(run, delta, primary, target_power, alpha):
     """Chains needed to detect DELTA in the primary contrast, from RUN's between-chain spread."""
     from .analysis import power as chains_needed
+    from .options import check_contrast, check_ratio
+    from .rundir import as_rundir
 
+    check_ratio("--power", target_power, low_open=True, high_open=True)
+    check_ratio("--alpha", alpha, low_open=True, high_open=True)
+    check_contrast("--primary", primary, as_rundir(run).read_manifest())
     result = chains_needed(run, delta, contrast=primary, target_power=target_power, alpha=alpha)
     click.echo(f"{result['contrast']}: between-chain SD {result['sd_between_chains']:.3f} "
                f"({result['n_chains_observed']} chains); to detect a difference of {delta:g} with "
@@ -254,7 +273,7 @@ def attention(run, model, device, dtype, overwrite):
     from .stages import attention as run_attention
 
     result = run_attention(run, model=model, device=device, dtype=dtype, overwrite=overwrite, progress=True)
-    click.echo(f"wrote attention features for {result.n_chains} chains to {run}/attention.parquet")
+    click.echo(f"wrote attention features for {_plural(result.n_chains, 'chain')} to {run}/attention.parquet")
 
 
 # ----------------------------------------------------------------------------- reports
@@ -265,8 +284,8 @@ _IDS_HELP = "A text file of chain ids, one per line (# comments allowed)."
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Output folder (figures and index.html).")
-@click.option("--width", type=click.Choice(["one", "two", "both"]), default="both", show_default=True,
-              help="Figure layout: one column (3.3 in), two columns (6.9 in), or both.")
+@click.option("--width", type=click.Choice([*FIGURE_WIDTHS, "both"]), default="both", show_default=True,
+              help="Figure layout: " + "; ".join(f"{k}: {v}" for k, v in FIGURE_WIDTHS.items()) + "; both.")
 @click.option("--chains", "chain_ids", default=None, help=_CHAINS_HELP + " Drawn as text (figure 8), one figure each.")
 @click.option("--ids", "ids_file", default=None, type=click.Path(dir_okay=False), help=_IDS_HELP)
 @click.option("--chain", "chain_index", type=int, default=None,
@@ -277,15 +296,12 @@ _IDS_HELP = "A text file of chain ids, one per line (# comments allowed)."
 def report(run, out, width, chain_ids, ids_file, chain_index, no_analyze, overwrite, labels):
     """Figures (PNG 300 dpi + PDF) and a self-contained OUT/index.html for RUN, quoting RUN/stats/stats.json."""
     from .chains import parse_chain_selection
-    from .outputs import check_output, is_report_folder, run_inputs
     from .reports.report import build_report
 
-    check_output(out, inputs=run_inputs(run), overwrite=overwrite, ours=is_report_folder, command="report", folder=True)
-
-    widths = ("one", "two") if width == "both" else (width,)
+    widths = tuple(FIGURE_WIDTHS) if width == "both" else (width,)
     selected = parse_chain_selection(chain_ids, ids_file)
     result = build_report(run, out, widths=widths, chain_index=chain_index, chain_ids=selected,
-                          run_analysis=not no_analyze, labels=labels)
+                          run_analysis=not no_analyze, labels=labels, overwrite=overwrite)
     click.echo(f"wrote {len(result.figures)} figures and {result.index}")
     for stem, reason in result.skipped.items():
         click.echo(f"  skipped {stem}: {reason}")
@@ -305,12 +321,11 @@ def report(run, out, width, chain_ids, ids_file, chain_index, no_analyze, overwr
 def view(run, out, chain_ids, ids_file, max_chains, no_traces, overwrite, labels):
     """One self-contained, offline HTML page to watch RUN's chains shrink step by step."""
     from .chains import parse_chain_selection
-    from .outputs import check_output, is_viewer_file, run_inputs
     from .stages import view as run_view
 
-    check_output(out, inputs=run_inputs(run), overwrite=overwrite, ours=is_viewer_file, command="view")
     selected = parse_chain_selection(chain_ids, ids_file)
-    result = run_view(run, out=out, chain_ids=selected, max_chains=max_chains, traces=not no_traces, labels=labels)
+    result = run_view(run, out=out, chain_ids=selected, max_chains=max_chains, traces=not no_traces, labels=labels,
+                      overwrite=overwrite)
     click.echo(f"wrote {result.path} ({result.n_bytes / 1e6:.1f} MB)")
 
 
@@ -345,21 +360,10 @@ def generate(questions, model, out, rejected_out, samples, temperature, max_new_
     """
     from .generation.generate import generate as run_generate
 
-    from pathlib import Path
-
-    from .outputs import check_output, is_generated_file
-
-    # Outputs are appended to (resumed) unless --no-resume, which starts them afresh: only then can a
-    # file that generate did not write be lost. Never over the questions or the prompt file.
-    inputs = [(p, "an input of this command") for p in (questions, prompt) if p and Path(p).is_file()]
-    default_rejected = Path(out).with_name(Path(out).name.removesuffix(".jsonl") + ".rejected.jsonl")
-    for path in (out, rejected_out or default_rejected):
-        check_output(path, inputs=inputs, overwrite=overwrite or not no_resume, ours=is_generated_file,
-                     command="generate")
     result = run_generate(questions, model=model, out=out, rejected_out=rejected_out, samples=samples,
                           temperature=temperature, max_new_tokens=max_new_tokens, prompt=prompt, batch_size=batch_size,
                           device=device, dtype=dtype, limit=limit, seed=seed, resume=not no_resume,
-                          trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights)
+                          overwrite=overwrite, trust_remote_code=trust_remote_code, allow_unsafe_weights=allow_unsafe_weights)
     click.echo(f"accepted {len(result.accepted)}/{result.n_questions} questions ({result.acceptance_rate:.1%}; "
                f"{result.n_resumed} resumed) in {result.seconds:.0f} s on {result.device}: "
                f"{result.out}, rejected: {result.rejected_out}")
@@ -381,7 +385,7 @@ def demo(out, limit, keep_ratio, model):
         click.echo(f"  {name:<10} {paths[name]}")
 
 
-# ----------------------------------------------------------------------------- comparison and study (engineer "compare")
+# ----------------------------------------------------------------------------- comparison and study
 @cli.command("compare")
 @click.argument("runs", nargs=-1, required=True)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
@@ -396,17 +400,23 @@ def compare_command(runs, out, keep_ratios, names, n_boot, seed, overwrite):
     """Compare RUNS side by side (two or more; RUN:random compares a baseline ordering of RUN)."""
     from .comparison import compare
 
+    from .options import check_ratio
+
     try:
         ratios = [float(r) for r in keep_ratios.split(",") if r.strip()]
     except ValueError:
-        raise CotSurvivalError("E009", reason=f"--keep-ratios takes numbers separated by commas, got {keep_ratios!r}") from None
+        raise CotSurvivalError("E093", value=keep_ratios) from None
+    if not ratios:
+        raise CotSurvivalError("E152", option="--keep-ratios", value=repr(keep_ratios), reason="no ratio given")
+    for ratio in ratios:
+        check_ratio("--keep-ratios", ratio)
     # compare() refuses an OUT that is a compared run, lies inside one, or holds foreign files (E080/E081).
     result = compare(list(runs), out, keep_ratios=ratios, names=list(names) or None, n_boot=n_boot, seed=seed,
                      overwrite=overwrite)
     for pair in result.pairs:
         tau = pair["kendall_tau"]["mean"]
         shown = "undefined" if tau is None or tau != tau else f"{tau:.3f}"   # NaN != NaN
-        click.echo(f"{pair['a']} vs {pair['b']}: {pair['n_chains']} chains, {pair['units']} units, mean Kendall tau {shown}")
+        click.echo(f"{pair['a']} vs {pair['b']}: {_plural(pair['n_chains'], 'chain')}, {_plural(pair['units'], 'unit')}, mean Kendall tau {shown}")
     for note in result.notes:
         click.echo(f"  note: {note}")
     click.echo(f"wrote {out}/comparison.json, citations.md and index.html")
@@ -417,7 +427,7 @@ def compare_command(runs, out, keep_ratios, names, n_boot, seed, overwrite):
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Study root (created or continued).")
 @click.option("--overwrite", is_flag=True, help="Discard results of settings whose declaration changed (default: refuse); "
               "also write into an OUT that is not an earlier study root.")
-@click.option("--backend", type=click.Choice(["local", "ray"]), default=None,
+@click.option("--backend", type=click.Choice(list(BACKENDS)), default=None,
               help="Override every setting's backend (ray: passed through to prune).")
 @click.option("--ray-address", default=None, help="Ray cluster to join with --backend ray.")
 def study_command(study, out, overwrite, backend, ray_address):
@@ -433,7 +443,7 @@ def study_command(study, out, overwrite, backend, ray_address):
 
 
 
-# ----------------------------------------------------------------------------- recover (answer recovery; engineer "recover")
+# ----------------------------------------------------------------------------- recover (answer recovery)
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--keep-ratios", default="0.9,0.7,0.5,0.3", show_default=True,
@@ -463,13 +473,68 @@ def recover(run, keep_ratios, orderings, model, device, dtype, max_new_tokens, b
     names = [o.strip() for o in orderings.split(",") if o.strip()] if orderings else None
     result = run_recover(run, keep_ratios=ratios, orderings=names, model=model, device=device, dtype=dtype,
                          max_new_tokens=max_new_tokens, batch_size=batch_size, trust_remote_code=trust_remote_code,
-                         allow_unsafe_weights=allow_unsafe_weights)
-    paths = result.save(Path(out) if out else Path(run) / "recovery")
-    click.echo(f"recovery of {result.n_chains} chains x {len(result.orderings)} orderings x "
+                         allow_unsafe_weights=allow_unsafe_weights, out=Path(out) if out else Path(run) / "recovery")
+    paths = result.files
+    click.echo(f"recovery of {_plural(result.n_chains, 'chain')} x {_plural(len(result.orderings), 'ordering')} x "
                f"{len(result.keep_ratios)} keep ratios: {Path(run) / 'recovery.parquet'}")
     for name in ("figure", "summary", "tests", "citations"):
         if name in paths:
             click.echo(f"  {name:<10} {paths[name]}")
+    for reason, flagged in result.exclusions().items():
+        shown = ", ".join(flagged["chain_ids"][:3]) + (", ..." if flagged["n_chains"] > 3 else "")
+        click.echo(f"  excluded {_plural(flagged['n_chains'], 'chain')} from the scores: {reason} ({shown})")
+
+
+def _plural(n: int, noun: str) -> str:
+    """``1 chain``, ``2 chains``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+# ----------------------------------------------------------------------------- resample (on-policy importance)
+@cli.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--rollouts", type=int, default=8, show_default=True, help="Continuations per cut (per unit and arm).")
+@click.option("--temperature", type=float, default=0.7, show_default=True)
+@click.option("--top-p", type=float, default=0.95, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Base seed (recorded in the manifest).")
+@click.option("--max-new-tokens", type=int, default=256, show_default=True,
+              help="Bound on each rollout; one that reaches it without an answer is 'truncated'.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Rollouts per generate call.")
+@click.option("--chains", default=None, help="Comma-separated chain_index values (default: every pruned chain).")
+@click.option("--regeneration-keep-ratios", default="0.9,0.7,0.5,0.3", show_default=True,
+              help="Keep ratios for the regeneration check ('' to skip it).")
+@click.option("--model", default=None, help="Model (default: the one that pruned the run). " + _MODEL_HELP)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--workers", type=int, default=None, help="Ray actors (default: one per GPU, else per CPU).")
+@click.option("--ray-address", default=None, help="Ray cluster to join with --backend ray.")
+@click.option("--out", "out", default=None, type=click.Path(file_okay=False),
+              help="Folder for the figure, tables and citations (default: RUN/onpolicy).")
+@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model's repository.")
+@click.option("--allow-unsafe-weights", is_flag=True, help="Allow pickled (.bin) weights, which can run code.")
+def resample(run, rollouts, temperature, top_p, seed, max_new_tokens, batch_size, chains, regeneration_keep_ratios,
+             model, device, dtype, backend, workers, ray_address, out, trust_remote_code, allow_unsafe_weights):
+    """On-policy importance of RUN's reasoning units (kept vs resampled rollouts) beside greedy survival."""
+    from pathlib import Path
+
+    from .errors import CotSurvivalError
+    from .resampling import resample as run_resample
+
+    try:
+        picked = [int(c) for c in chains.split(",") if c.strip()] if chains else None
+        ratios = [float(r) for r in regeneration_keep_ratios.split(",") if r.strip()]
+    except ValueError:
+        raise CotSurvivalError("E160", reason="--chains takes integers and --regeneration-keep-ratios numbers") from None
+    result = run_resample(run, rollouts=rollouts, temperature=temperature, top_p=top_p, seed=seed,
+                          max_new_tokens=max_new_tokens, batch_size=batch_size, chains=picked,
+                          regeneration_keep_ratios=ratios, model=model, device=device, dtype=dtype, backend=backend,
+                          workers=workers, ray_address=ray_address, trust_remote_code=trust_remote_code,
+                          allow_unsafe_weights=allow_unsafe_weights)
+    paths = result.save(Path(out) if out else Path(run) / "onpolicy")
+    click.echo(f"resampled {result.n_chains} chains ({len(result.rollouts):,} rollouts): {Path(run) / 'resample.parquet'}")
+    for name in ("figure", "units", "by_category", "regeneration", "citations"):
+        click.echo(f"  {name:<13} {paths[name]}")
 
 
 def main(argv: list[str] | None = None) -> int:

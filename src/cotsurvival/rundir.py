@@ -11,6 +11,9 @@ Layout (every stage reads and writes only these; see README "The run directory")
       traces.parquet/        cost of deleting each remaining token at every step
       baselines.parquet/     ranks under the baseline orderings (`ordering` column)
       attention.parquet/     attention features per reasoning token (`cotsurvival attention`)
+      recovery.parquet/      answer recovery per ordering and keep ratio (`cotsurvival recover`)
+      resample.parquet/      on-policy rollouts per reasoning unit (`cotsurvival resample`)
+      regeneration.parquet/  continuations of pruned chains (`cotsurvival resample`)
       stats/                 written by `cotsurvival analyze`
       checkpoints/           partial state of chains being pruned (removed when a chain commits)
 
@@ -26,17 +29,38 @@ import json
 import os
 import tempfile
 import threading
-from importlib import import_module
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import CotSurvivalError
+from .registry import view
 
-PER_CHAIN_TABLES = ("tokens", "steps", "traces", "baselines", "attention", "labels")
+#: The run's per-chain tables (Parquet datasets, one part per chain) and the command that writes each.
+TABLE_WRITERS = {
+    "tokens": "cotsurvival prune",
+    "steps": "cotsurvival prune",
+    "traces": "cotsurvival prune",
+    "baselines": "cotsurvival prune --baselines random,surprisal,loo,attention",
+    "attention": "cotsurvival attention RUN",
+    "labels": "cotsurvival tag RUN",
+    "recovery": "cotsurvival recover RUN",
+    "resample": "cotsurvival resample RUN",
+    "regeneration": "cotsurvival resample RUN",
+}
+PER_CHAIN_TABLES = tuple(TABLE_WRITERS)
+#: Everything a run directory holds that belongs to its stages: no user-named output may replace
+#: one of these or be written inside one (outputs.run_inputs reads this list).
+RUN_ENTRIES = ("manifest.json", "chains.parquet", *(f"{table}.parquet" for table in PER_CHAIN_TABLES),
+               "stats", "checkpoints")
+# Tables with a ``replicate`` column (``prune --replicates K``): readers see replicate 0, the greedy
+# path, unless they ask for every replicate (``replicates=True``), so every reader written for one
+# path per chain stays right.
+REPLICATED_TABLES = ("tokens", "steps", "traces")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -126,9 +150,11 @@ class RunDir:
     def checkpoint_dir(self) -> Path:
         return self.path / "checkpoints"
 
-    def checkpoint_path(self, chain_index: int) -> Path:
-        """Where a chain being pruned keeps its partial state (``checkpoints/part-NNNNNN.npz``)."""
-        return self.checkpoint_dir / f"part-{chain_index:06d}.npz"
+    def checkpoint_path(self, chain_index: int, replicate: int = 0) -> Path:
+        """Where a chain being pruned keeps its partial state (``checkpoints/part-NNNNNN.npz``; a perturbed
+        replicate r: ``part-NNNNNN-rR.npz``)."""
+        suffix = f"-r{replicate}" if replicate else ""
+        return self.checkpoint_dir / f"part-{chain_index:06d}{suffix}.npz"
 
     def table_dir(self, table: str) -> Path:
         if table not in PER_CHAIN_TABLES:
@@ -152,7 +178,7 @@ class RunDir:
 
     def _repr_html_(self) -> str:
         """Jupyter: the run at a glance (model, settings, counts, survival by category)."""
-        return _presentation().run_summary_html(self)
+        return view("run_html")(self)
 
     def chain(self, chain_index: int):
         """One chain for display in Jupyter, coloured by category and shaded by survival.
@@ -167,7 +193,7 @@ class RunDir:
         cotsurvival.reports.notebook.ChainView
             Shows as HTML in a notebook; ``str(view.html)`` is the fragment.
         """
-        return _presentation().ChainView(self, chain_index)
+        return view("chain_view")(self, chain_index)
 
     # ------------------------------------------------------------- stage API
     @classmethod
@@ -223,46 +249,45 @@ class RunDir:
         except (pa.ArrowException, OSError) as exc:
             raise CotSurvivalError("E008", path=path, reason=_first_line(exc)) from None
 
-    def read_part(self, table: str, chain_index: int, columns: list[str] | None = None) -> pd.DataFrame:
-        return _read_parquet(self.part_path(table, chain_index), columns=columns)
+    def read_part(self, table: str, chain_index: int, columns: list[str] | None = None, *,
+                  replicates: bool = False) -> pd.DataFrame:
+        """One chain's rows of ``table``; of ``tokens``, ``steps`` and ``traces`` only replicate 0's
+        (the greedy path) unless ``replicates`` is True."""
+        only_greedy = table in REPLICATED_TABLES and not replicates
+        return _read_parquet(self.part_path(table, chain_index), columns=columns, replicate0=only_greedy)
 
     def read_table(
-        self, table: str, chain_indices: Iterable[int] | None = None, columns: list[str] | None = None
+        self, table: str, chain_indices: Iterable[int] | None = None, columns: list[str] | None = None, *,
+        replicates: bool = False,
     ) -> pd.DataFrame:
-        """Concatenate the parts of a per-chain table (all chains, or those given)."""
+        """Concatenate the parts of a per-chain table (all chains, or those given); ``replicates`` as in
+        :meth:`read_part`."""
         indices = self.part_indices(table) if chain_indices is None else list(chain_indices)
         if not indices:
-            raise CotSurvivalError("E012", path=self.path, what=table, command=_WRITER.get(table, "cotsurvival prune"))
-        frames = [self.read_part(table, i, columns=columns) for i in indices]
+            raise CotSurvivalError("E012", path=self.path, what=table, command=TABLE_WRITERS[table])
+        frames = [self.read_part(table, i, columns=columns, replicates=replicates) for i in indices]
         return pd.concat(frames, ignore_index=True)
 
 
-def as_rundir(run: str | os.PathLike | "RunDir") -> "RunDir":
+def as_rundir(run: str | os.PathLike | RunDir) -> RunDir:
     """The one way to open a run directory: a :class:`RunDir` for a path or a RunDir; E007 if it is not one."""
     return (run if isinstance(run, RunDir) else RunDir(run)).require()
 
 
-def _presentation():
-    # Jupyter HTML lives in the reports layer, which builds on this module. It is looked up when a
-    # notebook asks for it, by name, so this lowest layer has no import edge to reports (no cycle).
-    return import_module("cotsurvival.reports.notebook")
-
-
-_WRITER = {
-    "tokens": "cotsurvival prune",
-    "steps": "cotsurvival prune",
-    "traces": "cotsurvival prune",
-    "baselines": "cotsurvival prune --baselines random,surprisal,loo,attention",
-    "attention": "cotsurvival attention RUN",
-    "labels": "cotsurvival tag RUN",
-}
-
-
-def _read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+def _read_parquet(path: Path, columns: list[str] | None = None, replicate0: bool = False) -> pd.DataFrame:
     if not path.exists():
         raise CotSurvivalError("E001", path=path)
     try:
-        return pq.read_table(path, columns=columns).to_pandas()
+        if not replicate0:
+            return pq.read_table(path, columns=columns).to_pandas()
+        with pq.ParquetFile(path) as handle:
+            if "replicate" not in handle.schema_arrow.names:  # written before replicates: all rows are replicate 0
+                return handle.read(columns=columns).to_pandas()
+            data = handle.read(columns=None if columns is None else list(dict.fromkeys([*columns, "replicate"])))
+        data = data.filter(pc.equal(data["replicate"], 0))
+        if columns is not None and "replicate" not in columns:
+            data = data.drop_columns(["replicate"])
+        return data.to_pandas()
     except (pa.ArrowException, OSError) as exc:
         raise CotSurvivalError("E008", path=path, reason=_first_line(exc)) from None
 

@@ -18,6 +18,7 @@ analyze       statistics: RUN/stats/                      AnalysisResult
 report        figures and index.html                      Report
 view          the interactive HTML viewer                 ViewResult
 export        pruned chains as JSONL at a keep ratio      ExportResult
+recover       answer recovery of pruned chains            RecoveryResult
 ============  ==========================================  =====================================
 
 ``import cotsurvival`` exposes each as ``cotsurvival.<stage>`` (imported on first use).
@@ -26,6 +27,7 @@ Adding a stage is one line in ``cotsurvival.STAGES``.
 from __future__ import annotations
 
 import dataclasses
+import html
 import os
 import time
 from pathlib import Path
@@ -33,6 +35,10 @@ from typing import Iterable
 
 import pandas as pd
 
+from .analysis.attention import compute_attention_features
+from .outputs import check_output, is_viewer_file, run_inputs
+from .pruning.export import export_pruned
+from .reports.viewer import build_viewer
 from .results import StageResult
 from .rundir import RunDir
 
@@ -55,7 +61,6 @@ class AttentionResult(StageResult):
 def attention(run: str | os.PathLike | RunDir, *, model: str | None = None, device: str = "auto",
               dtype: str = "auto", overwrite: bool = False, progress: bool = True) -> AttentionResult:
     """Attention received and surprisal per reasoning token (see :func:`cotsurvival.analysis.compute_attention_features`)."""
-    from .analysis.attention import compute_attention_features
 
     started = time.perf_counter()
     count = compute_attention_features(run, model, device=device, dtype=dtype, overwrite=overwrite, progress=progress)
@@ -72,18 +77,20 @@ class ViewResult(StageResult):
     n_bytes: int
 
     def _repr_html_(self) -> str:
-        import html
-
         return (f"<p><b>cotsurvival view</b> {html.escape(self.path)} ({self.n_bytes / 1e6:.1f} MB): "
                 f"open it in a browser; it works offline.</p>")
 
 
 def view(run: str | os.PathLike | RunDir, *, out: str | os.PathLike, chains: Iterable[int] | None = None,
          chain_ids: Iterable[str] | None = None, max_chains: int = 50, traces: bool = True,
-         labels: str = "rule") -> ViewResult:
-    """One self-contained, offline HTML page to watch a run's chains shrink (see :func:`cotsurvival.reports.build_viewer`)."""
-    from .reports.viewer import build_viewer
+         labels: str = "rule", overwrite: bool = False) -> ViewResult:
+    """One self-contained, offline HTML page to watch a run's chains shrink (see :func:`cotsurvival.reports.build_viewer`).
 
+    ``out`` is never one of the run's files or tables (E080); an existing file is replaced only when
+    it is an earlier viewer page, or with ``overwrite`` (E081).
+    """
+
+    check_output(out, inputs=run_inputs(_path(run)), overwrite=overwrite, ours=is_viewer_file, command="view")
     path = build_viewer(run, out, chains=chains, chain_ids=chain_ids, max_chains=max_chains, traces=traces,
                         labels=labels)
     return ViewResult(path=str(path), n_bytes=path.stat().st_size)
@@ -107,7 +114,6 @@ class ExportResult(StageResult):
 def export(run: str | os.PathLike | RunDir, *, keep_ratio: float, out: str | os.PathLike,
            overwrite: bool = False) -> ExportResult:
     """Write the pruned chains of a run as JSONL at a keep ratio (see :func:`cotsurvival.pruning.export_pruned`)."""
-    from .pruning.export import export_pruned
 
     count = export_pruned(run, keep_ratio, out, overwrite=overwrite)
     return ExportResult(path=str(out), keep_ratio=keep_ratio, n_chains=count)

@@ -11,8 +11,8 @@ Entry points (each mirrored by a CLI command)::
 """
 from __future__ import annotations
 
-from .analyze import AnalysisResult, analyze
-from .chainlevel import chain_contrasts, chain_level_test, power
+from .analyze import AnalysisResult, analyze, power
+from .chainlevel import chain_contrasts, chain_level_test
 from .attention import attention_predictors, compute_attention_features, roc_auc
 from .data import attention_layers, baseline_orderings, load_run, orderings_long
 from .dynamics import bottom_quartile_rescue, degradation_curves, rank_trajectories, static_vs_greedy

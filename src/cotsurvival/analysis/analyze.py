@@ -6,28 +6,32 @@ of failing the whole analysis.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from ..errors import CotSurvivalError
-from ..rundir import RunDir
 from . import attention as attn
 from . import dynamics as dyn
 from . import survival as surv
 from . import chainlevel
-from .citations import write_citations
+from ..errors import CotSurvivalError
+from ..outputs import check_output, run_inputs
+from ..results import read_json, to_jsonable, write_json, write_table
+from ..rundir import RunDir
+from ..taxonomy.spec import LEVELS as TAXONOMY_LEVELS
+from .citations import citations, fmt_p, write_citations
+from .stability import replicate_mean, run_stability
 from .data import as_rundir, baseline_orderings, load_run, orderings_long
 from .inference import holm, mean_ci, paired_sign_flip_test, sign_flip_ci, smallest_p
 
-LEVELS = ("category", "label")
+LEVELS = tuple(TAXONOMY_LEVELS)  # label columns analysed by default: both levels of the taxonomy
 # Tables too long for Markdown/LaTeX are written as CSV only.
 CSV_ONLY = ("km_", "rank_shift_tokens", "attention_per_chain")
 
@@ -67,23 +71,21 @@ class AnalysisResult:
     notes_: list[str] = field(default_factory=list)
     citations_: list[str] = field(default_factory=list)
     primary_: dict = field(default_factory=dict)
+    stability_: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """Machine-readable form (the content of ``stats.json``): NaN becomes null."""
-        return _jsonable({
+        return to_jsonable({
             "run": str(self.run), "config": self.config, "counts": self.counts_, "primary": self.primary_,
             "tests": self.tests_,
             "tables": {name: table.to_dict(orient="records") for name, table in self.tables_.items()},
             "table_notes": {name: table.attrs.get("notes", []) for name, table in self.tables_.items()
                             if table.attrs.get("notes")},
-            "notes": self.notes_, "citations": self.citations_,
+            "notes": self.notes_, "citations": self.citations_, "stability": self.stability_,
         })
 
     def _repr_html_(self) -> str:
         """Jupyter: counts, the primary (chain-level) test and the citations; all text escaped."""
-        from html import escape
-
-        from .citations import fmt_p
 
         counts = self.counts_
         rows = [("run", self.run), ("model", counts.get("model")), ("objective", counts.get("objective")),
@@ -108,9 +110,21 @@ class AnalysisResult:
         else:
             main = f"not computed: {primary.get('note', '')}"
         items = "".join(f"<li>{escape(str(c))}</li>" for c in self.citations_) or "<li>none</li>"
-        return (f'<div class="cs-analysis"><table class="cs-analysis-counts">{info}</table>'
+        stale = self.stale()
+        warning = (f'<p class="cs-stale"><b>Stale:</b> the run changed since these statistics were computed '
+                   f"({escape(stale)}); re-run <code>cotsurvival analyze {escape(str(self.run))}</code>.</p>"
+                   if stale else "")
+        return (warning + f'<div class="cs-analysis"><table class="cs-analysis-counts">{info}</table>'
                 f"<p><b>Primary (chain-level) test:</b> {escape(main)}</p>"
                 f"<p><b>Citations</b> ({len(self.citations_)})</p><ul class=\"cs-citations\">{items}</ul></div>")
+
+    def stale(self) -> str | None:
+        """Why the run changed since these statistics were computed (``counts_["fingerprint"]``), or ``None``."""
+        from ..provenance import stale_reason
+
+        if not RunDir(self.run).exists():
+            return None
+        return stale_reason(self.counts_.get("fingerprint"), self.run, (self.config or {}).get("labels_source"))
 
     def to_frame(self) -> pd.DataFrame:
         """The scalar tests, one row each (``test`` and its fields; NaN where a field does not apply)."""
@@ -121,20 +135,18 @@ class AnalysisResult:
         return pd.DataFrame(rows)
 
     def save(self, out: str | os.PathLike | None = None) -> Path:
-        """Write ``stats.json``, tables as CSV/Markdown/LaTeX, and ``citations.md`` to ``out``.
+        """Write ``stats.json`` (atomically), tables as CSV/Markdown/LaTeX, and ``citations.md`` to ``out``.
 
         Returns
         -------
         Path
-            The folder written (default ``RUN/stats``).
+            The folder written (default ``RUN/stats``); :meth:`load` reads it back.
         """
         folder = Path(out) if out is not None else RunDir(self.run).stats_dir
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "stats.json").write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False), encoding="utf-8")
+        write_json(folder / "stats.json", self.to_dict())
         for name, table in self.tables_.items():
-            table.to_csv(folder / f"{name}.csv", index=False)
-            if not name.startswith(CSV_ONLY):
-                _write_md_tex(table, folder, name)
+            write_table(folder, name, table, formats=("csv",) if name.startswith(CSV_ONLY) else ("csv", "md", "tex"))
         write_citations(folder / "citations.md", self)
         return folder
 
@@ -149,7 +161,8 @@ class AnalysisResult:
         Parameters
         ----------
         run : str, PathLike or RunDir
-            The run directory.
+            The run directory, or a folder :meth:`save` wrote (it holds ``stats.json``; its run is
+            the one recorded there).
         stats : str or PathLike, optional
             The folder holding ``stats.json`` (default ``RUN/stats``).
 
@@ -162,18 +175,27 @@ class AnalysisResult:
         CotSurvivalError
             E012 when the run has no ``stats.json`` yet, E056 when it cannot be read.
         """
+        if stats is None and not isinstance(run, RunDir) and (Path(run) / "stats.json").is_file() \
+                and not (Path(run) / "manifest.json").is_file():
+            return cls._from_stats_json(Path(run) / "stats.json", run_path=None)
         run = as_rundir(run)
         path = (Path(stats) if stats is not None else run.stats_dir) / "stats.json"
+        return cls._from_stats_json(path, run_path=run.path)
+
+    @classmethod
+    def _from_stats_json(cls, path: Path, run_path: Path | None) -> "AnalysisResult":
+        shown_run = run_path if run_path is not None else path.parent
         if not path.is_file():
-            raise CotSurvivalError("E012", path=run.path, what="statistics (stats/stats.json)",
-                                   command=f"cotsurvival analyze {run.path}")
+            raise CotSurvivalError("E012", path=shown_run, what="statistics (stats/stats.json)",
+                                   command=f"cotsurvival analyze {shown_run}")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_json(path)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise CotSurvivalError("E056", path=path, reason=" ".join(str(exc).split())[:200], run=run.path) from None
+            raise CotSurvivalError("E056", path=path, reason=" ".join(str(exc).split())[:200], run=shown_run) from None
         if not isinstance(data, dict):
-            raise CotSurvivalError("E056", path=path, reason="not a JSON object", run=run.path)
-        result = cls(run=run.path, config=data.get("config") or {})
+            raise CotSurvivalError("E056", path=path, reason="not a JSON object", run=shown_run)
+        run = run_path if run_path is not None else Path(data.get("run") or path.parent)
+        result = cls(run=run, config=data.get("config") or {})
         result.counts_ = data.get("counts") or {}
         result.tests_ = data.get("tests") or {}
         result.notes_ = list(data.get("notes") or [])
@@ -252,7 +274,22 @@ def analyze(
     AnalysisResult
     """
     run = as_rundir(run)
+    if out is not None and save:  # any folder but one of the run's own tables (RUN/stats is analyze's)
+        check_output(out, inputs=[i for i in run_inputs(run.path) if i[0].name != "stats"], overwrite=True,
+                     command="analyze", folder=True)
+    from ..provenance import fingerprint
+
+    state = fingerprint(run)  # taken before reading: what these numbers were computed from
     manifest = run.read_manifest()
+    from ..options import check_contrast, check_positive
+
+    if primary != chainlevel.DEFAULT_PRIMARY:  # the default may be absent from a custom taxonomy: a note then
+        check_contrast("--primary", primary, manifest)  # a typo is an error before any work, not a note after it
+    if reference is not None:
+        check_contrast("--reference", reference, manifest)
+    check_positive("--n-boot", n_boot, allow_zero=True)
+    check_positive("--min-chains", min_chains, allow_zero=True)
+    check_positive("--min-tokens", min_tokens, allow_zero=True)
     table = load_run(run, labels=labels, require_tags=False)
     config = {"labels_source": table.attrs.get("labels_source"),
               "n_boot": n_boot, "seed": seed, "primary": primary, "min_chains": min_chains,
@@ -261,7 +298,27 @@ def analyze(
               "expected_categories": categories or ((manifest.get("taxonomy") or {}).get("categories"))}
     result = AnalysisResult(run=run.path, config=config)
     result.counts_ = _counts(table, manifest)
+    result.counts_["fingerprint"] = state
     _note_degenerate(table, result)
+    from ..quiet import captured_stderr, summarise
+
+    with captured_stderr() as noise:  # LAPACK and friends write to fd 2 directly: summarised in a note instead
+        _sections(result, run, table, levels, n_boot, seed, reference, primary, min_chains, min_tokens,
+                  probe_alpha, n_folds)
+    if summarise(noise):
+        result.notes_.append(summarise(noise))
+    result.notes_ = list(dict.fromkeys(result.notes_))
+
+    result.citations_ = citations(result)
+    _onpolicy(result, run, labels, seed, min_chains)
+    if save:
+        result.save(out)
+    return result
+
+
+def _sections(result, run, table, levels, n_boot, seed, reference, primary, min_chains, min_tokens,
+              probe_alpha, n_folds) -> None:
+    """Every section of the analysis, each leaving a note instead of failing the whole."""
     tagged = table["category"].notna().any()
     if not tagged:
         result.notes_.append(f"Tokens are not tagged, so no category statistics: run `cotsurvival tag {run.path}`.")
@@ -269,8 +326,10 @@ def analyze(
     ranked = table[table["n_tokens"] > 1]
     if tagged and ranked.empty:
         result.notes_.append("No chain has 2 or more reasoning tokens: no survival comparison is possible.")
-    if tagged and not ranked.empty:
-        _primary(result, ranked.dropna(subset=["category"]), primary, min_chains, min_tokens, seed)
+    if tagged and not ranked.empty:  # on replicate-averaged survival when the run has replicates
+        _primary(result, replicate_mean(ranked.dropna(subset=["category"])), primary, min_chains, min_tokens, seed)
+    result.stability_ = run_stability(run, table, result, n_boot, seed, min_chains=min_chains, min_tokens=min_tokens,
+                                      test=chainlevel.chain_level_test)
     for level in levels if tagged and not ranked.empty else ():
         _by_group(result, ranked.dropna(subset=[level]), level, n_boot, seed,
                   reference if level == "category" else None)
@@ -278,16 +337,36 @@ def analyze(
         _orderings(result, ranked, primary)
     _dynamics(result, run, table)
     _attention(result, table, probe_alpha, n_folds, seed)
-    result.notes_ = list(dict.fromkeys(result.notes_))
-    from .citations import citations
 
-    result.citations_ = citations(result)
-    if save:
-        result.save(out)
-    return result
+
+def power(run_or_table, delta: float = 0.1, **options) -> dict:
+    """Chains needed to detect ``delta`` in the primary contrast (:func:`cotsurvival.analysis.chainlevel.power`),
+    from a run directory (read with :func:`load_run`) or a token table.
+
+    The run is loaded here, above the chain-level statistics, so that module never reads run
+    directories (the statistics layer depends on the data loader, not the other way round).
+    """
+    table = run_or_table if isinstance(run_or_table, pd.DataFrame) or options.get("sd") is not None \
+        else load_run(run_or_table)
+    return chainlevel.power(table, delta, **options)
 
 
 # --------------------------------------------------------------------------- sections
+def _onpolicy(result, run, labels, seed, min_chains) -> None:
+    """On-policy importance beside greedy survival, when ``cotsurvival resample`` has run (analysis/onpolicy.py)."""
+    if not run.part_indices("resample"):
+        return
+    from .onpolicy import MEASURES, OnPolicyResult
+
+    onpolicy = OnPolicyResult.load(run, labels=labels, min_chains=min_chains, seed=seed)
+    result.tables_["onpolicy_units"] = onpolicy.importance().drop(columns=["text"])
+    result.tables_["onpolicy_by_category"] = onpolicy.by_category()
+    result.tables_["onpolicy_agreement"] = pd.DataFrame(
+        [{k: v for k, v in onpolicy.agreement(m).items() if k != "per_chain"} for m in MEASURES])
+    result.tables_["onpolicy_regeneration"] = onpolicy.regeneration()
+    result.citations_ += [s.replace("Note: ", "Note (on-policy): ", 1) for s in onpolicy.citations()]
+
+
 def _primary(result, table, primary, min_chains, min_tokens, seed) -> None:
     """The pre-specified primary test, then every category against the rest (Holm across them)."""
     try:
@@ -521,33 +600,3 @@ def _note_degenerate(table: pd.DataFrame, result: AnalysisResult) -> None:
     for name in taxonomy or ():
         if name not in result.counts_["categories"]:
             result.notes_.append(f"Category {name!r} has no tokens in this run.")
-
-
-def _write_md_tex(table: pd.DataFrame, folder: Path, name: str) -> None:
-    shown = table.copy()
-    for column in shown.columns:
-        if shown[column].dtype == object:
-            shown[column] = shown[column].map(lambda v: v if not isinstance(v, (list, dict)) else json.dumps(v))
-    (folder / f"{name}.md").write_text(shown.to_markdown(index=False, floatfmt=".4g") + "\n", encoding="utf-8")
-    latex = shown.to_latex(index=False, float_format=lambda v: f"{v:.4g}", escape=True)  # booktabs rules by default
-    (folder / f"{name}.tex").write_text(latex, encoding="utf-8")
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, pd.DataFrame):
-        return _jsonable(value.to_dict(orient="records"))
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if not math.isfinite(float(value)) else float(value)
-    if value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value

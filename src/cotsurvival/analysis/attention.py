@@ -28,6 +28,7 @@ from ..errors import CotSurvivalError
 from ..rundir import RunDir
 from .data import as_rundir, attention_layers
 from .inference import mean_ci
+from .inference import _flip_patterns
 
 
 # --------------------------------------------------------------------------- features
@@ -87,9 +88,12 @@ def compute_attention_features(
         features.insert(0, "chain_index", index)
         run.write_part("attention", index, features)
         written += 1
+    from ..provenance import fingerprint
+
     manifest = run.read_manifest()
+    # What the features were computed from (they depend on the chains' tokens only, not on pruning steps).
     manifest["attention"] = {"model": spec, "n_layers": int(model.config.num_hidden_layers),
-                             "seconds": round(time.perf_counter() - started, 3)}
+                             "seconds": round(time.perf_counter() - started, 3), "fingerprint": fingerprint(run)}
     run.write_manifest(manifest)
     return written
 
@@ -232,7 +236,6 @@ def best_layers(summary: pd.DataFrame, per_chain: pd.DataFrame | None = None, *,
 
 def _max_t_sign_flip(per_chain: pd.DataFrame, features: list[str], n_resamples: int, seed: int) -> dict:
     """Sign-flip max-|t| test over layers (Westfall-Young single step); chains with a missing layer dropped."""
-    from .inference import _flip_patterns
 
     wide = per_chain[per_chain["feature"].isin(features)].pivot(index="chain_index", columns="feature", values="rho")
     wide = wide.dropna()

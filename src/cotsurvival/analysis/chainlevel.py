@@ -424,13 +424,9 @@ def power(
     """
     n_observed = n_chains
     if sd is None:
-        if isinstance(run_or_table, pd.DataFrame):
-            table = run_or_table
-        else:
-            from .data import load_run
-
-            table = load_run(run_or_table)
-        result = chain_level_test(table, group, contrast, adjust_position=adjust_position, n_resamples=999)
+        if not isinstance(run_or_table, pd.DataFrame):  # a run directory: analysis.power loads it first
+            raise TypeError("chainlevel.power takes a token table; cotsurvival.analysis.power also takes a run")
+        result = chain_level_test(run_or_table, group, contrast, adjust_position=adjust_position, n_resamples=999)
         sd, n_observed = result["sd_between_chains"], result["n_chains"]
     if not (isinstance(sd, (int, float)) and math.isfinite(sd) and sd > 0):
         raise CotSurvivalError("E043", reason=f"the between-chain spread of {contrast} vs the rest is not estimable "

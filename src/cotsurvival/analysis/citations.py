@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..models import precision_note
+from ..results import write_text
+from ..rundir import RunDir
 from .inference import holm
 
 ALPHA = 0.05
@@ -110,8 +113,6 @@ def citations(result) -> list[str]:
 def _scoring_sentences(result) -> list[str]:
     """How the run's ranks were scored, where it limits them: an approximation (``manifest
     engine.approx``) with its measured fidelity, half precision (``manifest model.dtype``)."""
-    from ..models import precision_note
-    from ..rundir import RunDir
 
     try:
         manifest = RunDir(result.run).read_manifest()
@@ -427,12 +428,12 @@ def _dynamics_sentences(result, withheld: list[str]) -> list[str]:
             if int(row.n_chains) < min_chains:
                 withheld.append(f"objective change at half pruned ({int(row.n_chains)} chains)")
             elif row.lower > 0 or row.upper < 0:
-                out.append(f"Pruning half the reasoning tokens changed the objective by a mean of {_f(row.mean_drop)} "
+                out.append(f"Pruning half the reasoning tokens changed the objective by a mean of {_f(row.mean_change)} "
                            f"nats [95% CI {_f(row.lower)}, {_f(row.upper)}, t over chains] across "
                            f"{int(row.n_chains):,} chains.")
             else:
                 out.append(f"Pruning half the reasoning tokens did not change the objective significantly (mean "
-                           f"{_f(row.mean_drop)} nats [95% CI {_f(row.lower)}, {_f(row.upper)}] across "
+                           f"{_f(row.mean_change)} nats [95% CI {_f(row.lower)}, {_f(row.upper)}] across "
                            f"{int(row.n_chains):,} chains; the interval includes 0).")
     return out
 
@@ -491,4 +492,4 @@ def write_citations(path: Path, result) -> None:
     """``citations.md``: the sentences as a Markdown list."""
     lines = ["# Findings", "", f"Run: `{result.run}`", ""]
     lines += [f"- {sentence}" for sentence in result.citations_]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(path, "\n".join(lines) + "\n")

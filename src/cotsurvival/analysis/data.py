@@ -21,7 +21,10 @@ TOKEN_COLUMNS = [
     "label", "category", "deleted_step", "survival", "censored", "deletion_cost",
 ]
 _READ_COLUMNS = ["chain_index", "chain_id", "position", "n_tokens", "text", "is_whitespace", "deleted_step",
-                 "survival", "censored", "deletion_cost"]
+                 "survival", "censored", "deletion_cost", "deletion_gap"]
+# Stability columns (present when the run stores them): the gap of the step that deleted the token and
+# whether that step was a near-tie (cotsurvival.pruning.diagnostics), then the replicate summary.
+STABILITY_COLUMNS = ["deletion_gap", "near_tie"]
 GREEDY = "greedy"
 
 
@@ -32,6 +35,7 @@ def load_run(
     require_tags: bool = True,
     baselines: bool = True,
     attention: bool = True,
+    replicates: bool = True,
 ) -> pd.DataFrame:
     """One row per reasoning token, with its survival, labels and (when present) extra features.
 
@@ -52,6 +56,10 @@ def load_run(
         ``censored_<ordering>`` and ``deleted_step_<ordering>``.
     attention : bool, default True
         Join ``attention.parquet`` (``surprisal``, ``attn_answer_LXX``, ``attn_later_LXX``) when it exists.
+    replicates : bool, default True
+        For a run pruned with ``--replicates K``: add ``survival_mean``, ``survival_sd``,
+        ``survival_min``, ``survival_max`` and ``n_replicates`` over the K paths
+        (:mod:`cotsurvival.analysis.stability`) beside replicate 0's ``survival``, still one row per token.
 
     Returns
     -------
@@ -59,7 +67,10 @@ def load_run(
         Columns ``chain_index, chain_id, position, n_tokens, rel_position, text, token_len,
         is_whitespace, label, category, deleted_step, survival, censored, deletion_cost`` and
         the optional joined columns. ``rel_position`` is ``position / (n_tokens - 1)`` (0 for a
-        one-token chain); ``token_len`` is the token's length in characters.
+        one-token chain); ``token_len`` is the token's length in characters. Runs that store it
+        also have ``deletion_gap`` (nats between the two cheapest distinct deletions of the step
+        that deleted the token) and ``near_tie`` (that gap below ``frame.attrs["near_tie_threshold"]``,
+        the run dtype's measured cost error). Survival and ranks are replicate 0's, the greedy path.
     """
     run = as_rundir(run)
     indices = run.part_indices("tokens")
@@ -72,12 +83,15 @@ def load_run(
     tokens = join_labels(run, tokens, source)
     _check_tags(tokens, run, require_tags, source)
     tokens = _derive(tokens)
+    tokens, threshold = _stability_columns(run, tokens, replicates)
     if baselines and run.part_indices("baselines"):
         tokens = tokens.merge(_wide_baselines(run), on=["chain_index", "position"], how="left", validate="1:1")
     if attention and run.part_indices("attention"):
         features = run.read_table("attention").drop(columns=["chain_id"], errors="ignore")
         tokens = tokens.merge(features, on=["chain_index", "position"], how="left", validate="1:1")
     tokens.attrs["labels_source"] = source
+    if threshold is not None:
+        tokens.attrs["near_tie_threshold"] = threshold
     return tokens
 
 
@@ -104,7 +118,9 @@ def join_labels(run: RunDir, tokens: pd.DataFrame, source: str | None) -> pd.Dat
 
 def baseline_orderings(frame: pd.DataFrame) -> list[str]:
     """Names of the baseline orderings joined in a :func:`load_run` table."""
-    return [c[len("survival_"):] for c in frame.columns if c.startswith("survival_")]
+    from .stability import SUMMARY_COLUMNS
+
+    return [c[len("survival_"):] for c in frame.columns if c.startswith("survival_") and c not in SUMMARY_COLUMNS]
 
 
 def attention_layers(frame: pd.DataFrame, kind: str = "answer") -> list[str]:
@@ -177,6 +193,27 @@ def _check_tags(tokens: pd.DataFrame, run: RunDir, require_tags: bool, source: s
                                detail=f"{int(missing.sum())} tokens in {n_chains} chains have no {source!r} labels")
 
 
+def _stability_columns(run: RunDir, tokens: pd.DataFrame, replicates: bool) -> tuple[pd.DataFrame, float | None]:
+    """``deletion_gap``/``near_tie`` when the run stores gaps; the replicate summary when it has replicates."""
+    from ..pruning.diagnostics import near_tie
+    from ..precision import near_tie_threshold
+    from .stability import replicate_survival, replicates_of, token_summary
+
+    threshold = None
+    if "deletion_gap" in tokens and tokens["deletion_gap"].notna().any():
+        manifest = run.read_manifest()
+        threshold = (manifest.get("diagnostics") or {}).get("near_tie_threshold") or \
+            near_tie_threshold((manifest.get("model") or {}).get("dtype", "float32"))
+        tokens["deletion_gap"] = tokens["deletion_gap"].astype(float)
+        tokens["near_tie"] = near_tie(tokens["deletion_gap"], threshold)
+    else:
+        tokens = tokens.drop(columns=["deletion_gap"], errors="ignore")
+    if replicates and replicates_of(run).get("k", 1) > 1:
+        summary = token_summary(replicate_survival(run))
+        tokens = tokens.merge(summary, on=["chain_index", "position"], how="left", validate="1:1")
+    return tokens, threshold
+
+
 def _derive(tokens: pd.DataFrame) -> pd.DataFrame:
     n = tokens["n_tokens"].to_numpy()
     position = tokens["position"].to_numpy()
@@ -189,7 +226,7 @@ def _derive(tokens: pd.DataFrame) -> pd.DataFrame:
     tokens["deletion_cost"] = tokens["deletion_cost"].astype(float)
     for column in ("label", "category"):
         tokens[column] = tokens[column].astype("object")
-    return tokens[TOKEN_COLUMNS]
+    return tokens[TOKEN_COLUMNS + [c for c in STABILITY_COLUMNS if c in tokens]]
 
 
 def _wide_baselines(run: RunDir) -> pd.DataFrame:

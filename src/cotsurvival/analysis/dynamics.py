@@ -205,17 +205,21 @@ def degradation_curves(run: str | os.PathLike | RunDir, *, grid: int = 21, alpha
                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Objective against fraction of reasoning tokens pruned, per chain and pooled.
 
-    ``drop`` is the objective after a step minus the objective of the unpruned chain (so it
-    starts at 0 and is usually negative). Pooled curves interpolate each chain linearly onto
-    ``grid`` evenly spaced fractions in [0, 1] (never extrapolating past the chain's last step)
-    and average across chains with a t-interval.
+    ``change`` is the objective after a step *minus* the objective of the unpruned chain (nats;
+    it starts at 0; negative: the model finds the answer less likely, positive: more likely; the
+    objective is a log-likelihood, so a positive change is possible). Pooled curves are
+    *interpolated*: each chain's steps sit at fractions k/N of its own length N, so each chain is
+    interpolated linearly onto ``grid`` evenly spaced fractions in [0, 1] (never extrapolating past
+    the chain's last step) before the mean over chains and its t-interval (docs/statistics.md,
+    "Degradation curve").
 
     Returns
     -------
     per_chain : pandas.DataFrame
-        ``chain_index, step, fraction_pruned, objective, drop``.
+        ``chain_index, step, fraction_pruned, objective, change``.
     pooled : pandas.DataFrame
-        ``fraction_pruned, mean_drop, lower, upper, median_drop, n_chains``.
+        ``fraction_pruned, mean_change, lower, upper, median_change, n_chains`` (``attrs["notes"]``
+        says that the values are interpolated and what the sign means).
     """
     run = as_rundir(run)
     steps = run.read_table("steps", columns=["chain_index", "step", "objective", "n_remaining"])
@@ -223,19 +227,26 @@ def degradation_curves(run: str | os.PathLike | RunDir, *, grid: int = 21, alpha
     first = steps.groupby("chain_index")[["objective", "n_remaining"]].transform("first")
     n = first["n_remaining"].where(first["n_remaining"] > 0)
     steps["fraction_pruned"] = (steps["step"] / n).fillna(0.0)
-    steps["drop"] = steps["objective"] - first["objective"]
+    steps["change"] = steps["objective"] - first["objective"]
     fractions = np.linspace(0.0, 1.0, grid)
     curves = []
     for _, chain in steps.groupby("chain_index", sort=True):
-        x, y = chain["fraction_pruned"].to_numpy(), chain["drop"].to_numpy()
+        x, y = chain["fraction_pruned"].to_numpy(), chain["change"].to_numpy()
         curves.append(np.where(fractions <= x.max() + 1e-12, np.interp(fractions, x, y), np.nan))
     matrix = np.vstack(curves)
     rows = []
     for j, fraction in enumerate(fractions):
         summary = mean_ci(matrix[:, j], alpha=alpha)
-        rows.append({"fraction_pruned": float(fraction), "mean_drop": summary["mean"], "lower": summary["lower"],
-                     "upper": summary["upper"], "median_drop": summary["median"], "n_chains": summary["n"]})
-    per_chain = steps[["chain_index", "step", "fraction_pruned", "objective", "drop"]].reset_index(drop=True)
+        rows.append({"fraction_pruned": float(fraction), "mean_change": summary["mean"], "lower": summary["lower"],
+                     "upper": summary["upper"], "median_change": summary["median"], "n_chains": summary["n"]})
+    per_chain = steps[["chain_index", "step", "fraction_pruned", "objective", "change"]].reset_index(drop=True)
     pooled = pd.DataFrame(rows)
     # Fractions no chain reached (a run stopped at a keep ratio) are left out rather than shown as NaN.
-    return per_chain, pooled[pooled["n_chains"] > 0].reset_index(drop=True)
+    pooled = pooled[pooled["n_chains"] > 0].reset_index(drop=True)
+    pooled.attrs["notes"] = [CHANGE_NOTE]
+    return per_chain, pooled
+
+
+#: What the degradation table's numbers are, stored with it (stats.json table_notes) and in the notes.
+CHANGE_NOTE = ("mean_change/median_change: objective after pruning minus the unpruned objective (nats; negative = "
+               "the answer became less likely), each chain linearly interpolated onto the grid of fractions pruned")

@@ -30,10 +30,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-CATEGORIES = ("symbolic_math", "narration", "referential", "grammar")
-_LABEL = {"symbolic_math": "SYMBOLIC_MATH", "narration": "CONTENT", "referential": "ENTITY_NAME",
-          "grammar": "FUNCTION"}
-_SHARES = np.array([0.3, 0.3, 0.15, 0.25])
+from ..taxonomy.spec import CATEGORIES, CATEGORY_OF_LABEL
+
+# The simulation's design: the share of tokens in each of the taxonomy's categories, and one fine
+# label standing for each category (simulated tokens carry a label column too).
+_CATEGORY_SHARES = {"symbolic_math": 0.3, "narration": 0.3, "referential": 0.15, "grammar": 0.25}
+_SHARES = np.array([_CATEGORY_SHARES[c] for c in CATEGORIES])
+_STAND_IN = {"narration": "CONTENT"}
+_LABEL = {c: _STAND_IN.get(c) or next(lab for lab, cat in CATEGORY_OF_LABEL.items() if cat == c) for c in CATEGORIES}
 _REST_CDF = np.cumsum(_SHARES[1:] / _SHARES[1:].sum())
 SCENARIOS = ("runs", "drift", "answer_jump", "u_shape", "tied", "few_targets", "heteroscedastic", "short_long")
 

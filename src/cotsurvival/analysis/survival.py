@@ -119,7 +119,7 @@ def _dummies(values: pd.Series, reference, prefix: str) -> pd.DataFrame:
     if reference is None:
         reference = values.value_counts().sort_index().idxmax()  # largest group; ties by name
     if reference not in levels:
-        raise CotSurvivalError("E009", reason=f"reference {reference!r} is not a {prefix} with tokens ({', '.join(map(str, levels))})")
+        raise CotSurvivalError("E088", option=f"reference {prefix}", value=reference, choices=", ".join(map(str, levels)))
     columns = {f"{prefix}[{level}]": (values == level).astype(float).to_numpy() for level in levels if level != reference}
     frame = pd.DataFrame(columns, index=values.index)
     frame.attrs["reference"] = reference
@@ -317,7 +317,7 @@ def cox_ph(
     elif method == "model":
         cov = np.asarray(result.cov_params())
     else:
-        raise CotSurvivalError("E009", reason=f"se must be auto, cluster, jackknife or model, not {se!r}")
+        raise CotSurvivalError("E088", option="se", value=se, choices="auto, cluster, jackknife, model")
     se_values = np.sqrt(np.diag(cov))
     z = coef / se_values
     reference_dist = stats.t(dof) if np.isfinite(dof) else stats.norm
@@ -495,6 +495,11 @@ def survival_summary(
 ) -> pd.DataFrame:
     """Median and mean normalized survival per group with chain-cluster bootstrap CIs.
 
+    ``mean`` is *the* mean normalized survival of the project (docs/statistics.md): the mean over
+    chains of each chain's mean over its tokens in the group, with the percentile chain-bootstrap
+    CI of :func:`mean_normalized_survival` (the function ``compare`` uses too, so the same run gives
+    the same number in both). ``median`` is the median over the group's tokens (pooled).
+
     Chains are resampled with replacement (``n_boot`` times, seeded) and every token of a drawn
     chain comes along, so the intervals respect the dependence of tokens within a chain. The
     bootstrap is written with numpy rather than a library because scipy's ``bootstrap``
@@ -522,7 +527,7 @@ def survival_summary(
         events = ~sub["censored"].to_numpy(bool)
         sub_codes = codes[frame.index.get_indexer(idx)]
         stat = _km_median if censored else _weighted_median_mean
-        point = stat(values, events, np.ones(len(values)))
+        point = list(stat(values, events, np.ones(len(values))))
         boot = np.array([stat(values, events, counts[sub_codes]) for counts in draws]) if n_boot else np.empty((0, 2))
         lo, hi = _percentile_ci(boot, alpha, nan_is_inf=censored)
         method = ("Kaplan-Meier median; chain bootstrap CI; mean not estimable under censoring" if censored
@@ -534,12 +539,45 @@ def survival_summary(
             method += "; upper CI limit not reached"
         if not n_boot:
             method = method.replace("chain bootstrap CI", "no CI (n_boot=0)")
+        if not censored:  # the chain-level mean (one definition), not the token-pooled one
+            chain_mean = mean_normalized_survival(sub, group, n_boot=n_boot, seed=seed, alpha=alpha).iloc[0]
+            point[1], lo[1], hi[1] = chain_mean["mean"], chain_mean["ci_low"], chain_mean["ci_high"]
+            method = method.replace("sample median and mean", "token median, mean over chains of per-chain means")
         rows.append({"group": name, **_counts(sub), "n_events": int(events.sum()), "median": point[0],
                      "median_lower": lo[0], "median_upper": hi[0], "mean": point[1], "mean_lower": lo[1],
                      "mean_upper": hi[1], "method": method})
     table = pd.DataFrame(rows)
     table.attrs.update(n_boot=n_boot, seed=seed)
     return table
+
+
+def mean_normalized_survival(df: pd.DataFrame, group: str = "category", *, time: str = "survival",
+                             n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
+    """Mean normalized survival per group: the one definition every output uses (docs/statistics.md).
+
+    Per group, each chain's mean normalized survival over its tokens in the group, then the mean
+    over chains (the chain is the unit: a long chain does not weigh more), with a percentile
+    chain-bootstrap CI (:func:`~cotsurvival.analysis.inference.bootstrap_ci`, ``n_boot`` resamples,
+    ``seed``). Tokens still present when the run stopped (censored) enter at the run's last step, so
+    under censoring the mean is a lower bound (``censored`` says so; ``analyze`` then gives none).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``group, n_chains, n_tokens, mean, ci_low, ci_high, censored``.
+    """
+    from .inference import bootstrap_ci
+
+    frame = df.dropna(subset=[group, time])
+    rows = []
+    for name, sub in frame.groupby(group, sort=True):
+        per_chain = sub.groupby("chain_index")[time].mean()
+        ci = bootstrap_ci(per_chain.to_numpy(float), n_resamples=n_boot, seed=seed, alpha=alpha) if n_boot else \
+            {"estimate": float(per_chain.mean()), "ci_low": np.nan, "ci_high": np.nan, "n_chains": len(per_chain)}
+        rows.append({"group": name, "n_chains": int(ci["n_chains"]), "n_tokens": int(len(sub)), "mean": ci["estimate"],
+                     "ci_low": ci["ci_low"], "ci_high": ci["ci_high"],
+                     "censored": bool(sub["censored"].any()) if "censored" in sub else False})
+    return pd.DataFrame(rows, columns=["group", "n_chains", "n_tokens", "mean", "ci_low", "ci_high", "censored"])
 
 
 def _percentile_ci(boot: np.ndarray, alpha: float, nan_is_inf: bool) -> tuple[np.ndarray, np.ndarray]:

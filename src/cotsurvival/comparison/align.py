@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..analysis.data import as_rundir, load_run
 from ..errors import CotSurvivalError
 
 GREEDY = "greedy"
@@ -107,7 +108,6 @@ def parse_run_spec(spec: str | os.PathLike) -> tuple[Path, str]:
 
 def load_view(spec: str | os.PathLike, name: str | None = None) -> RunView:
     """Read one run (``RUN`` or ``RUN:ORDERING``) for comparison; nothing is written."""
-    from ..analysis.data import as_rundir, load_run
 
     path, ordering = parse_run_spec(spec)
     run = as_rundir(path)
@@ -115,7 +115,9 @@ def load_view(spec: str | os.PathLike, name: str | None = None) -> RunView:
     table = load_run(run, require_tags=False, attention=False, baselines=ordering != GREEDY)
     if ordering != GREEDY:
         if f"survival_{ordering}" not in table.columns:
-            available = sorted(c[len("survival_"):] for c in table.columns if c.startswith("survival_"))
+            from ..analysis.data import baseline_orderings
+
+            available = sorted(baseline_orderings(table))
             raise CotSurvivalError("E121", path=path, ordering=ordering, available=", ".join(available) or "none")
         table = table.assign(survival=table[f"survival_{ordering}"].astype(float),
                              censored=table[f"censored_{ordering}"].astype(bool),

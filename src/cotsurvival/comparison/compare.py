@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import html
 import itertools
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -30,7 +29,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..analysis import kaplan_meier
+from ..analysis.citations import fmt_p
+from ..analysis.citations import fmt_number
+from ..analysis.inference import bootstrap_ci
 from ..errors import CotSurvivalError
+from ..models import precision_note
+from ..reports.data import display_name
+from ..reports.figures import KaplanMeierDisplay
+from ..reports.style import figure_style, save_figure
+from ..reports.style import WIDTHS
+from ..reports.style import COARSE, order_present
+from ..reports.style import palette_for
+from ..results import read_json, to_jsonable, write_json, write_table, write_text
 from .align import TOKEN_UNITS, UNIT_RULE, WORD_UNITS, RunView, align, common_chains, load_view, match_chains
 
 DEFAULT_KEEP_RATIOS = (0.5, 0.25)
@@ -74,7 +85,7 @@ class ComparisonResult:
 
     def to_dict(self) -> dict:
         """Machine-readable form: the content of ``comparison.json`` (NaN becomes null)."""
-        return _jsonable({"runs": self.runs, "pairs": self.pairs, "alignment_rule": UNIT_RULE,
+        return to_jsonable({"runs": self.runs, "pairs": self.pairs, "alignment_rule": UNIT_RULE,
                           "config": self.config, "citations": self.citations, "notes": self.notes})
 
     def to_frame(self) -> pd.DataFrame:
@@ -85,19 +96,15 @@ class ComparisonResult:
         """Write ``comparison.json``, tables (CSV, Markdown, LaTeX), figures (PNG+PDF), ``citations.md``, ``index.html``."""
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "comparison.json").write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False), encoding="utf-8")
+        write_json(folder / "comparison.json", self.to_dict())
         for name, table in self.tables.items():
-            table.to_csv(folder / f"{name}.csv", index=False)
-            if name not in ("units", "km_category"):
-                (folder / f"{name}.md").write_text(table.to_markdown(index=False, floatfmt=".4g") + "\n", encoding="utf-8")
-                (folder / f"{name}.tex").write_text(
-                    table.to_latex(index=False, float_format=lambda v: f"{v:.4g}", escape=True), encoding="utf-8")
+            write_table(folder, name, table, formats=("csv",) if name in ("units", "km_category") else ("csv", "md", "tex"))
         lines = ["# Comparison: citable sentences", ""] + [f"- {c}" for c in self.citations]
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
-        (folder / "citations.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        write_text(folder / "citations.md", "\n".join(lines) + "\n")
         drawn = draw_figures(self, folder) if figures else {}
-        (folder / "index.html").write_text(_page(self, folder, drawn), encoding="utf-8")
+        write_text(folder / "index.html", _page(self, folder, drawn))
         return folder
 
     @classmethod
@@ -107,7 +114,7 @@ class ComparisonResult:
         path = folder / "comparison.json"
         if not path.is_file():
             raise CotSurvivalError("E125", path=folder)
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
         tables = {}
         for csv in sorted(folder.glob("*.csv")):
             try:
@@ -117,9 +124,29 @@ class ComparisonResult:
         return cls(runs=data["runs"], pairs=data["pairs"], tables=tables, citations=data.get("citations", []),
                    notes=data.get("notes", []), config=data.get("config", {}))
 
+    def stale(self) -> dict[str, str]:
+        """``{run: why}`` for each compared run that changed since the comparison (empty when none did)."""
+        from ..provenance import stale_reason
+        from .align import parse_run_spec
+
+        out = {}
+        for spec, state in (self.config.get("fingerprints") or {str(r): None for r in self.config.get("runs", [])}).items():
+            path = parse_run_spec(spec)[0]
+            if Path(path, "manifest.json").is_file():
+                reason = stale_reason(state, path)
+                if reason:
+                    out[spec] = reason
+        return out
+
     def _repr_html_(self) -> str:
-        """Jupyter: runs, per pair agreement and category differences, citations; all text escaped."""
-        return _summary_html(self)
+        """Jupyter: runs, per pair agreement and category differences, citations; all text escaped.
+
+        A comparison whose runs changed since says so first, naming the command that updates it."""
+        stale = self.stale()
+        warning = "".join(f'<p class="cs-stale"><b>Stale:</b> {html.escape(spec)} changed since this comparison '
+                          f"({html.escape(why)}); re-run <code>cotsurvival compare</code>.</p>"
+                          for spec, why in stale.items())
+        return warning + _summary_html(self)
 
 
 def compare(
@@ -167,11 +194,17 @@ def compare(
                      ours=is_comparison_folder, command="compare", folder=True)
     if names is not None and len(names) != len(runs):
         raise CotSurvivalError("E120", reason=f"{len(names)} names for {len(runs)} runs")
+    from ..provenance import fingerprint
+    from .align import parse_run_spec
+
+    # What the comparison is computed from, taken before reading: a run changed since makes it stale.
+    states = {str(spec): fingerprint(parse_run_spec(spec)[0]) for spec in runs}
     views = [load_view(spec, name=names[i] if names else None) for i, spec in enumerate(runs)]
     _unique_names(views)
     result = ComparisonResult(runs=[v.info() for v in views], pairs=[],
                               config={"keep_ratios": [float(r) for r in keep_ratios], "n_boot": n_boot, "seed": seed,
-                                      "unit_rule": UNIT_RULE, "runs": [str(r) for r in runs]})
+                                      "unit_rule": UNIT_RULE, "runs": [str(r) for r in runs],
+                                      "fingerprints": states})
     matching = match_chains(views)
     result.tables["chain_matching"] = matching
     for status, count in matching["status"].value_counts().items():
@@ -186,7 +219,8 @@ def compare(
     result.tables["category_survival"] = _category_survival(views, n_boot, seed)
     result.tables["km_category"] = _km_tables(views)
     tables: dict[str, list[pd.DataFrame]] = {k: [] for k in ("agreement_per_chain", "jaccard_per_chain",
-                                                               "category_differences", "movers", "units")}
+                                                               "category_differences", "movers", "units",
+                                                               "stability_per_chain")}
     for a, b in itertools.combinations(views, 2):
         pair, pair_tables = _compare_pair(a, b, keep_ratios, n_boot, seed, result.notes)
         result.pairs.append(pair)
@@ -201,7 +235,6 @@ def compare(
         result.tables["recovery"] = recovery
     # A comparison's citations open with how each greedy run was scored where that limits its ranks:
     # an approximation (issue 16) or half precision (token-level agreement includes its rounding noise).
-    from ..models import precision_note
 
     said = []
     for view in (v for v in views if v.ordering == "greedy"):
@@ -225,7 +258,6 @@ def compare(
 
 # --------------------------------------------------------------------------- one pair
 def _compare_pair(a: RunView, b: RunView, keep_ratios, n_boot: int, seed: int, notes: list[str]):
-    from ..analysis.inference import bootstrap_ci
     chain_ids = common_chains(a, b)
     if not chain_ids:
         ids_a, ids_b = set(a.chains["chain_id"]), set(b.chains["chain_id"])
@@ -260,6 +292,9 @@ def _compare_pair(a: RunView, b: RunView, keep_ratios, n_boot: int, seed: int, n
         ci = bootstrap_ci(per_chain["jaccard"], n_resamples=n_boot, seed=seed)
         jaccard[f"{ratio:g}"] = {"mean": ci["estimate"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"],
                                  "n_chains": ci["n_chains"]}
+    from .replicates import pair_stability  # each setting's own replicate stability (runs with --replicates)
+
+    stability, stability_table = pair_stability(a, b, chain_ids, n_boot, seed)
     differences = _category_differences(units, n_boot, seed)
     movers = units.assign(shift=units["survival_a"] - units["survival_b"])
     movers = movers.reindex(movers["shift"].abs().sort_values(ascending=False, kind="stable").index).head(N_MOVERS)
@@ -275,13 +310,13 @@ def _compare_pair(a: RunView, b: RunView, keep_ratios, n_boot: int, seed: int, n
                             "n_chains": tau["n_chains"]},
             "spearman_rho": {"mean": rho["estimate"], "ci_low": rho["ci_low"], "ci_high": rho["ci_high"],
                              "n_chains": rho["n_chains"]},
-            "jaccard": jaccard, "categories": categories,
+            "jaccard": jaccard, "categories": categories, "stability": stability,
             "test": "chain-bootstrap CI of the mean per-chain difference; sign-flip test over chains; Holm over categories"}
     tag = {"a": a.name, "b": b.name}
     tables = {"agreement_per_chain": agreement.assign(**tag),
               "jaccard_per_chain": pd.concat(jaccard_table, ignore_index=True).assign(**tag) if jaccard_table else pd.DataFrame(),
               "category_differences": differences.assign(**tag), "movers": movers.assign(**tag),
-              "units": units.assign(**tag)}
+              "units": units.assign(**tag), "stability_per_chain": stability_table.assign(**tag)}
     for key in tables:
         if not tables[key].empty:
             tables[key] = tables[key][["a", "b"] + [c for c in tables[key].columns if c not in ("a", "b")]]
@@ -348,26 +383,23 @@ def _category_differences(units: pd.DataFrame, n_boot: int, seed: int) -> pd.Dat
 
 # --------------------------------------------------------------------------- per run
 def _category_survival(views: list[RunView], n_boot: int, seed: int) -> pd.DataFrame:
-    """Each view on its own tokens: mean over chains of the per-chain category mean survival, chain-bootstrap CI."""
-    from ..analysis.inference import bootstrap_ci
+    """Each view on its own tokens: mean normalized survival per category, the one definition analyze uses too
+    (:func:`cotsurvival.analysis.survival.mean_normalized_survival`: mean over chains of per-chain means)."""
+    from ..analysis.survival import mean_normalized_survival
 
     rows = []
     for view in views:
         tokens = view.tokens.dropna(subset=["category"])
         tokens = tokens[tokens["n_tokens"] > 1]           # a one-token chain carries no ranking
-        per_chain = tokens.groupby(["category", "chain_id"])["survival"].mean().reset_index()
-        for category, chains in per_chain.groupby("category", sort=True):
-            ci = bootstrap_ci(chains["survival"], n_resamples=n_boot, seed=seed)
-            rows.append({"run": view.name, "model": view.model, "objective": view.objective, "category": category,
-                         "n_chains": ci["n_chains"], "n_tokens": int((tokens["category"] == category).sum()),
-                         "mean_survival": ci["estimate"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"]})
+        for row in mean_normalized_survival(tokens, "category", n_boot=n_boot, seed=seed).itertuples():
+            rows.append({"run": view.name, "model": view.model, "objective": view.objective, "category": row.group,
+                         "n_chains": row.n_chains, "n_tokens": row.n_tokens,
+                         "mean_survival": row.mean, "ci_low": row.ci_low, "ci_high": row.ci_high})
     return pd.DataFrame(rows, columns=["run", "model", "objective", "category", "n_chains", "n_tokens",
                                        "mean_survival", "ci_low", "ci_high"])
 
 
 def _km_tables(views: list[RunView]) -> pd.DataFrame:
-    from ..analysis import kaplan_meier
-
     frames = []
     for view in views:
         tokens = view.tokens.dropna(subset=["category"])
@@ -420,20 +452,15 @@ def _unique_names(views: list[RunView]) -> None:
 # The wording of p-values and numbers is the analysis's (one home: analysis.citations), imported
 # when first used so that `import cotsurvival` stays light.
 def _fmt_p(p) -> str:
-    from ..analysis.citations import fmt_p
-
     return fmt_p(p)
 
 
 def _num(value, digits: int = 2) -> str:
-    from ..analysis.citations import fmt_number
-
     return fmt_number(value, digits)
 
 
 def _sentences(a: RunView, b: RunView, pair: dict) -> list[str]:
     from ..analysis.citations import support_shortfall, withheld_note
-    from ..reports.data import display_name
 
     n = pair["n_chains"]
     how = ("token by token (same tokenizer)" if pair["units"] == "token"
@@ -463,7 +490,10 @@ def _sentences(a: RunView, b: RunView, pair: dict) -> list[str]:
                    f"{a.name} − {b.name} = {_num(c['difference'], 3)}, 95% chain-bootstrap CI [{_num(c['ci_low'], 3)}, "
                    f"{_num(c['ci_high'], 3)}], sign-flip {_fmt_p(c['p_value'])}, Holm-adjusted {_fmt_p(c['p_holm'])}; "
                    f"aligned {how}; n = {c['n_chains']} chains).")
-    return out
+    from .replicates import sentence
+
+    stable = sentence(a, b, pair.get("stability") or {}, _num)
+    return out[:1] + ([stable] if stable else []) + out[1:]
 
 
 # --------------------------------------------------------------------------- figures
@@ -472,7 +502,6 @@ def draw_figures(result: ComparisonResult, folder: Path) -> dict[str, list[Path]
     import matplotlib
 
     matplotlib.use("Agg")
-    from ..reports.style import figure_style, save_figure
 
     drawn = {}
     for stem, draw in (("fig_km_by_run", _fig_km), ("fig_scatter", _fig_scatter), ("fig_forest", _fig_forest)):
@@ -486,8 +515,6 @@ def draw_figures(result: ComparisonResult, folder: Path) -> dict[str, list[Path]
 def _grid(n: int, height: float):
     import matplotlib.pyplot as plt
 
-    from ..reports.style import WIDTHS
-
     cols = min(n, 3)
     rows = math.ceil(n / cols)
     # Fewer than three panels get a narrower figure, so one pair's panel stays roughly square.
@@ -500,31 +527,18 @@ def _grid(n: int, height: float):
 
 
 def _categories(values) -> list[str]:
-    from ..reports.style import COARSE, order_present
-
     return order_present(values, COARSE)
 
 
 def _fig_km(result: ComparisonResult):
-    from ..reports.data import display_name
-    from ..reports.style import palette_for
-
     km = result.tables.get("km_category")
     if km is None or km.empty:
         return None
     names = [r["name"] for r in result.runs if r["name"] in set(km["run"])]
-    groups = _categories(km["group"].unique())
-    colours = palette_for(groups)
     fig, axes = _grid(len(names), 2.3)
     for ax, name in zip(axes, names):
-        curves = km[km["run"] == name]
-        for group in groups:
-            curve = curves[curves["group"] == group]
-            if curve.empty:
-                continue
-            ax.step(curve["time"], curve["survival"], where="post", color=colours[group], label=display_name(group))
-            ax.fill_between(curve["time"], curve["lower"], curve["upper"], step="post", color=colours[group],
-                            alpha=0.15, linewidth=0)
+        # the report's Kaplan–Meier figure, one panel per run
+        KaplanMeierDisplay.from_result(result, run=name).plot(ax=ax, band_alpha=0.15, median_line=False)
         info = next(r for r in result.runs if r["name"] == name)
         ax.set_title(f"{name}\n{info['model']}, {info['objective']}", fontsize=7)
         ax.set(xlim=(0, 1), ylim=(0, 1.02))
@@ -538,9 +552,6 @@ def _fig_km(result: ComparisonResult):
 
 
 def _fig_scatter(result: ComparisonResult):
-    from ..reports.data import display_name
-    from ..reports.style import palette_for
-
     units = result.tables.get("units")
     if units is None or units.empty:
         return None
@@ -569,9 +580,6 @@ def _fig_scatter(result: ComparisonResult):
 
 
 def _fig_forest(result: ComparisonResult):
-    from ..reports.data import display_name
-    from ..reports.style import palette_for
-
     table = result.tables.get("category_differences")
     if table is None or table.empty:
         return None
@@ -612,7 +620,7 @@ def _summary_html(result: ComparisonResult) -> str:
     pairs = pd.DataFrame([{"a": p["a"], "b": p["b"], "chains": p["n_chains"], "units": p["units"],
                            "Kendall τ": _num(p["kendall_tau"]["mean"]),
                            "τ 95% CI": f"[{_num(p['kendall_tau']['ci_low'])}, {_num(p['kendall_tau']['ci_high'])}]",
-                           "Spearman ρ": _num(p["spearman_rho"]["mean"])} for p in result.pairs])
+                           "Spearman ρ": _num(p["spearman_rho"]["mean"]), **_stability_cells(p)} for p in result.pairs])
     items = "".join(f"<li>{esc(c)}</li>" for c in result.citations) or "<li>none</li>"
     notes = "".join(f"<li>{esc(n)}</li>" for n in result.notes)
     return (f'<div class="cs-comparison"><p><b>Runs</b></p>{runs.to_html(index=False, escape=True)}'
@@ -621,6 +629,16 @@ def _summary_html(result: ComparisonResult) -> str:
             f"{result.to_frame().to_html(index=False, escape=True, float_format=lambda v: f'{v:.3g}')}"
             f"<p><b>Citations</b></p><ul>{items}</ul>" + (f"<p><b>Notes</b></p><ul>{notes}</ul>" if notes else "")
             + "</div>")
+
+
+def _stability_cells(pair: dict) -> dict:
+    """Own replicate τ of each side and the noise-corrected agreement (runs with --replicates)."""
+    stability = pair.get("stability") or {}
+    if not stability:
+        return {}
+    corrected = stability["noise_corrected"]
+    return {"own τ a": _num(stability["own_tau_a"]["mean"]), "own τ b": _num(stability["own_tau_b"]["mean"]),
+            "noise-corrected": f"{_num(corrected['ratio'])} [{_num(corrected['ci_low'])}, {_num(corrected['ci_high'])}]"}
 
 
 def _page(result: ComparisonResult, folder: Path, drawn: dict[str, list[Path]]) -> str:
@@ -659,21 +677,3 @@ Machine-readable: <a href="comparison.json">comparison.json</a>; sentences: <a h
 {''.join(tables)}
 </body></html>
 """
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if not math.isfinite(float(value)) else float(value)
-    if value is pd.NA or value is None:
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value

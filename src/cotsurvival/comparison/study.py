@@ -45,7 +45,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from ..analysis import analyze, load_run
+from ..chains import read_chains, shortest_chains
 from ..errors import CotSurvivalError
+from ..outputs import check_output, is_study_root
+from ..pruning import prune
+from ..reports import build_report
+from ..results import StageResult, frame_html, write_json, write_text
+from ..rundir import RunDir
+from ..taxonomy import load_spec, tag_run
+from .compare import compare
 
 RESERVED = {"reports", "comparisons", "study.json", "index.html"}
 SETTING_KEYS = {"name", "model", "objective", "keep_ratio", "baselines", "method", "dtype", "device", "backend",
@@ -90,9 +101,10 @@ class Study:
 
 
 @dataclass
-class StudyResult:
+class StudyResult(StageResult):
     """What :func:`run_study` wrote: the index page, run directories, reports and comparison folders."""
 
+    title = "cotsurvival study"
     root: Path
     index: Path
     runs: dict[str, Path]
@@ -100,6 +112,16 @@ class StudyResult:
     comparisons: dict[str, Path]
     seconds: float
     citations: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per setting: its run directory, report page and number of citable sentences."""
+        return pd.DataFrame([{"setting": name, "run": str(path), "report": str(self.reports.get(name, "")),
+                              "n_citations": len(self.citations.get(name, []))} for name, path in self.runs.items()],
+                            columns=["setting", "run", "report", "n_citations"])
+
+    def _repr_html_(self) -> str:
+        return (f"<p><b>cotsurvival study</b> {html.escape(str(self.index))} ({len(self.runs)} settings, "
+                f"{len(self.comparisons)} comparisons, {self.seconds:.0f} s)</p>" + frame_html(self.to_frame()))
 
 
 def load_study(path: str | os.PathLike) -> Study:
@@ -120,6 +142,8 @@ def load_study(path: str | os.PathLike) -> Study:
         raise bad(f"unknown table(s) {sorted(unknown)}")
     chains = dict(data.get("chains") or {})
     chains.setdefault("source", "gsm8k")
+    # Paths in a study file are relative to the file, not to where the command runs (docs/comparison.md).
+    chains["source"] = _beside(path, chains["source"])
     if len([k for k in ("shortest", "limit", "ids") if k in chains]) > 1:
         raise bad("[chains] takes one of shortest, limit, ids")
     extra = set(chains) - {"source", "shortest", "limit", "ids", "keep_annotations"}
@@ -161,13 +185,25 @@ def load_study(path: str | os.PathLike) -> Study:
         name = entry.get("name") or "_vs_".join(str(r).replace(":", "-") for r in runs)
         comparisons.append({"name": name, "runs": [str(r) for r in runs],
                             "keep_ratios": [float(r) for r in entry.get("keep_ratios", [0.5, 0.25])]})
-    return Study(path=path, chains=chains, tagger=dict(data.get("tagger") or {}), settings=settings,
+    tagger = dict(data.get("tagger") or {})
+    if tagger.get("taxonomy"):
+        tagger["taxonomy"] = _beside(path, tagger["taxonomy"])
+    return Study(path=path, chains=chains, tagger=tagger, settings=settings,
                  comparisons=comparisons, analysis=dict(data.get("analysis") or {}), report=dict(data.get("report") or {}))
+
+
+def _beside(study: Path, value) -> str:
+    """A relative path in a study file, resolved from the file's folder; built-in names stay as they are."""
+    from ..chains import BUILTIN_CORPORA
+
+    text = str(value)
+    if text in BUILTIN_CORPORA or Path(text).expanduser().is_absolute():
+        return str(Path(text).expanduser()) if text not in BUILTIN_CORPORA else text
+    return str((study.parent / text).resolve())
 
 
 def select_chains(spec: dict) -> list:
     """The study's chains: ``shortest`` N (by reasoning length), the first ``limit``, or the listed ``ids``."""
-    from ..chains import read_chains, shortest_chains
 
     corpus = read_chains(spec.get("source", "gsm8k"), keep_annotations=bool(spec.get("keep_annotations", False)))
     chains = list(corpus)
@@ -216,12 +252,6 @@ def run_study(
     -------
     StudyResult
     """
-    from ..analysis import analyze, load_run
-    from ..pruning import prune
-    from ..reports import build_report
-    from ..outputs import check_output, is_study_root
-    from ..rundir import RunDir
-    from ..taxonomy import load_spec, tag_run
 
     began = time.perf_counter()
     # A study continues in its own root (study.json there); any other non-empty folder is refused.
@@ -247,7 +277,7 @@ def run_study(
                 raise CotSurvivalError("E124", name=setting.name, path=run_path, changed=changed)
             _discard(root, setting.name, study)
     lock = {"study": str(study.path), "settings": {**stored, **wanted}, "comparisons": study.comparisons}
-    lock_path.write_text(json.dumps(lock, indent=2), encoding="utf-8")
+    write_json(lock_path, lock)
 
     say = print if progress else (lambda *_: None)
     spec = load_spec(study.tagger.get("taxonomy"))
@@ -285,7 +315,6 @@ def run_study(
         runs[setting.name] = run.path
         reports[setting.name] = report_dir / "index.html"
         timings[setting.name] = round(time.perf_counter() - started, 1)
-    from .compare import compare
 
     comparisons, citations, notes = {}, {}, {}
     for entry in study.comparisons:
@@ -298,10 +327,10 @@ def run_study(
         citations[entry["name"]] = list(result.citations_)
         notes[entry["name"]] = list(result.notes)
     index = root / "index.html"
-    index.write_text(_index_page(study, root, runs, reports, comparisons, citations, notes, len(chains)), encoding="utf-8")
+    write_text(index, _index_page(study, root, runs, reports, comparisons, citations, notes, len(chains)))
     seconds = time.perf_counter() - began
     lock["timings_last_invocation"] = {"settings": timings, "total": round(seconds, 1)}
-    lock_path.write_text(json.dumps(lock, indent=2), encoding="utf-8")
+    write_json(lock_path, lock)
     return StudyResult(root=root, index=index, runs=runs, reports=reports, comparisons=comparisons, seconds=seconds,
                        citations=citations)
 

@@ -32,16 +32,22 @@ Sampling is pure temperature sampling (``top_k=0``, ``top_p=1``), overriding mod
 """
 from __future__ import annotations
 
+import html
 import json
 import os
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import pandas as pd
 import torch
 
 from ..errors import CotSurvivalError
+from ..models import load_model
+from ..outputs import check_output, is_generated_file
+from ..progress import make_bar
 from ..results import StageResult
 from .prompting import Prompt, answer_is_complete, load_prompt, split_response
 from .questions import Question, as_questions, read_questions
@@ -77,14 +83,11 @@ class GenerationResult(StageResult):
 
     def to_frame(self):
         """One row per question done: the accepted rows then the rejected ones (``accepted`` column)."""
-        import pandas as pd
 
         rows = [dict(r, accepted=True) for r in self.accepted] + [dict(r, accepted=False) for r in self.rejected]
         return pd.DataFrame(rows)
 
     def _repr_html_(self) -> str:
-        import html
-
         return (f"<p><b>cotsurvival generate</b> accepted {len(self.accepted)}/{self.n_questions} questions "
                 f"({self.acceptance_rate:.1%}; {self.n_resumed} resumed) in {self.seconds:.0f} s: "
                 f"{html.escape(str(self.out))}</p>")
@@ -129,6 +132,7 @@ def generate(
     limit: int | None = None,
     seed: int = 0,
     resume: bool = True,
+    overwrite: bool = False,
     trust_remote_code: bool = False,
     allow_unsafe_weights: bool = False,
     progress: bool = True,
@@ -137,12 +141,16 @@ def generate(
 
     The questions and the prompt are read before the model loads, so a typo fails fast.
     ``model`` is a spec for :func:`cotsurvival.models.load_model`; see :func:`generate_chains` for
-    the other parameters.
+    the other parameters. Neither output may be the questions or the prompt file (E080); with
+    ``resume=False`` an existing output that ``generate`` did not write is replaced only with
+    ``overwrite`` (E081), since only then can a foreign file be lost.
     """
-    import time
 
-    from ..models import load_model
-
+    inputs = [(p, "an input of this command") for p in (questions, prompt)
+              if isinstance(p, (str, os.PathLike)) and Path(p).is_file()]
+    default_rejected = Path(out).with_name(Path(out).name.removesuffix(".jsonl") + ".rejected.jsonl")
+    for path in (out, rejected_out or default_rejected):
+        check_output(path, inputs=inputs, overwrite=overwrite or resume, ours=is_generated_file, command="generate")
     items = read_questions(questions, limit=limit) if isinstance(questions, (str, Path)) else questions
     load_prompt(prompt)
     lm, tokenizer, info = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
@@ -243,15 +251,15 @@ def generate_chains(
 
 def _check_options(samples: int, temperature: float, max_new_tokens: int, batch_size: int | None) -> None:
     if samples < 1:
-        raise CotSurvivalError("E009", reason=f"samples must be at least 1, not {samples}")
+        raise CotSurvivalError("E086", option="samples", rule="at least 1", value=samples)
     if temperature < 0:
-        raise CotSurvivalError("E009", reason=f"temperature must be >= 0, not {temperature}")
+        raise CotSurvivalError("E086", option="temperature", rule=">= 0", value=temperature)
     if temperature == 0 and samples > 1:
-        raise CotSurvivalError("E009", reason="temperature 0 (greedy) draws identical samples; use samples=1")
+        raise CotSurvivalError("E089", reason="temperature 0 (greedy) draws identical samples; use samples=1")
     if max_new_tokens < 1:
-        raise CotSurvivalError("E009", reason=f"max_new_tokens must be at least 1, not {max_new_tokens}")
+        raise CotSurvivalError("E086", option="max_new_tokens", rule="at least 1", value=max_new_tokens)
     if batch_size is not None and batch_size < 1:
-        raise CotSurvivalError("E009", reason=f"batch_size must be at least 1, not {batch_size}")
+        raise CotSurvivalError("E086", option="batch_size", rule="at least 1", value=batch_size)
 
 
 def _question_groups(questions: Sequence[Question], per_batch: int) -> Iterable[list[Question]]:
@@ -443,8 +451,6 @@ class _Writer:
 
 
 def _progress(total: int, initial: int, result: GenerationResult, enabled: bool):
-    from ..progress import make_bar
-
     bar = make_bar(total=total, initial=initial, desc="generate", unit="question", disable=not enabled)
     if initial:
         bar.set_postfix_str(f"accepted {len(result.accepted)}/{result.n_questions} (resumed)")

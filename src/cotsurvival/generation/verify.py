@@ -478,3 +478,60 @@ def _lists_match(predicted: list[str], gold: list[str]) -> bool:
         else:
             return False
     return True
+
+
+# ---------------------------------------------------------------------------------------- final answers
+#: How :func:`final_answer` found a value, in the order the rule tries them.
+FINAL_ANSWER_RULES = ("marker", "boxed", "bare", "last_number")
+NO_FINAL_ANSWER = "no final answer: no #### marker, no \\boxed{}, not a bare value"
+
+
+def final_answer(text: str | None, gold: str | None = None) -> tuple[str | None, str]:
+    """The final answer in ``text`` and the rule that found it (docs/statistics.md, "Final answers").
+
+    The rule, tried in order:
+
+    1. ``marker``: the text after the last ``####`` (GSM8K);
+    2. ``boxed``: the content of the last ``\\boxed{}`` (MATH);
+    3. ``bare``: the whole text when it is one bare value: a number (``6``, ``$1,000``, ``18
+       dollars``), a choice letter (``(B)``), or a short expression with no words (``\\frac{1}{2}``);
+    4. ``last_number``: only when ``gold`` is a number: the last number in the text, so free prose
+       such as ``The answer is 6.`` is read as ``6``.
+
+    Otherwise ``(None, NO_FINAL_ANSWER)``: the caller flags the text and excludes it, with that reason.
+
+    >>> final_answer("She has 8.\\n#### 8")
+    ('8', 'marker')
+    >>> final_answer("6")
+    ('6', 'bare')
+    >>> final_answer("So the answer is 6.", gold="6")
+    ('6', 'last_number')
+    >>> final_answer("six apples")
+    (None, 'no final answer: no #### marker, no \\\\boxed{}, not a bare value')
+    """
+    if text is None:
+        return None, NO_FINAL_ANSWER
+    stripped = str(text).strip()
+    if "####" in stripped:
+        value = stripped.rsplit("####", 1)[1].strip()
+        return (value, "marker") if value else (None, NO_FINAL_ANSWER)
+    from .prompting import last_boxed  # prompting builds on this module's parsers
+
+    boxed = last_boxed(stripped)
+    if boxed is not None:
+        return boxed, "boxed"
+    if stripped and _is_bare_value(stripped):
+        return stripped, "bare"
+    if gold is not None and _guess_kind(gold) == "number":
+        numbers = [m.group(0).strip() for m in _NUMBER.finditer(stripped) if m["int"] or m["frac"]]
+        if numbers:
+            return numbers[-1], "last_number"
+    return None, NO_FINAL_ANSWER
+
+
+def _is_bare_value(text: str) -> bool:
+    """One number, one choice letter, or a short expression without words (LaTeX commands aside)."""
+    if is_plain_number(text) or re.fullmatch(r"\(?[A-J]\)?\.?", _MARKDOWN.sub("", text).strip()):
+        return True
+    words = re.sub(r"\\[A-Za-z]+", "", text)
+    return len(text) <= 40 and "\n" not in text and not re.search(r"[A-Za-z]{2,}", words) and bool(re.search(r"\d", text))

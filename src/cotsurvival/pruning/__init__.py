@@ -6,8 +6,7 @@
 The choices (``OBJECTIVES``, ``SCORING_METHODS``, ``BASELINES``) are light; everything else is
 imported on first use, so reading the choices (as the CLI does) does not load torch.
 """
-from importlib import import_module
-
+from ..registry import lazy_attributes
 from .registry import BASELINES, OBJECTIVES, SCORING_METHODS
 
 _LAZY = {
@@ -21,9 +20,4 @@ _LAZY = {
 __all__ = ["BASELINES", "OBJECTIVES", "SCORING_METHODS", *_LAZY]
 
 
-def __getattr__(name):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())

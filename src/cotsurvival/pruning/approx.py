@@ -36,16 +36,22 @@ objectives are exact at every step.
 from __future__ import annotations
 
 import math
+import os
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
 
 from ..encoding import EncodedChain
-from ..errors import CotSurvivalError
+from ..errors import ApproximationWarning, CotSurvivalError
 from ..models import HALF_PRECISION_CHAINS, HALF_PRECISION_TAU
+from .crossstep import CrossStepScorer
+from .forward import unsupported_reason
+from .methods import make_scorer
 from .scoring import Scorer, check_finite
+from .scoring import PrefixReuseScorer
 
 # The recommendation behind ``--approx auto``: exact up to EXACT_MAX_TOKENS reasoning tokens,
 # above that top-k rounds with a local window. Chosen from bench/approx_fidelity.py (BENCHMARKS.md):
@@ -212,8 +218,6 @@ def approx_record(spec: "ApproxSpec | LazySpec | AutoSpec | None") -> dict | Non
 def check_exact_feasible(n_tokens: int, chain_id: str, limit: int | None = None) -> None:
     """Refuse an exact run of a chain so long that it would take days, naming ``--approx``; warn
     above :data:`EXACT_WARN_TOKENS`."""
-    import os
-    import warnings
 
     limit = limit if limit is not None else int(os.environ.get(EXACT_LIMIT_ENV, EXACT_REFUSE_TOKENS))
     rows = n_tokens ** 3 / 6
@@ -223,17 +227,13 @@ def check_exact_feasible(n_tokens: int, chain_id: str, limit: int | None = None)
     if n_tokens > min(limit, EXACT_WARN_TOKENS):
         warnings.warn(f"chain {chain_id!r} has {n_tokens} reasoning tokens: exact greedy pruning costs about "
                       f"n^3/6 = {rows:.1e} decoder token rows; --approx auto is much cheaper (BENCHMARKS.md)",
-                      stacklevel=3)
+                      ApproximationWarning, stacklevel=3)
 
 
 def rounds_scorer(scorer: Scorer, spec: "ApproxSpec | LazySpec | None" = None) -> Scorer:
     """The scorer approximate rounds use: cross-step reuse only pays when one token goes per step,
     and keeps n²/2 rows of keys and values, so its model is scored with prefix reuse instead.
     Lazy re-scoring needs prefix reuse (its sequence cache); on other architectures it is refused."""
-    from .crossstep import CrossStepScorer
-    from .forward import unsupported_reason
-    from .methods import make_scorer
-    from .scoring import PrefixReuseScorer
 
     if isinstance(spec, LazySpec) and not isinstance(scorer, PrefixReuseScorer):
         reason = unsupported_reason(scorer.model)

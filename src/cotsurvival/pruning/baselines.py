@@ -14,6 +14,7 @@ Ties go to the lowest position in every ordering (stable sorts).
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -53,29 +54,52 @@ def answer_attention(model, encoded: EncodedChain) -> np.ndarray:
     return from_answer.mean(dim=(0, 1, 2)).double().cpu().numpy()
 
 
+@dataclass(frozen=True)
+class BaselineInputs:
+    """What a baseline ordering may read besides the greedy trace."""
+
+    n: int
+    seed: int
+    chain_index: int
+    attention: np.ndarray | None = None
+    keep_probs: np.ndarray | None = None
+
+
+@BASELINES.register("random")
+def random_order(trace: ChainTrace, inputs: BaselineInputs) -> np.ndarray:
+    return np.random.default_rng([inputs.seed, inputs.chain_index]).permutation(inputs.n)
+
+
+@BASELINES.register("surprisal")
+def surprisal_order(trace: ChainTrace, inputs: BaselineInputs) -> np.ndarray:
+    return np.argsort(-trace.static_logprobs, kind="stable")
+
+
+@BASELINES.register("loo")
+def loo_order(trace: ChainTrace, inputs: BaselineInputs) -> np.ndarray:
+    return np.argsort(trace.step_costs[0], kind="stable")
+
+
+@BASELINES.register("attention")
+def attention_order(trace: ChainTrace, inputs: BaselineInputs) -> np.ndarray:
+    if inputs.attention is None:
+        raise ValueError("the attention baseline needs answer_attention()")
+    return np.argsort(inputs.attention, kind="stable")
+
+
+@BASELINES.register("llmlingua2")
+def llmlingua2_baseline_order(trace: ChainTrace, inputs: BaselineInputs) -> np.ndarray:
+    if inputs.keep_probs is None:
+        raise ValueError("the llmlingua2 baseline needs KeepClassifier.keep_probs()")
+    return llmlingua2_order(inputs.keep_probs)
+
+
 def baseline_orders(trace: ChainTrace, *, names, seed: int, chain_index: int,
                     attention: np.ndarray | None = None, keep_probs: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Deletion orders (original positions) of the requested baselines."""
+    """Deletion orders (original positions) of the requested baselines (E088 for an unknown name)."""
     n = len(trace.step_positions[0]) if trace.step_positions else len(trace.static_logprobs)
-    orders = {}
-    for name in names:
-        if name == "random":
-            orders[name] = np.random.default_rng([seed, chain_index]).permutation(n)
-        elif name == "surprisal":
-            orders[name] = np.argsort(-trace.static_logprobs, kind="stable")
-        elif name == "loo":
-            orders[name] = np.argsort(trace.step_costs[0], kind="stable")
-        elif name == "attention":
-            if attention is None:
-                raise ValueError("the attention baseline needs answer_attention()")
-            orders[name] = np.argsort(attention, kind="stable")
-        elif name == "llmlingua2":
-            if keep_probs is None:
-                raise ValueError("the llmlingua2 baseline needs KeepClassifier.keep_probs()")
-            orders[name] = llmlingua2_order(keep_probs)
-        else:
-            raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
-    return orders
+    inputs = BaselineInputs(n=n, seed=seed, chain_index=chain_index, attention=attention, keep_probs=keep_probs)
+    return {name: BASELINES.resolve(name)(trace, inputs) for name in names}
 
 
 def orders_to_frame(orders: dict[str, np.ndarray], n_tokens: int, n_steps: int, chain_index: int,

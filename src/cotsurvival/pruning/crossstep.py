@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .forward import FamilyForward, PrefixCache
+from .registry import SCORING_METHODS
 from .scoring import Scorer, StepScores, duplicate_of_previous, plan_batches, target_weights
 
 
@@ -43,6 +44,7 @@ class _State:
     candidates: list[_Candidate]
 
 
+@SCORING_METHODS.register("crossstep")
 class CrossStepScorer(Scorer):
     """Prefix reuse plus reuse of each candidate's computation across steps (stateful per chain)."""
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CotSurvivalError
+from ..outputs import check_output, is_export_file, run_inputs
 from ..rundir import RunDir, as_rundir, atomic_write_bytes
 from .engine import n_deletions
 
@@ -30,14 +31,14 @@ def export_pruned(run: str | Path | RunDir, keep_ratio: float, out: str | Path, 
 
     Returns the number of chains written.
     """
-    from ..outputs import check_output, is_export_file, run_inputs
+    from ..options import check_ratio  # noqa: the options module checks values at the edge
 
+    keep_ratio = check_ratio("--keep-ratio", keep_ratio)  # 1.5 is an error, never a file saying keep_ratio 1.5
     run = as_rundir(run)
     manifest = run.require().read_manifest()
     check_output(out, inputs=run_inputs(run.path), overwrite=overwrite, ours=is_export_file, command="export")
     if keep_ratio < manifest["keep_ratio"]:
-        raise CotSurvivalError("E009", reason=f"the run reaches keep ratio {manifest['keep_ratio']}; export at "
-                                              f"{keep_ratio} needs `cotsurvival prune ... --keep-ratio {keep_ratio}` first")
+        raise CotSurvivalError("E090", path=run.path, reached=manifest["keep_ratio"], asked=keep_ratio)
     chains = run.read_chains().set_index("chain_index")
     lines = []
     for index in run.part_indices("tokens"):

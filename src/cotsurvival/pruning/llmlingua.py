@@ -3,25 +3,40 @@
 LLMLingua-2 (Pan et al., 2024) is a token classifier (XLM-RoBERTa-large, distilled from GPT-4
 deletion labels; default ``microsoft/llmlingua-2-xlm-roberta-large-meetingbank``) whose label 1
 means *keep*. The baseline deletes the reasoning tokens with the lowest keep probability first.
-We follow the public ``llmlingua`` code (``PromptCompressor`` with ``use_llmlingua2=True``,
-``llmlingua/prompt_compressor.py``) step by step, with transformers only:
+Steps 1-3 reproduce the inference of the ``llmlingua`` package (0.2.2, ``PromptCompressor`` with
+``use_llmlingua2=True``: ``compress_prompt_llmlingua2`` -> ``__chunk_context``, ``__compress``,
+``TokenClfDataset``, ``__merge_token_to_word``) to float precision; ``tests/test_llmlingua.py``
+runs the package itself as the oracle. transformers alone does it: the package would add
+``nltk``/``tiktoken`` and load weights with ``trust_remote_code=True`` by default.
 
-1. **Chunking** (``__chunk_context``): the reasoning is tokenized with the classifier's tokenizer;
-   chunks hold at most ``max_seq_len - 2`` tokens (room for ``<s>`` and ``</s>``; ``max_seq_len``
-   = 512) and end at the last chunk-end token (``.`` or a newline token) within that window, or at
-   the window's end when there is none. (The original can emit one token more than the window,
-   which its dataset then truncates together with ``</s>``; we keep every chunk within the window.)
-   Each chunk runs as ``<s> chunk </s>``. The original decodes a chunk to a string and tokenizes
-   it again; we feed the chunk's token ids directly, which is the same input without the
-   round trip.
-2. **Keep probability per token**: ``softmax(logits)[..., 1]``.
-3. **Words** (``__merge_token_to_word``, ``token_to_word="mean"``): for SentencePiece tokenizers
-   (XLM-RoBERTa) a token starts a new word when it begins with ``▁`` or is a single punctuation
-   character; for WordPiece tokenizers (``bert``: the multilingual-BERT variant) when it does not
-   begin with ``##``. Other tokens join the previous word. Special tokens (``<unk>`` included, as
-   in the original) belong to no word. A word's keep probability is the mean over its tokens.
-   A word's character span is the union of its tokens' offsets with leading and trailing
-   whitespace removed; a word of whitespace only (a lone ``▁`` before punctuation) is dropped.
+1. **Chunking** (``__chunk_context``): the reasoning is tokenized with the classifier's tokenizer
+   (``max_seq_len`` = 512). Once at most ``max_seq_len - 2`` tokens remain, they are the last
+   chunk; before that, a chunk ends at the last chunk-end token (``.`` or a newline token) among
+   its first ``max_seq_len - 1`` tokens (never at its first token), else holds all
+   ``max_seq_len - 1``. Each chunk is decoded to a string and tokenized again
+   (``convert_tokens_to_string`` then ``tokenize``), as the package does; the round trip can
+   change the tokens at a chunk's edges (a word piece gains a ``▁``, a trailing ``▁`` goes).
+2. **Framing** (``TokenClfDataset``): a chunk runs as ``[cls] tokens [sep]``, cut to
+   ``max_seq_len`` tokens (a chunk of ``max_seq_len - 1`` tokens loses ``[sep]``) and padded to
+   ``max_seq_len`` with the framing's pad string, masked. ``framing``:
+
+   * ``"package"`` (default): the package builds its dataset without ``model_name``, so it frames
+     with BERT's strings ``[CLS]``/``[SEP]``, which an XLM-RoBERTa tokenizer maps to ``<unk>``:
+     every chunk runs as ``<unk> tokens <unk>``. This is what users of LLMLingua-2 (and TokenSkip,
+     which calls the package) get, hence the default.
+   * ``"trained"``: ``<s> tokens </s>`` (the tokenizer's own ``cls``/``sep`` tokens), as the
+     package's training script frames its data: the model as it was trained.
+
+   For the multilingual-BERT variant both framings are ``[CLS] tokens [SEP]``.
+3. **Keep probability and words** (``__merge_token_to_word``, ``token_to_word="mean"``): keep
+   probability = ``softmax(logits)[..., 1]``; tokens that are special-token strings (``<unk>``
+   included) belong to no word; within each chunk, for SentencePiece tokenizers (XLM-RoBERTa) a
+   token starts a new word when it begins with ``▁`` or is a single punctuation character, for
+   WordPiece tokenizers (``bert``) when it does not begin with ``##``; other tokens join the
+   previous word (a word never spans two chunks). A word's keep probability is the mean over its
+   tokens. Its character span in the text is the union of its tokens' spans (a re-tokenized token's
+   span: the original tokens its decoded characters come from; a lone ``▁`` has none) with
+   whitespace trimmed; a word of whitespace only (a lone ``▁`` before punctuation) has an empty span.
 4. **Mapping onto the pruner's tokens** (ours; LLMLingua-2 works on words, the pruner on its
    model's tokens): a pruner token takes the probability of the word its character span overlaps
    most (ties: the earlier word). A token that overlaps no word (whitespace such as ``\\n``, or
@@ -31,10 +46,11 @@ We follow the public ``llmlingua`` code (``PromptCompressor`` with ``use_llmling
 5. **Order**: ascending keep probability, ties to the lowest position (a stable sort), so the
    pieces of one word go left to right.
 
-The ``llmlingua`` package is not used: it adds the chunking and word merging written out here
-(a few lines), but pulls in ``nltk`` and ``tiktoken`` and loads weights with
-``trust_remote_code=True`` by default; transformers' ``AutoModelForTokenClassification`` is the
-same network.
+The package's ``rate`` is not used: keep ratios here count the pruner's tokens (as for every
+ordering), whereas the package's ``rate`` counts OpenAI-tokenizer (tiktoken) tokens.
+Force tokens (``force_tokens``) are not supported; the package's default has none (it still adds
+their placeholders ``[NEW0]`` ... ``[NEW99]`` to its tokenizer, so a text holding those strings
+literally would be tokenized differently there).
 """
 from __future__ import annotations
 
@@ -46,20 +62,30 @@ import numpy as np
 import torch
 
 from ..errors import CotSurvivalError
+from ..models import _check_safe_weights, file_sha256, locate_hub, resolve_device, resolve_dtype
+from .registry import LLMLINGUA_FRAMINGS
 
 DEFAULT_LLMLINGUA_MODEL = "microsoft/llmlingua-2-xlm-roberta-large-meetingbank"
 MAX_SEQ_LEN = 512
 CHUNK_END_TOKENS = (".", "\n")
 KEEP_LABEL = 1
+FRAMINGS = tuple(LLMLINGUA_FRAMINGS)
+DEFAULT_FRAMING = FRAMINGS[0]
+# TokenClfDataset's strings when built without model_name (its default "bert-base-multilingual-cased").
+PACKAGE_FRAME = ("[CLS]", "[SEP]", "[PAD]")
 
 
 @dataclass(frozen=True)
 class Word:
-    """A classifier word: character span in the text and its keep probability."""
+    """A classifier word: character span in the text (empty: whitespace only), keep probability, text.
+
+    ``text`` is the word as the package writes it (its tokens joined, ``▁``/``##`` markers removed).
+    """
 
     start: int
     end: int
     keep_prob: float
+    text: str = field(default="", compare=False)
 
 
 @dataclass
@@ -75,9 +101,12 @@ class KeepClassifier:
     spec : str
         What the user asked for (hub id or path).
     max_seq_len : int
-        Classifier window including ``<s>`` and ``</s>`` (LLMLingua-2: 512).
+        Classifier window including the two framing tokens (LLMLingua-2: 512).
     batch_size : int
         Chunks per forward pass (LLMLingua-2: 50).
+    framing : str
+        ``"package"`` (``[CLS]``/``[SEP]`` strings, as the ``llmlingua`` package runs it) or
+        ``"trained"`` (``<s>``/``</s>``, as it was trained); module docstring, step 2.
     """
 
     model: object
@@ -89,53 +118,96 @@ class KeepClassifier:
     max_seq_len: int = MAX_SEQ_LEN
     batch_size: int = 50
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    framing: str = DEFAULT_FRAMING
+
+    def __post_init__(self) -> None:
+        check_framing(self.framing)
 
     @property
     def wordpiece(self) -> bool:
         return getattr(self.model.config, "model_type", "") in ("bert", "distilbert")
 
+    def frame(self) -> tuple[str, str, str]:
+        """The ``(cls, sep, pad)`` token strings a chunk is framed and padded with."""
+        if self.framing == "package":
+            return PACKAGE_FRAME
+        tok = self.tokenizer
+        return tok.cls_token, tok.sep_token, tok.pad_token
+
     def to_dict(self) -> dict:
         """What the manifest records about the classifier."""
+        cls, sep, _ = self.frame()
         return {"spec": self.spec, "source": self.source, "revision": self.revision, "sha256": self.sha256,
                 "model_type": getattr(self.model.config, "model_type", None), "max_seq_len": self.max_seq_len,
+                "framing": self.framing,
+                "frame_ids": [self.tokenizer.convert_tokens_to_ids(cls), self.tokenizer.convert_tokens_to_ids(sep)],
+                "reference": "llmlingua 0.2.2 PromptCompressor(use_llmlingua2=True)",
                 "token_to_word": "mean", "chunk_end_tokens": list(CHUNK_END_TOKENS),
                 "mapping": "max character overlap with a word; no overlap: next word, else last word"}
 
     # ------------------------------------------------------------------ per text
-    def token_keep_probs(self, text: str) -> tuple[list[str], list[tuple[int, int]], np.ndarray, np.ndarray]:
-        """Classifier tokens of ``text``, their offsets, keep probabilities and special-token mask."""
-        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids = list(encoded["input_ids"])
-        offsets = [(int(a), int(b)) for a, b in encoded["offset_mapping"]]
-        tokens = self.tokenizer.convert_ids_to_tokens(ids)
-        special = np.isin(np.asarray(ids, dtype=np.int64), np.asarray(self.tokenizer.all_special_ids, dtype=np.int64))
-        probs = np.zeros(len(ids), dtype=np.float64)
-        chunks = chunk_bounds(tokens, self.max_seq_len - 2)
-        for first in range(0, len(chunks), self.batch_size):
-            batch = chunks[first: first + self.batch_size]
-            for (start, stop), row in zip(batch, self._classify([ids[a:b] for a, b in batch])):
-                probs[start:stop] = row
-        return tokens, offsets, probs, special
+    def chunks(self, text: str) -> list[dict]:
+        """Steps 1-2: each chunk's framed ids, token strings and character spans in ``text``.
 
-    @torch.inference_mode()
-    def _classify(self, chunks: list[list[int]]) -> list[np.ndarray]:
-        """Keep probability of every token of each chunk, run as ``<s> chunk </s>`` (right-padded)."""
-        cls, sep = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        width = max(len(c) for c in chunks) + 2
-        ids = torch.full((len(chunks), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunks), width), dtype=torch.long)
-        for row, chunk in enumerate(chunks):
-            ids[row, : len(chunk) + 2] = torch.tensor([cls, *chunk, sep])
-            mask[row, : len(chunk) + 2] = 1
-        logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-        keep = torch.softmax(logits.float(), dim=-1)[..., KEEP_LABEL].double().cpu().numpy()
-        return [keep[row, 1: len(chunk) + 1] for row, chunk in enumerate(chunks)]
+        A chunk is ``{"ids", "mask", "spans"}``: ``ids`` and ``mask`` as the package's dataset
+        builds them (framed, cut to ``max_seq_len``); ``spans[i]`` is the character span in
+        ``text`` of framed token ``i`` (``None`` for the framing tokens and tokens with no characters).
+        """
+        tok = self.tokenizer
+        encoded = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        tokens = encoded.tokens()
+        offsets = [(int(a), int(b)) for a, b in encoded["offset_mapping"]]
+        cls, sep, pad = self.frame()
+        out = []
+        for start, stop in chunk_bounds(tokens, self.max_seq_len - 2):
+            piece = tok.convert_tokens_to_string(tokens[start:stop])
+            again = tok(piece, add_special_tokens=False, return_offsets_mapping=True)
+            if again.tokens() == tokens[start:stop]:
+                spans = offsets[start:stop]
+            else:  # the round trip changed the tokens: find the original ones under each new token
+                spans = realign(tok, tokens[start:stop], offsets[start:stop], again["offset_mapping"])
+            framed = ([cls] + again.tokens() + [sep])[: self.max_seq_len]
+            spans = ([None] + list(spans) + [None])[: self.max_seq_len]
+            ids = tok.convert_tokens_to_ids(framed)
+            if any(i is None for i in ids):
+                raise CotSurvivalError("E130", model=self.spec, reason=(
+                    f"its tokenizer has no id for {cls!r}/{sep!r} and no unknown token; use the trained framing"))
+            out.append({"ids": ids, "mask": [int(t != pad) for t in framed], "spans": spans})
+        return out
 
     def words(self, text: str) -> list[Word]:
-        """LLMLingua-2's words of ``text`` with their mean keep probabilities (module docstring, step 3)."""
-        tokens, offsets, probs, special = self.token_keep_probs(text)
-        return merge_words(text, tokens, offsets, probs, special, wordpiece=self.wordpiece)
+        """LLMLingua-2's words of ``text`` with their mean keep probabilities (module docstring, steps 1-3)."""
+        chunks = self.chunks(text)
+        _, _, pad = self.frame()
+        pad_id = self.tokenizer.convert_tokens_to_ids(pad)
+        special = special_token_strings(self.tokenizer)
+        words: list[Word] = []
+        for first in range(0, len(chunks), self.batch_size):
+            batch = chunks[first: first + self.batch_size]
+            for chunk, probs in zip(batch, self._classify(batch, pad_id)):
+                active = [i for i, m in enumerate(chunk["mask"]) if m]
+                tokens = self.tokenizer.convert_ids_to_tokens([chunk["ids"][i] for i in active])
+                words += merge_words(text, tokens, [chunk["spans"][i] for i in active], probs[active],
+                                     [t in special for t in tokens], wordpiece=self.wordpiece)
+        return words
+
+    @torch.inference_mode()
+    def _classify(self, chunks: list[dict], pad_id) -> list[np.ndarray]:
+        """Keep probability (float32, as the package) of every framed token of each chunk.
+
+        Every chunk is padded to ``max_seq_len`` with the framing's pad string and the mask is boolean,
+        as in the package, so that its probabilities come out bit for bit (a narrower batch differs
+        in the last bits, which can swap near-tied words); one forward pass per chain is cheap
+        beside pruning.
+        """
+        ids = torch.full((len(chunks), self.max_seq_len), pad_id if pad_id is not None else 0, dtype=torch.long)
+        mask = torch.zeros((len(chunks), self.max_seq_len), dtype=torch.bool)
+        for row, chunk in enumerate(chunks):
+            ids[row, : len(chunk["ids"])] = torch.tensor(chunk["ids"])
+            mask[row, : len(chunk["mask"])] = torch.tensor(chunk["mask"], dtype=torch.bool)
+        logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+        keep = torch.softmax(logits.float(), dim=-1)[..., KEEP_LABEL].cpu().numpy()
+        return [keep[row, : len(chunk["ids"])] for row, chunk in enumerate(chunks)]
 
     def keep_probs(self, text: str, offsets) -> np.ndarray:
         """Keep probability of each pruner token (``offsets`` into ``text``), step 4."""
@@ -144,25 +216,60 @@ class KeepClassifier:
 
 # ---------------------------------------------------------------------- pure steps (tested alone)
 
-def chunk_bounds(tokens: list[str], max_len: int, end_tokens=CHUNK_END_TOKENS) -> list[tuple[int, int]]:
-    """``[start, stop)`` token ranges of the chunks (LLMLingua-2's ``__chunk_context``).
+def check_framing(framing: str) -> str:
+    if framing not in FRAMINGS:
+        raise CotSurvivalError("E138", value=framing, choices=", ".join(FRAMINGS))
+    return framing
 
-    A chunk holds at most ``max_len`` tokens and ends at the last token in ``end_tokens`` inside
-    that window (searching back from its end), or at the window's end when there is none.
+
+def special_token_strings(tokenizer) -> set[str]:
+    """The strings the package skips as special: its tokenizer's special-token map without the additional ones."""
+    out = set()
+    for key, value in tokenizer.special_tokens_map.items():
+        if key != "additional_special_tokens":
+            out.update([value] if isinstance(value, str) else value)
+    return out
+
+
+def chunk_bounds(tokens: list[str], max_len: int, end_tokens=CHUNK_END_TOKENS) -> list[tuple[int, int]]:
+    """``[start, stop)`` token ranges of the chunks, as the package's ``__chunk_context`` cuts them.
+
+    The rest of the text is the last chunk once it holds at most ``max_len`` tokens. Otherwise the
+    chunk ends at the last token in ``end_tokens`` among tokens ``start + 1 .. start + max_len``, or
+    at ``start + max_len`` when there is none: a chunk can hold ``max_len + 1`` tokens, one more
+    than the window leaves room for (the framing then loses its closing token, as in the package).
     """
     if max_len < 1:
         raise ValueError("max_len must be positive")
     bounds, start, n = [], 0, len(tokens)
     while start < n:
-        stop = min(start + max_len, n)
-        if stop < n:
-            for end in range(stop - 1, start, -1):  # as the original: never a chunk of one end token
-                if tokens[end] in end_tokens:
-                    stop = end + 1
-                    break
-        bounds.append((start, stop))
-        start = stop
+        if start + max_len > n - 1:
+            bounds.append((start, n))
+            break
+        end = start + max_len
+        for candidate in range(end, start, -1):
+            if tokens[candidate] in end_tokens:
+                end = candidate
+                break
+        bounds.append((start, end + 1))
+        start = end + 1
     return bounds
+
+
+def realign(tokenizer, tokens: list[str], offsets, new_offsets) -> list[tuple[int, int] | None]:
+    """Character spans in the text of the tokens a chunk's string was re-tokenized into.
+
+    Token ``k`` of the chunk decodes to the characters between the decoded lengths of its first
+    ``k`` and ``k + 1`` tokens; a new token takes the union of the text spans of the original tokens
+    whose decoded characters it overlaps (``None``: none, e.g. a token of no characters).
+    """
+    ends = [len(tokenizer.convert_tokens_to_string(tokens[: k + 1])) for k in range(len(tokens))]
+    starts = [0] + ends[:-1]
+    spans = []
+    for a, b in new_offsets:
+        under = [k for k in range(len(tokens)) if min(ends[k], b) > max(starts[k], a)]
+        spans.append((min(offsets[k][0] for k in under), max(offsets[k][1] for k in under)) if under else None)
+    return spans
 
 
 def starts_word(token: str, wordpiece: bool) -> bool:
@@ -172,8 +279,13 @@ def starts_word(token: str, wordpiece: bool) -> bool:
     return token.startswith("▁") or token in string.punctuation
 
 
-def merge_words(text: str, tokens, offsets, probs, special, *, wordpiece: bool = False) -> list[Word]:
-    """Group classifier tokens into words (mean keep probability, whitespace-trimmed spans)."""
+def merge_words(text: str, tokens, spans, probs, special, *, wordpiece: bool = False) -> list[Word]:
+    """Group one chunk's classifier tokens into words (mean keep probability, whitespace-trimmed spans).
+
+    ``spans[i]`` is token ``i``'s character span in ``text`` or ``None``. A lone ``▁`` has no span
+    of its own (the tokenizer gives it the next character's, which belongs to the next word). The
+    mean is taken in the probabilities' own precision (float32 from the classifier), as the package does.
+    """
     groups: list[list[int]] = []
     for index, token in enumerate(tokens):
         if special[index]:
@@ -184,18 +296,31 @@ def merge_words(text: str, tokens, offsets, probs, special, *, wordpiece: bool =
             groups[-1].append(index)
     words = []
     for group in groups:
-        start, end = min(offsets[i][0] for i in group), max(offsets[i][1] for i in group)
+        covered = [spans[i] for i in group
+                   if spans[i] is not None and spans[i][1] > spans[i][0] and tokens[i].strip("▁")]
+        start = min((s[0] for s in covered), default=0)
+        end = max((s[1] for s in covered), default=0)
         while start < end and text[start].isspace():
             start += 1
         while end > start and text[end - 1].isspace():
             end -= 1
-        if end > start:
-            words.append(Word(start, end, float(np.mean([probs[i] for i in group]))))
+        if end == start:
+            start = end = 0
+        if wordpiece:
+            word = tokens[group[0]] + "".join(tokens[i].lstrip("#") for i in group[1:])
+        else:
+            word = "".join(tokens[i].lstrip("▁") for i in group)
+        values = [probs[i] for i in group]
+        words.append(Word(start, end, float(sum(values) / len(values)), word))
     return words
 
 
 def map_words_to_tokens(words: list[Word], offsets) -> np.ndarray:
-    """Keep probability of each pruner token: the word it overlaps most, else the next, else the last word."""
+    """Keep probability of each pruner token: the word it overlaps most, else the next, else the last word.
+
+    Words with an empty span (whitespace only) take no part.
+    """
+    words = [w for w in words if w.end > w.start]
     out = np.ones(len(offsets), dtype=np.float64)  # no words at all: every token equal (order by position)
     if not words:
         return out
@@ -222,16 +347,15 @@ def llmlingua2_order(keep_probs: np.ndarray) -> np.ndarray:
 
 def load_keep_classifier(spec: str = DEFAULT_LLMLINGUA_MODEL, *, device: str = "auto", dtype: str = "float32",
                          allow_unsafe_weights: bool = False, max_seq_len: int | None = None,
-                         batch_size: int = 50) -> KeepClassifier:
+                         batch_size: int = 50, framing: str = DEFAULT_FRAMING) -> KeepClassifier:
     """Load an LLMLingua-2 classifier from a local directory or a hub id (cache only when offline).
 
     Weights are read from safetensors only unless ``allow_unsafe_weights``; no repository code runs.
-    A missing model gives ``E130`` naming it.
+    A missing model gives ``E130`` naming it. ``framing``: ``"package"`` or ``"trained"`` (module docstring, step 2).
     """
+    check_framing(framing)
     from transformers import AutoModelForTokenClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
-
-    from ..models import _check_safe_weights, file_sha256, locate_hub, resolve_device, resolve_dtype
 
     hf_logging.disable_progress_bar()
     path = Path(spec).expanduser()
@@ -271,25 +395,41 @@ def load_keep_classifier(spec: str = DEFAULT_LLMLINGUA_MODEL, *, device: str = "
         limit -= 2  # RoBERTa positions start after the padding index
     window = min(max_seq_len or MAX_SEQ_LEN, limit)
     return KeepClassifier(model=model, tokenizer=tokenizer, spec=spec, source=source,
-                          revision=revision, sha256=sha, max_seq_len=window, batch_size=batch_size, device=torch_device)
+                          revision=revision, sha256=sha, max_seq_len=window, batch_size=batch_size, device=torch_device,
+                          framing=framing)
 
 
 def classifier_for_run(run, manifest: dict, names, spec: str | None, *, needed: bool, device: str = "auto",
-                       allow_unsafe_weights: bool = False) -> KeepClassifier | None:
+                       allow_unsafe_weights: bool = False, framing: str | None = None) -> KeepClassifier | None:
     """The classifier a ``prune`` call needs for ``llmlingua2`` (None when the baseline is not asked for).
 
     A run keeps one classifier: ``spec`` defaults to the one its manifest records (else
     :data:`DEFAULT_LLMLINGUA_MODEL`), and a different one is refused (``E132``), since committed
-    chains would otherwise mix two orderings under one name. Loaded only when ``needed`` (chains to commit).
+    chains would otherwise mix two orderings under one name. Likewise one framing: ``framing``
+    defaults to the recorded one (else :data:`DEFAULT_FRAMING`) and another is refused (``E137``),
+    as is adding chains to a run recorded before the framing was (its chunks ran as ``<s> ... </s>``
+    without the package's round trip, which this module no longer reproduces). Loaded only when
+    ``needed`` (chains to commit).
     """
     if "llmlingua2" not in names:
         return None
-    recorded = (manifest.get("llmlingua2") or {}).get("spec")
+    record = manifest.get("llmlingua2") or {}
+    recorded = record.get("spec")
     spec = spec or recorded or DEFAULT_LLMLINGUA_MODEL
     if recorded and recorded != spec:
         raise CotSurvivalError("E132", path=run.path, old=recorded, new=spec)
+    if framing is not None:
+        check_framing(framing)
+    if record and record.get("framing") is None and (needed or framing is not None):
+        raise CotSurvivalError("E137", path=run.path, new=framing or DEFAULT_FRAMING, fix="Use a new --out directory",
+                               old="'<s> ... </s>' (unrecorded: made before the framing was recorded, without the "
+                                   "package's chunk round trip)")
+    framing = framing or record.get("framing") or DEFAULT_FRAMING
+    if record.get("framing", framing) != framing:
+        raise CotSurvivalError("E137", path=run.path, old=record["framing"], new=framing,
+                               fix=f"Use a new --out directory or --llmlingua-framing {record['framing']}")
     if not needed:
         return None
-    classifier = load_keep_classifier(spec, device=device, allow_unsafe_weights=allow_unsafe_weights)
+    classifier = load_keep_classifier(spec, device=device, allow_unsafe_weights=allow_unsafe_weights, framing=framing)
     run.update_manifest(llmlingua2=classifier.to_dict())  # before any chain is committed with it
     return classifier

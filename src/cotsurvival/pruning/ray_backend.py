@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 from ..errors import CotSurvivalError
+from .baselines import answer_attention
+from .engine import greedy_prune
+from .methods import make_scorer
 
 ACTOR_NAME = "cotsurvival-prune-{run}-{k}"
 
@@ -42,8 +45,6 @@ class _Worker:
     def __init__(self, model, loaded, device, dtype, method, objective, max_batch_tokens, trust_remote_code,
                  allow_unsafe_weights, threads, name):
         import torch
-
-        from .methods import make_scorer
 
         if threads:
             torch.set_num_threads(threads)
@@ -67,13 +68,11 @@ class _Worker:
             return self.error
         return self.tokenizer, self.info, type(self.scorer).__name__, self.name
 
-    def prune(self, index, item, wanted, start, attention, approx=None):
-        from .baselines import answer_attention
-        from .engine import greedy_prune
-
+    def prune(self, index, item, wanted, start, attention, approx=None, perturbation=None, reuse=None):
         try:
-            trace = greedy_prune(self.scorer, item, wanted, start=start, approx=approx)
-            vector = answer_attention(self.lm, item) if attention else None
+            trace = greedy_prune(self.scorer, item, wanted, start=start, approx=approx, perturbation=perturbation,
+                                 reuse=reuse)
+            vector = answer_attention(self.lm, item) if attention and perturbation is None else None
         except CotSurvivalError as exc:
             return _Failure(exc.code, exc.fields)
         return index, trace, vector, self.name
@@ -121,7 +120,8 @@ class RayPool:
         if gpus_per_worker is None:
             gpus_per_worker = 1.0 if gpus >= 1 else 0.0
         if gpus_per_worker < 0 or (workers is not None and workers < 1) or cpus_per_worker <= 0:
-            raise CotSurvivalError("E009", reason="--workers must be >= 1 and --gpus-per-worker >= 0")
+            raise CotSurvivalError("E086", option="--workers / --gpus-per-worker / cpus per worker", rule=">= 1 / >= 0 / > 0",
+                                   value=(workers, gpus_per_worker, cpus_per_worker))
         if gpus_per_worker > 0 and gpus < gpus_per_worker and owns:
             raise CotSurvivalError("E072", reason=f"--gpus-per-worker {gpus_per_worker:g} but the local Ray cluster "
                                                    f"has {gpus:g} GPUs (use --gpus-per-worker 0 for CPU workers)")
@@ -172,10 +172,15 @@ class RayPool:
 
     # ------------------------------------------------------------------ work
     def run(self, jobs: Sequence[tuple], *, start_of: Callable, attention: bool,
-            max_retries: int = 3, approx=None) -> Iterator[tuple]:
+            max_retries: int = 3, approx=None, follow_up: Callable | None = None) -> Iterator[tuple]:
         """Prune ``jobs`` = ``[(index, item, wanted), ...]``; yield ``(index, item, trace, attention, worker)``
         as chains finish (in any order). A chain whose actor dies is re-queued, up to ``max_retries`` times.
-        ``approx`` is a parsed ``--approx`` spec (None: exact), passed to every actor's engine."""
+        ``approx`` is a parsed ``--approx`` spec (None: exact), passed to every actor's engine.
+
+        A job ``(index, item, wanted, perturbation, reuse)`` prunes a perturbed replicate
+        (:class:`~cotsurvival.pruning.engine.Perturbation`, reusing the greedy trace ``reuse``);
+        ``trace.replicate`` says which. ``follow_up(job, trace)``, called once a job's result has been
+        handled (yielded), returns jobs to queue next (a chain's replicates after its greedy path)."""
         ray = self.ray
         from ray.exceptions import RayActorError, RayTaskError
 
@@ -188,9 +193,13 @@ class RayPool:
                 name = idle.popleft()
                 if name not in self.actors:
                     continue
-                index, item, wanted = queue.popleft()
-                ref = self.actors[name].prune.remote(index, item, wanted, start_of(index, item), attention, approx)
-                in_flight[ref] = (name, (index, item, wanted))
+                job = queue.popleft()
+                index, item, wanted = job[:3]
+                perturbation, reuse = job[3:] if len(job) > 3 else (None, None)
+                replicate = perturbation.replicate if perturbation is not None else 0
+                ref = self.actors[name].prune.remote(index, item, wanted, start_of(index, item, replicate), attention,
+                                                     approx, perturbation, reuse)
+                in_flight[ref] = (name, job)
             ready, _ = ray.wait(list(in_flight), num_returns=1)
             ref = ready[0]
             name, job = in_flight.pop(ref)
@@ -213,9 +222,12 @@ class RayPool:
                 queue.appendleft(job)
                 idle.append(self.factory())  # keep the pool at its size
                 continue
-            self.worker_of_chain[job[1].chain.id] = worker
+            if len(job) == 3:  # the greedy path (replicates may run elsewhere)
+                self.worker_of_chain[job[1].chain.id] = worker
             idle.append(name)
             yield index, job[1], trace, vector, worker
+            if follow_up is not None:
+                queue.extend(follow_up(job, trace))
 
     def summary(self) -> dict:
         return {"address": self.address or "local", "workers": len(self.actors), "scorer": self.scorer_name,

@@ -22,7 +22,7 @@ import torch
 
 from ..errors import CotSurvivalError
 from .forward import FamilyForward, GenericForward, supports_prefix_reuse
-from .registry import OBJECTIVES
+from .registry import OBJECTIVES, SCORING_METHODS
 
 
 @dataclass
@@ -47,12 +47,23 @@ class StepScores:
     tokens_processed: int
 
 
-def target_weights(n_kept: int, n_answer: int, objective: str) -> np.ndarray:
-    """Weight of each target ``S[p+j]`` for ``j`` in ``0..n+a-1``: 1 if scored, else 0."""
+@OBJECTIVES.register("joint")
+def joint_weights(n_kept: int, n_answer: int) -> np.ndarray:
+    """Every target counts: the kept reasoning and the answer."""
+    return np.ones(n_kept + n_answer, dtype=np.float64)
+
+
+@OBJECTIVES.register("answer")
+def answer_weights(n_kept: int, n_answer: int) -> np.ndarray:
+    """Only the answer's targets count."""
     weights = np.ones(n_kept + n_answer, dtype=np.float64)
-    if objective == "answer":
-        weights[:n_kept] = 0.0
+    weights[:n_kept] = 0.0
     return weights
+
+
+def target_weights(n_kept: int, n_answer: int, objective: str) -> np.ndarray:
+    """Weight of each target ``S[p+j]`` for ``j`` in ``0..n+a-1``: 1 if scored, else 0 (per objective)."""
+    return OBJECTIVES.resolve(objective)(n_kept, n_answer)
 
 
 def duplicate_of_previous(kept: list[int]) -> np.ndarray:
@@ -115,8 +126,7 @@ class Scorer:
     """Base class: ``score(prefix, kept, answer) -> StepScores``."""
 
     def __init__(self, model, objective: str = "joint", max_batch_tokens: int = 4096) -> None:
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}")
+        OBJECTIVES.check(objective)
         self.model = model
         self.objective = objective
         self.max_batch_tokens = max_batch_tokens
@@ -154,6 +164,7 @@ class Scorer:
                     torch.cuda.empty_cache()
 
 
+@SCORING_METHODS.register("prefix")
 class PrefixReuseScorer(Scorer):
     """One pass over ``S`` per step, then each candidate's suffix on the cached prefix."""
 
@@ -234,6 +245,7 @@ class PrefixReuseScorer(Scorer):
         return rows * width
 
 
+@SCORING_METHODS.register("naive")
 class NaiveScorer(Scorer):
     """Every candidate's full sequence run from scratch (the study's method, batched).
 

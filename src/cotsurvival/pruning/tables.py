@@ -1,13 +1,23 @@
-"""ChainTrace <-> the run directory's per-chain tables (tokens, steps, traces) and checkpoints."""
+"""ChainTrace <-> the run directory's per-chain tables (tokens, steps, traces) and checkpoints.
+
+Every row carries its ``replicate`` (0: the greedy path; r ≥ 1: perturbed replicates, see
+:mod:`cotsurvival.pruning.engine`); a chain's part holds all its committed replicates.
+"""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..encoding import EncodedChain
+from ..rundir import atomic_write_bytes
+from .diagnostics import trace_gaps
 from .engine import ChainTrace
+
+#: The per-chain tables that hold one block of rows per replicate.
+REPLICATED_TABLES = ("tokens", "steps", "traces")
 
 
 def null_if_zero(steps: np.ndarray) -> pd.Series:
@@ -44,7 +54,21 @@ def tokens_frame(encoded: EncodedChain, trace: ChainTrace, chain_index: int) -> 
     frame["deletion_cost"] = cost_at
     # log p of the token in the unpruned chain: the surprisal baseline, kept so a run can be continued.
     frame["static_logprob"] = trace.static_logprobs if trace.static_logprobs is not None else np.nan
+    frame["replicate"] = np.int32(trace.replicate)
+    frame["deletion_gap"] = _deletion_gaps(encoded, trace, deleted)
     return frame
+
+
+def _deletion_gaps(encoded: EncodedChain, trace: ChainTrace, deleted: np.ndarray) -> np.ndarray:
+    """Per token, the gap of the step that deleted it (:mod:`.diagnostics`); NaN when censored, or when
+    the engine did not score every candidate at every step (approximations)."""
+    gaps = np.full(len(deleted), np.nan)
+    if trace.scored_steps is not None or len(trace.step_costs) < trace.n_steps:
+        return gaps
+    per_step = trace_gaps(trace.step_costs[:trace.n_steps], trace.step_positions[:trace.n_steps], encoded.reasoning_ids)
+    has = deleted > 0
+    gaps[has] = per_step[deleted[has] - 1]
+    return gaps
 
 
 def _scored_steps(trace: ChainTrace) -> np.ndarray:
@@ -60,6 +84,7 @@ def steps_frame(encoded: EncodedChain, trace: ChainTrace, chain_index: int) -> p
         "chain_index": chain_index, "chain_id": encoded.chain.id, "step": np.arange(trace.n_steps + 1),
         "position_deleted": pd.array([None] + list(trace.order), dtype="Int64"),
         "objective": np.asarray(trace.objectives, dtype=np.float64), "n_remaining": n - np.arange(trace.n_steps + 1),
+        "replicate": np.int32(trace.replicate),
     })
 
 
@@ -70,14 +95,17 @@ def traces_frame(encoded: EncodedChain, trace: ChainTrace, chain_index: int) -> 
         "step": np.repeat(_scored_steps(trace).astype(np.int32), lengths),
         "position": np.concatenate(trace.step_positions) if lengths else np.array([], dtype=np.int32),
         "cost": np.concatenate(trace.step_costs).astype(np.float32) if lengths else np.array([], dtype=np.float32),
+        "replicate": np.int32(trace.replicate),
     })
 
 
-def trace_from_tables(steps: pd.DataFrame, traces: pd.DataFrame, static_logprobs: np.ndarray | None) -> ChainTrace:
-    """Rebuild a committed chain's trace, to continue it to a lower keep ratio."""
+def trace_from_tables(steps: pd.DataFrame, traces: pd.DataFrame, static_logprobs: np.ndarray | None,
+                      replicate: int = 0) -> ChainTrace:
+    """Rebuild a committed chain's trace (one replicate's rows), to continue it to a lower keep ratio."""
     steps = steps.sort_values("step")
     trace = ChainTrace(order=[int(x) for x in steps["position_deleted"].iloc[1:]],
-                       objectives=[float(x) for x in steps["objective"]], static_logprobs=static_logprobs)
+                       objectives=[float(x) for x in steps["objective"]], static_logprobs=static_logprobs,
+                       replicate=int(replicate))
     scored = []
     for step, group in traces.sort_values(["step", "position"]).groupby("step", sort=True):
         scored.append(int(step))
@@ -90,8 +118,6 @@ def trace_from_tables(steps: pd.DataFrame, traces: pd.DataFrame, static_logprobs
 
 def save_checkpoint(path: Path, trace: ChainTrace) -> None:
     """Arrays only (``np.savez``, loaded with ``allow_pickle=False``): a checkpoint never runs code."""
-    from ..rundir import atomic_write_bytes
-    import io
 
     lengths = np.array([len(c) for c in trace.step_costs], dtype=np.int64)
     buffer = io.BytesIO()
@@ -102,7 +128,8 @@ def save_checkpoint(path: Path, trace: ChainTrace) -> None:
              static=trace.static_logprobs if trace.static_logprobs is not None else np.zeros(0),
              tokens_processed=np.array(trace.tokens_processed), seconds=np.array(trace.seconds),
              scored_steps=np.asarray(trace.scored_steps if trace.scored_steps is not None else [-1], dtype=np.int64),
-             token_rows=np.array(trace.token_rows))
+             token_rows=np.array(trace.token_rows), replicate=np.array(trace.replicate),
+             reused_steps=np.array(trace.reused_steps))
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -117,6 +144,8 @@ def load_checkpoint(path: Path) -> ChainTrace:
             tokens_processed=int(data["tokens_processed"]), seconds=float(data["seconds"]),
             scored_steps=_checkpoint_scored(data),
             token_rows=int(data["token_rows"]) if "token_rows" in data.files else 0,
+            replicate=int(data["replicate"]) if "replicate" in data.files else 0,
+            reused_steps=int(data["reused_steps"]) if "reused_steps" in data.files else 0,
         )
 
 
@@ -125,3 +154,19 @@ def _checkpoint_scored(data) -> list[int] | None:
     if "scored_steps" not in data.files or (data["scored_steps"].size == 1 and data["scored_steps"][0] == -1):
         return None
     return [int(x) for x in data["scored_steps"]]
+
+
+def with_replicate(committed: pd.DataFrame | None, new: pd.DataFrame, sort: list[str]) -> pd.DataFrame:
+    """A chain's part with ``new`` (one replicate's rows) replacing that replicate's committed rows.
+
+    Parts written before replicates existed have no ``replicate`` column: their rows are replicate 0."""
+    if committed is None or committed.empty:
+        return new
+    if "replicate" not in committed:
+        committed = committed.assign(replicate=np.int32(0))
+    replicate = int(new["replicate"].iloc[0]) if len(new) else -1
+    kept = committed[committed["replicate"] != replicate]
+    if kept.empty:
+        return new
+    merged = pd.concat([kept, new], ignore_index=True)
+    return merged.sort_values(["replicate", *sort], kind="stable").reset_index(drop=True)

@@ -14,7 +14,12 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from ..analysis import AnalysisResult
+from ..analysis import load_run
 from ..errors import CotSurvivalError
+from ..models import precision_note
+from ..pruning.approx import approx_note
+from ..pruning.approx import approx_label
 from ..rundir import RunDir, as_rundir
 from .style import COARSE, FINE, order_present
 
@@ -84,7 +89,6 @@ class ReportData:
         """The approximation sentence of an approximate run (``prune --approx``), None when exact."""
         if self._approximate_manifest is None:
             return None  # exact runs do not pay for importing the engine
-        from ..pruning.approx import approx_note
 
         return approx_note(self._approximate_manifest)
 
@@ -93,14 +97,12 @@ class ReportData:
         """Its one-line form, drawn under every figure."""
         if self._approximate_manifest is None:
             return None
-        from ..pruning.approx import approx_label
 
         return approx_label(self._approximate_manifest)
 
     @cached_property
     def precision_note(self) -> str | None:
         """The half-precision sentence of a run scored in bfloat16 or float16, None otherwise."""
-        from ..models import precision_note
 
         return precision_note(self.run.read_manifest())
 
@@ -108,7 +110,6 @@ class ReportData:
     @cached_property
     def stats(self):
         """The stored :class:`~cotsurvival.analysis.AnalysisResult`, or ``None`` when not analysed."""
-        from ..analysis import AnalysisResult
 
         try:
             return AnalysisResult.load(self.run)
@@ -144,7 +145,6 @@ class ReportData:
     @cached_property
     def tokens(self) -> pd.DataFrame:
         """The joined token table (``analysis.load_run``; labels may be missing)."""
-        from ..analysis import load_run
 
         return load_run(self.run, labels=self.labels, require_tags=False)
 

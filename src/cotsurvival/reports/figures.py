@@ -12,10 +12,15 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from ..analysis import attention_layers
+from ..analysis.dynamics import static_vs_greedy
+from ..analysis.dynamics import rank_trajectories
+from ..analysis.dynamics import degradation_curves
+from ..taxonomy.spec import LEVELS as TAXONOMY_LEVELS
 from .data import ReportData, SkipFigure, composition_by_keep_ratio, display_name, token_segments
-from .style import COARSE, FINE, WIDTHS, category_colours, order_present
+from .style import COARSE, FINE, WIDTHS, category_colours, order_present, palette_for
 
-LEVELS = (("category", "coarse category"), ("label", "fine label"))
+LEVELS = tuple(TAXONOMY_LEVELS.items())  # (column, title) of each level, from the taxonomy's registry
 ORDERINGS = ("greedy", "random", "surprisal", "loo", "attention", "llmlingua2")
 MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*")
 MAX_POINTS = 600  # points drawn per group: more only blurs into ink
@@ -94,27 +99,80 @@ def _median_text(data: ReportData, level: str, row: int) -> str:
 
 
 # ----------------------------------------------------------------------------- 1. Kaplan–Meier
+@dataclass
+class KaplanMeierDisplay:
+    """Stored Kaplan–Meier curves with their 95% bands, one per group (scikit-learn's Display pattern).
+
+    Build it from a result (``from_result``) or a stored ``km_*`` table (``from_table``), then
+    ``plot(ax=None)`` draws it (on a new figure when ``ax`` is None) and keeps ``ax_`` and
+    ``figure_``. The report's figure 1 and the comparison page's per-run panels both draw with it.
+
+    Attributes
+    ----------
+    curves : DataFrame
+        ``group, time, survival, lower, upper`` (a stored ``km_<level>`` table).
+    groups : list of str
+        Groups drawn, in the taxonomy's order.
+    labels : dict
+        Group -> legend label (default its display name).
+    """
+
+    curves: pd.DataFrame
+    groups: list[str]
+    labels: dict[str, str]
+
+    @classmethod
+    def from_table(cls, curves: pd.DataFrame, level: str = "category",
+                   labels: dict[str, str] | None = None) -> "KaplanMeierDisplay":
+        groups = _stored_groups(curves, level)
+        return cls(curves, groups, {g: (labels or {}).get(g, display_name(g)) for g in groups})
+
+    @classmethod
+    def from_result(cls, result, level: str = "category", run: str | None = None) -> "KaplanMeierDisplay":
+        """From an ``AnalysisResult`` (its ``km_<level>`` table) or a ``ComparisonResult`` (the curves of ``run``)."""
+        tables = getattr(result, "tables_", None)
+        if tables is None:  # a ComparisonResult: one km_category table, a ``run`` column naming the view
+            curves = result.tables["km_category"]
+            curves = curves[curves["run"] == run] if run is not None else curves
+        else:
+            curves = tables[f"km_{level}"]
+        return cls.from_table(curves, level)
+
+    def plot(self, ax=None, *, band_alpha: float = 0.18, median_line: bool = True) -> "KaplanMeierDisplay":
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots()
+        colours = palette_for(self.groups)
+        for name in self.groups:
+            curve = self.curves[self.curves["group"] == name]
+            if curve.empty:
+                continue
+            colour = colours.get(name)
+            ax.step(curve["time"], curve["survival"], where="post", color=colour, label=self.labels[name])
+            ax.fill_between(curve["time"], curve["lower"], curve["upper"], step="post", color=colour,
+                            alpha=band_alpha, linewidth=0)
+        if median_line:
+            ax.axhline(0.5, color="0.6", linewidth=0.5, linestyle=":", zorder=0)  # where the median is read
+        ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="deletion time (step / N)", ylabel="share of tokens still kept")
+        self.ax_, self.figure_ = ax, ax.figure
+        return self
+
+
 def fig_kaplan_meier(data: ReportData, width: str):
     """Stored Kaplan–Meier curves (95% log–log bands) by coarse category and by fine label."""
     data.require_tags()
     tables = {level: data.stored_table(f"km_{level}", "the Kaplan–Meier curves") for level, _ in LEVELS}
-    colours = category_colours()
     fig, axes = _panels(width, 2, sharey=True)
     for ax, (level, title), letter in zip(axes, LEVELS, "ab"):
-        curves, rows = tables[level], _summary_rows(data, level)
-        for name in _stored_groups(curves, level):
-            curve = curves[curves["group"] == name]
-            colour = colours.get(name)
-            label = display_name(name)
+        rows = _summary_rows(data, level)
+        labels = {}
+        for name in _stored_groups(tables[level], level):  # quoted in the order the curves are drawn
             if name in rows:
                 n = data.quote(("tables", f"summary_{level}", rows[name], "n_tokens"),
                                int(data.stats.tables_[f"summary_{level}"]["n_tokens"].iloc[rows[name]]), ",d")
-                label += f" ({n})"
-            ax.step(curve["time"], curve["survival"], where="post", color=colour, label=label)
-            ax.fill_between(curve["time"], curve["lower"], curve["upper"], step="post", color=colour,
-                            alpha=0.18, linewidth=0)
-        ax.axhline(0.5, color="0.6", linewidth=0.5, linestyle=":", zorder=0)  # where the median is read
-        ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="deletion time (step / N)", ylabel="share of tokens still kept")
+                labels[name] = f"{display_name(name)} ({n})"
+        KaplanMeierDisplay.from_table(tables[level], level, labels=labels).plot(ax=ax)
         _panel_letter(ax, f"{letter}  by {title}")
         _legend_right(ax, title="tokens (n)")
     axes[1].tick_params(labelleft=True)
@@ -266,8 +324,6 @@ def fig_rank_shift(data: ReportData, width: str, n_movers: int = 6):
 
 
 def _rank_shift_table(data: ReportData, tokens: pd.DataFrame) -> pd.DataFrame:
-    from ..analysis.dynamics import static_vs_greedy
-
     if not data.run.part_indices("traces"):
         raise SkipFigure("the run has no traces.parquet (written by `cotsurvival prune`).")
     per_token, _ = static_vs_greedy(data.run, tokens)
@@ -278,8 +334,6 @@ def _rank_shift_table(data: ReportData, tokens: pd.DataFrame) -> pd.DataFrame:
 
 
 def _rank_path(data: ReportData, chain_index: int, position: int) -> pd.DataFrame:
-    from ..analysis.dynamics import rank_trajectories
-
     ranks = rank_trajectories(data.run, chain_index)
     n = int(ranks.loc[ranks["step"] == 1, "n_remaining"].iloc[0])
     path = ranks[ranks["position"] == position].sort_values("step")
@@ -294,7 +348,6 @@ def _short(text: str, limit: int = 10) -> str:
 # ----------------------------------------------------------------------------- 6. objective
 def fig_objective(data: ReportData, width: str):
     """Objective lost as the chain is pruned: per chain, with the stored pooled mean and CI; and per step."""
-    from ..analysis.dynamics import degradation_curves
 
     steps = data.steps
     if steps["step"].max() < 1:
@@ -305,7 +358,7 @@ def fig_objective(data: ReportData, width: str):
     per_chain["step_cost"] = -per_chain.groupby("chain_index")["objective"].diff()
     fig, axes = _panels(width, 2, height_two=2.4, height_one=2.0)
     n_chains = per_chain["chain_index"].nunique()
-    for ax, column in zip(axes, ("drop", "step_cost")):
+    for ax, column in zip(axes, ("change", "step_cost")):
         for _, chain in per_chain.dropna(subset=[column]).groupby("chain_index", sort=False):
             # A chain with one point (a single step) is a dot, not an invisible line.
             ax.plot(chain["fraction_pruned"], chain[column], color="0.55", alpha=0.45, linewidth=0.5,
@@ -314,13 +367,13 @@ def fig_objective(data: ReportData, width: str):
         ax.set(xlim=(0, 1), xlabel="fraction of reasoning tokens pruned")
     ax = axes[0]
     try:
-        pooled = data.stored_table("degradation", "the pooled curve").dropna(subset=["mean_drop"])
+        pooled = data.stored_table("degradation", "the pooled curve").dropna(subset=["mean_change"])
     except SkipFigure:
         pooled = None
     if pooled is not None and len(pooled):
         ax.fill_between(pooled["fraction_pruned"], pooled["lower"], pooled["upper"], color="black", alpha=0.2,
-                        linewidth=0, label="mean over chains, 95% t CI")
-        ax.plot(pooled["fraction_pruned"], pooled["mean_drop"], color="black", linewidth=1.4,
+                        linewidth=0, label="mean over chains (interpolated), 95% t CI")
+        ax.plot(pooled["fraction_pruned"], pooled["mean_change"], color="black", linewidth=1.4,
                 marker="o" if len(pooled) < 3 else None, markersize=2.5)
     ax.set(ylabel="objective change from step 0 (nats)")
     _panel_letter(ax, "a  cumulative")
@@ -334,7 +387,6 @@ def fig_objective(data: ReportData, width: str):
 # ----------------------------------------------------------------------------- 7. attention
 def fig_attention(data: ReportData, width: str):
     """Attention received from the answer vs survival, and the stored per-layer mean per-chain Spearman rho."""
-    from ..analysis import attention_layers
 
     if not data.has_attention:
         raise SkipFigure("the run has no attention.parquet (run `cotsurvival attention RUN`).")

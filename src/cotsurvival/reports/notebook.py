@@ -12,13 +12,16 @@ import os
 
 import pandas as pd
 
+from ..analysis.data import join_labels
 from ..errors import CotSurvivalError
+from ..labels import resolve_source
 from ..rundir import RunDir, as_rundir
 from .data import display_name, token_segments
+from .stored import number_cell
 from .style import COARSE, category_colours, order_present
 
 _TOKEN_COLUMNS = ["position", "text", "char_start", "char_end", "deleted_step", "survival", "censored",
-                  "label", "category"]
+                  "label", "category", "deletion_gap"]
 
 
 _rundir = as_rundir  # the one opener (cotsurvival.rundir.as_rundir)
@@ -40,14 +43,20 @@ def read_chain_tokens(run: RunDir, chain_index: int, labels: str = "rule") -> pd
     names = run.part_columns("tokens", chain_index)
     frame = run.read_part("tokens", chain_index, columns=[c for c in _TOKEN_COLUMNS + ["chain_index", "chain_id"]
                                                          if c in names and c not in ("label", "category")])
-    from ..analysis.data import join_labels
-    from ..labels import resolve_source
 
     try:
         source = resolve_source(run, labels)
     except CotSurvivalError:
         source = None
     frame = join_labels(run, frame, source)
+    if "deletion_gap" in frame:  # near-tie deletions (cotsurvival.pruning.diagnostics)
+        from ..precision import near_tie_threshold
+        from ..pruning.diagnostics import near_tie
+
+        manifest = run.read_manifest()
+        threshold = (manifest.get("diagnostics") or {}).get("near_tie_threshold") or \
+            near_tie_threshold((manifest.get("model") or {}).get("dtype", "float32"))
+        frame["near_tie"] = near_tie(frame["deletion_gap"], threshold)
     return frame.sort_values("position").reset_index(drop=True)
 
 
@@ -78,13 +87,19 @@ def chain_html(run: str | os.PathLike | RunDir, chain_index: int) -> str:
         alpha = 0.12 + 0.78 * float(token.survival)
         step = "kept (censored)" if pd.isna(token.deleted_step) else f"deleted at step {int(token.deleted_step)}"
         tip = f"{token.text!r} · {token.label or 'untagged'} · {step} · survival {token.survival:.3f}"
-        spans.append(f'<span style="background:{_rgba(colour, alpha)}" title="{html.escape(tip, quote=True)}">'
+        tie = bool(getattr(token, "near_tie", False))
+        if tie:  # a dotted underline: the step that deleted it could have gone the other way by rounding
+            tip += f" · near-tie deletion (gap {token.deletion_gap:.2g} nats)"
+        mark = ";text-decoration:underline dotted" if tie else ""
+        spans.append(f'<span style="background:{_rgba(colour, alpha)}{mark}" title="{html.escape(tip, quote=True)}">'
                      f"{html.escape(segment)}</span>")
     present = order_present(tokens["category"].dropna().unique(), COARSE)
     legend = "".join(f'<span style="background:{_rgba(colours.get(c, "#BBBBBB"), 0.7)}">{html.escape(display_name(c))}</span>'
                      for c in present)
+    ties = int(tokens["near_tie"].sum()) if "near_tie" in tokens else 0
     head = (f"<div><b>{html.escape(str(row['chain_id']))}</b> · {len(tokens)} tokens · "
-            f"opacity = survival</div><div><i>Q:</i> {html.escape(str(row['question']))}</div>")
+            f"opacity = survival" + (f" · {ties} near-tie deletions (dotted)" if ties else "") + "</div>"
+            f"<div><i>Q:</i> {html.escape(str(row['question']))}</div>")
     return (f'<div class="cs-chain-box">{head}<div class="cs-legend">{legend}</div>'
             f'<div class="cs-chain" style="font-family:monospace;white-space:pre-wrap;line-height:1.9">'
             f'{"".join(spans)}{html.escape(tail)}</div></div>')
@@ -156,9 +171,28 @@ def run_summary_html(run: str | os.PathLike | RunDir, stats=None) -> str:
             ("baselines", ", ".join(manifest.get("baselines") or []) or "none"),
             ("taxonomy", " ".join(str(taxonomy.get(k, "")) for k in ("name", "version")).strip() or "not tagged"),
             ("skipped inputs", len(manifest.get("skipped") or [])),
+            ("near-ties", _near_ties(manifest)), ("replicate paths", _stability(manifest, stats)),
             ("cotsurvival", manifest.get("cotsurvival_version")), ("created", manifest.get("created"))]
     info = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows if v is not None)
     return f'<table class="cs-summary">{info}</table>{_category_table(run, stats)}'
+
+
+def _near_ties(manifest: dict) -> str | None:
+    """The free near-tie diagnostic in words (None for runs pruned before it was recorded)."""
+    from ..pruning.diagnostics import describe
+
+    diagnostics = manifest.get("diagnostics")
+    return describe(diagnostics, manifest.get("n_chains")) if diagnostics else None
+
+
+def _stability(manifest: dict, stats) -> str | None:
+    """K, T and, once analysed, the replicate τ (stats.json ``stability.sentence``)."""
+    replicates = manifest.get("replicates") or {}
+    if replicates.get("k", 1) <= 1:
+        return "1 (the greedy path; prune --replicates K measures how stable ranks are)"
+    sentence = (getattr(stats, "stability_", None) or {}).get("sentence")
+    return sentence or (f"{replicates['k']} per chain, Gumbel noise of {replicates['scale_nats']:g} nats "
+                        "(run `cotsurvival analyze` for their agreement)")
 
 
 def analysed_labels(stats) -> str:
@@ -179,14 +213,16 @@ def _stored_summary(run: RunDir, stats) -> pd.DataFrame | None:
         except CotSurvivalError:
             return None
     summary = stats.tables_.get("summary_category")
-    if summary is None or summary.empty or stats.counts_.get("n_chains") != len(run.part_indices("tokens")):
-        return None  # not analysed by category, or analysed before the run grew
+    from ..provenance import stale_reason
+
+    if summary is None or summary.empty:
+        return None  # not analysed by category
+    if stale_reason(stats.counts_.get("fingerprint"), run, (stats.config or {}).get("labels_source")):
+        return None  # analysed before the run changed (continued, grown, re-tagged): computed afresh instead
     return summary.reset_index(drop=True)
 
 
 def _category_table(run: RunDir, stats=None) -> str:
-    from .stored import number_cell
-
     if not run.part_indices("tokens"):
         return ""
     summary = _stored_summary(run, stats)

@@ -11,13 +11,19 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..analysis import AnalysisResult, analyze
 from ..errors import CotSurvivalError
-from ..results import StageResult
+from ..labels import resolve_source
+from ..outputs import check_output, is_report_folder, run_inputs
+from ..recovery import RecoveryResult
+from ..results import StageResult, frame_html
 from ..rundir import RunDir, atomic_write_bytes
 from .data import Quote, ReportData, SkipFigure, resolve_chain_ids
 from .figures import FIGURES
+from .notebook import run_summary_html
+from .recovery import save_recovery_figure
 from .stored import citations_html, headline_html, notes_html, table_html, tests_html
-from .style import WIDTHS, figure_style
+from .style import WIDTHS, add_footnote, figure_style, save_figure
 
 
 @dataclass
@@ -47,6 +53,7 @@ class Report(StageResult):
     quotes: dict[str, list[Quote]] = field(default_factory=dict)
     texts: dict[str, list[str]] = field(default_factory=dict)
     recovery_citations: list[str] = field(default_factory=list)
+    onpolicy_citations: list[str] = field(default_factory=list)
     approx_note: str | None = None  # the approximation sentence of an approximate run (every caption)
     approx_label: str | None = None  # its short form under every figure
     precision_note: str | None = None  # a run scored in half precision says so (every caption)
@@ -59,6 +66,11 @@ class Report(StageResult):
         rows += [{"figure": stem, "files": [], "skipped": reason} for stem, reason in self.skipped.items()]
         return pd.DataFrame(rows, columns=["figure", "files", "skipped"])
 
+    def _repr_html_(self) -> str:
+        """Jupyter: the page written and one row per figure (escaped)."""
+        return (f"<p><b>cotsurvival report</b> {html.escape(str(self.index))}: {len(self.figures)} figures, "
+                f"{len(self.skipped)} skipped</p>" + frame_html(self.to_frame()))
+
 
 def build_report(
     run: str | os.PathLike | RunDir,
@@ -69,6 +81,7 @@ def build_report(
     chain_ids: list[str] | None = None,
     run_analysis: bool = True,
     labels: str = "rule",
+    overwrite: bool = False,
 ) -> Report:
     """Draw the report figures of a run and write ``OUT/index.html``.
 
@@ -97,6 +110,9 @@ def build_report(
         :func:`cotsurvival.analysis.load_run`), and of the analysis run when stats.json is missing.
         The statistics shown are those stored; when they were computed from another source the
         page says so (``stats_note``).
+    overwrite : bool, default False
+        Write into ``out`` even if it holds files that are not an earlier report. ``out`` is never
+        one of the run's tables or files (E080).
 
     Returns
     -------
@@ -106,6 +122,8 @@ def build_report(
     if bad or not widths:
         raise CotSurvivalError("E050", value=", ".join(bad) or "(none)", allowed=", ".join(WIDTHS))
     run = (run if isinstance(run, RunDir) else RunDir(run)).require()
+    check_output(out, inputs=run_inputs(run.path), overwrite=overwrite, ours=is_report_folder, command="report",
+                 folder=True)
     text_chains = _text_chains(run, chain_index, chain_ids)
     stats, stats_note = _stats(run, run_analysis, labels)
     data = ReportData(run, stats=stats, labels=labels)
@@ -124,6 +142,7 @@ def build_report(
                     report.skipped[stem] = str(exc)
                 report.quotes[stem] = data.quotes
         _draw_recovery(run, out, widths, report)
+        _draw_onpolicy(run, out, widths, report, labels)
         page = _page(data, report, widths)
         atomic_write_bytes(report.index, page.encode("utf-8"))
     except BaseException:
@@ -144,7 +163,6 @@ def _recovery_result(run: RunDir):
     """The run's answer-recovery result (``RUN/recovery.parquet/``, else ``RUN/recovery/``), or ``None``."""
     if not ((run.path / "recovery.parquet").is_dir() or (run.path / "recovery" / "recovery_rows.parquet").is_file()):
         return None  # the common case: no recovery run, nothing added to the report
-    from ..recovery import RecoveryResult
 
     for where in (run.path, run.path / "recovery"):
         try:
@@ -159,12 +177,41 @@ def _draw_recovery(run: RunDir, out: Path, widths, report: Report) -> None:
     result = _recovery_result(run)
     if result is None:
         return
-    from .recovery import save_recovery_figure
+    from ..provenance import stale_reason
+
+    stale = stale_reason((run.read_manifest().get("recovery") or {}).get("fingerprint"), run, labels_source="")
+    if stale:  # recovery rows of an earlier state of the run: left out, naming the command that updates them
+        report.skipped[RECOVERY_STEM] = (f"the recovery results no longer describe the run ({stale}); re-run "
+                                         f"`cotsurvival recover {run.path}`.")
+        return
 
     report.figures[RECOVERY_STEM] = [p for width in widths
                                      for p in save_recovery_figure(result, out / f"{RECOVERY_STEM}_{width}", width,
                                                                    footnote=report.approx_label)]
     report.recovery_citations = list(result.citations())
+
+
+ONPOLICY_STEM = "fig_onpolicy"
+ONPOLICY_TITLE = "On-policy importance beside greedy survival"
+ONPOLICY_CAPTION = ("(a) Each reasoning unit's mean greedy survival against its resampling importance (mean log P(answer) "
+                    "of rollouts that keep the unit minus rollouts that resample it; rollout-bootstrap 95% bars); "
+                    "(b) per-chain Spearman rho of the two, with the mean and its 95% t-interval over chains; "
+                    "(c) share of deleted tokens the model writes back when continuing from pruned reasoning, "
+                    "kept tokens dashed for reference (`cotsurvival resample`; tables in RUN/onpolicy/).")
+
+
+def _draw_onpolicy(run: RunDir, out: Path, widths, report: Report, labels: str) -> None:
+    """The on-policy figure and its sentences, when ``cotsurvival resample`` has run (reports/onpolicy.py draws it)."""
+    if not run.part_indices("resample"):
+        return
+    from ..analysis.onpolicy import OnPolicyResult
+    from .onpolicy import save_onpolicy_figure
+
+    result = OnPolicyResult.load(run, labels=labels)
+    report.figures[ONPOLICY_STEM] = [p for width in widths
+                                     for p in save_onpolicy_figure(result, out / f"{ONPOLICY_STEM}_{width}", width,
+                                                                   footnote=report.approx_label)]
+    report.onpolicy_citations = list(result.citations())
 
 
 def _text_chains(run: RunDir, chain_index: int | None, chain_ids: list[str] | None) -> list[int] | None:
@@ -193,8 +240,6 @@ def _variants(spec, text_chains: list[int] | None):
 def _draw(spec, data: ReportData, out: Path, stem: str, widths, kwargs) -> tuple[list[Path], list[str]]:
     from matplotlib.text import Text
 
-    from .style import add_footnote, save_figure
-
     paths: list[Path] = []
     texts: list[str] = []
     for width in widths:
@@ -211,18 +256,31 @@ def _draw(spec, data: ReportData, out: Path, stem: str, widths, kwargs) -> tuple
 
 def _stats(run: RunDir, run_analysis: bool, labels: str = "rule"):
     """The stored analysis (loaded, or computed and saved now), or ``None`` with the reason."""
-    from ..analysis import AnalysisResult
 
     if (run.stats_dir / "stats.json").is_file():
+        from ..provenance import require_fresh, stale_reason
+
         result = AnalysisResult.load(run)
-        stored, now = result.counts_.get("n_chains"), len(run.part_indices("tokens"))
-        if stored is not None and stored != now:
-            return result, (f"stats/stats.json describes {stored} chains but the run now has {now}: re-run "
-                            f"`cotsurvival analyze {run.path}` to update the statistics shown.")
-        return result, _labels_note(run, result, labels)
+        source = (result.config or {}).get("labels_source")
+        stale = stale_reason(result.counts_.get("fingerprint"), run, source)
+        if stale is None:
+            return result, _labels_note(run, result, labels)
+        if not run_analysis:  # never a stale number silently: refuse, naming the command that updates it
+            require_fresh(result.counts_.get("fingerprint"), run, what="stats/stats.json",
+                          command=f"cotsurvival analyze {run.path}", labels_source=source)
+        from ..analysis import analyze
+
+        # The run changed since: analyse it again with the stored settings, so the page matches the run.
+        config = result.config or {}
+        kept = {k: config[k] for k in ("n_boot", "seed", "reference", "primary", "min_chains", "min_tokens",
+                                       "probe_alpha", "n_folds") if config.get(k) is not None}
+        if config.get("levels"):
+            kept["levels"] = tuple(config["levels"])
+        analyze(run, labels=source or labels, **kept)
+        return AnalysisResult.load(run), (f"stats/stats.json was recomputed: the run changed since it was "
+                                          f"analysed ({stale}).")
     if not run_analysis:
         return None, f"No statistics yet: run `cotsurvival analyze {run.path}`."
-    from ..analysis import analyze
 
     try:
         # analyze saves stats.json; showing what it saved keeps the page equal to the file.
@@ -234,7 +292,6 @@ def _stats(run: RunDir, run_analysis: bool, labels: str = "rule"):
 
 def _labels_note(run: RunDir, result, labels: str) -> str | None:
     """Why the stored statistics may not match the labels of the token figures, or ``None``."""
-    from ..labels import resolve_source
 
     analysed = (result.config or {}).get("labels_source")
     try:
@@ -249,8 +306,6 @@ def _labels_note(run: RunDir, result, labels: str) -> str | None:
 
 # ----------------------------------------------------------------------------- page
 def _page(data: ReportData, report: Report, widths) -> str:
-    from .notebook import run_summary_html
-
     css = resources.files("cotsurvival.reports").joinpath("templates/report.css").read_text(encoding="utf-8")
     shown = "two" if "two" in widths else widths[0]
     stems = list(report.quotes)
@@ -260,6 +315,12 @@ def _page(data: ReportData, report: Report, widths) -> str:
         stems.append(RECOVERY_STEM)
         titles[RECOVERY_STEM] = RECOVERY_TITLE
         sections.append(_recovery_html(report, shown))
+    if ONPOLICY_STEM in report.figures:
+        stems.append(ONPOLICY_STEM)
+        titles[ONPOLICY_STEM] = ONPOLICY_TITLE
+        items = "".join(f"<li>{html.escape(s)}</li>" for s in report.onpolicy_citations)
+        figure = _figure_html(ONPOLICY_STEM, ONPOLICY_TITLE, report, shown, caption=ONPOLICY_CAPTION)
+        sections.append(figure.replace("</section>", f"<h3>Citations (on-policy)</h3><ul>{items}</ul></section>"))
     toc = "".join(f'<li><a href="#{html.escape(stem)}">{html.escape(titles[stem])}</a>'
                   + (" <span class=muted>(omitted)</span>" if stem in report.skipped else "") + "</li>"
                   for stem in stems)

@@ -10,8 +10,12 @@ import contextlib
 from pathlib import Path
 from typing import Iterator
 
-COARSE = ("symbolic_math", "grammar", "narration", "referential")
-FINE = ("SYMBOLIC_MATH", "VERBAL_MATH", "ENTITY_NAME", "COREFERENCE", "META_DISCOURSE", "CONTENT", "FUNCTION")
+from ..registry import Registry
+from ..taxonomy.spec import CATEGORIES, FINE_LABELS
+
+#: Coarse categories and fine labels in the packaged taxonomy's order (the canonical order of every figure).
+COARSE = CATEGORIES
+FINE = FINE_LABELS
 
 # Okabe & Ito (2008), "Color Universal Design". Fine labels share a hue family with their coarse
 # category where the palette allows (narration has three labels, so it spans green/sky/yellow).
@@ -28,8 +32,12 @@ FALLBACK_COLOURS = {
 }
 OTHER_COLOUR = "#BBBBBB"
 
+#: Figure layouts (``--width``): name -> meaning; each resolves to its width in inches.
+FIGURE_WIDTHS = Registry("--width", {"one": "one column (3.3 in)", "two": "two columns (6.9 in)"})
+FIGURE_WIDTHS.register("one", 3.3)
+FIGURE_WIDTHS.register("two", 6.9)
 #: Figure widths in inches: one column and two columns of a typical two-column paper.
-WIDTHS = {"one": 3.3, "two": 6.9}
+WIDTHS: dict[str, float] = FIGURE_WIDTHS.implementations()
 
 RC = {
     "pdf.fonttype": 42,  # TrueType in the PDF, so journals accept it and text stays editable

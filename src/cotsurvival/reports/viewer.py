@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CotSurvivalError
+from ..labels import RULE, resolve_source, stored_sources
 from ..rundir import RunDir, as_rundir, atomic_write_bytes
 from .data import display_name, resolve_chain_ids, token_segments
 from .notebook import read_chain_tokens
@@ -77,7 +78,6 @@ def build_viewer(
     for index in selected:
         if index not in available:
             raise CotSurvivalError("E051", chain=index, n_chains=len(available), last=available[-1])
-    from ..labels import RULE, resolve_source, stored_sources
 
     # The default on an untagged run shows no labels; any other source the user names must exist.
     source = None if labels == RULE and RULE not in stored_sources(run) else resolve_source(run, labels)
@@ -99,6 +99,8 @@ def _payload(run: RunDir, rows: pd.DataFrame, selected: list[int], n_available: 
     labels = source or "none"
     note = (f"model {(manifest.get('model') or {}).get('spec', '?')} · objective {manifest.get('objective', '?')} · "
             f"labels {labels} · {len(chains)} of {n_available} chains shown{_primary_note(run)}")
+    if any(ch["tie"] and any(g is not None for g in ch["tie"]) for ch in chains):
+        note += " · dotted underline: deleted at a near-tie step (two cheapest deletions within the dtype's rounding error)"
     return {
         "run": {"name": run.path.name, "note": note},
         "categories": present_coarse,
@@ -158,6 +160,9 @@ def _chain_payload(run: RunDir, row: pd.Series, index: int, traces: bool, source
         "orderings": orderings,
         "objective": [_round(v) for v in steps["objective"]] if steps is not None else [],
         "costs": _costs(run, index, tokens, n_steps) if traces and run.has_part("traces", index) else None,
+        # near-tie deletions (cotsurvival.pruning.diagnostics): the step's gap in nats, else null
+        "tie": ([_round(g) if t else None for g, t in zip(tokens["deletion_gap"], tokens["near_tie"])]
+                if "near_tie" in tokens else None),
     }
 
 

@@ -2,20 +2,23 @@
 
 >>> from cotsurvival.taxonomy import tag, load_spec
 >>> spans = tag("So she has 16 - 3 = 13 eggs left.", question="Janet's ducks lay 16 eggs.")  # doctest: +SKIP
+
+The names are imported on first use, so reading the spec's choices (the CLI's ``--level``) does
+not load the tagger's lexicons.
 """
 from __future__ import annotations
 
-from .spec import FINE_LABELS, TaxonomySpec, load_spec
-from .tagger import Span, iter_tag, load_pipeline, project_spans, tag, tag_many
+from ..registry import lazy_attributes
 
-__all__ = ["FINE_LABELS", "Span", "TaxonomySpec", "iter_tag", "load_pipeline", "load_spec", "project_spans", "tag",
-           "tag_many", "tag_run"]
+#: Public name -> the module (relative) that defines it.
+_LAZY = {
+    "FINE_LABELS": ".spec", "TaxonomySpec": ".spec", "load_spec": ".spec",
+    "Span": ".tagger", "iter_tag": ".tagger", "load_pipeline": ".tagger", "project_spans": ".tagger",
+    "tag": ".tagger", "tag_many": ".tagger",
+    "tag_run": ".runs",
+}
+
+__all__ = sorted(_LAZY)
 
 
-def __getattr__(name):
-    # tag_run pulls in pandas/pyarrow; import it lazily to keep `import cotsurvival.taxonomy` light.
-    if name == "tag_run":
-        from .runs import tag_run
-
-        return tag_run
-    raise AttributeError(name)
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())

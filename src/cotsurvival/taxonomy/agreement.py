@@ -36,7 +36,7 @@ def cohen_kappa(first: Sequence[str], second: Sequence[str], labels: Sequence[st
     ``labels`` fixes the table's rows and columns (default: every label seen, sorted).
     """
     if len(first) != len(second) or not len(first):
-        raise CotSurvivalError("E009", reason="kappa needs two non-empty label sequences of equal length")
+        raise CotSurvivalError("E092", what="kappa's two label sequences", detail=f"{len(first)} and {len(second)} labels")
     labels = list(labels) if labels is not None else sorted(set(first) | set(second))
     table = pd.crosstab(pd.Categorical(list(first), categories=labels), pd.Categorical(list(second), categories=labels),
                         dropna=False)

@@ -31,8 +31,12 @@ from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 
+from .. import taxonomy
 from ..errors import CotSurvivalError
+from ..outputs import check_output
+from .agreement import kappa_from_table
 from .spec import CATEGORY_OF_LABEL, OVERLAP_ORDER, SHORT_NAMES
+from .spec import load_spec
 
 #: Fallback when a taxonomy spec cannot be loaded: the packaged spec's labels in overlap order.
 FINE_LABELS = OVERLAP_ORDER  # the packaged spec's labels, in its overlap order
@@ -105,7 +109,6 @@ class Scores:
     @property
     def kappa(self) -> float:
         """Cohen's kappa of the confusion table (NaN where undefined; see :func:`.agreement.kappa_from_table`)."""
-        from .agreement import kappa_from_table
 
         return kappa_from_table(self.confusion)
 
@@ -328,7 +331,8 @@ def validate_gold_record(record: object, labels: Iterable[str] = FINE_LABELS) ->
         raise ValueError(f"characters from {previous_end} ({text[previous_end:].strip()[:20]!r}) have no gold label")
 
 
-def evaluate_tagger(gold: str | Path = BUILTIN_GOLD, taxonomy: str | Path | None = None) -> EvalReport:
+def evaluate_tagger(gold: str | Path = BUILTIN_GOLD, taxonomy: str | Path | None = None, *,
+                    out: str | Path | None = None) -> EvalReport:
     """Tag every gold reasoning with the rule tagger (given its question) and score it.
 
     Parameters
@@ -337,23 +341,28 @@ def evaluate_tagger(gold: str | Path = BUILTIN_GOLD, taxonomy: str | Path | None
         A gold JSONL file, or ``"builtin"`` for the packaged gold set.
     taxonomy : str or Path, optional
         A taxonomy spec file; the packaged spec when omitted.
+    out : str or Path, optional
+        Also write every metric to this JSON file (never over the gold file or the spec).
 
     Returns
     -------
     EvalReport
     """
-    from .spec import load_spec
 
+    if out is not None:
+        inputs = [p for p in (gold, taxonomy) if p and Path(p).is_file()]
+        check_output(out, inputs=inputs, overwrite=True, command="tag-eval")
     spec = load_spec(taxonomy)
     records = read_gold(gold, labels=spec.labels)
-    return evaluate_spans(records, tag_records(records, spec), spec=spec)
+    report = evaluate_spans(records, tag_records(records, spec), spec=spec)
+    if out is not None:
+        report.to_json(out)
+    return report
 
 
 def tag_records(records: Sequence[Mapping], spec: object | None = None) -> dict[str, list]:
     """Predicted spans of each record's reasoning, by id (``tag_many`` when the tagger has it)."""
     import inspect
-
-    from .. import taxonomy
 
     tagger = getattr(taxonomy, "tag_many", None)
     batched = tagger is not None

@@ -17,18 +17,23 @@ import json
 import math
 import os
 import re
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import pandas as pd
 
 from ..errors import CotSurvivalError
+from ..labels import RULE, already_labelled, judge_source, read_labels, record_source, write_labels
+from ..models import load_model
+from ..progress import progress_bar
 from ..results import StageResult
 from ..rundir import RunDir, as_rundir, atomic_write_bytes
 from .agreement import cohen_kappa  # noqa: F401  (also importable from here, as in 0.1.0)
-from .spec import TaxonomySpec, load_spec
+from .spec import LEVELS, TaxonomySpec, load_spec
 
 PROMPT_VERSION = "judge-v1"
 JUDGE_COLUMNS = ("judge_label", "judge_category", "judge_fallback", "judge_reason")
@@ -62,7 +67,7 @@ class HTTPChatClient:
         url = url.rstrip("/")
         self.url = url if url.endswith("/chat/completions") else url + "/chat/completions"
         if not self.url.startswith(("http://", "https://")):
-            raise CotSurvivalError("E009", reason=f"--judge-url must be an http(s) URL, not {url!r}")
+            raise CotSurvivalError("E091", url=url)
         self.name = model
         self.timeout = timeout
         self.api_key = api_key if api_key is not None else os.environ.get("COTSURVIVAL_JUDGE_API_KEY")
@@ -92,8 +97,6 @@ class LocalChatClient:
     """A local chat model loaded with :func:`cotsurvival.models.load_model`, decoding greedily."""
 
     def __init__(self, spec: str, device: str = "auto", max_new_tokens: int = 4096) -> None:
-        from ..models import load_model
-
         model, tokenizer, _ = load_model(spec, device=device)
         self._setup(model, tokenizer, spec, max_new_tokens)
 
@@ -300,15 +303,11 @@ def judge_run(
     JudgeResult
         ``source`` is ``judge:<model>``; ``result["n_fallback"]`` etc. also work.
     """
-    import time
-
-    from ..labels import RULE, already_labelled, judge_source, read_labels, record_source, write_labels
-    from ..progress import progress_bar
 
     run = as_rundir(run)
     spec = spec or load_spec()
     if retries < 0:
-        raise CotSurvivalError("E009", reason=f"retries must be >= 0, not {retries}")
+        raise CotSurvivalError("E086", option="retries", rule=">= 0", value=retries)
     client = judge if not isinstance(judge, str) else make_client(judge, url, device)
     name = getattr(client, "name", str(judge))
     source = judge_source(name)
@@ -383,8 +382,6 @@ class Agreement:
                 f"Cohen's kappa {self.kappa:.3f}\n\nconfusion (rows judge, columns rule):\n{self.confusion.to_string()}")
 
     def to_json(self, path) -> None:
-        from pathlib import Path
-
         kappa = None if math.isnan(self.kappa) else self.kappa  # undefined (one label only): JSON null
         data = {"level": self.level, "n": self.n, "accuracy": self.accuracy, "kappa": kappa,
                 "confusion": {str(r): {str(c): int(v) for c, v in row.items()} for r, row in self.confusion.iterrows()}}
@@ -400,8 +397,7 @@ def judge_agreement(run, level: str = "label", spec: TaxonomySpec | None = None,
 
     run = as_rundir(run)
     spec = spec or load_spec()
-    if level not in ("label", "category"):
-        raise CotSurvivalError("E009", reason=f"level must be 'label' or 'category', not {level!r}")
+    LEVELS.check(level)
     try:
         source = resolve_source(run, judge)
     except CotSurvivalError as exc:

@@ -20,12 +20,10 @@ import warnings
 from functools import lru_cache
 from typing import Iterable, Sequence
 
+from ..errors import NonEnglishWarning  # noqa: F401 - its home is errors.py; importable from here as before
+
 _WORD = re.compile(r"[^\W\d_]{2,}")
 _OTHER_LANGUAGES = ("de fr es it pt nl da sv nb pl tr id ca ro fi hu cs af hr sk sl lt lv et tl").split()
-
-
-class NonEnglishWarning(UserWarning):
-    """Some reasoning texts do not look English; the taxonomy's rules are English."""
 
 
 @lru_cache(maxsize=1)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 import time
 from os import PathLike
 from pathlib import Path
@@ -15,11 +16,15 @@ import pandas as pd
 
 from ..errors import CotSurvivalError
 from ..labels import RULE, already_labelled, record_source, write_labels
+from ..outputs import check_output, is_spans_file
 from ..progress import Progress, progress_bar
 from ..results import StageResult
 from ..rundir import RunDir, as_rundir
+from .equations import find_equations
+from .language import warn_if_not_english
 from .spec import TaxonomySpec, load_spec
 from .tagger import DEFAULT_BATCH_SIZE, iter_tag, project_spans
+from .tagger import write_spans
 
 LABEL_COLUMNS = ("label", "category", "equation_correct")
 
@@ -45,8 +50,6 @@ class TagResult(StageResult):
         return counts.rename_axis("label").reset_index(name="n_tokens").assign(source=self.source)
 
     def _repr_html_(self) -> str:
-        import html
-
         line = (f"{self.source} labels: {self.n_tokens} tokens of {self.n_chains} chains "
                 f"({self.n_skipped} chains already labelled) in {self.target}")
         return f"<p><b>cotsurvival tag</b> {html.escape(line)}</p>" + self.to_frame().to_html(index=False)
@@ -64,6 +67,8 @@ def tag(
     device: str = "auto",
     overwrite: bool = False,
     progress: bool = True,
+    keep_annotations: bool = False,
+    fields: str | dict | None = None,
 ) -> TagResult:
     """The ``tag`` stage (what ``cotsurvival tag`` runs).
 
@@ -82,11 +87,18 @@ def tag(
         Re-label chains that already have labels, also from another taxonomy version.
     progress : bool
         Show progress bars.
+    keep_annotations, fields
+        With a chains file, read as ``prune`` reads it (:func:`cotsurvival.read_chains`): GSM8K
+        ``<<...>>`` annotations stripped unless ``keep_annotations``, so the spans' offsets index the
+        same text ``prune`` prunes; ``fields`` maps the file's field names.
     """
     spec = taxonomy if isinstance(taxonomy, TaxonomySpec) else load_spec(taxonomy)
     if isinstance(source, RunDir) or Path(source).is_dir():
         if out is not None:
-            raise CotSurvivalError("E009", reason="--out is for chains files; a run's labels go to RUN/labels.parquet")
+            raise CotSurvivalError("E089", reason="--out is for chains files; a run's labels go to RUN/labels.parquet")
+        if keep_annotations or fields:
+            raise CotSurvivalError("E089", reason="--keep-annotations and --fields are for chains files; a run's "
+                                                  "chains were read when it was pruned")
         result = tag_run(source, spec=spec, batch_size=batch_size, progress=progress, overwrite=overwrite)
         if judge:
             from .judge import judge_run
@@ -96,14 +108,18 @@ def tag(
             result.judge = judged.to_dict()
         return result
     if judge:
-        raise CotSurvivalError("E009", reason="--judge needs a run directory as SOURCE")
+        raise CotSurvivalError("E089", reason="--judge needs a run directory as SOURCE")
     if not out:
-        raise CotSurvivalError("E009", reason="tagging a chains file needs --out SPANS.jsonl")
-    from .tagger import write_spans
+        raise CotSurvivalError("E089", reason="tagging a chains file needs --out SPANS.jsonl")
+    # never over the chains or the spec it reads, nor over a file that is not an earlier spans file
+    inputs = [(p, "an input of this command") for p in (source, taxonomy)
+              if isinstance(p, (str, PathLike)) and Path(p).is_file()]
+    check_output(out, inputs=inputs, overwrite=overwrite, ours=is_spans_file, command="tag")
 
     started = time.perf_counter()
     with progress_bar(progress, None, "tag") as bar:
-        count = write_spans(source, out, spec=spec, batch_size=batch_size, progress=bar.update)
+        count = write_spans(source, out, spec=spec, batch_size=batch_size, progress=bar.update,
+                            keep_annotations=keep_annotations, fields=fields)
     return TagResult(target=str(out), source=RULE, n_chains=count, n_tokens=0, seconds=time.perf_counter() - started,
                      taxonomy=spec.manifest_entry())
 
@@ -153,7 +169,6 @@ def tag_run(
     missing = [i for i in indices if i not in chains.index]
     if missing:
         raise CotSurvivalError("E020", path=run.path, chain=missing[0], reason="it is not in chains.parquet")
-    from .language import warn_if_not_english  # the rules are English: say so when a text is not
 
     warn_if_not_english([chains.loc[i, "chain_id"] for i in indices], [chains.loc[i, "reasoning"] for i in indices])
     done = set() if overwrite else already_labelled(run, RULE, spec.manifest_entry(), "rule labels")
@@ -206,8 +221,6 @@ def _check_offsets(run: RunDir, index: int, tokens: pd.DataFrame, text: str) -> 
 
 
 def _equation_column(text: str, spans, offsets) -> pd.Series:
-    from .equations import find_equations
-
     values: list = [None] * len(offsets)
     for equation in find_equations(text, spans):
         for k, (start, end) in enumerate(offsets):

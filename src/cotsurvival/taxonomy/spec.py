@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ..errors import CotSurvivalError
+from ..registry import Registry
 
 DEFAULT_SPEC_NAME = "taxonomy-v1.json"
 
@@ -36,6 +37,8 @@ FINE_LABELS: tuple[str, ...] = _PACKAGED["labels"]
 CATEGORIES: tuple[str, ...] = _PACKAGED["categories"]
 #: Fine label -> coarse category in the packaged spec.
 CATEGORY_OF_LABEL: dict[str, str] = _PACKAGED["category_of"]
+#: The two levels of the taxonomy, as label columns of a run (``--level``): name -> meaning.
+LEVELS = Registry("--level", {"category": "coarse category", "label": "fine label"})
 #: The packaged spec's overlap order (first wins) of the fine labels.
 OVERLAP_ORDER: tuple[str, ...] = _PACKAGED["overlap_order"]
 #: Fine label -> short name (``SYMBOLIC_MATH`` -> ``SymbMath``) in the packaged spec.

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
+from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
 from ..assets import INSTALL_COMMANDS, SPACY_PIPELINE
+from ..chains import read_chains
 from ..errors import CotSurvivalError
+from ..rundir import atomic_write_bytes
+from .language import warn_if_not_english
 from .mathlex import FUNC, lex
 from .rules import QuestionContext, RuleLabeller, question_context
 from .spec import TaxonomySpec, load_spec
@@ -127,14 +132,14 @@ def iter_tag(
 ) -> Iterator[list[Span]]:
     """Like :func:`tag_many`, but yields each text's spans as soon as it is tagged."""
     if batch_size < 1:
-        raise CotSurvivalError("E009", reason=f"batch_size must be >= 1, not {batch_size}")
+        raise CotSurvivalError("E086", option="batch_size", rule="at least 1", value=batch_size)
     spec = spec or load_spec()
     nlp = load_pipeline()
     labeller = _labeller(spec)
     texts = [t if isinstance(t, str) else "" for t in texts]
     questions = list(questions) if questions is not None else [None] * len(texts)
     if len(questions) != len(texts):
-        raise CotSurvivalError("E009", reason=f"{len(texts)} texts but {len(questions)} questions")
+        raise CotSurvivalError("E092", what="texts and questions", detail=f"{len(texts)} texts, {len(questions)} questions")
     for start in range(0, len(texts), batch_size):
         chunk = texts[start:start + batch_size]
         contexts = _question_contexts(questions[start:start + batch_size], spec)
@@ -276,13 +281,17 @@ def write_spans(
     spec: TaxonomySpec | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress=None,
+    *,
+    keep_annotations: bool = False,
+    fields: str | dict | None = None,
 ) -> int:
     """Tag the chains of a file (or ``"gsm8k"``) and write ``{"id", "spans", "reasoning"}`` JSONL lines to ``out``.
 
-    Span offsets index the chain's ``reasoning`` exactly as the caller gave it: nothing is
-    stripped (GSM8K ``<<...>>`` calculator annotations are labelled in place, SYMBOLIC_MATH).
-    Each line repeats the ``reasoning`` its offsets index (for GSM8K-style records without a
-    ``reasoning`` field, the part of ``answer`` before its ``#### n`` line, stripped).
+    The file is read exactly as ``prune`` reads it (:func:`cotsurvival.read_chains`, the one rule for
+    annotations): GSM8K ``<<...>>`` calculator annotations are stripped unless ``keep_annotations``
+    (then they are labelled in place, SYMBOLIC_MATH), so span offsets index the same text a run of
+    the same file prunes. Each line repeats the ``reasoning`` its offsets index (for GSM8K-style
+    records without a ``reasoning`` field, the part of ``answer`` before its ``#### n`` line).
 
     Parameters
     ----------
@@ -298,16 +307,14 @@ def write_spans(
     int
         Number of chains written.
     """
-    import json
-    from pathlib import Path
 
-    from ..chains import read_chains
-    from ..rundir import atomic_write_bytes
+    corpus = read_chains(source, keep_annotations=keep_annotations, fields=fields)
+    if corpus.n_annotations_stripped:  # the one annotation rule, said out loud (as prune says it)
+        import sys
 
-    # keep_annotations: the offsets must index the caller's `reasoning` exactly as given, so nothing
-    # (GSM8K <<...>> calculator annotations included) is stripped; the tagger labels it in place.
-    corpus = read_chains(source, keep_annotations=True)
-    from .language import warn_if_not_english  # the rules are English: say so when a text is not
+        print(f"stripped <<...>> calculator annotations from {corpus.n_annotations_stripped} chain"
+              f"{'' if corpus.n_annotations_stripped == 1 else 's'} (--keep-annotations keeps them); the spans "
+              "index the stripped text each line repeats", file=sys.stderr)
 
     warn_if_not_english([c.id for c in corpus], [c.reasoning for c in corpus])
     lines = []

@@ -55,6 +55,7 @@
       const lead = seg.match(/^\s*/)[0], core = seg.slice(lead.length);
       const span = el("span", undefined, "tok");
       span.dataset.position = String(pos);
+      if (chain.tie && chain.tie[pos] !== null) span.classList.add("tie");
       if (lead) span.appendChild(document.createTextNode(lead));
       const box = el("span", core || (lead ? "" : "\u200b"), "core");
       box.style.background = rgba(colour(chain.category[pos]), 0.45);
@@ -85,7 +86,8 @@
       const deleted = step === null ? "kept to the end" : `deleted at step ${step}`;
       const costText = ordering !== "greedy" ? "n/a (traces follow the greedy order)"
         : gone ? "— (deleted)" : costs ? fmt(cost) : "— (last step)";
-      span.title = `${JSON.stringify(chain.text[pos])} · ${chain.label[pos] || "untagged"} · ${deleted} · cost at step ${s + 1}: ${costText}`;
+      const tie = chain.tie && chain.tie[pos] !== null ? ` · near-tie deletion (gap ${fmt(chain.tie[pos])} nats)` : "";
+      span.title = `${JSON.stringify(chain.text[pos])} · ${chain.label[pos] || "untagged"} · ${deleted} · cost at step ${s + 1}: ${costText}${tie}`;
     });
     textBox.classList.toggle("strike", strike.checked);
     const objective = ordering === "greedy" ? ` · objective ${fmt(chain.objective[s])}` : "";

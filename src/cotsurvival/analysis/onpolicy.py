@@ -1,0 +1,388 @@
+"""On-policy (resampling) importance beside greedy survival: the statistics of ``cotsurvival resample``.
+
+Inputs are the rows of ``RUN/resample.parquet/`` and ``RUN/regeneration.parquet/``
+(:mod:`cotsurvival.resampling`), the run's tokens (survival) and, when tagged, their categories.
+
+* **Unit importance** (:meth:`OnPolicyResult.importance`): for unit k of a chain, the *kept* arm is
+  the rollouts from the cut after it, the *resampled* arm the rollouts from the cut before it.
+  ``d_logprob`` = mean answer log-probability kept − resampled (nats); ``d_correct`` = share correct
+  among the rollouts that reached an answer, kept − resampled (NaN when an arm has none);
+  ``failed_kept`` / ``failed_resampled`` = share of rollouts that ended without an answer (counted
+  apart, never as wrong). Each difference has a 95% percentile interval from resampling the
+  rollouts of each arm with replacement (rollout bootstrap, ``n_boot`` draws, seeded per unit).
+* **Units** (:meth:`units`): token survival aggregated per unit (min, mean, max over its
+  non-whitespace tokens), the share of each category among them and the dominant category.
+* **Agreement** (:meth:`agreement`): per chain, Spearman's rho between unit mean survival and unit
+  importance (chains with fewer than 3 units or a constant column give none); across chains the
+  mean rho with a t-interval, a sign-flip test (exact up to 16 chains) and a one-sample t test.
+* **By category** (:meth:`by_category`): per chain and category, the mean of the category's units
+  minus the mean of the chain's other units, for greedy survival and for on-policy importance
+  alike, each tested across chains with the sign-flip test (Holm within each measure).
+* **Regeneration** (:meth:`regeneration`): at each keep ratio, the share of deleted tokens (by
+  category) whose text the model writes back in its continuation before the answer (bag-of-tokens
+  match, each continuation token used once, case and surrounding spaces ignored), beside the same
+  share for the kept tokens as a reference (the model repeats what it still sees), with chain-
+  bootstrap intervals, and the share of continuations that reach a right / wrong / no answer.
+
+Chains, not units or rollouts, are the unit of inference for every across-chain statement; the
+citations (:mod:`cotsurvival.reports.onpolicy`) are withheld below ``min_chains`` chains, the same
+minimum as ``analyze``'s citations.
+"""
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ..errors import CotSurvivalError
+from ..registry import view
+from ..rundir import RunDir
+from .inference import bootstrap_ci, holm, sign_flip_test
+
+FAILED = ("truncated", "no_answer")
+MEASURES = ("d_logprob", "d_correct")
+MIN_UNITS = 3
+
+
+@dataclass
+class OnPolicyResult:
+    """Rollouts, regeneration rows and the side-by-side statistics of one run.
+
+    Attributes
+    ----------
+    rollouts : pandas.DataFrame
+        ``resample.parquet`` rows (one per cut and rollout).
+    regeneration_rows : pandas.DataFrame
+        ``regeneration.parquet`` rows (one per chain and keep ratio); may be empty.
+    tokens : pandas.DataFrame
+        The run's tokens of the resampled chains (``survival``, ``category`` when tagged).
+    chains : pandas.DataFrame
+        ``chains.parquet`` rows of the resampled chains.
+    run : str
+    config : dict
+        ``min_chains`` (citation minimum), ``n_boot``, ``seed``.
+    """
+
+    rollouts: pd.DataFrame
+    regeneration_rows: pd.DataFrame
+    tokens: pd.DataFrame
+    chains: pd.DataFrame
+    run: str = ""
+    manifest: dict = field(default_factory=dict)
+    config: dict = field(default_factory=lambda: {"min_chains": 5, "n_boot": 2000, "seed": 0})
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def load(cls, run, chains=None, *, labels: str = "rule", min_chains: int = 5, n_boot: int = 2000,
+             seed: int = 0) -> "OnPolicyResult":
+        """Read a run's ``resample.parquet`` (E161 when there is none) and what it is compared with."""
+        from .data import load_run
+
+        run = run if isinstance(run, RunDir) else RunDir(run)
+        manifest = run.require().read_manifest()
+        indices = run.part_indices("resample")
+        if chains is not None:
+            indices = [i for i in indices if i in set(int(c) for c in chains)]
+        if not indices:
+            raise CotSurvivalError("E161", path=run.path)
+        settings = (manifest.get("resample") or {}).get("settings")
+        rollouts = run.read_table("resample", indices)
+        if settings:
+            rollouts = rollouts[rollouts["settings"] == settings].reset_index(drop=True)
+        regen_indices = [i for i in run.part_indices("regeneration") if i in indices]
+        regen = run.read_table("regeneration", regen_indices) if regen_indices else pd.DataFrame()
+        if settings and not regen.empty:
+            regen = regen[regen["settings"] == settings].reset_index(drop=True)
+        tokens = run.read_table("tokens", indices)
+        try:
+            labelled = load_run(run, labels=labels, require_tags=False, baselines=False, attention=False)
+        except CotSurvivalError:  # e.g. labels="judge" on a run without a judge: compare without categories
+            labelled = None
+        if labelled is not None and "category" in labelled:
+            tokens = tokens.drop(columns=[c for c in ("category", "label") if c in tokens]).merge(
+                labelled[["chain_index", "position", "category"]], on=["chain_index", "position"], how="left")
+        chain_rows = run.read_chains()
+        chain_rows = chain_rows[chain_rows["chain_index"].isin(indices)].reset_index(drop=True)
+        return cls(rollouts=rollouts, regeneration_rows=regen, tokens=tokens, chains=chain_rows, run=str(run.path),
+                   manifest=manifest, config={"min_chains": min_chains, "n_boot": n_boot, "seed": seed})
+
+    @property
+    def n_chains(self) -> int:
+        return int(self.rollouts["chain_index"].nunique())
+
+    @property
+    def settings(self) -> dict:
+        return dict(self.manifest.get("resample") or {})
+
+    # ---------------------------------------------------------------- units
+    def units(self) -> pd.DataFrame:
+        """One row per unit: token span, text, survival min/mean/max, ``share_<category>``, dominant category."""
+        if "units" not in self._cache:
+            from ..taxonomy.units import unit_spans
+
+            rows = []
+            has_categories = "category" in self.tokens and self.tokens["category"].notna().any()
+            categories = sorted(self.tokens["category"].dropna().unique()) if has_categories else []
+            for _, chain in self.chains.iterrows():
+                toks = self.tokens[self.tokens["chain_index"] == chain["chain_index"]].sort_values("position")
+                offsets = list(zip(toks["char_start"].astype(int), toks["char_end"].astype(int)))
+                for k, (first, end, unit) in enumerate(unit_spans(offsets, chain["reasoning"])):
+                    part = toks.iloc[first:end]
+                    words = part[~part["is_whitespace"].astype(bool)] if "is_whitespace" in part else part
+                    words = words if len(words) else part
+                    row = {"chain_index": int(chain["chain_index"]), "chain_id": chain["chain_id"], "unit": k,
+                           "first_token": first, "end_token": end, "n_tokens": end - first, "text": unit.text,
+                           "position": (first + end) / 2 / max(len(toks), 1),
+                           "survival_min": float(words["survival"].min()),
+                           "survival_mean": float(words["survival"].mean()),
+                           "survival_max": float(words["survival"].max())}
+                    if categories:
+                        shares = words["category"].value_counts(normalize=True)
+                        for c in categories:
+                            row[f"share_{c}"] = float(shares.get(c, 0.0))
+                        row["category"] = str(shares.idxmax()) if len(shares) else None
+                    else:
+                        row["category"] = None
+                    rows.append(row)
+            self._cache["units"] = pd.DataFrame(rows)
+        return self._cache["units"]
+
+    # ---------------------------------------------------------------- importance
+    def importance(self) -> pd.DataFrame:
+        """One row per unit: importance (kept − resampled) with rollout-bootstrap 95% intervals."""
+        if "importance" not in self._cache:
+            n_boot, seed = int(self.config["n_boot"]), int(self.config["seed"])
+            rows = []
+            for (index, unit), resampled in self.rollouts.groupby(["chain_index", "unit"]):
+                kept = self.rollouts[(self.rollouts["chain_index"] == index) & (self.rollouts["unit"] == unit + 1)]
+                if kept.empty:  # the end cut: there is no unit after it
+                    continue
+                rng = np.random.default_rng([seed, int(index), int(unit)])
+                rows.append({"chain_index": int(index), "unit": int(unit),
+                             **unit_importance(kept, resampled, n_boot=n_boot, rng=rng)})
+            frame = pd.DataFrame(rows)
+            self._cache["importance"] = frame.merge(self.units(), on=["chain_index", "unit"], how="left")
+        return self._cache["importance"]
+
+    def agreement(self, measure: str = "d_logprob") -> dict:
+        """Per-chain Spearman rho (unit mean survival vs ``measure``), tested across chains."""
+        key = f"agreement:{measure}"
+        if key not in self._cache:
+            per_chain = per_chain_spearman(self.importance(), "survival_mean", measure)
+            rho = per_chain["rho"].to_numpy(dtype=float)
+            flip = sign_flip_test(rho, seed=int(self.config["seed"]))
+            valid = rho[~np.isnan(rho)]
+            t = stats.ttest_1samp(valid, 0.0) if len(valid) >= 2 else None
+            self._cache[key] = {"measure": measure, "per_chain": per_chain, "min_units": MIN_UNITS,
+                                "n_chains": flip["n_chains"],
+                                "n_chains_excluded": int(np.isnan(rho).sum()), "mean_rho": flip["estimate"],
+                                "ci_low": flip["ci_low"], "ci_high": flip["ci_high"], "p_sign_flip": flip["p_value"],
+                                "exact": flip["exact"],
+                                "p_t": float(t.pvalue) if t is not None else np.nan}
+        return self._cache[key]
+
+    def by_category(self) -> pd.DataFrame:
+        """Per category: the category's units minus the chain's other units, greedy and on-policy, across chains."""
+        if "by_category" not in self._cache:
+            table = self.importance()
+            rows = []
+            for category in sorted(table["category"].dropna().unique()):
+                for measure, column in (("greedy survival", "survival_mean"), ("on-policy d_logprob", "d_logprob"),
+                                        ("on-policy d_correct", "d_correct")):
+                    contrasts = category_contrasts(table, category, column)
+                    test = sign_flip_test(contrasts["contrast"].to_numpy(dtype=float), seed=int(self.config["seed"]))
+                    rows.append({"category": category, "measure": measure, "estimate": test["estimate"],
+                                 "ci_low": test["ci_low"], "ci_high": test["ci_high"], "p_value": test["p_value"],
+                                 "n_chains": test["n_chains"], "n_units": int((table["category"] == category).sum())})
+            frame = pd.DataFrame(rows, columns=["category", "measure", "estimate", "ci_low", "ci_high", "p_value",
+                                                "n_chains", "n_units"])
+            frame["p_holm"] = np.nan
+            for _, index in frame.groupby("measure").groups.items():
+                frame.loc[index, "p_holm"] = holm(frame.loc[index, "p_value"].to_numpy())
+            self._cache["by_category"] = frame
+        return self._cache["by_category"]
+
+    # ---------------------------------------------------------------- regeneration
+    def regeneration(self) -> pd.DataFrame:
+        """Per keep ratio and category: share of deleted (and, for reference, kept) tokens written back."""
+        if "regeneration" not in self._cache:
+            per_chain = self.regeneration_per_chain()
+            rows = []
+            if not per_chain.empty:
+                for (ratio, category), sub in per_chain.groupby(["keep_ratio", "category"], sort=True):
+                    deleted = bootstrap_ci(sub["rewritten_deleted"], n_resamples=int(self.config["n_boot"]),
+                                           seed=int(self.config["seed"]))
+                    kept = bootstrap_ci(sub["rewritten_kept"], n_resamples=int(self.config["n_boot"]),
+                                        seed=int(self.config["seed"]))
+                    rows.append({"keep_ratio": ratio, "category": category, "n_chains": deleted["n_chains"],
+                                 "n_deleted": int(sub["n_deleted"].sum()),
+                                 "rewritten_deleted": deleted["estimate"], "ci_low": deleted["ci_low"],
+                                 "ci_high": deleted["ci_high"], "rewritten_kept": kept["estimate"],
+                                 "kept_ci_low": kept["ci_low"], "kept_ci_high": kept["ci_high"]})
+            self._cache["regeneration"] = pd.DataFrame(rows)
+        return self._cache["regeneration"]
+
+    def regeneration_per_chain(self) -> pd.DataFrame:
+        """Per chain, keep ratio and category (``all`` included): shares of deleted / kept tokens written back."""
+        if "regen_chain" not in self._cache:
+            rows = []
+            if not self.regeneration_rows.empty:
+                from ..recovery import kept_positions
+
+                for _, row in self.regeneration_rows.iterrows():
+                    toks = self.tokens[self.tokens["chain_index"] == row["chain_index"]].sort_values("position")
+                    words = toks["text"].astype(str).str.strip().str.lower().to_numpy()
+                    steps = toks["deleted_step"].to_numpy(dtype="float64", na_value=np.nan)
+                    kept = np.zeros(len(toks), dtype=bool)
+                    kept[kept_positions(steps, float(row["keep_ratio"]))] = True
+                    written = list(row["continuation_words"])
+                    categories = (toks["category"].fillna("unlabelled").astype(str).to_numpy()
+                                  if "category" in toks else np.array(["unlabelled"] * len(toks)))
+                    real = words != ""
+                    for category in ["all", *sorted(set(categories[real]))]:
+                        member = real & ((categories == category) if category != "all" else True)
+                        deleted, kept_c = member & ~kept, member & kept
+                        if not deleted.any():
+                            continue
+                        # Deleted and kept tokens are matched against fresh copies of the continuation.
+                        hit_deleted = rewritten_mask(words[deleted], written)
+                        hit_kept = rewritten_mask(words[kept_c], written)
+                        rows.append({"chain_index": int(row["chain_index"]), "keep_ratio": float(row["keep_ratio"]),
+                                     "category": category, "n_deleted": int(deleted.sum()),
+                                     "rewritten_deleted": float(hit_deleted.mean()),
+                                     "rewritten_kept": float(hit_kept.mean()) if kept_c.any() else np.nan})
+            self._cache["regen_chain"] = pd.DataFrame(rows)
+        return self._cache["regen_chain"]
+
+    def regeneration_outcomes(self) -> pd.DataFrame:
+        """Per keep ratio: share of continuations correct / wrong / failed (chain-bootstrap 95% intervals)."""
+        rows = []
+        frame = self.regeneration_rows
+        for ratio, sub in (frame.groupby("keep_ratio") if not frame.empty else []):
+            row = {"keep_ratio": float(ratio), "n_chains": int(sub["chain_index"].nunique())}
+            for outcome in ("correct", "wrong", "failed"):
+                hit = sub["outcome"].isin(FAILED) if outcome == "failed" else sub["outcome"] == outcome
+                ci = bootstrap_ci(hit.astype(float), n_resamples=int(self.config["n_boot"]), seed=int(self.config["seed"]))
+                row.update({outcome: ci["estimate"], f"{outcome}_ci_low": ci["ci_low"],
+                            f"{outcome}_ci_high": ci["ci_high"]})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    # ---------------------------------------------------------------- output
+    def citations(self) -> list[str]:
+        """Citable sentences (chain-level, with the number of chains; withheld below ``min_chains``)."""
+        return view("onpolicy_sentences")(self)
+
+    def figure(self, stem: str | Path, width: str = "two") -> list[Path]:
+        """Write the figure as ``stem.png`` and ``stem.pdf``."""
+        return view("onpolicy_figure")(self, Path(stem), width=width)
+
+    def save(self, folder: str | Path, figure: bool = True) -> dict[str, Path]:
+        """Write ``onpolicy_*.csv`` tables, ``onpolicy_citations.md`` and ``fig_onpolicy.{png,pdf}`` into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        tables = {"units": self.importance(), "by_category": self.by_category(),
+                  "agreement": self.agreement()["per_chain"], "regeneration": self.regeneration(),
+                  "regeneration_outcomes": self.regeneration_outcomes()}
+        for name, table in tables.items():
+            paths[name] = folder / f"onpolicy_{name}.csv"
+            table.to_csv(paths[name], index=False)
+        summary = {m: {k: v for k, v in self.agreement(m).items() if k != "per_chain"} for m in MEASURES}
+        paths["agreement_json"] = folder / "onpolicy_agreement.json"
+        paths["agreement_json"].write_text(json.dumps(summary, indent=2, default=float), encoding="utf-8")
+        paths["citations"] = folder / "onpolicy_citations.md"
+        paths["citations"].write_text("".join(f"- {s}\n" for s in self.citations()), encoding="utf-8")
+        if figure:
+            paths["figure"] = self.figure(folder / "fig_onpolicy")[0]
+        return paths
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return (f"OnPolicyResult(run={self.run!r}, chains={self.n_chains}, rollouts={len(self.rollouts)}, "
+                f"rollouts_per_cut={s.get('rollouts')}, temperature={s.get('temperature')}, top_p={s.get('top_p')})")
+
+    def _repr_html_(self) -> str:
+        table = self.by_category().to_html(index=False, float_format=lambda v: f"{v:.3f}", escape=True, border=0)
+        items = "".join(f"<li>{html.escape(s)}</li>" for s in self.citations())
+        return (f"<div><b>On-policy importance</b> — {html.escape(self.run)}: {self.n_chains} chains</div>"
+                f"{table}<ul>{items}</ul>")
+
+
+# ---------------------------------------------------------------------------------------- pieces
+
+def unit_importance(kept: pd.DataFrame, resampled: pd.DataFrame, *, n_boot: int = 2000,
+                    rng: np.random.Generator | None = None) -> dict:
+    """Kept − resampled for one unit, with rollout-bootstrap 95% intervals (each arm resampled on its own)."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    out = {"n_kept": len(kept), "n_resampled": len(resampled)}
+    arms = []
+    for arm in (kept, resampled):
+        lp = arm["answer_logprob"].to_numpy(dtype=float)
+        answered = ~arm["outcome"].isin(FAILED).to_numpy()
+        correct = (arm["outcome"] == "correct").to_numpy()
+        arms.append((lp, answered, correct))
+    (lp_k, ans_k, cor_k), (lp_r, ans_r, cor_r) = arms
+    out.update(failed_kept=float(1 - ans_k.mean()), failed_resampled=float(1 - ans_r.mean()),
+               logprob_kept=float(lp_k.mean()), logprob_resampled=float(lp_r.mean()),
+               accuracy_kept=_ratio(cor_k.sum(), ans_k.sum()), accuracy_resampled=_ratio(cor_r.sum(), ans_r.sum()))
+    out["d_logprob"] = out["logprob_kept"] - out["logprob_resampled"]
+    out["d_correct"] = out["accuracy_kept"] - out["accuracy_resampled"]
+    ik = rng.integers(0, len(lp_k), size=(n_boot, len(lp_k)))
+    ir = rng.integers(0, len(lp_r), size=(n_boot, len(lp_r)))
+    boot_lp = lp_k[ik].mean(axis=1) - lp_r[ir].mean(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boot_acc = cor_k[ik].sum(axis=1) / ans_k[ik].sum(axis=1) - cor_r[ir].sum(axis=1) / ans_r[ir].sum(axis=1)
+    out["d_logprob_ci_low"], out["d_logprob_ci_high"] = (float(q) for q in np.quantile(boot_lp, [0.025, 0.975]))
+    finite = boot_acc[np.isfinite(boot_acc)]
+    if np.isnan(out["d_correct"]) or len(finite) < n_boot / 2:  # an arm too often without answers: no interval
+        out["d_correct_ci_low"] = out["d_correct_ci_high"] = np.nan
+    else:
+        out["d_correct_ci_low"], out["d_correct_ci_high"] = (float(q) for q in np.quantile(finite, [0.025, 0.975]))
+    return out
+
+
+def _ratio(a, b) -> float:
+    return float(a) / float(b) if b else np.nan
+
+
+def per_chain_spearman(table: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Spearman's rho of ``x`` and ``y`` over each chain's units (NaN below ``MIN_UNITS`` or for a constant column)."""
+    rows = []
+    for index, sub in table.groupby("chain_index"):
+        sub = sub[[x, y]].dropna()
+        rho = np.nan
+        if len(sub) >= MIN_UNITS and sub[x].nunique() > 1 and sub[y].nunique() > 1:
+            rho = float(stats.spearmanr(sub[x], sub[y]).statistic)
+        rows.append({"chain_index": int(index), "n_units": len(sub), "rho": rho})
+    return pd.DataFrame(rows, columns=["chain_index", "n_units", "rho"])
+
+
+def category_contrasts(table: pd.DataFrame, category: str, column: str) -> pd.DataFrame:
+    """Per chain: mean ``column`` of the category's units minus that of the chain's other units."""
+    rows = []
+    for index, sub in table.groupby("chain_index"):
+        sub = sub.dropna(subset=[column])
+        inside, outside = sub[sub["category"] == category][column], sub[sub["category"] != category][column]
+        if len(inside) and len(outside):
+            rows.append({"chain_index": int(index), "contrast": float(inside.mean() - outside.mean())})
+    return pd.DataFrame(rows, columns=["chain_index", "contrast"])
+
+
+def rewritten_mask(deleted_words, written_words) -> np.ndarray:
+    """Which of ``deleted_words`` appear among ``written_words`` (a multiset: each written word matches once)."""
+    from collections import Counter
+
+    pool = Counter(w for w in written_words if w)
+    out = np.zeros(len(deleted_words), dtype=bool)
+    for i, word in enumerate(deleted_words):
+        if word and pool[word] > 0:
+            pool[word] -= 1
+            out[i] = True
+    return out
