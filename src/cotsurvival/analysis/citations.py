@@ -148,7 +148,7 @@ def _end(x: float) -> str:
 
 def _interval(low, high) -> str:
     if not (math.isfinite(low) and math.isfinite(high)):
-        return "95% CI unbounded: the test cannot reject at any shift"
+        return "95% CI unbounded: the test cannot reject at any shift with this many chains"
     return f"95% CI {_end(low)}, {_end(high)}"
 
 

@@ -108,13 +108,14 @@ def sign_flip_ci(values, *, alpha: float = 0.05, n_resamples: int = 20000, seed:
     Hand-written (no library inverts a sign-flip test): the p-value is a step function of ``mu`` that
     is 1 at the mean and falls towards the ends, so each end is found by bisection between the mean
     and a shift where p < alpha (the same sign patterns at every ``mu``: same ``seed``). When the test
-    cannot reach ``alpha`` at all (too few chains) the interval is unbounded: ``(-inf, inf)``.
+    cannot reach ``alpha`` at all (too few chains) the interval is unbounded, returned as ``(nan, nan)`` so
+    that it stores in JSON (sentences say "unbounded").
     """
     x = np.asarray(values, dtype=float)
     x = x[~np.isnan(x)]
     n = len(x)
     if n < 2 or smallest_p(n, n_resamples=n_resamples) >= alpha:
-        return (-np.inf, np.inf) if n >= 2 else (np.nan, np.nan)
+        return (np.nan, np.nan)
     rng = np.random.default_rng(seed)
     signs, exact = _flip_patterns(n, n_resamples, rng)
     denom = len(signs) if exact else len(signs) + 1
