@@ -184,6 +184,7 @@ def test_approximate_run_end_to_end(tmp_path, tiny_loaded, spec):
 
     viewer = build_viewer(out, tmp_path / "viewer.html").read_text()
     assert all(chain.id in viewer for chain in EXAMPLE_CHAINS)
+    assert "approximated with prune --approx" in viewer  # the viewer carries the note too
     for stem in report.figures:  # and under every figure
         assert any(" ".join(text.split()).startswith("Approximate ranks: prune --approx " + spec)
                    for text in report.texts[stem]), stem
@@ -351,46 +352,3 @@ def test_lazy_equals_naive_implementation(tiny64, spec):
         kept = [encoded.reasoning_ids[i] for i in alive]
         assert trace.objectives[step] == pytest.approx(
             sequence_objective(model, encoded.prefix_ids, kept, encoded.answer_ids), abs=1e-8)
-
-
-def _benchmark_rows(section: str) -> dict[str, tuple]:
-    """Fidelity rows of the first table in a BENCHMARKS.md section: canonical spec -> (τ, lo, hi,
-    same sign, same order)."""
-    import re
-    from pathlib import Path
-
-    text = (Path(__file__).parents[1] / "BENCHMARKS.md").read_text(encoding="utf-8")
-    body = text.split(section, 1)[1]
-    table = body[body.index("\n|"):]
-    table = table[: table.index("\n\n")]
-    rows = {}
-    for line in table.splitlines():
-        line = line.replace("**", "")  # bold marks the best figures
-        match = re.match(r"\| `([^`]+)`[^|]*\| ([\d.]+) \[([\d.]+), ([\d.]+)\][^|]*\| (\d)/4 / \d/4 \| (yes|no)", line)
-        if match and not match.group(1).startswith("exact"):
-            spec, tau, lo, hi, sign, order = match.groups()
-            rows[parse_approx(spec).describe()] = (float(tau), float(lo), float(hi), int(sign), order == "yes")
-    return rows
-
-
-def test_measured_fidelity_matches_the_benchmark_tables():
-    """The τ and category agreement every citation quotes are the ones BENCHMARKS.md reports."""
-    from cotsurvival.pruning.approx import _LONGER, _SHORT, MEASURED_FIDELITY
-
-    for section, chains in (("### Fidelity at 101–159 tokens", _LONGER), ("### Shorter chains", _SHORT)):
-        rows = _benchmark_rows(section)
-        quoted = {spec: m for spec, m in MEASURED_FIDELITY.items() if m["chains"] == chains}
-        assert quoted and set(quoted) <= set(rows), (set(quoted) - set(rows))
-        for spec, m in quoted.items():
-            assert (m["tau"], m["lo"], m["hi"], m["same_sign"], m["same_order"]) == rows[spec], spec
-
-
-def test_approximation_note_gives_category_agreement_and_scale():
-    from cotsurvival.pruning.approx import approx_note
-
-    note = approx_note({"engine": {"approx": {"method": "lazy", "spec": "lazy:radius=2,batch=1,refresh=0.99,same=1,age=0"}}})
-    assert "tau was 0.54 [95% CI 0.40, 0.67] on 5" in note
-    assert "kept the sign of 3 of 4 category effects and kept the category order" in note
-    assert "exact engine itself run in float16 scored tau 0.88" in note
-    unmeasured = approx_note({"engine": {"approx": {"method": "topk", "spec": "topk:0.3"}}})
-    assert "not measured" in unmeasured and "category" not in unmeasured

@@ -104,6 +104,7 @@ def test_half_precision_run_says_so_in_citations_and_comparisons(tmp_path, tiny_
     from cotsurvival.analysis import analyze
     from cotsurvival.comparison import compare
     from cotsurvival.pruning import prune
+    from cotsurvival.rundir import RunDir
     from cotsurvival.taxonomy.runs import tag_run
 
     with pytest.warns(PrecisionWarning, match="scoring in bfloat16"):
@@ -112,7 +113,10 @@ def test_half_precision_run_says_so_in_citations_and_comparisons(tmp_path, tiny_
     for name in ("half", "full"):
         tag_run(tmp_path / name)
     said = [s for s in analyze(tmp_path / "half", n_boot=50, mixed=False).citations_ if "scored in bfloat16" in s]
-    assert len(said) == 1 and "mean Kendall tau of 0.74 [95% CI 0.66, 0.80]" in said[0]
+    # Without replicates the note quotes the run's own near-tie diagnostic, not another model's τ.
+    diagnostics = RunDir(tmp_path / "half").read_manifest()["diagnostics"]
+    assert len(said) == 1 and (f"{diagnostics['n_near_tie_steps']} of {diagnostics['n_steps']} greedy steps"
+                               in said[0]) and "0.74" not in said[0]
     assert not any("scored in" in s for s in analyze(tmp_path / "full", n_boot=50, mixed=False).citations_)
     from cotsurvival.reports import build_report
 
@@ -122,21 +126,3 @@ def test_half_precision_run_says_so_in_citations_and_comparisons(tmp_path, tiny_
     comparison = compare([tmp_path / "half", tmp_path / "full"], n_boot=50, figures=False)
     assert comparison.citations[0].startswith("Note: 'half': Deletion costs were scored in bfloat16")
     assert not any("'full'" in c and "scored in" in c for c in comparison.citations)
-
-
-def test_quoted_precision_numbers_are_the_benchmarks():
-    """The τ the precision note and warning quote are BENCHMARKS.md's reference rows."""
-    import re
-    from pathlib import Path
-
-    from cotsurvival.models import HALF_PRECISION_TAU
-
-    text = (Path(__file__).parents[1] / "BENCHMARKS.md").read_text(encoding="utf-8")
-    for dtype, quoted in HALF_PRECISION_TAU.items():
-        row = re.search(rf"\(`exact@{dtype}`\) \| ([\d.]+) \[([\d.]+), ([\d.]+)\]", text)
-        assert row, dtype
-        assert (quoted["mean"], quoted["lo"], quoted["hi"]) == tuple(float(x) for x in row.groups())
-        per_chain = re.search(r"\| chain \(reasoning tokens\) \| bfloat16 \| float16 \| float64 \|\n\|[-|]+\|\n((?:\|.*\n)+)", text)
-        column = 1 + list(HALF_PRECISION_TAU).index(dtype)
-        values = [float(line.split("|")[1 + column].strip(" *")) for line in per_chain.group(1).splitlines()]
-        assert quoted["range"] == f"{min(values):.2f}-{max(values):.2f}", dtype

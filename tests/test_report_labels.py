@@ -12,6 +12,7 @@ import pytest
 
 from cotsurvival.analysis import analyze
 from cotsurvival.cli import main
+from cotsurvival.provenance import fingerprint
 from cotsurvival.reports import build_report, build_viewer, run_summary_html
 from cotsurvival.reports.data import ReportData
 from cotsurvival.testing import synthetic_run
@@ -102,6 +103,8 @@ def _write_recovery(run, correct_at_half):
         folder = run.path / "recovery.parquet"
         folder.mkdir(exist_ok=True)
         frame.to_parquet(folder / f"part-{index:06d}.parquet", index=False)
+    # as `recover` does: the rows say which state of the run they describe (else the report leaves them out as stale)
+    run.update_manifest(recovery={"fingerprint": fingerprint(run)})
 
 
 def test_report_includes_recovery_figure_and_citations(tmp_path):

@@ -127,10 +127,6 @@ class Errors:
     E137 = ("Run directory {path} has llmlingua2 orderings made with the {old} framing; this run asks for the {new} "
             "framing. {fix}.")
     E138 = "Invalid LLMLingua-2 framing {value!r}: choose one of {choices}."
-    # on-policy resampling (E160-E169)
-    E160 = "Invalid resample option: {reason}"
-    E161 = "{path}: no resampling results yet. Run `cotsurvival resample {path}` first."
-    E162 = "Resampling chain {chain!r} failed on a Ray worker: {reason}"
     # --- rank stability (E140-E149): replicate paths and their agreement
     E140 = "Invalid replicate option: {reason}"
     E141 = ("--replicates needs the exact engine: an approximation's path is not the greedy one, so perturbing it "
@@ -140,12 +136,16 @@ class Errors:
     E151 = "Unknown {what} {value!r}{suggestion}; the run has: {available}."
     E152 = "Invalid {option} {value}: {reason}."
     E153 = "Invalid --fields {value!r}: {reason}. Example: --fields question=problem,reasoning=rationale,answer=final,id=uid."
+    # --- on-policy resampling (E160-E169)
+    E160 = "Invalid resample option: {reason}"
+    E161 = "{path}: no resampling results yet. Run `cotsurvival resample {path}` first."
+    E162 = "Resampling chain {chain!r} failed on a Ray worker: {reason}"
 
 
 #: Code -> the built-in exception class it stands for; codes not listed are ValueErrors.
 BUILTIN: dict[str, type[Exception]] = {
     # a file, folder or table that is not there
-    **dict.fromkeys(["E001", "E007", "E012", "E015", "E022", "E052", "E125", "E136"], FileNotFoundError),
+    **dict.fromkeys(["E001", "E007", "E012", "E015", "E022", "E052", "E125", "E136", "E161"], FileNotFoundError),
     # refusing to replace what exists
     "E081": FileExistsError,
     # reading or writing failed in the file system
@@ -157,7 +157,7 @@ BUILTIN: dict[str, type[Exception]] = {
     **dict.fromkeys(["E004", "E061", "E070"], ImportError),
     # a model, dataset or worker that could not be loaded or run
     **dict.fromkeys(["E005", "E062", "E130"], OSError),
-    **dict.fromkeys(["E020", "E021", "E071", "E072", "E073", "E074"], RuntimeError),
+    **dict.fromkeys(["E020", "E021", "E071", "E072", "E073", "E074", "E162"], RuntimeError),
     "E102": RuntimeError,  # not MemoryError: its allocator refuses subclasses with another base
     "E114": FloatingPointError,
 }

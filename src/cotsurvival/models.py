@@ -26,6 +26,7 @@ import torch
 
 from .assets import SMOLLM2_GGUF, cache_dir, smollm2_gguf_path
 from .errors import CotSurvivalError, PrecisionWarning
+from .provenance import cost_error, half_precision
 
 DEFAULT_MODEL = "smollm2-135m"
 #: Environment variable naming the model used wherever ``smollm2-135m`` (the default) is asked for:
@@ -75,14 +76,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return table[dtype]
 
 
-# The exact engine in half precision against its own float32 order, SmolLM2 (BENCHMARKS.md,
-# "Precision"): mean Kendall τ [95% CI] over 5 model-written GSM8K chains of 101-159 tokens, and the
-# per-chain range over those and 2 chains of 56-58 tokens. Category effects kept sign and order in both.
-HALF_PRECISION_TAU = {"bfloat16": {"mean": 0.740, "lo": 0.658, "hi": 0.800, "range": "0.40-0.95"},
-                      "float16": {"mean": 0.875, "lo": 0.659, "hi": 1.000, "range": "0.46-1.00"}}
-HALF_PRECISION_CHAINS = "model-written GSM8K chains of 101-159 tokens"  # 5 of them
-
-
 def scoring_dtype(dtype: str) -> str:
     """The dtype ``prune`` loads its model in: ``auto`` is float32 on every device.
 
@@ -90,40 +83,23 @@ def scoring_dtype(dtype: str) -> str:
     two sums of log-probabilities, and half precision rounds it (median error ~0.3 nats in
     bfloat16, 0.02–0.07 in float16). The greedy order meets near-ties (0.043 nats at step 19 of a
     159-token chain), where rounding picks the other token and the rest of the path can change
-    (:data:`HALF_PRECISION_TAU`); float64 equals float32.
+    (BENCHMARKS.md "Precision"; :func:`cotsurvival.provenance.scoring_notes` words it for citations);
+    float64 equals float32.
     """
     return "float32" if dtype == "auto" else dtype
 
 
-def _half(dtype) -> str | None:
-    """``dtype``'s name if it is a half precision (``ModelInfo.dtype`` and manifests hold canonical names)."""
-    name = str(dtype).replace("torch.", "")
-    return name if name in HALF_PRECISION_TAU else None
-
-
 def warn_if_imprecise(dtype: str) -> None:
     """One warning when deletion costs are computed in half precision (see :func:`scoring_dtype`)."""
-    name = _half(dtype)
+    name = half_precision(dtype)
     if name:
         import warnings
 
-        ranges = ", ".join(f"{k} {v['range']}" for k, v in HALF_PRECISION_TAU.items())
-        warnings.warn(f"scoring in {name} rounds deletion costs, so near-ties can break the other way and switch "
-                      f"the greedy path (Kendall tau against float32 per chain: {ranges}; "
-                      "BENCHMARKS.md 'Precision'); use --dtype float32 (the default) for token-level ranks",
-                      PrecisionWarning, stacklevel=2)
-
-
-def precision_note(manifest: dict) -> str | None:
-    """The sentence citable outputs of a run scored in half precision carry (None otherwise)."""
-    name = _half((manifest.get("model") or {}).get("dtype"))
-    if not name:
-        return None
-    m = HALF_PRECISION_TAU[name]
-    return (f"Deletion costs were scored in {name}: the exact engine in {name} agreed with its own float32 order "
-            f"at a mean Kendall tau of {m['mean']:.2f} [95% CI {m['lo']:.2f}, {m['hi']:.2f}] on "
-            f"5 {HALF_PRECISION_CHAINS} (category effects kept their sign and order), so token-level ranks and "
-            "agreements include that much rounding noise (BENCHMARKS.md, 'Precision').")
+        error = cost_error(name)
+        warnings.warn(f"scoring in {name} rounds deletion costs (by up to {error['max']:.2g} nats measured), so "
+                      "near-ties can break the other way and switch the greedy path (BENCHMARKS.md 'Precision'); "
+                      "use --dtype float32 (the default) for token-level ranks, or --replicates K to measure how "
+                      "stable they are", PrecisionWarning, stacklevel=2)
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:

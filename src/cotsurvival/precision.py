@@ -9,25 +9,17 @@ tokens). A greedy step whose two cheapest distinct deletions differ by less than
 """
 from __future__ import annotations
 
+from .provenance import dtype_name, fidelity_data
+
+__all__ = ["COST_ERROR_NATS", "dtype_name", "near_tie_threshold"]
+
 #: Per dtype: median and max absolute error of a deletion cost (nats), the range of per-chain values
-#: measured, against what, and on which chains (BENCHMARKS.md "Precision").
-COST_ERROR_NATS: dict[str, dict] = {
-    "float32": {"median": 3.6e-5, "max": 1.5e-4, "median_range": "3.6e-05", "max_range": "1.5e-04",
-                "against": "float64", "chains": "chain model-2, 159 tokens"},
-    "float16": {"median": 0.073, "max": 0.22, "median_range": "0.024-0.073", "max_range": "0.085-0.22",
-                "against": "float32", "chains": "model-written GSM8K chains of 56-159 tokens"},
-    "bfloat16": {"median": 0.33, "max": 1.14, "median_range": "0.25-0.33", "max_range": "0.74-1.14",
-                 "against": "float32", "chains": "model-written GSM8K chains of 56-159 tokens"},
-}
+#: measured, against what, and on which chains (BENCHMARKS.md "Precision"; read from the one data file
+#: of measured figures, :func:`cotsurvival.provenance.fidelity_data`).
+COST_ERROR_NATS: dict[str, dict] = {dtype: dict(values) for dtype, values in fidelity_data()["cost_error_nats"].items()
+                                    if dtype != "about"}
 # float64 was the reference itself, so its own error was not measured; float32's bound is an upper bound.
 COST_ERROR_NATS["float64"] = {**COST_ERROR_NATS["float32"], "against": "float64 (float32's bound, an upper bound)"}
-
-
-def dtype_name(dtype) -> str:
-    """Canonical dtype name (``torch.float16`` and ``"fp16"`` become ``"float16"``)."""
-    name = str(dtype).replace("torch.", "")
-    return {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "fp64": "float64", "half": "float16",
-            "float": "float32", "double": "float64"}.get(name, name)
 
 
 def near_tie_threshold(dtype) -> float:

@@ -1,4 +1,6 @@
-"""What a stored result was computed from: a fingerprint of the run state it read.
+"""How a result was made: what it was computed from, and how its ranks were scored.
+
+**Fingerprints.** What a stored result was computed from: a fingerprint of the run state it read.
 
 Every stored result (``stats/stats.json``, recovery, comparison, attention features) records
 :func:`fingerprint` of the run it read. A reader compares it with the run as it is now
@@ -19,12 +21,37 @@ The fingerprint is cheap to take (file metadata and the manifest, no token table
     Per label source, what ``manifest.json`` records of it (chains, taxonomy, when written).
 ``keep_ratio``
     The keep ratio the run has reached (``manifest.json``).
+
+**Scoring notes.** Where the way a run was pruned limits what its ranks can support, citations (analysis), figure
+captions (reports), comparisons and the viewer say so, all with the sentences of
+:func:`scoring_notes`:
+
+``approximation``
+    ``prune --approx``: which setting, and its measured fidelity (Kendall τ against exact greedy
+    survival, category agreement; against the exact replicate ensemble where measured).
+``precision``
+    Deletion costs scored in bfloat16 or float16: rounding can switch the greedy path at near-ties.
+    With replicates the note quotes the run's *own* measured stability; without, the run's free
+    near-tie diagnostic; a run that has neither (made before either existed) quotes the reference
+    measurement, naming the model and chains it was made on.
+``stability``
+    How reproducible the ranks are: with ``prune --replicates K``, the mean Kendall τ between
+    replicate paths; without, the near-tie diagnostic (steps whose two cheapest deletions lie within
+    the dtype's rounding error of a cost).
+
+Every measured figure quoted here is read from one data file, ``cotsurvival/data/fidelity.json``,
+whose rows are BENCHMARKS.md's (``tests/test_provenance.py`` checks them against it). The notes
+read only the manifest (a dict), the data file and, when given, a stability summary: no engine,
+no torch, so every upper layer may import this module.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -100,3 +127,217 @@ def _sha(data: bytes) -> str:
 
 def _count(n, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+# ------------------------------------------------------------------------------------------ scoring notes
+HALF_PRECISIONS = ("bfloat16", "float16")
+_SOURCE = "bench/approx_fidelity.py, BENCHMARKS.md"
+
+
+@lru_cache(maxsize=1)
+def fidelity_data() -> dict:
+    """The measured figures (``cotsurvival/data/fidelity.json``), read once."""
+    text = resources.files("cotsurvival").joinpath("data", "fidelity.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def measured_approximation(spec: str | None) -> dict | None:
+    """The measured fidelity of one ``--approx`` setting (canonical spec, as manifests record it), with
+    ``chains`` spelled out; None if that setting was not measured."""
+    data = fidelity_data()
+    for row in data["approximations"]:
+        if row["spec"] == spec:
+            return {**row, "chains": data["chain_sets"][row["chains"]]}
+    return None
+
+
+def measured_ensemble(spec: str | None) -> dict | None:
+    """The fidelity of one setting against the exact replicate ensemble (bench/stability.py), or None."""
+    for row in fidelity_data().get("ensemble", {}).get("approximations", []):
+        if row["spec"] == spec:
+            return row
+    return None
+
+
+def dtype_name(dtype) -> str:
+    """Canonical dtype name (``torch.float16`` and ``"fp16"`` become ``"float16"``)."""
+    name = str(dtype).replace("torch.", "")
+    return {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "fp64": "float64", "half": "float16",
+            "float": "float32", "double": "float64"}.get(name, name)
+
+
+def half_precision(dtype) -> str | None:
+    """``dtype``'s canonical name if it is a half precision (``torch.float16``, ``"bf16"`` …), else None."""
+    name = dtype_name(dtype)
+    return name if name in HALF_PRECISIONS else None
+
+
+def cost_error(dtype: str) -> dict | None:
+    """Measured rounding error of one deletion cost (nats: ``median``, ``max``) in ``dtype``, or None."""
+    return fidelity_data()["cost_error_nats"].get(dtype_name(dtype))
+
+
+@dataclass(frozen=True)
+class ScoringNote:
+    """One note on how a run's ranks were scored.
+
+    Attributes
+    ----------
+    kind : {"approximation", "precision", "stability"}
+    text : str
+        The full sentence, for citations and captions.
+    label : str or None
+        A one-line form drawn under figures (approximations only).
+    """
+
+    kind: str
+    text: str
+    label: str | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def scoring_notes(manifest: dict, stability: dict | None = None) -> list[ScoringNote]:
+    """The notes a run's citable outputs carry, in order approximation, precision, stability.
+
+    Parameters
+    ----------
+    manifest : dict
+        The run's ``manifest.json`` (``engine.approx``, ``model.dtype``, ``replicates``,
+        ``diagnostics``).
+    stability : dict, optional
+        The run's measured stability across replicates: ``mean`` (mean over chains of each chain's
+        mean pairwise Kendall τ between replicates), ``lo``/``hi`` (its chain-bootstrap CI) and
+        ``n_chains``; default ``manifest["stability"]`` when the run recorded one.
+
+    Returns
+    -------
+    list of ScoringNote
+        Empty for an exact float32 run with neither replicates nor diagnostics.
+    """
+    notes = []
+    approx = _approximation_note(manifest)
+    if approx is not None:
+        notes.append(approx)
+    stability = stability if stability is not None else manifest.get("stability")
+    replicates = _replicates(manifest)
+    own = _stability_phrase(stability, replicates)
+    near_ties = _near_tie_phrase(manifest.get("diagnostics"))
+    dtype = half_precision((manifest.get("model") or {}).get("dtype"))
+    if dtype:
+        notes.append(ScoringNote("precision", _precision_text(dtype, own, near_ties, manifest)))
+    elif own or near_ties:
+        notes.append(ScoringNote("stability", f"Rank stability: {own or near_ties}."))
+    return notes
+
+
+# ------------------------------------------------------------------------------------------ parts
+def _replicates(manifest: dict) -> dict | None:
+    """``{k, scale}`` of a run with replicate paths (``manifest["replicates"]``, K > 1), else None."""
+    record = manifest.get("replicates")
+    if not isinstance(record, dict) or int(record.get("k", 1)) < 2:
+        return None
+    return {"k": int(record["k"]), "scale": record.get("scale_nats")}
+
+
+def _stability_phrase(stability: dict | None, replicates: dict | None) -> str | None:
+    """``stability`` is ``stats.json["stability"]`` (:func:`cotsurvival.analysis.stability.run_stability`:
+    ``tau`` = mean, ci_low, ci_high, n_chains of each chain's mean pairwise replicate τ) or a plain
+    ``{mean, lo, hi, n_chains}``."""
+    if not stability:
+        return None
+    tau = stability.get("tau") if isinstance(stability.get("tau"), dict) else stability
+    mean = tau.get("mean")
+    if mean is None or mean != mean:
+        return None
+    lo, hi = tau.get("ci_low", tau.get("lo")), tau.get("ci_high", tau.get("hi"))
+    if replicates is None and isinstance(stability.get("replicates"), dict):
+        replicates = _replicates({"replicates": stability["replicates"]})
+    k = (replicates or {}).get("k", stability.get("n_replicates"))
+    scale = (replicates or {}).get("scale")
+    ci = f" [95% CI {lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None and lo == lo and hi == hi else ""
+    paths = f" across {k} paths" if k else " across replicate paths"
+    perturbed = f" perturbed by {scale:g} nats (Gumbel noise on each step's costs)" if scale is not None else ""
+    n = tau.get("n_chains")
+    chains = f", {n} chain{'' if n == 1 else 's'}" if n else ""
+    return f"this run's ranks reproduced at a mean Kendall tau of {mean:.2f}{ci}{paths}{perturbed}{chains}"
+
+
+def _near_tie_phrase(diagnostics: dict | None) -> str | None:
+    if not diagnostics or not diagnostics.get("n_steps"):
+        return None
+    chains = diagnostics.get("chains")
+    n_chains = len(chains) if isinstance(chains, dict) else diagnostics.get("n_chains")
+    where = (f" in {diagnostics.get('n_chains_with_near_tie', '?')} of {n_chains} chains" if n_chains else "")
+    smallest = (f"; smallest gap {diagnostics['min_gap']:.2g} nats" if diagnostics.get("min_gap") is not None else "")
+    return (f"{diagnostics['n_near_tie_steps']} of {diagnostics['n_steps']} greedy steps{where} were near-ties "
+            f"(two cheapest deletions within {diagnostics['near_tie_threshold']:.2g} nats, the measured rounding error "
+            f"of a cost in {diagnostics.get('dtype', 'the run' + chr(39) + 's dtype')}), where the path could have "
+            f"gone either way{smallest}; prune --replicates K measures how much that moves the ranks")
+
+
+def _precision_text(dtype: str, own: str | None, near_ties: str | None, manifest: dict) -> str:
+    error = cost_error(dtype)
+    rounding = (f" (a cost's rounding error: median up to {error['median']:.2g}, largest {error['max']:.2g} nats)"
+                if error else "")
+    opening = f"Deletion costs were scored in {dtype}{rounding}, so near-ties can break the other way and switch the greedy path"
+    if own:
+        return f"{opening}; {own}."
+    if near_ties:
+        return f"{opening}; {near_ties}."
+    # A run with neither replicates nor diagnostics: the reference measurement, saying what it was made on.
+    data = fidelity_data()
+    reference = data["precision"]
+    m = reference["dtypes"][dtype]
+    return (f"{opening}: the exact engine in {dtype} agreed with its own float32 order at a mean Kendall tau of "
+            f"{m['tau']:.2f} [95% CI {m['lo']:.2f}, {m['hi']:.2f}] on {reference['n_chains']} "
+            f"{data['chain_sets'][reference['chains']]} with {data['model']} (category effects kept their sign and "
+            f"order); this run's own stability was not measured (prune --replicates K) (BENCHMARKS.md, 'Precision').")
+
+
+def _approx_parts(manifest: dict) -> tuple[str, str, bool] | None:
+    """(what was approximated, the approximate spec, whether ``auto`` chose it), None if exact."""
+    record = (manifest.get("engine") or {}).get("approx")
+    if not record:
+        return None
+    spec = record.get("spec", record.get("method"))
+    if record.get("method") == "auto":
+        long = record.get("long", {}).get("spec")
+        what = (f"ranks are exact for chains up to {record.get('exact_max_tokens')} reasoning tokens and "
+                f"approximate above ({long})")
+        return what, long, True
+    return f"ranks are approximate ({spec})", spec, False
+
+
+def _approximation_note(manifest: dict) -> ScoringNote | None:
+    parts = _approx_parts(manifest)
+    if parts is None:
+        return None
+    what, spec, auto = parts
+    measured = measured_approximation(spec)
+    ensemble = measured_ensemble(spec)
+    data = fidelity_data()
+    if measured:
+        order = "kept" if measured["same_order"] else "did not keep"
+        scale = ""
+        if measured["chains"] == data["chain_sets"][data["precision"]["chains"]]:
+            # For scale: the exact engine itself in float16 against its float32 order, on the same chains.
+            scale = (f"; for scale, the exact engine itself run in float16 scored tau "
+                     f"{data['precision']['dtypes']['float16']['tau']:.2f} there")
+        fidelity = (f"against exact greedy survival this setting's mean Kendall tau was {measured['tau']:.2f} "
+                    f"[95% CI {measured['lo']:.2f}, {measured['hi']:.2f}] on {measured['n_chains']} "
+                    f"{measured['chains']}, where it kept the sign of {measured['same_sign']} of 4 category effects "
+                    f"and {order} the category order{scale} ({_SOURCE})")
+    else:
+        fidelity = "the fidelity of this setting against exact greedy survival was not measured (see bench/approx_fidelity.py)"
+    if ensemble:
+        fidelity += (f"; against the mean survival of {ensemble['k']} exact replicate paths (T = {ensemble['scale']:g} "
+                     f"nats) its tau was {ensemble['tau']:.2f}, the exact replicates' own {ensemble['own_tau']:.2f} "
+                     f"({ensemble['n_chains']} {ensemble['chains']}; bench/stability.py)")
+    text = f"Greedy survival was approximated with prune --approx: {what}; {fidelity}."
+    short = (f"Kendall τ vs exact {measured['tau']:.2f} [{measured['lo']:.2f}, {measured['hi']:.2f}], "
+             f"{measured['n_chains']} chains" if measured else "fidelity not measured")
+    where = " above the exact limit" if auto else ""
+    label = f"Approximate ranks{where}: prune --approx {spec} ({short}; BENCHMARKS.md)"
+    return ScoringNote("approximation", text, label)

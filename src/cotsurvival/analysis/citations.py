@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models import precision_note
+from ..provenance import scoring_notes
 from ..results import write_text
 from ..rundir import RunDir
 from .inference import holm
@@ -111,22 +111,14 @@ def citations(result) -> list[str]:
 
 
 def _scoring_sentences(result) -> list[str]:
-    """How the run's ranks were scored, where it limits them: an approximation (``manifest
-    engine.approx``) with its measured fidelity, half precision (``manifest model.dtype``)."""
+    """How the run's ranks were scored, where it limits them (:func:`cotsurvival.provenance.scoring_notes`:
+    an approximation, half precision, the run's rank stability)."""
 
     try:
         manifest = RunDir(result.run).read_manifest()
     except Exception:  # noqa: BLE001 - a result without its run directory has nothing to add
         return []
-    out = []
-    if (manifest.get("engine") or {}).get("approx"):
-        from ..pruning.approx import approx_note  # only approximate runs pay for importing the engine
-
-        out.append(f"Note: {approx_note(manifest)}")
-    half = precision_note(manifest)
-    if half:
-        out.append(f"Note: {half}")
-    return out
+    return [f"Note: {note.text}" for note in scoring_notes(manifest, stability=getattr(result, "stability_", None))]
 
 
 def _verdict(p: float, floor: float, n_chains: int, family: str = "") -> str | None:

@@ -34,7 +34,7 @@ from ..analysis.citations import fmt_p
 from ..analysis.citations import fmt_number
 from ..analysis.inference import bootstrap_ci
 from ..errors import CotSurvivalError
-from ..models import precision_note
+from ..provenance import scoring_notes
 from ..reports.data import display_name
 from ..reports.figures import KaplanMeierDisplay
 from ..reports.style import figure_style, save_figure
@@ -234,17 +234,16 @@ def compare(
     if recovery is not None:
         result.tables["recovery"] = recovery
     # A comparison's citations open with how each greedy run was scored where that limits its ranks:
-    # an approximation (issue 16) or half precision (token-level agreement includes its rounding noise).
-
-    said = []
-    for view in (v for v in views if v.ordering == "greedy"):
-        if (view.manifest.get("engine") or {}).get("approx"):
-            from ..pruning.approx import approx_note
-
-            said.append(f"Note: '{view.name}': {approx_note(view.manifest)}")
-        half = precision_note(view.manifest)
-        if half:
-            said.append(f"Note: '{view.name}': {half}")
+    # an approximation, half precision, its rank stability (token-level agreement includes its path noise).
+    # A run with replicates quotes its own replicate τ, as measured in the first pair it is in.
+    own = {}
+    for pair in result.pairs:
+        for side in ("a", "b"):
+            stability = pair.get("stability") or {}
+            if stability.get(f"k_{side}", 1) > 1:
+                own.setdefault(pair[side], {"tau": stability[f"own_tau_{side}"], "n_replicates": stability[f"k_{side}"]})
+    said = [f"Note: '{view.name}': {note.text}" for view in views if view.ordering == "greedy"
+            for note in scoring_notes(view.manifest, stability=own.get(view.name))]
     result.citations[:0] = said
     result.notes.extend(said)
     result.notes = list(dict.fromkeys(result.notes))

@@ -32,6 +32,9 @@ Specs: ``lazy``, ``lazy:radius=2,batch=1,refresh=0.5``, ``lazy:refresh=0`` (exac
 those steps. After a ``topk`` step that was not scored, ``steps.objective`` is the round's additive
 estimate (the scored objective minus the costs of the tokens deleted so far in the round); ``lazy``
 objectives are exact at every step.
+
+What citations, captions and comparisons say about an approximate run (the setting's measured
+fidelity) is worded from the manifest's ``engine.approx`` record by :mod:`cotsurvival.provenance`.
 """
 from __future__ import annotations
 
@@ -46,7 +49,6 @@ import numpy as np
 
 from ..encoding import EncodedChain
 from ..errors import ApproximationWarning, CotSurvivalError
-from ..models import HALF_PRECISION_CHAINS, HALF_PRECISION_TAU
 from .crossstep import CrossStepScorer
 from .forward import unsupported_reason
 from .methods import make_scorer
@@ -325,76 +327,6 @@ def approx_prune(
         alive = [a for i, a in enumerate(alive) if i not in gone]
     trace.seconds += time.perf_counter() - began
     return trace
-
-
-# Mean Kendall τ (chain-bootstrap 95% CI, chains) of approximate against exact survival, measured
-# by bench/approx_fidelity.py with SmolLM2-135M (BENCHMARKS.md, "Approximate greedy survival"); the
-# longest chains measured for a setting win. With each: of the 4 category effects, how many kept
-# their sign, and whether the category order was kept.
-_SHORT = "model-written GSM8K chains of 28-35 tokens"
-_LONGER = HALF_PRECISION_CHAINS  # the chains the precision reference was measured on, too
-_MEASURED = [  # spec, mean τ, its 95% CI, number of chains, which chains, same sign (of 4), same order
-    ("topk:0.2", 0.533, 0.497, 0.577, 3, _SHORT, 3, False),
-    ("topk:0.5", 0.499, 0.453, 0.553, 3, _SHORT, 4, True),
-    ("topk:0.2,window=8,block=8", 0.590, 0.476, 0.651, 3, _SHORT, 4, False),
-    ("topk:k=100000", 0.451, 0.366, 0.513, 3, _SHORT, 4, True),
-    ("topk:0.1", 0.493, 0.413, 0.550, 5, _LONGER, 3, False),
-    ("topk:0.05", 0.595, 0.445, 0.719, 5, _LONGER, 4, False),
-    ("lazy:radius=2,batch=1,refresh=0.99,same=1,age=0", 0.538, 0.396, 0.668, 5, _LONGER, 3, True),
-    ("topk:0.1,window=64,block=64", 0.507, 0.454, 0.549, 5, _LONGER, 3, False),
-    ("lazy:radius=2,batch=2,refresh=0.5,same=1,age=0", 0.503, 0.358, 0.645, 5, _LONGER, 2, False),
-    ("lazy:window=8,refresh=0.5", 0.408, 0.274, 0.518, 5, _LONGER, 4, True),
-]
-MEASURED_FIDELITY: dict[str, dict] = {
-    spec: {"tau": tau, "lo": lo, "hi": hi, "n_chains": n, "chains": chains, "same_sign": sign, "same_order": order}
-    for spec, tau, lo, hi, n, chains, sign, order in _MEASURED}
-
-
-def _approx_parts(manifest: dict) -> tuple[str, str, dict | None, bool] | None:
-    """(what was approximated, the approximate spec, its measured fidelity or None, whether ``auto``
-    chose it), None if exact."""
-    record = (manifest.get("engine") or {}).get("approx")
-    if not record:
-        return None
-    spec = record.get("spec", record.get("method"))
-    if record.get("method") == "auto":
-        long = record.get("long", {}).get("spec")
-        what = (f"ranks are exact for chains up to {record.get('exact_max_tokens')} reasoning tokens and "
-                f"approximate above ({long})")
-        return what, long, MEASURED_FIDELITY.get(long), True
-    return f"ranks are approximate ({spec})", spec, MEASURED_FIDELITY.get(spec), False
-
-
-def approx_label(manifest: dict) -> str | None:
-    """The short line a figure of an approximate run carries (None for an exact run)."""
-    parts = _approx_parts(manifest)
-    if parts is None:
-        return None
-    _, spec, measured, auto = parts
-    fidelity = (f"Kendall τ vs exact {measured['tau']:.2f} [{measured['lo']:.2f}, {measured['hi']:.2f}], "
-                f"{measured['n_chains']} chains" if measured else "fidelity not measured")
-    where = " above the exact limit" if auto else ""
-    return f"Approximate ranks{where}: prune --approx {spec} ({fidelity}; BENCHMARKS.md)"
-
-
-def approx_note(manifest: dict) -> str | None:
-    """The sentence every citable output of an approximate run carries (None for an exact run)."""
-    parts = _approx_parts(manifest)
-    if parts is None:
-        return None
-    what, _, measured, _ = parts
-    if measured:
-        order = "kept" if measured["same_order"] else "did not keep"
-        # For scale: the exact engine itself in float16 against its float32 order, on the same chains.
-        scale = (f"; for scale, the exact engine itself run in float16 scored tau "
-                 f"{HALF_PRECISION_TAU['float16']['mean']:.2f} there" if measured["chains"] == _LONGER else "")
-        fidelity = (f"against exact greedy survival this setting's mean Kendall tau was {measured['tau']:.2f} "
-                    f"[95% CI {measured['lo']:.2f}, {measured['hi']:.2f}] on {measured['n_chains']} "
-                    f"{measured['chains']}, where it kept the sign of {measured['same_sign']} of 4 category effects "
-                    f"and {order} the category order{scale} (bench/approx_fidelity.py, BENCHMARKS.md)")
-    else:
-        fidelity = "the fidelity of this setting was not measured (see bench/approx_fidelity.py)"
-    return f"Greedy survival was approximated with prune --approx: {what}; {fidelity}."
 
 
 def estimate_rows(n_tokens: int, prompt: int, answer: int, spec: ApproxSpec | None) -> int:

@@ -278,9 +278,7 @@ def _prune_encoded(corpus, out, lm, tokenizer, info, pool, *, objective, keep_ra
     run = RunDir(out)
     scoring = scoring_setting(scorer_name)
     if approx is not None:  # an approximation changes the deletion order: resuming must use the same one
-        from .approx import approx_record
-
-        scoring = "approx " + json.dumps(approx_record(approx), sort_keys=True)
+        scoring = approx_setting(approx)
     settings = PruneSettings(info.spec, info.sha256, info.dtype, scoring, objective,
                              tokenizer_fingerprint(tokenizer), bool(keep_annotations), int(seed),
                              chains_fingerprint(encoded))
@@ -521,12 +519,28 @@ def _record_rows(run: RunDir, item: EncodedChain, trace: ChainTrace, chain_rows:
 
 
 def _engine_approx(manifest: dict, approx, chain_rows: dict) -> dict:
-    """``engine.approx`` (None when exact) and ``engine.token_rows`` (decoder rows, all chains).
+    """``engine.approx`` as recorded when the run was opened (None when exact) and ``engine.token_rows``
+    (decoder rows, all chains).
 
     A run is never continued with another approximation (``settings.scoring`` differs: E083)."""
+    return {"approx": (manifest.get("engine") or {}).get("approx"), "token_rows": int(sum(chain_rows.values())),
+            "token_rows_chains": chain_rows}
 
-    record = approx_record(approx)
-    return {"approx": record, "token_rows": int(sum(chain_rows.values())), "token_rows_chains": chain_rows}
+
+def approx_setting(approx) -> str:
+    """``settings.scoring`` of an approximate run: its canonical spec (the parameters are recorded once, in
+    ``engine.approx``)."""
+    return f"approx {approx.describe()}"
+
+
+def _legacy_scoring(value):
+    """Runs made before ``settings.scoring`` held the canonical spec stored the JSON of ``engine.approx``."""
+    if isinstance(value, str) and value.startswith("approx {"):
+        try:
+            return f"approx {json.loads(value[len('approx '):])['spec']}"
+        except (ValueError, KeyError):
+            return value
+    return value
 
 
 def _discard_if_empty(run: RunDir, folder_existed: bool) -> None:
@@ -675,6 +689,8 @@ def _check_same_settings(run: RunDir, manifest: dict, settings: PruneSettings, e
         if key not in previous:
             continue  # a run made before this setting was recorded
         old, new = previous[key], getattr(settings, key)
+        if key == "scoring":
+            old = _legacy_scoring(old)
         if old != new:
             if option == "--keep-annotations":
                 hint = f"Re-run {'with' if old else 'without'} --keep-annotations, or use a new --out directory."

@@ -17,9 +17,7 @@ import pandas as pd
 from ..analysis import AnalysisResult
 from ..analysis import load_run
 from ..errors import CotSurvivalError
-from ..models import precision_note
-from ..pruning.approx import approx_note
-from ..pruning.approx import approx_label
+from ..provenance import scoring_notes
 from ..rundir import RunDir, as_rundir
 from .style import COARSE, FINE, order_present
 
@@ -78,33 +76,18 @@ class ReportData:
             self.__dict__["stats"] = stats  # pre-fills the cached property
         self.quotes: list[Quote] = []
 
-    # ---------------------------------------------------------------- approximation
+    # ---------------------------------------------------------------- how the ranks were scored
     @cached_property
-    def _approximate_manifest(self) -> dict | None:
-        manifest = self.run.read_manifest()
-        return manifest if (manifest.get("engine") or {}).get("approx") else None
-
-    @cached_property
-    def approx_note(self) -> str | None:
-        """The approximation sentence of an approximate run (``prune --approx``), None when exact."""
-        if self._approximate_manifest is None:
-            return None  # exact runs do not pay for importing the engine
-
-        return approx_note(self._approximate_manifest)
+    def scoring_notes(self) -> list:
+        """The run's :func:`~cotsurvival.provenance.scoring_notes` (approximation, precision, stability):
+        every caption carries their sentences."""
+        stability = getattr(self.stats, "stability_", None)
+        return scoring_notes(self.run.read_manifest(), stability=stability)
 
     @cached_property
     def approx_label(self) -> str | None:
-        """Its one-line form, drawn under every figure."""
-        if self._approximate_manifest is None:
-            return None
-
-        return approx_label(self._approximate_manifest)
-
-    @cached_property
-    def precision_note(self) -> str | None:
-        """The half-precision sentence of a run scored in bfloat16 or float16, None otherwise."""
-
-        return precision_note(self.run.read_manifest())
+        """The one-line form of an approximate run's note, drawn under every figure (None when exact)."""
+        return next((n.label for n in self.scoring_notes if n.label), None)
 
     # ---------------------------------------------------------------- stored statistics
     @cached_property

@@ -54,9 +54,8 @@ class Report(StageResult):
     texts: dict[str, list[str]] = field(default_factory=dict)
     recovery_citations: list[str] = field(default_factory=list)
     onpolicy_citations: list[str] = field(default_factory=list)
-    approx_note: str | None = None  # the approximation sentence of an approximate run (every caption)
-    approx_label: str | None = None  # its short form under every figure
-    precision_note: str | None = None  # a run scored in half precision says so (every caption)
+    scoring_notes: list[str] = field(default_factory=list)  # how the ranks were scored (every caption)
+    approx_label: str | None = None  # an approximate run's short note under every figure
 
     title = "cotsurvival report"
 
@@ -130,8 +129,8 @@ def build_report(
     out = Path(out)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    report = Report(index=out / "index.html", stats_note=stats_note, approx_note=data.approx_note,
-                    approx_label=data.approx_label, precision_note=data.precision_note)
+    report = Report(index=out / "index.html", stats_note=stats_note, approx_label=data.approx_label,
+                    scoring_notes=[note.text for note in data.scoring_notes])
     try:
         for spec in FIGURES:
             for stem, kwargs in _variants(spec, text_chains):
@@ -363,9 +362,8 @@ def _figure_html(stem: str, title: str, report: Report, width: str, caption: str
         return (f'<section id="{anchor}"><h2>{html.escape(title)}</h2>'
                 f'<p class="note">Figure omitted: {html.escape(report.skipped[stem])}</p></section>')
     caption = _spec(stem).caption if caption is None else caption
-    for note in (report.approx_note, report.precision_note):
-        if note:
-            caption = f"{caption} {note}"
+    for note in report.scoring_notes:
+        caption = f"{caption} {note}"
     files = report.figures[stem]
     png = next(p for p in files if p.suffix == ".png" and p.stem.endswith(f"_{width}"))
     data_uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")

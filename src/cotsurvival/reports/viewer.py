@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..errors import CotSurvivalError
 from ..labels import RULE, resolve_source, stored_sources
+from ..provenance import scoring_notes
 from ..rundir import RunDir, as_rundir, atomic_write_bytes
 from .data import display_name, resolve_chain_ids, token_segments
 from .notebook import read_chain_tokens
@@ -102,7 +103,9 @@ def _payload(run: RunDir, rows: pd.DataFrame, selected: list[int], n_available: 
     if any(ch["tie"] and any(g is not None for g in ch["tie"]) for ch in chains):
         note += " · dotted underline: deleted at a near-tie step (two cheapest deletions within the dtype's rounding error)"
     return {
-        "run": {"name": run.path.name, "note": note},
+        "run": {"name": run.path.name, "note": note,
+                # how the ranks were scored (approximation, precision, stability), as citations say it
+                "scoring_notes": [n.text for n in scoring_notes(manifest)]},
         "categories": present_coarse,
         "labels": present_fine,
         "display": {name: display_name(name) for name in present_coarse + present_fine},

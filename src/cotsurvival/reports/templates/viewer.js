@@ -102,5 +102,10 @@
   slider.addEventListener("input", render);
   strike.addEventListener("change", render);
   $("run-note").textContent = DATA.run.note;
+  for (const text of DATA.run.scoring_notes || []) {  // textContent: the notes are never parsed as HTML
+    const item = document.createElement("li");
+    item.textContent = text;
+    $("scoring-notes").appendChild(item);
+  }
   if (DATA.chains.length) selectChain(0);
 })();
