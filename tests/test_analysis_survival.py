@@ -54,7 +54,7 @@ def test_cox_matches_lifelines_with_clustered_se():
 
     df = simulated()
     mine = surv.cox_ph(df, reference="a", covariates=("rel_position", "token_len"), strata=None,
-                       se="cluster").set_index("term")
+                       se="cluster", position="linear").set_index("term")
     x = pd.get_dummies(df["category"]).drop(columns="a").astype(float)
     x = x.assign(rel_position=df["rel_position"], token_len=df["token_len"], T=df["survival"], E=~df["censored"],
                  chain=df["chain_index"])
@@ -183,9 +183,9 @@ def test_degenerate_inputs_raise_clear_errors():
         surv.logrank_test(df.assign(censored=True))
     with pytest.raises(CotSurvivalError, match="all censored"):
         surv.cox_ph(df.assign(censored=True))
-    one = surv.cox_ph(df.assign(category="a"), covariates=("rel_position", "token_len"))
+    one = surv.cox_ph(df.assign(category="a"), covariates=("rel_position", "token_len"), position="linear")
     assert list(one["term"]) == ["rel_position", "token_len"] and one.attrs["notes"]
-    const = surv.cox_ph(df.assign(token_len=2.0), covariates=("rel_position", "token_len"))
+    const = surv.cox_ph(df.assign(token_len=2.0), covariates=("rel_position", "token_len"), position="linear")
     assert "token_len" not in set(const["term"]) and "constant" in const.attrs["notes"][0]
 
 
@@ -199,11 +199,11 @@ def test_stratified_cox_matches_lifelines_and_jackknife_matches_naive_refits():
     x = pd.get_dummies(df["category"]).drop(columns="a").astype(float)
     x = x.assign(rel_position=df["rel_position"], T=df["survival"], E=~df["censored"], chain=df["chain_index"])
     fit = CoxPHFitter().fit(x, "T", "E", strata=["chain"]).summary
-    model = surv.cox_ph(df, reference="a", se="model").set_index("term")
+    model = surv.cox_ph(df, reference="a", se="model", position="linear").set_index("term")
     for term, name in [("category[b]", "b"), ("category[c]", "c"), ("rel_position", "rel_position")]:
         assert model.loc[term, "coef"] == pytest.approx(fit.loc[name, "coef"], abs=1e-5)
         assert model.loc[term, "se"] == pytest.approx(fit.loc[name, "se(coef)"], rel=1e-4)
-    jack = surv.cox_ph(df, reference="a")  # 8 chains < 30: auto picks the jackknife
+    jack = surv.cox_ph(df, reference="a", position="linear")  # 8 chains < 30: auto picks the jackknife
     assert (jack["se_method"] == "jackknife").all()
     loo = np.array([CoxPHFitter().fit(x[x.chain != c], "T", "E", strata=["chain"]).params_[["b", "c", "rel_position"]]
                     for c in range(8)])
@@ -212,7 +212,55 @@ def test_stratified_cox_matches_lifelines_and_jackknife_matches_naive_refits():
     t = jack["coef"] / jack["se"]
     np.testing.assert_allclose(jack["p"], 2 * stats.t.sf(np.abs(t), 7))
     joint = jack.attrs["joint"]
-    assert joint["df"] == 2 and joint["df_denom"] == 7 and 0 <= joint["p"] <= 1
+    # Hotelling scaling: W (C - k) / (k (C - 1)) against F(k, C - k), with C = 8 chains and k = 2 terms
+    assert joint["df"] == 2 and joint["df_denom"] == 6 and 0 <= joint["p"] <= 1
+    assert joint["statistic"] == pytest.approx(joint["wald"] * 6 / (2 * 7))
+
+
+def test_cox_flexible_position_term_matches_lifelines_strata():
+    """The default position term (cubic plus each chain's survival jump) against lifelines
+    CoxPHFitter(strata=...) fitted on the same columns, computed independently here."""
+    from lifelines import CoxPHFitter
+    from numpy.polynomial import legendre
+
+    from cotsurvival.analysis.simulate import simulate_token_table
+
+    df = simulate_token_table(6, scenario="answer_jump", seed=3, max_tokens=40)
+    model = surv.cox_ph(df, reference="grammar", se="model").set_index("term")
+    assert {"rel_position_2", "rel_position_3", "position_jump"} <= set(model.index)
+    poly = legendre.legvander(2 * df["rel_position"].to_numpy() - 1, 3)
+    jump = np.zeros(len(df))
+    for _, chain in df.groupby("chain_index"):  # brute-force best cut on a cubic, per chain (no labels)
+        y, rel = chain["survival"].to_numpy(), chain["rel_position"].to_numpy()
+        cubic = legendre.legvander(2 * rel - 1, 3)
+        ssr = [np.linalg.lstsq(np.column_stack([cubic, np.arange(len(y)) >= c]), y, rcond=None)[1][0]
+               for c in range(2, len(y) - 1)]
+        jump[chain.index] = np.arange(len(y)) >= 2 + int(np.argmin(ssr))
+    x = pd.get_dummies(df["category"]).drop(columns="grammar").astype(float)
+    x = x.assign(rel_position=df["rel_position"], rel_position_2=poly[:, 2], rel_position_3=poly[:, 3],
+                 position_jump=jump, T=df["survival"], E=~df["censored"], chain=df["chain_index"])
+    fit = CoxPHFitter().fit(x, "T", "E", strata=["chain"]).summary
+    for name in ("narration", "referential", "symbolic_math", "rel_position", "rel_position_2", "position_jump"):
+        term = f"category[{name}]" if name in ("narration", "referential", "symbolic_math") else name
+        assert model.loc[term, "coef"] == pytest.approx(fit.loc[name, "coef"], abs=1e-5)
+        assert model.loc[term, "se"] == pytest.approx(fit.loc[name, "se(coef)"], rel=1e-4)
+
+
+def test_hotelling_scaled_joint_test_holds_its_level():
+    """The jackknife of a mean over C replicates is S / C, so the jackknife Wald statistic is Hotelling's
+    T². Simulated null means: W / k against F(k, C-1) over-rejects; the Hotelling scaling holds 0.05."""
+    rng = np.random.default_rng(9)
+    c, k, reps = 6, 3, 4000
+    hits = []
+    for _ in range(reps):
+        x = rng.normal(size=(c, k))
+        loo = np.array([np.delete(x, i, axis=0).mean(axis=0) for i in range(c)])
+        cov = (c - 1) / c * (loo - loo.mean(axis=0)).T @ (loo - loo.mean(axis=0))
+        joint = surv._joint_wald(x.mean(axis=0), cov, list(range(k)), float(c - 1))
+        old = stats.f.sf(joint["wald"] / k, k, c - 1)
+        hits.append((joint["p"] < 0.05, old < 0.05))
+    new_rate, old_rate = np.mean(hits, axis=0)
+    assert abs(new_rate - 0.05) < 0.012 and old_rate > 0.15
 
 
 def test_tied_data_efron_residuals_match_lifelines():
@@ -223,7 +271,7 @@ def test_tied_data_efron_residuals_match_lifelines():
 
     df = simulated(n=300, seed=5)
     df["survival"] = np.ceil(df["survival"] * 5) / 5  # heavy ties
-    mine = surv.cox_ph(df, reference="a", strata=None, se="model").set_index("term")
+    mine = surv.cox_ph(df, reference="a", strata=None, se="model", position="linear").set_index("term")
     assert any("Efron" in n for n in mine.attrs["notes"])
     x = pd.get_dummies(df["category"]).drop(columns="a").astype(float)
     x = x.assign(rel_position=df["rel_position"], T=df["survival"], E=~df["censored"])

@@ -214,7 +214,9 @@ def test_save_load_tables_figures_and_escaped_html(runs, tmp_path):
     assert "<b>tiny</b>" not in result._repr_html_()
     citations = (out / "citations.md").read_text()
     assert "tiny-llama" in citations and "other-tiny-llama" in citations and "answer objective" in citations
-    assert "n = 4 chains" in citations and "any of its overlapping tokens" in citations
+    # 4 common chains: below the one minimum-support rule of every citations.md (analysis.citations)
+    assert "withheld (below the minimum support of 6 chains / 20 tokens)" in citations and "(4 chains)" in citations
+    assert "n = 4 chains" not in citations
     loaded = ComparisonResult.load(out)
     assert loaded.pairs == json.loads((out / "comparison.json").read_text())["pairs"]
     pd.testing.assert_frame_equal(loaded.to_frame().reset_index(drop=True),

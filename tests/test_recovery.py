@@ -165,8 +165,10 @@ def test_result_summary_tests_save_load(answer_run, loaded64, tmp_path):
     assert t.difference == pytest.approx((g.answer_logprob.to_numpy() - r.answer_logprob.to_numpy()).mean())
     assert t.n_chains == 3 and t.exact
     sentences = result.citations()
-    assert any(s.startswith("At keep ratio 0.5 the greedy-pruned chains") and "for random" in s and "n = 3 chains" in s
-               for s in sentences)
+    # 3 chains: withheld under the one minimum-support rule of every citations.md (analysis.citations)
+    assert any(s.startswith("Note: withheld (below the minimum support of 6 chains") and "greedy vs random" in s
+               and "(3 chains)" in s for s in sentences)
+    assert not any(s.startswith("At keep ratio") for s in sentences)
     html = result._repr_html_()
     assert "<table" in html and "Answer recovery" in html
     assert result.save(tmp_path / "out") == tmp_path / "out"

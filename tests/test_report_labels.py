@@ -108,18 +108,19 @@ def _write_recovery(run, correct_at_half):
 
 
 def test_report_includes_recovery_figure_and_citations(tmp_path):
-    run = synthetic_run(tmp_path / "run", n_chains=4, n_tokens=12, seed=2)
+    # 8 chains: recovery sentences rest on at least the minimum support of every citations.md (6 chains)
+    run = synthetic_run(tmp_path / "run", n_chains=8, n_tokens=12, seed=2)
     analyze(run, n_boot=0)
-    _write_recovery(run, {0: True, 1: True, 2: True, 3: False})
+    _write_recovery(run, {0: True, 1: True, 2: True, 3: False, 4: True, 5: True, 6: True, 7: False})
     result = build_report(run, tmp_path / "rep", widths=("one", "two"))
     assert sorted(p.name for p in result.figures["fig_recovery"]) == [
         "fig_recovery_one.pdf", "fig_recovery_one.png", "fig_recovery_two.pdf", "fig_recovery_two.png"]
     assert "fig_recovery" not in result.skipped
     page = result.index.read_text(encoding="utf-8")
     assert '<section id="fig_recovery">' in page and 'href="#fig_recovery"' in page
-    # Hand-worked: unpruned every chain right (100.0%); at 0.5 greedy 3 of 4 (75.0%), random 0 of 4 (0.0%).
+    # Hand-worked: unpruned every chain right (100.0%); at 0.5 greedy 6 of 8 (75.0%), random 0 of 8 (0.0%).
     unpruned = [c for c in result.recovery_citations if c.startswith("Unpruned")]
-    assert len(unpruned) == 1 and "100.0%" in unpruned[0] and "n = 4 chains" in unpruned[0]
+    assert len(unpruned) == 1 and "100.0%" in unpruned[0] and "n = 8 chains" in unpruned[0]
     half = [c for c in result.recovery_citations if c.startswith("At keep ratio 0.5")]
     assert len(half) == 1 and "in 75.0% of chains" in half[0] and "versus 0.0%" in half[0] and "random" in half[0]
     assert all(html_escape(c) in page for c in result.recovery_citations)

@@ -374,7 +374,7 @@ def test_figure_medians_below_minimum_support_carry_no_interval(tmp_path):
     from cotsurvival.reports.figures import _median_text
 
     run = synthetic_run(tmp_path / "run", n_chains=5, n_tokens=18, seed=3)
-    analyze(run, n_boot=20, min_tokens=20)
+    analyze(run, n_boot=20, min_tokens=20, min_chains=5)
     data = ReportData(run)
     summary = data.stats.tables_["summary_category"]
     texts = {g: _median_text(data, "category", i) for i, g in enumerate(summary["group"])}

@@ -220,7 +220,7 @@ _LABELS_OPTION = click.option(
 # --- stats: the pre-specified primary contrast and the minimum support for citing
 @click.option("--primary", default="symbolic_math", show_default=True,
               help="Primary contrast: this category vs the rest of each chain (chain-level, position-adjusted).")
-@click.option("--min-chains", type=int, default=5, show_default=True, help="Cite nothing resting on fewer chains.")
+@click.option("--min-chains", type=int, default=6, show_default=True, help="Cite nothing resting on fewer chains (6: the fewest with which an exact sign-flip test can reach p < 0.05).")
 @click.option("--min-tokens", type=int, default=20, show_default=True, help="Cite nothing resting on fewer tokens.")
 @_LABELS_OPTION
 def analyze(run, out, n_boot, seed, no_mixed, levels, reference, primary, min_chains, min_tokens, labels):

@@ -58,6 +58,7 @@ class Errors:
     E042 = "Column {column!r} not in the table (available: {available})."
     E043 = "Cannot compute power: {reason}"
     E044 = "Unknown primary contrast {value!r}: the run's {group} values are {available}."
+    E045 = "Unknown position adjustment {value!r} (choose one of: {available})."
     # --- reports and chain selection (E050-E059)
     E050 = "Unknown figure width {value!r}; choose from: {allowed}."
     E051 = "Chain {chain} is not in the run ({n_chains} chains; chain_index runs from 0 to {last})."

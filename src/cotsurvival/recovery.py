@@ -240,12 +240,16 @@ def _pct(value: float) -> str:
 
 def recovery_sentences(result) -> list[str]:
     """One sentence per keep ratio below 1 (greedy vs each baseline), plus the unpruned reference."""
+    from .analysis.citations import support_shortfall, withheld_note
+
     summary = result.summary()
     tests = result.tests()
     out = []
     row_of = {(r.ordering, r.keep_ratio): r for r in summary.itertuples()}
     full = row_of.get(("greedy", 1.0)) or next((r for r in summary.itertuples() if r.keep_ratio == 1.0), None)
-    if full is not None:
+    if full is not None and support_shortfall(full.n_chains):  # one minimum-support rule (analysis.citations)
+        out.append(withheld_note(f"unpruned answer accuracy ({full.n_chains} chains)"))
+    elif full is not None:
         out.append(f"Unpruned (keep ratio 1.0), the model's greedy-decoded answer was correct in {_pct(full.accuracy)} "
                    f"of chains [95% CI {_pct(full.accuracy_ci_low)}–{_pct(full.accuracy_ci_high)}, chain bootstrap, "
                    f"n = {full.n_chains} chains], mean log P(answer) {full.answer_logprob:.2f} nats.")
@@ -258,6 +262,10 @@ def recovery_sentences(result) -> list[str]:
         for baseline in [o for o in result.orderings if o != "greedy"]:
             other = row_of.get((baseline, ratio))
             if other is None:
+                continue
+            if support_shortfall(min(greedy.n_chains, other.n_chains)):
+                out.append(withheld_note(f"greedy vs {baseline} answer recovery at keep ratio {ratio:g} "
+                                         f"({min(greedy.n_chains, other.n_chains)} chains)"))
                 continue
             acc = tests[(tests.baseline == baseline) & (tests.keep_ratio == ratio) & (tests.metric == "correct")]
             lp = tests[(tests.baseline == baseline) & (tests.keep_ratio == ratio) & (tests.metric == "answer_logprob")]

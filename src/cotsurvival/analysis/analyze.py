@@ -29,7 +29,7 @@ from ..taxonomy.spec import LEVELS as TAXONOMY_LEVELS
 from .citations import citations, fmt_p, write_citations
 from .stability import replicate_mean, run_stability
 from .data import as_rundir, baseline_orderings, load_run, orderings_long
-from .inference import holm, mean_ci, paired_sign_flip_test
+from .inference import holm, mean_ci, paired_sign_flip_test, sign_flip_ci, smallest_p
 
 LEVELS = tuple(TAXONOMY_LEVELS)  # label columns analysed by default: both levels of the taxonomy
 # Tables too long for Markdown/LaTeX are written as CSV only.
@@ -265,7 +265,7 @@ def analyze(
         The pre-specified primary contrast: this category against the rest of each chain, tested at
         the chain level with position adjustment (:func:`~cotsurvival.analysis.chain_level_test`).
         It is ``stats.json["primary"]`` and the first sentence of ``citations.md``.
-    min_chains, min_tokens : int, default 5 and 20
+    min_chains, min_tokens : int, default 6 and 20
         Minimum support: a comparison resting on fewer chains or tokens is computed and stored but
         not cited (a note says what was withheld).
 
@@ -371,7 +371,7 @@ def _primary(result, table, primary, min_chains, min_tokens, seed) -> None:
     """The pre-specified primary test, then every category against the rest (Holm across them)."""
     try:
         test = chainlevel.chain_level_test(table, "category", primary, min_chains=min_chains,
-                                           min_tokens=min_tokens, seed=seed)
+                                           min_tokens=min_tokens, seed=seed, sensitivity=True)
     except CotSurvivalError as exc:
         result.primary_ = {"note": exc.message, "contrast": f"{primary} vs the rest of the chain"}
         result.notes_.append(f"primary: {exc.message}")
@@ -385,22 +385,32 @@ def _primary(result, table, primary, min_chains, min_tokens, seed) -> None:
         if "withheld" in test:
             result.notes_.append(f"primary: not cited, {test['withheld']}")
         result.primary_ = test
-    rows = []
+    rows, values = [], {}
     for name in sorted(map(str, table["category"].unique())):
         try:
             row = chainlevel.chain_level_test(table, "category", name, min_chains=min_chains, min_tokens=min_tokens,
                                               seed=seed)
         except CotSurvivalError:
             continue
-        row.pop("per_chain")
+        values[name] = pd.DataFrame(row.pop("per_chain"))[f"contrast_{name}"].dropna().to_numpy(float)
         rows.append({"group": name, **{k: row[k] for k in (
-            "estimate", "ci_low", "ci_high", "p_value", "n_chains", "n_tokens", "n_target_tokens", "cliffs_delta",
-            "cliffs_delta_ci_low", "cliffs_delta_ci_high", "test")}, "withheld": row.get("withheld", "")})
+            "estimate", "ci_low", "ci_high", "p_value", "p_floor", "n_chains", "n_tokens", "n_target_tokens",
+            "cliffs_delta", "test")}, "withheld": row.get("withheld", "")})
     if rows:
         frame = pd.DataFrame(rows)
         cited = frame["withheld"] == ""
         frame.insert(5, "p_holm", np.nan)
         frame.loc[cited, "p_holm"] = holm(frame.loc[cited, "p_value"])
+        # The family is cited with Bonferroni p-values and the simultaneous intervals (level 1 - 0.05/m)
+        # that invert them, so that no category is called "not significant" beside an interval excluding 0.
+        m = int(cited.sum())
+        frame.insert(6, "p_bonferroni", np.nan)
+        frame.loc[cited, "p_bonferroni"] = np.minimum(1.0, frame.loc[cited, "p_value"] * m)
+        for i in frame.index[cited]:
+            low, high = sign_flip_ci(values[frame.at[i, "group"]], alpha=0.05 / m, seed=seed)
+            frame.loc[i, ["ci_low", "ci_high"]] = [low, high]
+        frame["ci_method"] = np.where(cited, f"sign-flip inversion, simultaneous over {m} (Bonferroni)",
+                                      "sign-flip inversion, 95%")
         result.tables_["chain_level_category"] = frame
         for row in frame[~cited].itertuples():
             result.notes_.append(f"chain_level_category: not cited, {row.withheld}")
@@ -468,13 +478,15 @@ def _orderings(result, table, primary) -> None:
     long = orderings_long(table).dropna(subset=["category"])
     _run(result, "orderings_category", surv.ordering_effects, long, "category")
     _run(result, "ordering_interaction", surv.ordering_interaction, long, "category")
-    _run(result, "orderings_chain_level", _orderings_chain_level, long, primary, names)
+    _run(result, "orderings_chain_level", _orderings_chain_level, long, primary, names,
+         int(result.config.get("min_chains", chainlevel.MIN_CHAINS)))
     if long["censored"].any():
         result.notes_.append("orderings_category: medians, Cliff's deltas and Kruskal-Wallis treat censored "
                              "survivors as tied at the run's end.")
 
 
-def _orderings_chain_level(long: pd.DataFrame, primary: str, names: list[str]) -> pd.DataFrame:
+def _orderings_chain_level(long: pd.DataFrame, primary: str, names: list[str],
+                           min_chains: int = chainlevel.MIN_CHAINS) -> pd.DataFrame:
     """Greedy vs each baseline ordering: paired chain-level test of the primary contrast.
 
     Per chain, the position-adjusted contrast of ``primary`` vs the rest under greedy minus the same
@@ -485,7 +497,7 @@ def _orderings_chain_level(long: pd.DataFrame, primary: str, names: list[str]) -
     """
     greedy = chainlevel.chain_contrasts(long[long["ordering"] == "greedy"], primary).set_index("chain_index")
     column = f"contrast_{primary}"
-    rows = []
+    rows, diffs = [], []
     for name in names:
         if name == "random":
             base = greedy[[column]] * 0.0
@@ -495,6 +507,7 @@ def _orderings_chain_level(long: pd.DataFrame, primary: str, names: list[str]) -
             how = "per-chain contrast under the stored baseline order"
         both = greedy[[column]].join(base[[column]], rsuffix="_base", how="inner").dropna()
         test = paired_sign_flip_test(both[column], both[f"{column}_base"])
+        diffs.append((both[column] - both[f"{column}_base"]).to_numpy(float))
         rows.append({"ordering": name, "contrast": f"{primary} vs rest, greedy minus {name}",
                      "estimate": test["estimate"], "ci_low": test["ci_low"], "ci_high": test["ci_high"],
                      "p_value": test["p_value"], "n_chains": test["n_chains"],
@@ -502,6 +515,14 @@ def _orderings_chain_level(long: pd.DataFrame, primary: str, names: list[str]) -
                      "baseline": how, "test": "paired " + test["test"]})
     frame = pd.DataFrame(rows)
     frame.insert(5, "p_holm", holm(frame["p_value"]))
+    # Cited family (citations.py): the non-random orderings with enough chains, Bonferroni-adjusted with
+    # simultaneous sign-flip intervals; greedy vs random repeats the primary test and is not in it.
+    family = (frame["ordering"] != "random") & (frame["n_chains"] >= min_chains)
+    m = max(int(family.sum()), 1)
+    frame["p_floor"] = [smallest_p(int(n)) for n in frame["n_chains"]]
+    for i in frame.index:
+        low, high = sign_flip_ci(diffs[i], alpha=0.05 / (m if family[i] else 1))
+        frame.loc[i, ["ci_low", "ci_high"]] = [low, high]
     return frame
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
+
 from ..provenance import scoring_notes
 from ..results import write_text
 from ..rundir import RunDir
@@ -53,13 +55,40 @@ def _boot(n_chains: int) -> str:
     return text
 
 
+def support_shortfall(n_chains, n_tokens=None, *, min_chains: int | None = None, min_tokens: int | None = None) -> str:
+    """The one minimum-support rule of every command that writes ``citations.md`` (analyze, compare,
+    recover): ``""`` when a result resting on ``n_chains`` chains (and ``n_tokens`` tokens, when it
+    counts tokens) may be cited, otherwise the reason it is withheld. Defaults: ``MIN_CHAINS`` (6, the
+    fewest with which an exact sign-flip test can reach p < 0.05) and ``MIN_TOKENS`` (20)."""
+    from .chainlevel import MIN_CHAINS, MIN_TOKENS
+
+    min_chains = MIN_CHAINS if min_chains is None else int(min_chains)
+    min_tokens = MIN_TOKENS if min_tokens is None else int(min_tokens)
+    if n_chains is None or (isinstance(n_chains, float) and math.isnan(n_chains)) or n_chains < min_chains:
+        return f"{0 if n_chains is None else int(n_chains)} chains, below the minimum of {min_chains}"
+    if n_tokens is not None and n_tokens < min_tokens:
+        return f"{int(n_tokens)} tokens, below the minimum of {min_tokens}"
+    return ""
+
+
+def withheld_note(what: str, *, min_chains: int | None = None, min_tokens: int | None = None) -> str:
+    """The one wording of a withheld result in every ``citations.md``."""
+    from .chainlevel import MIN_CHAINS, MIN_TOKENS
+
+    return (f"Note: withheld (below the minimum support of {MIN_CHAINS if min_chains is None else min_chains} "
+            f"chains / {MIN_TOKENS if min_tokens is None else min_tokens} tokens): {what}")
+
+
 def _support(result) -> tuple[int, int]:
-    return int(result.config.get("min_chains", 5)), int(result.config.get("min_tokens", 20))
+    from .chainlevel import MIN_CHAINS, MIN_TOKENS
+
+    return int(result.config.get("min_chains", MIN_CHAINS)), int(result.config.get("min_tokens", MIN_TOKENS))
 
 
 def _enough(result, n_chains, n_tokens) -> bool:
     min_chains, min_tokens = _support(result)
-    return n_chains is not None and n_tokens is not None and n_chains >= min_chains and n_tokens >= min_tokens
+    return n_tokens is not None and not support_shortfall(n_chains, n_tokens, min_chains=min_chains,
+                                                          min_tokens=min_tokens)
 
 
 def citations(result) -> list[str]:
@@ -69,7 +98,7 @@ def citations(result) -> list[str]:
     """
     withheld: list[str] = []
     out: list[str] = _primary_sentences(result)
-    out += _scoring_sentences(result)  # an approximate or half-precision run says so after the primary result
+    out += _scoring_sentences(result)  # the one place provenance notes (approximation, precision) are added
     out += _chain_level_sentences(result)
     for level in result.config["levels"]:
         out += _group_sentences(result, level, withheld)
@@ -77,8 +106,7 @@ def citations(result) -> list[str]:
     out += _dynamics_sentences(result, withheld)
     out += _attention_sentences(result, withheld)
     out += [f"Note: {note}" for note in result.notes_]
-    out += [f"Note: withheld (below the minimum support of {_support(result)[0]} chains / {_support(result)[1]} "
-            f"tokens): {w}" for w in withheld]
+    out += [withheld_note(w, min_chains=_support(result)[0], min_tokens=_support(result)[1]) for w in withheld]
     return out
 
 
@@ -93,6 +121,29 @@ def _scoring_sentences(result) -> list[str]:
     return [f"Note: {note.text}" for note in scoring_notes(manifest, stability=getattr(result, "stability_", None))]
 
 
+def _verdict(p: float, floor: float, n_chains: int, family: str = "") -> str | None:
+    """None when the test can reject at ``ALPHA``; otherwise the sentence part that says it cannot."""
+    if floor is not None and math.isfinite(floor) and floor >= ALPHA:
+        return (f"cannot reach p < {ALPHA} with {n_chains} chains{family} (smallest attainable "
+                f"p = {floor:.3f})")
+    return None
+
+
+def _end(x: float) -> str:
+    """An interval end with 3 decimals, more when 3 would print a nonzero end as 0 (the side of 0 an
+    end lies on is what the verdict beside it rests on)."""
+    digits = 3
+    while x != 0 and round(x, digits) == 0 and digits < 8:
+        digits += 1
+    return f"{x:+.{digits}f}"
+
+
+def _interval(low, high) -> str:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "95% CI unbounded: the test cannot reject at any shift with this many chains"
+    return f"95% CI {_end(low)}, {_end(high)}"
+
+
 def _primary_sentences(result) -> list[str]:
     p = getattr(result, "primary_", {}) or {}
     if not p:
@@ -103,21 +154,65 @@ def _primary_sentences(result) -> list[str]:
         return [f"Primary result withheld: {p['withheld']}; no claim is made (estimate "
                 f"{p['estimate']:+.3f}, {p['n_chains']} chains)."]
     target = _name(" and ".join(p["targets"]))
-    significant = p["p_value"] < ALPHA
-    verb = ("survived longer than" if p["estimate"] > 0 else "were deleted earlier than") if significant else \
-        "did not survive significantly differently from"
-    text = (f"Primary result (pre-specified): {target} tokens {verb} the rest of their chain, by a mean "
-            f"{p['estimate']:+.3f} in normalized survival [95% CI {p['ci_low']:+.3f}, {p['ci_high']:+.3f}] "
-            f"(per-chain difference in mean normalized survival"
-            f"{', adjusted for within-chain position' if p['adjust_position'] else ''}; Cliff's δ = "
-            f"{_f(p['cliffs_delta'])} [{_f(p['cliffs_delta_ci_low'])}, {_f(p['cliffs_delta_ci_high'])}]; "
-            f"chain-level sign-flip permutation test{' (exact)' if p.get('exact') else ''}, {fmt_p(p['p_value'])}; "
-            f"n = {p['n_chains']:,} chains, {p['n_tokens']:,} tokens).")
+    floor = p.get("p_floor")
+    cannot = _verdict(p["p_value"], floor, p["n_chains"])
+    significant = p["p_value"] < ALPHA and not cannot
+    adjusted_for = p.get("adjusted_for") or ("within-chain position" if p.get("adjust_position") else "")
+    if cannot:
+        verb = f"could not be compared with the rest of their chain at this size: the test {cannot}; the"
+        text = (f"Primary result (pre-specified): {target} tokens {verb} mean per-chain difference was "
+                f"{p['estimate']:+.3f} in normalized survival")
+    else:
+        verb = (("survived longer than" if p["estimate"] > 0 else "were deleted earlier than") if significant
+                else "did not survive significantly differently from")
+        text = (f"Primary result (pre-specified): {target} tokens {verb} the rest of their chain, by a mean "
+                f"{p['estimate']:+.3f} in normalized survival [{_interval(p['ci_low'], p['ci_high'])}, the interval "
+                f"inverting the test]")
+    delta = p.get("cliffs_delta")
+    text += (f" (per-chain difference in mean normalized survival, "
+             f"{'adjusted for ' + adjusted_for if adjusted_for and p.get('adjustment') != 'none' else 'unadjusted'}; "
+             f"chain-level sign-flip permutation test{' (exact)' if p.get('exact') else ''}, {fmt_p(p['p_value'])}; "
+             + (f"Cliff's δ within position windows = {_f(delta)}, mean over chains; " if delta is not None and
+                p.get("cliffs_delta_method") else "")
+             + f"n = {p['n_chains']:,} chains, {p['n_tokens']:,} tokens).")
     out = [text]
     power = p.get("power")
     if power:
         out.append(f"From the between-chain spread of this contrast, detecting a 0.1 difference with 80% power "
                    f"needs about {power['n_chains_needed']:,} chains (this run has {p['n_chains']:,}).")
+    out += _sensitivity_sentences(p)
+    return out
+
+
+def _sensitivity_sentences(p: dict) -> list[str]:
+    """The primary contrast under the other adjustments (each labelled by what it adjusts for), where
+    the target tokens sit, and a note wherever that changes the reading."""
+    rows = p.get("sensitivity") or {}
+    out = []
+    if rows:
+        parts = []
+        for label, r in rows.items():
+            what = "unadjusted" if label == "none" else f"adjusted for {r['adjusted_for']}"
+            cannot = _verdict(r["p_value"], r.get("p_floor"), r["n_chains"])
+            parts.append(f"{what}: {r['estimate']:+.3f} [{_interval(r['ci_low'], r['ci_high'])}], "
+                         f"{cannot or fmt_p(r['p_value'])} ({r['n_chains']} chains)")
+        out.append(f"Sensitivity of the primary contrast (same chain-level sign-flip test, other adjustments): "
+                   f"{'; '.join(parts)}.")
+    place = p.get("placement") or {}
+    if place:
+        text = (f"Placement: {place['share_target_first_15pct']:.0%} of the {_name(p['targets'][0])} tokens sit in the "
+                f"first 15% of their chains and {place['share_target_last_15pct']:.0%} in the last 15%")
+        flagged = place.get("high_leverage_chains") or []
+        without = place.get("without_high_leverage")
+        if flagged and without:
+            text += (f"; {len(flagged)} high-leverage chain(s) (contrast variance over 4× the median, or a contrast "
+                     f"beyond ±1); without them the estimate is {without['estimate']:+.3f} "
+                     f"[{_interval(without['ci_low'], without['ci_high'])}], {fmt_p(without['p_value'])} "
+                     f"({without['n_chains']} chains)")
+        else:
+            text += "; no high-leverage chain"
+        out.append(text + ".")
+    out += [f"Note: primary result: {note}." for note in p.get("notes") or []]
     return out
 
 
@@ -128,12 +223,21 @@ def _chain_level_sentences(result) -> list[str]:
     cited = table[table["withheld"] == ""]
     if cited.empty:
         return []
-    parts = "; ".join(f"{_name(r.group)} {r.estimate:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}], Cliff's δ "
-                      f"{_f(r.cliffs_delta)}, Holm-adjusted {fmt_p(r.p_holm)} ({int(r.n_chains)} chains)"
-                      for r in cited.itertuples())
+    m = len(cited)
+    n_chains = int(cited["n_chains"].min())
+    floor = float(cited["p_floor"].max()) * m if "p_floor" in cited else None
+    cannot = _verdict(np.nan, min(1.0, floor) if floor is not None else None, n_chains,
+                      f" after Bonferroni across {m} categories")
+    if cannot:
+        parts = "; ".join(f"{_name(r.group)} {r.estimate:+.3f} ({int(r.n_chains)} chains)" for r in cited.itertuples())
+        return [f"Each category against the rest of its chain (position-adjusted per-chain difference in mean "
+                f"normalized survival; sign-flip tests): the family {cannot}, so no category is called different; "
+                f"estimates: {parts}."]
+    parts = "; ".join(f"{_name(r.group)} {r.estimate:+.3f} [{_interval(r.ci_low, r.ci_high)}], Bonferroni-adjusted "
+                      f"{fmt_p(r.p_bonferroni)} ({int(r.n_chains)} chains)" for r in cited.itertuples())
     return [f"Each category against the rest of its chain (position-adjusted per-chain difference in mean "
-            f"normalized survival, 95% CI over chains; sign-flip tests, Holm-adjusted across the "
-            f"{len(cited)} categories): {parts}."]
+            f"normalized survival; sign-flip tests, Bonferroni-adjusted across the {m} categories, with the "
+            f"simultaneous intervals (level 1 − 0.05/{m}) that invert them): {parts}."]
 
 
 def _group_sentences(result, level: str, withheld: list[str]) -> list[str]:
@@ -186,17 +290,20 @@ def _cox_sentences(result, level: str, kind: str, withheld: list[str]) -> list[s
         withheld.append(f"Cox model of {kind} ({n_tok:,} tokens in {n_ch:,} chains)")
         return []
     method = cox["se_method"].iloc[0] if "se_method" in cox else "cluster"
-    se_text = {"jackknife": f"chain-jackknife SEs with t({n_ch - 1}) reference",
+    se_text = {"jackknife": "chain-jackknife SEs, Hotelling-scaled F reference",
                "cluster": "chain-clustered sandwich SEs", "model": "model-based SEs (tokens treated as independent)"}[method]
+    if not math.isfinite(joint.get("p", float("nan"))):
+        return [f"In a Cox model stratified by chain ({se_text}), the {kind} terms could not be tested jointly "
+                f"({joint.get('test', '')}; n = {n_tok:,} tokens in {n_ch:,} chains)."]
     stat = (f"F({joint['df']}, {int(joint['df_denom'])}) = {joint['statistic']:.2f}" if joint.get("df_denom")
             else f"χ²({joint['df']}) = {joint['statistic']:.1f}")
     verdict = "differed" if joint["p"] < ALPHA else "did not differ significantly"
-    caveat = ("" if method == "cluster" else
-              f"; supporting evidence only: with fewer than 30 chains this test rejected 23–33% of simulated "
-              f"true nulls at α = 0.05 (bench/null_calibration.py), so cite the primary result")
-    out = [f"In a Cox model stratified by chain (relative position as covariate, token length not adjusted for; "
-           f"{se_text}), the {kind} terms tested jointly {verdict} in deletion hazard ({stat}, {fmt_p(joint['p'])}; "
-           f"n = {n_tok:,} tokens in {n_ch:,} chains{caveat})."]
+    flexible = "rel_position_2" in set(cox["term"])
+    position = ("a cubic in relative position plus each chain's survival jump as covariates" if flexible
+                else "relative position as covariate")
+    out = [f"Supporting evidence (the primary result is the one to cite): in a Cox model stratified by chain "
+           f"({position}, token length not adjusted for; {se_text}), the {kind} terms tested jointly {verdict} in "
+           f"deletion hazard ({stat}, {fmt_p(joint['p'])}; n = {n_tok:,} tokens in {n_ch:,} chains)."]
     summary = result.tables_.get(f"summary_{level}")
     support = ({str(r.group): (r.n_chains, r.n_tokens) for r in summary.itertuples()} if summary is not None else {})
     terms = cox[cox.term.str.startswith(f"{level}[")].copy()
@@ -232,19 +339,31 @@ def _ordering_sentences(result, withheld: list[str]) -> list[str]:
     paired = result.tables_.get("orderings_chain_level")
     if paired is not None and len(paired):
         primary = _name(result.config.get("primary", "symbolic_math"))
-        parts = []
+        paired = paired[paired["ordering"] != "random"]  # greedy vs random repeats the primary test
+        parts, cited = [], []
         for r in paired.itertuples():
-            if r.n_chains < _support(result)[0]:
+            if support_shortfall(r.n_chains, min_chains=_support(result)[0]):
                 withheld.append(f"greedy vs {r.ordering} ordering ({r.n_chains} chains)")
+            else:
+                cited.append(r)
+        m = len(cited)
+        for r in cited:
+            floor = getattr(r, "p_floor", None)
+            cannot = _verdict(np.nan, min(1.0, floor * m) if floor is not None else None, r.n_chains,
+                              f" after Bonferroni across {m} orderings")
+            if cannot:
+                parts.append(f"{r.ordering}: {r.estimate:+.3f}, the test {cannot}")
                 continue
-            verdict = "larger" if r.p_holm < ALPHA and r.estimate > 0 else (
-                "smaller" if r.p_holm < ALPHA else "not significantly different")
-            parts.append(f"{r.ordering}: {verdict}, {r.estimate:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}], "
-                         f"Holm-adjusted {fmt_p(r.p_holm)} ({r.n_chains} chains)")
+            p_adj = min(1.0, r.p_value * m)
+            verdict = "larger" if p_adj < ALPHA and r.estimate > 0 else (
+                "smaller" if p_adj < ALPHA else "not significantly different")
+            parts.append(f"{r.ordering}: {verdict}, {r.estimate:+.3f} [{_interval(r.ci_low, r.ci_high)}], "
+                         f"Bonferroni-adjusted {fmt_p(p_adj)} ({r.n_chains} chains)")
         if parts:
             out.append(f"Compared with each baseline ordering, the greedy order's position-adjusted {primary}-vs-rest "
-                       f"contrast was (paired chain-level sign-flip tests; the random ordering as its exact "
-                       f"expectation, 0): {'; '.join(parts)}.")
+                       f"contrast was (paired chain-level sign-flip tests, Bonferroni across {m} orderings with the "
+                       f"simultaneous intervals that invert them; greedy vs random is not listed: random's expected "
+                       f"contrast is 0, so it repeats the primary result): {'; '.join(parts)}.")
     effects = result.tables_.get("orderings_category")
     if effects is not None:
         for ordering, sub in effects.groupby("ordering", sort=False):
@@ -311,6 +430,15 @@ def _dynamics_sentences(result, withheld: list[str]) -> list[str]:
     return out
 
 
+def _below_floor(p, n_chains) -> str:
+    """A bootstrap p below what an exact test over ``n_chains`` chains could give says so."""
+    from .inference import smallest_p
+
+    floor = smallest_p(int(n_chains))
+    return (f" (a bootstrap p; an exact test over {n_chains} chains cannot go below {floor:.3f})"
+            if p is not None and math.isfinite(p) and p < floor else "")
+
+
 def _attention_sentences(result, withheld: list[str]) -> list[str]:
     out = []
     min_chains = _support(result)[0]
@@ -342,7 +470,8 @@ def _attention_sentences(result, withheld: list[str]) -> list[str]:
                        f"{_f(comp['auc_ci'][1])}], against {_f(comp['auc_other'])} [{_f(comp['auc_other_ci'][0])}, "
                        f"{_f(comp['auc_other_ci'][1])}] for surprisal alone (difference {comp['difference']:+.2f} "
                        f"[{comp['difference_ci'][0]:+.2f}, {comp['difference_ci'][1]:+.2f}], {comp['test']}, "
-                       f"{fmt_p(comp['p_value'])}; {_boot(comp['n_chains'])}; {comp['n_tokens']:,} tokens, "
+                       f"{fmt_p(comp['p_value'])}{_below_floor(comp['p_value'], comp['n_chains'])}; {_boot(comp['n_chains'])}; "
+                       f"{comp['n_tokens']:,} tokens, "
                        f"{probe.get('n_folds', '?')} folds).")
     elif "auc" in probe and probe.get("n_chains", 0) >= min_chains:
         out.append(f"A chain-grouped cross-validated ridge probe on all attention layers predicted survival past the "

@@ -18,7 +18,7 @@ import itertools
 import numpy as np
 from scipy import stats
 
-__all__ = ["sign_flip_test", "paired_sign_flip_test", "mean_ci", "bootstrap_ci", "holm"]
+__all__ = ["sign_flip_test", "sign_flip_ci", "smallest_p", "paired_sign_flip_test", "mean_ci", "bootstrap_ci", "holm"]
 
 #: Up to this many chains the sign-flip null distribution is enumerated exactly (2**n patterns).
 EXACT_MAX_CHAINS = 16
@@ -26,7 +26,9 @@ EXACT_MAX_CHAINS = 16
 
 def _flip_patterns(n: int, n_resamples: int, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
     if n <= EXACT_MAX_CHAINS:
-        return np.array(list(itertools.product((1.0, -1.0), repeat=n))), True
+        # all 2**n patterns (bit j of row i gives chain j's sign): the rows of itertools.product((1, -1), repeat=n)
+        bits = (np.arange(2 ** n)[:, None] >> np.arange(n - 1, -1, -1)[None, :]) & 1
+        return 1.0 - 2.0 * bits, True
     return rng.choice((1.0, -1.0), size=(n_resamples, n)), False
 
 
@@ -87,6 +89,55 @@ def sign_flip_test(values, *, n_resamples: int = 20000, seed: int = 0, alpha: fl
     p = hits / len(signs) if exact else (hits + 1) / (len(signs) + 1)
     out.update(p_value=float(min(1.0, p)), statistic=float(observed), exact=bool(exact))
     return out
+
+
+def smallest_p(n_chains: int, *, n_resamples: int = 20000, n_tests: int = 1) -> float:
+    """Smallest p-value a two-sided sign-flip test over ``n_chains`` chains can return, times
+    ``n_tests`` (the smallest Holm-adjusted p of a family of that size): ``2 / 2**C`` when enumerated
+    exactly (the observed pattern and its mirror image), ``1 / (n_resamples + 1)`` above."""
+    if n_chains < 1:
+        return 1.0
+    floor = 2.0 / 2 ** n_chains if n_chains <= EXACT_MAX_CHAINS else 1.0 / (n_resamples + 1)
+    return float(min(1.0, floor * max(1, n_tests)))
+
+
+def sign_flip_ci(values, *, alpha: float = 0.05, n_resamples: int = 20000, seed: int = 0) -> tuple[float, float]:
+    """Confidence interval that inverts the one-contrast sign-flip test: every shift ``mu`` for which
+    ``sign_flip_test(values - mu)`` has ``p >= alpha``.
+
+    Hand-written (no library inverts a sign-flip test): the p-value is a step function of ``mu`` that
+    is 1 at the mean and falls towards the ends, so each end is found by bisection between the mean
+    and a shift where p < alpha (the same sign patterns at every ``mu``: same ``seed``). When the test
+    cannot reach ``alpha`` at all (too few chains) the interval is unbounded, returned as ``(nan, nan)`` so
+    that it stores in JSON (sentences say "unbounded").
+    """
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    n = len(x)
+    if n < 2 or smallest_p(n, n_resamples=n_resamples) >= alpha:
+        return (np.nan, np.nan)
+    rng = np.random.default_rng(seed)
+    signs, exact = _flip_patterns(n, n_resamples, rng)
+    denom = len(signs) if exact else len(signs) + 1
+
+    def p_at(mu: float) -> float:
+        d = x - mu
+        null = np.abs(signs @ d)
+        hits = int(np.sum(null >= abs(d.sum()) * (1 - 1e-12) - 1e-300))
+        return (hits if exact else hits + 1) / denom
+
+    centre = float(x.mean())
+    spread = float(np.ptp(x)) + abs(centre) + 1e-12
+    ends = []
+    for direction in (-1.0, 1.0):
+        inside, outside = centre, centre + direction * spread
+        while p_at(outside) >= alpha:  # widen until the test rejects
+            outside = centre + 2 * (outside - centre)
+        for _ in range(60):
+            mid = (inside + outside) / 2
+            inside, outside = (mid, outside) if p_at(mid) >= alpha else (inside, mid)
+        ends.append(inside)
+    return float(ends[0]), float(ends[1])
 
 
 def paired_sign_flip_test(a, b, **kwargs) -> dict:

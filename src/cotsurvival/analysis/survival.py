@@ -231,6 +231,30 @@ def _fit_cox(df, group, covariates, reference, time, cluster, strata=None, ties=
     return frame, design, event, model, result, dummies.attrs.get("reference"), notes
 
 
+def flexible_position(df: pd.DataFrame, time: str = "survival") -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """``df`` with the columns of the flexible position term (``rel_position_2``, ``rel_position_3``:
+    Legendre terms of degree 2 and 3; ``position_jump``: 1 from the point where the chain's survival
+    jumps most) and their names. The same term as the primary chain-level test's ``"cubic_step"``."""
+    from numpy.polynomial import legendre
+
+    from .chainlevel import position_basis
+
+    out = df.copy()
+    rel = out["rel_position"].to_numpy(float)
+    poly = legendre.legvander(2 * np.nan_to_num(rel) - 1, 3)
+    out["rel_position_2"], out["rel_position_3"] = poly[:, 2], poly[:, 3]
+    jump = np.zeros(len(out))
+    y = out[time].to_numpy(float)
+    for index in out.groupby("chain_index", sort=False).indices.values():
+        ok = index[np.isfinite(y[index]) & np.isfinite(rel[index])]
+        if len(ok) >= 8:
+            basis = position_basis(rel[ok], y[ok], "cubic_step")
+            if basis.shape[1] == 5:  # intercept, 3 polynomial terms, the jump
+                jump[ok] = basis[:, 4]
+    out["position_jump"] = jump
+    return out, ("rel_position_2", "rel_position_3", "position_jump")
+
+
 def cox_ph(
     df: pd.DataFrame,
     group: str = "category",
@@ -242,8 +266,15 @@ def cox_ph(
     strata: str | None = "chain_index",
     se: str = "auto",
     ties: str | None = None,
+    position: str = "cubic_step",
 ) -> pd.DataFrame:
     """Cox proportional-hazards model of deletion with group dummies and covariates.
+
+    ``position="cubic_step"`` (default) widens a ``rel_position`` covariate to the primary test's
+    flexible position term: a cubic in relative position plus, per chain, the jump where the chain's
+    survival jumps most (:func:`~cotsurvival.analysis.chainlevel.position_basis`); with a linear term
+    alone the model rejected nearly every simulated null with a sharp position effect.
+    ``position="linear"`` keeps ``rel_position`` as given.
 
     A hazard ratio below 1 means the tokens are deleted later (survive longer) than the
     reference group's. By default the baseline hazard is stratified by chain (each chain is
@@ -264,6 +295,9 @@ def cox_ph(
         (Wald test of all ``group`` terms together: ``statistic, df, df_denom, p, test``).
     """
     cluster_key = cluster or "chain_index"
+    if position == "cubic_step" and "rel_position" in covariates:
+        df, extra = flexible_position(df, time)
+        covariates = tuple(covariates) + extra
     frame, design, event, model, result, ref, notes = _fit_cox(df, group, covariates, reference, time, None,
                                                                strata, ties)
     n_chains = int(frame[cluster_key].nunique()) if cluster_key in frame else 0
@@ -385,15 +419,24 @@ def _jackknife_cov(frame, design, event, time, cluster, strata, ties, coef):
 
 
 def _joint_wald(coef, cov, index, dof) -> dict:
-    """Wald test of several terms together; with a jackknife (finite ``dof``) an F(k, C-1) reference."""
+    """Wald test of several terms together. With a chain jackknife (finite ``dof`` = C - 1) the
+    Hotelling scaling: W (C - k) / (k (C - 1)) against F(k, C - k), the exact reference for a Wald
+    statistic whose covariance is estimated from C replicates (W / k against F(k, C - 1) rejected a
+    quarter of simulated nulls with 6 chains)."""
     if not index:
         return {}
     beta, v = coef[index], cov[np.ix_(index, index)]
     statistic = float(beta @ np.linalg.lstsq(v, beta, rcond=None)[0])
     k = int(np.linalg.matrix_rank(v))
     if np.isfinite(dof):
-        return {"statistic": statistic / max(k, 1), "df": k, "df_denom": dof,
-                "p": float(stats.f.sf(statistic / max(k, 1), k, dof)), "test": "joint Wald F (chain jackknife)"}
+        c = int(round(dof)) + 1
+        if c - k < 1:
+            return {"statistic": float("nan"), "df": k, "df_denom": float(c - k), "p": float("nan"),
+                    "wald": statistic, "test": f"joint Wald, Hotelling-scaled F (chain jackknife): {c} chains "
+                                               f"cannot test {k} terms jointly"}
+        scaled = statistic * (c - k) / (k * (c - 1))
+        return {"statistic": scaled, "df": k, "df_denom": float(c - k), "wald": statistic,
+                "p": float(stats.f.sf(scaled, k, c - k)), "test": "joint Wald, Hotelling-scaled F (chain jackknife)"}
     return {"statistic": statistic, "df": k, "df_denom": None, "p": float(stats.chi2.sf(statistic, k)),
             "test": "joint Wald chi-square"}
 

@@ -459,18 +459,31 @@ def _num(value, digits: int = 2) -> str:
 
 
 def _sentences(a: RunView, b: RunView, pair: dict) -> list[str]:
+    from ..analysis.citations import support_shortfall, withheld_note
+
     n = pair["n_chains"]
     how = ("token by token (same tokenizer)" if pair["units"] == "token"
            else "on words of the reasoning text (a word survives as long as any of its overlapping tokens)")
     tau, rho = pair["kendall_tau"], pair["spearman_rho"]
-    out = [f"Comparing {a.describe()} with {b.describe()}, aligned {how}, the rankings agreed with mean Kendall "
-           f"τ = {_num(tau['mean'])} (95% chain-bootstrap CI [{_num(tau['ci_low'])}, {_num(tau['ci_high'])}]; "
-           f"Spearman ρ = {_num(rho['mean'])}) over n = {tau['n_chains']} of {n} chains."]
+    out = []
+    # One minimum-support rule and wording for every citations.md (analysis.citations).
+    if support_shortfall(tau["n_chains"]):
+        out.append(withheld_note(f"rank agreement of {a.describe()} and {b.describe()} ({tau['n_chains']} chains)"))
+    else:
+        out.append(f"Comparing {a.describe()} with {b.describe()}, aligned {how}, the rankings agreed with mean Kendall "
+                   f"τ = {_num(tau['mean'])} (95% chain-bootstrap CI [{_num(tau['ci_low'])}, {_num(tau['ci_high'])}]; "
+                   f"Spearman ρ = {_num(rho['mean'])}) over n = {tau['n_chains']} of {n} chains.")
     for ratio, j in pair["jaccard"].items():
+        if support_shortfall(j["n_chains"]):
+            out.append(withheld_note(f"overlap of kept units at keep ratio {ratio} ({j['n_chains']} chains)"))
+            continue
         out.append(f"At keep ratio {ratio}, the units kept by {a.describe()} and by {b.describe()}, aligned {how}, "
                    f"overlapped with mean Jaccard {_num(j['mean'])} (95% CI [{_num(j['ci_low'])}, {_num(j['ci_high'])}], "
                    f"n = {j['n_chains']} chains).")
     for category, c in pair["categories"].items():
+        if support_shortfall(c["n_chains"]):
+            out.append(withheld_note(f"{display_name(category)} survival difference ({c['n_chains']} chains)"))
+            continue
         out.append(f"Under {b.describe()}, {display_name(category)} units survived to a mean normalized time of "
                    f"{_num(c['mean_b'])} versus {_num(c['mean_a'])} under {a.describe()} (paired difference "
                    f"{a.name} − {b.name} = {_num(c['difference'], 3)}, 95% chain-bootstrap CI [{_num(c['ci_low'], 3)}, "

@@ -54,6 +54,10 @@ def headline_html(result) -> str:
         return ""
     # The analysis writes the headline as the first citation when it has a primary result.
     sentence = (f'<p class="headline">{html.escape(str(result.citations_[0]))}</p>' if result.citations_ else "")
+    # How the headline moves under other adjustments and where the category sits (stats.json
+    # primary.sensitivity and primary.placement, worded by the analysis).
+    sentence += "".join(f'<p class="muted sensitivity">{html.escape(str(c))}</p>' for c in result.citations_[1:]
+                        if str(c).startswith(("Sensitivity of the primary", "Placement:", "Note: primary result")))
     keys = [k for k in PRIMARY_FIELDS if k in primary] + [k for k in primary if k not in PRIMARY_FIELDS]
     rows = []
     for path, value in _flatten({k: primary[k] for k in keys}, ("primary",)):

@@ -99,7 +99,7 @@ def _payload(run: RunDir, rows: pd.DataFrame, selected: list[int], n_available: 
     manifest = run.read_manifest()
     labels = source or "none"
     note = (f"model {(manifest.get('model') or {}).get('spec', '?')} · objective {manifest.get('objective', '?')} · "
-            f"labels {labels} · {len(chains)} of {n_available} chains shown")
+            f"labels {labels} · {len(chains)} of {n_available} chains shown{_primary_note(run)}")
     if any(ch["tie"] and any(g is not None for g in ch["tie"]) for ch in chains):
         note += " · dotted underline: deleted at a near-tie step (two cheapest deletions within the dtype's rounding error)"
     return {
@@ -112,6 +112,28 @@ def _payload(run: RunDir, rows: pd.DataFrame, selected: list[int], n_available: 
         "colours": category_colours(),
         "chains": chains,
     }
+
+
+def _primary_note(run: RunDir) -> str:
+    """The stored primary result with its sensitivity range and placement (``stats.json``), if analysed."""
+    try:
+        primary = json.loads((run.path / "stats" / "stats.json").read_text(encoding="utf-8")).get("primary") or {}
+    except (OSError, ValueError):
+        return ""
+    if "estimate" not in primary or not isinstance(primary["estimate"], (int, float)):
+        return ""
+    text = f" · primary {primary.get('contrast', '')}: {primary['estimate']:+.3f} ({primary.get('n_chains', '?')} chains)"
+    others = {k: v.get("estimate") for k, v in (primary.get("sensitivity") or {}).items()
+              if isinstance(v.get("estimate"), (int, float))}
+    if others:
+        text += "; sensitivity " + ", ".join(f"{'unadjusted' if k == 'none' else k} {v:+.3f}" for k, v in others.items())
+    place = primary.get("placement") or {}
+    if "share_target_last_15pct" in place:
+        text += (f"; targets in first/last 15%: {place['share_target_first_15pct']:.0%}/"
+                 f"{place['share_target_last_15pct']:.0%}")
+        if place.get("high_leverage_chains"):
+            text += f"; high-leverage chains {place['high_leverage_chains']}"
+    return text
 
 
 def _chain_payload(run: RunDir, row: pd.Series, index: int, traces: bool, source: str | None) -> dict[str, Any]:
