@@ -204,35 +204,12 @@ def greedy_prune(
     same_set = _SameSet(reuse, trace.order) if reuse is not None and perturbation is not None else None
     while trace.n_steps < n_steps:
         kept = [encoded.reasoning_ids[i] for i in alive]
-        if perturbation is not None:
-            if same_set is not None and same_set.reusable(trace.n_steps):
-                _step_from(reuse, trace, alive, kept, perturbation, encoded.chain.id)
-            else:
-                _perturbed_step(scorer, encoded, trace, alive, kept, perturbation)
-            if same_set is not None:
-                same_set.add(trace.order[-1], trace.n_steps)
-            if on_step is not None:
-                on_step(trace)
-            continue
-        rows_before = scorer.token_rows
-        scores = scorer.score(encoded.prefix_ids, kept, encoded.answer_ids)
-        trace.token_rows += scorer.token_rows - rows_before
-        check_finite(encoded, trace.n_steps + 1, scores.objective, scores.candidate_objectives)
-        if not trace.objectives:
-            trace.objectives.append(scores.objective)
-        if trace.static_logprobs is None and not trace.order:
-            trace.static_logprobs = scores.next_logprobs.copy()
-        costs = scores.objective - scores.candidate_objectives
-        # argmax of the objective returns the first maximum: ties go to the lowest position.
-        winner = int(np.argmax(scores.candidate_objectives))
-        trace.step_costs.append(costs.astype(np.float32))
-        trace.step_positions.append(np.asarray(alive, dtype=np.int32))
-        trace.order.append(alive[winner])
-        trace.objectives.append(float(scores.candidate_objectives[winner]))
-        trace.tokens_processed += scores.tokens_processed
-        if trace.scored_steps is not None:
-            trace.scored_steps.append(trace.n_steps)
-        del alive[winner]
+        if same_set is not None and same_set.reusable(trace.n_steps):
+            _step_from(reuse, trace, alive, kept, perturbation, encoded.chain.id)
+        else:
+            _scored_step(scorer, encoded, trace, alive, kept, perturbation)
+        if same_set is not None:
+            same_set.add(trace.order[-1], trace.n_steps)
         if on_step is not None:
             on_step(trace)
     scorer.reset()
@@ -294,9 +271,9 @@ def _step_from(reference: ChainTrace, trace: ChainTrace, alive: list[int], kept,
     del alive[winner]
 
 
-def _perturbed_step(scorer: Scorer, encoded: EncodedChain, trace: ChainTrace, alive: list[int], kept,
-                    perturbation: Perturbation) -> None:
-    """One scored perturbed step (the greedy loop's bookkeeping, with :meth:`Perturbation.choose`)."""
+def _scored_step(scorer: Scorer, encoded: EncodedChain, trace: ChainTrace, alive: list[int], kept,
+                 perturbation: Perturbation | None = None) -> None:
+    """One scored step: the greedy deletion, or with ``perturbation`` the one :meth:`Perturbation.choose` samples."""
     rows_before = scorer.token_rows
     scores = scorer.score(encoded.prefix_ids, kept, encoded.answer_ids)
     trace.token_rows += scorer.token_rows - rows_before
@@ -306,7 +283,9 @@ def _perturbed_step(scorer: Scorer, encoded: EncodedChain, trace: ChainTrace, al
     if trace.static_logprobs is None and not trace.order:
         trace.static_logprobs = scores.next_logprobs.copy()
     costs = (scores.objective - scores.candidate_objectives).astype(np.float32)
-    if perturbation.scale == 0:  # the greedy rule itself: first maximum of the float64 objectives
+    if perturbation is None or perturbation.scale == 0:
+        # The greedy rule: argmax of the float64 objectives returns the first maximum, so ties go to
+        # the lowest position.
         winner = int(np.argmax(scores.candidate_objectives))
     else:
         winner = perturbation.choose(costs, encoded.chain.id, trace.n_steps + 1, kept)
@@ -315,4 +294,6 @@ def _perturbed_step(scorer: Scorer, encoded: EncodedChain, trace: ChainTrace, al
     trace.order.append(alive[winner])
     trace.objectives.append(float(scores.candidate_objectives[winner]))
     trace.tokens_processed += scores.tokens_processed
+    if trace.scored_steps is not None:
+        trace.scored_steps.append(trace.n_steps)
     del alive[winner]
