@@ -218,7 +218,7 @@ def test_options_are_checked(pruned, tiny_loaded):
         resample(pruned, loaded_model=tiny_loaded, rollouts=1, progress=False)
     assert info.value.code == "E160"
     with pytest.raises(CotSurvivalError) as info:
-        OnPolicyResult.load(pruned)
+        OnPolicyResult.from_run(pruned)
     assert info.value.code == "E161"
 
 

@@ -52,6 +52,36 @@ def _recovery(run_path):
     return RecoveryResult(frame=pd.DataFrame(rows, columns=COLUMNS), run=str(run_path), n_boot=50)
 
 
+def _onpolicy():
+    """A small on-policy result from hand-made rows (no model): 4 chains of 4 units, 3 rollouts per cut."""
+    import re
+
+    from cotsurvival.analysis.onpolicy import OnPolicyResult
+
+    rng = np.random.default_rng(1)
+    reasoning = "We add 3 and 4. That gives 7.\nSo the answer is 7. Check: 7 - 4 = 3."
+    pieces = list(re.finditer(r"\s*\S+", reasoning))
+    chains, tokens, rollouts, regeneration = [], [], [], []
+    for c in range(4):
+        chains.append({"chain_index": c, "chain_id": f"c{c}", "reasoning": reasoning})
+        steps = rng.permutation(len(pieces)).astype(float)
+        for k, m in enumerate(pieces):
+            tokens.append({"chain_index": c, "position": k, "text": m.group(), "char_start": m.start(),
+                           "char_end": m.end(), "is_whitespace": False, "survival": float(steps[k] / len(pieces)),
+                           "deleted_step": steps[k], "category": str(rng.choice(["symbolic_math", "narration"]))})
+        for unit in range(5):  # cuts before each of the 4 units and after the last
+            for r in range(3):
+                rollouts.append({"chain_index": c, "chain_id": f"c{c}", "cut": unit, "unit": unit, "n_units": 4,
+                                 "rollout": r, "outcome": str(rng.choice(["correct", "wrong", "no_answer"])),
+                                 "answer_logprob": float(rng.normal(-2, 1)), "settings": "s"})
+        regeneration.append({"chain_index": c, "chain_id": f"c{c}", "keep_ratio": 0.5,
+                             "continuation_words": ["7", "and", "4"], "outcome": "correct", "settings": "s"})
+    return OnPolicyResult(rollouts=pd.DataFrame(rollouts), regeneration_rows=pd.DataFrame(regeneration),
+                          tokens=pd.DataFrame(tokens), chains=pd.DataFrame(chains), run=EVIL,
+                          manifest={"resample": {"rollouts": 3, "temperature": 0.7, "settings": "s"}},
+                          config={"min_chains": 6, "n_boot": 50, "seed": 0})
+
+
 def _make(kind, runs, tmp_path):
     """(result, a text the result shows that must appear escaped, or None)."""
     run = runs[0]
@@ -88,6 +118,8 @@ def _make(kind, runs, tmp_path):
         return _analysis(run), None
     if kind == "recovery":
         return _recovery(run.path), None
+    if kind == "onpolicy":
+        return _onpolicy(), EVIL
     if kind == "comparison":
         return cotsurvival.compare([run.path, f"{run.path}:random"], None, n_boot=50, names=["a", EVIL]), EVIL
     if kind == "study":
@@ -99,8 +131,8 @@ def _make(kind, runs, tmp_path):
     raise AssertionError(kind)
 
 
-KINDS = ["tag", "judge", "attention", "view", "export", "generate", "report", "analysis", "recovery", "comparison",
-         "study"]
+KINDS = ["tag", "judge", "attention", "view", "export", "generate", "report", "analysis", "recovery", "onpolicy",
+         "comparison", "study"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -151,6 +183,17 @@ def test_every_result_class_is_in_the_shared_test():
     covered = {"TagResult", "JudgeResult", "AttentionResult", "ViewResult", "ExportResult", "GenerationResult",
                "Report", "StudyResult"}
     assert names == covered
+    # The big results are not StageResults (they carry tables and caches): each is named here with its kind.
+    from cotsurvival.analysis import AnalysisResult
+    from cotsurvival.analysis.onpolicy import OnPolicyResult
+    from cotsurvival.comparison.compare import ComparisonResult
+    from cotsurvival.recovery import RecoveryResult
+
+    big = {"analysis": AnalysisResult, "recovery": RecoveryResult, "onpolicy": OnPolicyResult,
+           "comparison": ComparisonResult}
+    assert set(big) <= set(KINDS)
+    for cls in big.values():
+        assert all(callable(getattr(cls, m, None)) for m in ("_repr_html_", "to_frame", "to_dict", "save", "load"))
 
 
 def test_json_cleaner_against_hand_made_cases():

@@ -103,6 +103,25 @@ def test_recover_refuses_the_tokens_table_before_loading_a_model(run_path):
             untouched=run_path)
 
 
+@pytest.mark.parametrize("target", ["tokens.parquet", "labels.parquet/x", "resample.parquet"])
+def test_resample_refuses_run_tables_before_loading_a_model(run_path, target):
+    from cotsurvival.resampling import resample
+
+    # no model is given: the refusal must come before any model or rollout
+    refused(lambda: resample(run_path, out=run_path / target, model="no/such-model", progress=False),
+            untouched=run_path)
+
+
+def test_resample_refuses_a_foreign_folder(run_path, tmp_path):
+    from cotsurvival.resampling import resample
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    refused(lambda: resample(run_path, out=mine, model="no/such-model", progress=False), code="E081",
+            untouched=tmp_path)
+
+
 def test_generate_refuses_to_write_over_its_questions(tmp_path):
     questions = tmp_path / "q.jsonl"
     questions.write_text(json.dumps({"question": "1+1?", "answer": "2"}) + "\n")
@@ -133,6 +152,7 @@ def test_existing_foreign_output_needs_overwrite(run_path, tmp_path):
     ("view", "{run}", "--out", "{run}/labels.parquet/part-0.parquet"),
     ("report", "{run}", "--out", "{run}/labels.parquet/x"),
     ("recover", "{run}", "--out", "{run}/tokens.parquet"),
+    ("resample", "{run}", "--out", "{run}/tokens.parquet"),
 ])
 def test_cli_cases_that_used_to_break_a_run(capsys, run_path, argv):
     before = snapshot(run_path)

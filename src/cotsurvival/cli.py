@@ -530,11 +530,11 @@ def resample(run, rollouts, temperature, top_p, seed, max_new_tokens, batch_size
                           max_new_tokens=max_new_tokens, batch_size=batch_size, chains=picked,
                           regeneration_keep_ratios=ratios, model=model, device=device, dtype=dtype, backend=backend,
                           workers=workers, ray_address=ray_address, trust_remote_code=trust_remote_code,
-                          allow_unsafe_weights=allow_unsafe_weights)
-    paths = result.save(Path(out) if out else Path(run) / "onpolicy")
+                          allow_unsafe_weights=allow_unsafe_weights,
+                          out=Path(out) if out else Path(run) / "onpolicy")
     click.echo(f"resampled {result.n_chains} chains ({len(result.rollouts):,} rollouts): {Path(run) / 'resample.parquet'}")
     for name in ("figure", "units", "by_category", "regeneration", "citations"):
-        click.echo(f"  {name:<13} {paths[name]}")
+        click.echo(f"  {name:<13} {result.files[name]}")
 
 
 def main(argv: list[str] | None = None) -> int:

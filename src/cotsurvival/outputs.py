@@ -172,6 +172,11 @@ def is_recovery_folder(path: Path) -> bool:
     return (path / "recovery_rows.parquet").is_file()
 
 
+def is_onpolicy_folder(path: Path) -> bool:
+    """An earlier ``cotsurvival resample`` output folder (it holds onpolicy.json or onpolicy_units.csv)."""
+    return (path / "onpolicy.json").is_file() or (path / "onpolicy_units.csv").is_file()
+
+
 def is_study_root(path: Path) -> bool:
     """An earlier ``cotsurvival study`` root (it holds study.json), which ``study`` continues."""
     return (path / "study.json").is_file()

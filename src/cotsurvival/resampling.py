@@ -53,6 +53,7 @@ import pandas as pd
 import torch
 
 from .errors import CotSurvivalError
+from .outputs import check_output, is_onpolicy_folder, run_inputs
 from .rundir import RunDir
 
 TABLE = "resample"
@@ -129,6 +130,7 @@ def resample(
     progress: bool = True,
     trust_remote_code: bool = False,
     allow_unsafe_weights: bool = False,
+    out: str | Path | None = None,
 ):
     """Resampling importance of every reasoning unit of a pruned run (module docstring).
 
@@ -155,6 +157,10 @@ def resample(
         ``ray`` spreads chains over Ray actors (one model each) as ``prune --backend ray`` does.
     loaded_model : tuple, optional
         ``(model, tokenizer, info)`` already loaded (local backend, or shipped to Ray actors).
+    out : str or Path, optional
+        Also save the figure, tables and citations there (:meth:`OnPolicyResult.save`; paths in
+        ``result.files``). Never one of the run's files or tables (E080); an existing folder only
+        when it is empty or an earlier resample output (E081). Checked before any work.
 
     Returns
     -------
@@ -165,6 +171,8 @@ def resample(
 
     run = run if isinstance(run, RunDir) else RunDir(run)
     manifest = run.require().read_manifest()
+    if out is not None:
+        check_output(out, inputs=run_inputs(run.path), ours=is_onpolicy_folder, command="resample", folder=True)
     options = SamplingOptions(rollouts, temperature, top_p, seed, max_new_tokens, batch_size).check()
     if backend not in ("local", "ray"):
         raise CotSurvivalError("E160", reason=f"--backend must be local or ray, not {backend!r}")
@@ -206,7 +214,10 @@ def resample(
         "backend": backend, "n_chains": len(indices), "rollouts_last_invocation": counts["rollouts"],
         "seconds_last_invocation": round(seconds, 3),
         "rollouts_per_second_last_invocation": round(counts["rollouts"] / seconds, 3) if counts["rollouts"] else None})
-    return OnPolicyResult.load(run, chains=indices)
+    result = OnPolicyResult.from_run(run, chains=indices)
+    if out is not None:
+        result.save(out)
+    return result
 
 
 def _splitter_version() -> str:

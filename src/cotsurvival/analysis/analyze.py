@@ -358,7 +358,7 @@ def _onpolicy(result, run, labels, seed, min_chains) -> None:
         return
     from .onpolicy import MEASURES, OnPolicyResult
 
-    onpolicy = OnPolicyResult.load(run, labels=labels, min_chains=min_chains, seed=seed)
+    onpolicy = OnPolicyResult.from_run(run, labels=labels, min_chains=min_chains, seed=seed)
     result.tables_["onpolicy_units"] = onpolicy.importance().drop(columns=["text"])
     result.tables_["onpolicy_by_category"] = onpolicy.by_category()
     result.tables_["onpolicy_agreement"] = pd.DataFrame(

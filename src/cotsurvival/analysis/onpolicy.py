@@ -31,7 +31,6 @@ minimum as ``analyze``'s citations.
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,12 +40,18 @@ from scipy import stats
 
 from ..errors import CotSurvivalError
 from ..registry import view
-from ..rundir import RunDir
+from ..results import frame_html, read_json, to_jsonable, write_json, write_table, write_text
+from ..rundir import RunDir, atomic_write_parquet
+from .chainlevel import MIN_CHAINS
 from .inference import bootstrap_ci, holm, sign_flip_test
 
 FAILED = ("truncated", "no_answer")
 MEASURES = ("d_logprob", "d_correct")
 MIN_UNITS = 3
+#: The inputs :meth:`OnPolicyResult.save` writes as Parquet so that :meth:`OnPolicyResult.load`
+#: recomputes the same statistics (the statistics themselves are seeded, hence reproducible).
+INPUTS = ("rollouts", "regeneration_rows", "tokens", "chains")
+JSON_FILE = "onpolicy.json"
 
 
 @dataclass
@@ -66,6 +71,8 @@ class OnPolicyResult:
     run : str
     config : dict
         ``min_chains`` (citation minimum), ``n_boot``, ``seed``.
+
+    Make one from a run with :meth:`from_run`; :meth:`save` writes a folder that :meth:`load` reads back.
     """
 
     rollouts: pd.DataFrame
@@ -74,13 +81,15 @@ class OnPolicyResult:
     chains: pd.DataFrame
     run: str = ""
     manifest: dict = field(default_factory=dict)
-    config: dict = field(default_factory=lambda: {"min_chains": 5, "n_boot": 2000, "seed": 0})
+    config: dict = field(default_factory=lambda: {"min_chains": MIN_CHAINS, "n_boot": 2000, "seed": 0})
     _cache: dict = field(default_factory=dict, repr=False)
+    #: What :meth:`save` wrote (name -> path); empty otherwise.
+    files: dict = field(default_factory=dict, repr=False)
 
     # ---------------------------------------------------------------- loading
     @classmethod
-    def load(cls, run, chains=None, *, labels: str = "rule", min_chains: int = 5, n_boot: int = 2000,
-             seed: int = 0) -> "OnPolicyResult":
+    def from_run(cls, run, chains=None, *, labels: str = "rule", min_chains: int = MIN_CHAINS, n_boot: int = 2000,
+                 seed: int = 0) -> "OnPolicyResult":
         """Read a run's ``resample.parquet`` (E161 when there is none) and what it is compared with."""
         from .data import load_run
 
@@ -283,25 +292,53 @@ class OnPolicyResult:
         """Write the figure as ``stem.png`` and ``stem.pdf``."""
         return view("onpolicy_figure")(self, Path(stem), width=width)
 
-    def save(self, folder: str | Path, figure: bool = True) -> dict[str, Path]:
-        """Write ``onpolicy_*.csv`` tables, ``onpolicy_citations.md`` and ``fig_onpolicy.{png,pdf}`` into ``folder``."""
+    def to_frame(self) -> pd.DataFrame:
+        """The natural table: one row per unit with its importance and greedy survival (:meth:`importance`)."""
+        return self.importance().copy()
+
+    def to_dict(self) -> dict:
+        """Machine-readable form (``onpolicy.json``): the run, settings, chain-level statistics and sentences."""
+        return to_jsonable({"run": self.run, "n_chains": self.n_chains, "n_rollouts": len(self.rollouts),
+                            "settings": self.settings, "config": self.config,
+                            "agreement": {m: {k: v for k, v in self.agreement(m).items() if k != "per_chain"}
+                                          for m in MEASURES},
+                            "by_category": self.by_category(), "regeneration": self.regeneration(),
+                            "regeneration_outcomes": self.regeneration_outcomes(), "citations": self.citations()})
+
+    def save(self, folder: str | Path, figure: bool = True) -> Path:
+        """Write ``onpolicy.json``, the ``onpolicy_*.csv`` tables, ``onpolicy_citations.md``, the inputs
+        (``onpolicy_inputs/*.parquet``, what :meth:`load` reads) and, unless ``figure=False``,
+        ``fig_onpolicy.{png,pdf}`` into ``folder``; return the folder (what each file is: ``self.files``)."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = {}
+        (folder / "onpolicy_inputs").mkdir(parents=True, exist_ok=True)
+        files = {}
+        for name in INPUTS:
+            files[f"input_{name}"] = folder / "onpolicy_inputs" / f"{name}.parquet"
+            atomic_write_parquet(files[f"input_{name}"], getattr(self, name))
+        files["json"] = write_json(folder / JSON_FILE, {"manifest": self.manifest, **self.to_dict()})
         tables = {"units": self.importance(), "by_category": self.by_category(),
                   "agreement": self.agreement()["per_chain"], "regeneration": self.regeneration(),
                   "regeneration_outcomes": self.regeneration_outcomes()}
         for name, table in tables.items():
-            paths[name] = folder / f"onpolicy_{name}.csv"
-            table.to_csv(paths[name], index=False)
-        summary = {m: {k: v for k, v in self.agreement(m).items() if k != "per_chain"} for m in MEASURES}
-        paths["agreement_json"] = folder / "onpolicy_agreement.json"
-        paths["agreement_json"].write_text(json.dumps(summary, indent=2, default=float), encoding="utf-8")
-        paths["citations"] = folder / "onpolicy_citations.md"
-        paths["citations"].write_text("".join(f"- {s}\n" for s in self.citations()), encoding="utf-8")
+            files[name] = write_table(folder, f"onpolicy_{name}", table, formats=("csv",))["csv"]
+        files["agreement_json"] = write_json(folder / "onpolicy_agreement.json", self.to_dict()["agreement"])
+        files["citations"] = write_text(folder / "onpolicy_citations.md",
+                                        "".join(f"- {s}\n" for s in self.citations()))
         if figure:
-            paths["figure"] = self.figure(folder / "fig_onpolicy")[0]
-        return paths
+            files["figure"] = self.figure(folder / "fig_onpolicy")[0]
+        self.files = files
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "OnPolicyResult":
+        """Read back a folder written by :meth:`save` (a run directory: :meth:`from_run`)."""
+        folder = Path(folder)
+        inputs = {name: folder / "onpolicy_inputs" / f"{name}.parquet" for name in INPUTS}
+        if not (folder / JSON_FILE).is_file() or not all(p.is_file() for p in inputs.values()):
+            raise CotSurvivalError("E161", path=folder)
+        meta = read_json(folder / JSON_FILE)
+        return cls(**{name: pd.read_parquet(path) for name, path in inputs.items()}, run=meta.get("run", ""),
+                   manifest=meta.get("manifest") or {}, config=meta.get("config") or {})
 
     def __repr__(self) -> str:
         s = self.settings
@@ -309,7 +346,7 @@ class OnPolicyResult:
                 f"rollouts_per_cut={s.get('rollouts')}, temperature={s.get('temperature')}, top_p={s.get('top_p')})")
 
     def _repr_html_(self) -> str:
-        table = self.by_category().to_html(index=False, float_format=lambda v: f"{v:.3f}", escape=True, border=0)
+        table = frame_html(self.by_category(), ".3f")
         items = "".join(f"<li>{html.escape(s)}</li>" for s in self.citations())
         return (f"<div><b>On-policy importance</b> — {html.escape(self.run)}: {self.n_chains} chains</div>"
                 f"{table}<ul>{items}</ul>")

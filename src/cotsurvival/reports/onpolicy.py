@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis.chainlevel import MIN_CHAINS
 from ..analysis.citations import ALPHA, fmt_number as _f, fmt_p
 from .style import OKABE_ITO, WIDTHS, category_colours, figure_style, palette_for, save_figure
 
@@ -45,7 +46,7 @@ def _verdict(p, low, high) -> str:
 
 def onpolicy_sentences(result) -> list[str]:
     """The citable sentences of an on-policy result (see the module docstring)."""
-    min_chains = int(result.config.get("min_chains", 5))
+    min_chains = int(result.config.get("min_chains", MIN_CHAINS))
     s = result.settings
     rollouts = result.rollouts
     importance = result.importance()

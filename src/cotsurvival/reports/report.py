@@ -207,7 +207,7 @@ def _draw_onpolicy(run: RunDir, out: Path, widths, report: Report, labels: str) 
     from ..analysis.onpolicy import OnPolicyResult
     from .onpolicy import save_onpolicy_figure
 
-    result = OnPolicyResult.load(run, labels=labels)
+    result = OnPolicyResult.from_run(run, labels=labels)
     report.figures[ONPOLICY_STEM] = [p for width in widths
                                      for p in save_onpolicy_figure(result, out / f"{ONPOLICY_STEM}_{width}", width,
                                                                    footnote=report.approx_label)]
