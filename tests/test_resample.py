@@ -213,6 +213,18 @@ def test_resume_redoes_only_missing_cuts(resampled, tiny_loaded, tmp_path, monke
     assert len(calls) == 3
 
 
+def test_citation_minimum_is_analyzes():
+    # the same minimum number of chains as analyze's citations, whichever way the result is made
+    import inspect
+
+    from cotsurvival.analysis.chainlevel import MIN_CHAINS
+
+    assert inspect.signature(OnPolicyResult.from_run).parameters["min_chains"].default == MIN_CHAINS == 6
+    empty = OnPolicyResult(rollouts=pd.DataFrame(), regeneration_rows=pd.DataFrame(), tokens=pd.DataFrame(),
+                           chains=pd.DataFrame())
+    assert empty.config["min_chains"] == MIN_CHAINS
+
+
 def test_options_are_checked(pruned, tiny_loaded):
     with pytest.raises(CotSurvivalError) as info:
         resample(pruned, loaded_model=tiny_loaded, rollouts=1, progress=False)

@@ -166,7 +166,7 @@ def test_analysis_save_then_load_the_same_folder(runs, tmp_path):
 
 
 def test_every_result_class_is_in_the_shared_test():
-    """A new stage result must join KINDS above: every StageResult subclass and the three big results."""
+    """A new stage result must join KINDS above: every StageResult subclass and the four big results."""
     import cotsurvival.comparison.study  # noqa: F401
     import cotsurvival.generation.generate  # noqa: F401
     import cotsurvival.reports.report  # noqa: F401
