@@ -195,3 +195,34 @@ def test_ray_replicates_equal_local(tmp_path, tiny_dir, tiny_from_dir, local_ray
     assert remote["replicates"] == local["replicates"]
     assert remote["engine"]["replicate_reused_steps"] == local["engine"]["replicate_reused_steps"]
     assert set(remote["ray"]["worker_of_chain"]) == {c.id for c in EXAMPLE_CHAINS}
+
+
+def test_a_model_that_returned_attentions_can_be_shipped():
+    """transformers' output-capturing hooks (installed on a first ``output_attentions=True``) reach a
+    ContextVar that no pickler serialises; ``put_loaded_model`` lifts them for the put and puts them back."""
+    import cloudpickle
+    import torch
+
+    from cotsurvival.pruning.ray_backend import put_loaded_model
+    from cotsurvival.testing import tiny_llama
+
+    model, tokenizer = tiny_llama()
+    model.config._attn_implementation = "eager"
+    ids = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():
+        expected = model(ids, output_attentions=True).attentions
+    with pytest.raises(Exception, match="ContextVar"):  # the failure this guards against
+        cloudpickle.dumps(model)
+
+    class PicklingRay:  # ray.put serialises with cloudpickle
+        @staticmethod
+        def put(value):
+            return cloudpickle.dumps(value)
+
+    shipped = put_loaded_model(PicklingRay, (model, tokenizer, None))
+    copy, _, _ = cloudpickle.loads(shipped)
+    with torch.no_grad():  # the shipped copy and the original both still return the same attentions
+        for got in (copy(ids, output_attentions=True).attentions, model(ids, output_attentions=True).attentions):
+            assert len(got) == len(expected) and all(torch.equal(a, b) for a, b in zip(got, expected))
+    with pytest.raises(Exception, match="ContextVar"):  # the original's hooks were put back
+        cloudpickle.dumps(model)

@@ -532,7 +532,7 @@ def run_on_ray(run, jobs, options, ratios, manifest, *, spec, loaded_model, devi
                trust_remote_code, allow_unsafe_weights):
     """Resample ``jobs`` on Ray actors; returns ``(ModelInfo, {"rollouts": n})``."""
     from .progress import make_bar
-    from .pruning.ray_backend import _cause, _connect, _Failure, _import_ray
+    from .pruning.ray_backend import _cause, _connect, _Failure, _import_ray, put_loaded_model
 
     ray = _import_ray()
     owns = False if ray.is_initialized() else _connect(ray, address, workers, 1.0)
@@ -542,7 +542,7 @@ def run_on_ray(run, jobs, options, ratios, manifest, *, spec, loaded_model, devi
     if workers is None:
         workers = max(1, int(gpus) if per_gpu else int(resources.get("CPU", 1)))
     remote = ray.remote(num_cpus=1, num_gpus=per_gpu, max_restarts=0)(_RayWorker)
-    shipped = ray.put(loaded_model) if loaded_model is not None else None
+    shipped = put_loaded_model(ray, loaded_model)
     actors = [remote.remote(spec, shipped, device, dtype, trust_remote_code, allow_unsafe_weights,
                             1 if per_gpu == 0 else 0) for _ in range(workers)]
     try:

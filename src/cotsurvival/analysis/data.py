@@ -21,7 +21,10 @@ TOKEN_COLUMNS = [
     "label", "category", "deleted_step", "survival", "censored", "deletion_cost",
 ]
 _READ_COLUMNS = ["chain_index", "chain_id", "position", "n_tokens", "text", "is_whitespace", "deleted_step",
-                 "survival", "censored", "deletion_cost", "deletion_gap"]
+                 "survival", "censored", "deletion_cost", "deletion_gap", "static_logprob"]
+# The token's static log-probability in the unpruned chain (a covariate of the primary test's
+# sensitivity block; absent from runs that do not store it).
+OPTIONAL_COLUMNS = ["static_logprob"]
 # Stability columns (present when the run stores them): the gap of the step that deleted the token and
 # whether that step was a near-tie (cotsurvival.pruning.diagnostics), then the replicate summary.
 STABILITY_COLUMNS = ["deletion_gap", "near_tie"]
@@ -226,7 +229,7 @@ def _derive(tokens: pd.DataFrame) -> pd.DataFrame:
     tokens["deletion_cost"] = tokens["deletion_cost"].astype(float)
     for column in ("label", "category"):
         tokens[column] = tokens[column].astype("object")
-    return tokens[TOKEN_COLUMNS + [c for c in STABILITY_COLUMNS if c in tokens]]
+    return tokens[TOKEN_COLUMNS + [c for c in OPTIONAL_COLUMNS + STABILITY_COLUMNS if c in tokens]]
 
 
 def _wide_baselines(run: RunDir) -> pd.DataFrame:

@@ -17,6 +17,7 @@ import os
 import numpy as np
 import pandas as pd
 
+from ..errors import CotSurvivalError
 from ..rundir import RunDir, as_rundir
 
 #: Per-token summary columns :func:`cotsurvival.load_run` adds for a run with replicates.
@@ -172,7 +173,11 @@ def run_stability(run: RunDir, table: pd.DataFrame, result, n_boot: int, seed: i
     module stays below the one that reads runs). Adds the table ``stability_per_chain`` to ``result.tables_``."""
     from ..pruning.diagnostics import describe as describe_ties, run_diagnostics
 
-    diagnostics = run_diagnostics(run)
+    try:
+        diagnostics = run_diagnostics(run)
+    except CotSurvivalError as exc:  # e.g. an unreadable traces part (E008): a note, the other sections still run
+        result.notes_.append(f"stability: {exc.message}")
+        diagnostics = {"n_steps": 0}
     per_chain = pd.DataFrame([{"chain_id": chain_id, **values} for chain_id, values in
                               (diagnostics.pop("chains", None) or {}).items()])
     out: dict = {"diagnostics": {**diagnostics, "sentence": describe_ties(diagnostics, int(table["chain_id"].nunique()))}}
@@ -197,7 +202,6 @@ def _primary_spread(long: pd.DataFrame, table: pd.DataFrame, result, min_chains:
                     seed: int, test) -> dict:
     """The primary contrast's estimate on each replicate path alone: how much it moves between
     near-equal paths, to read beside its CI (which is on the replicate mean)."""
-    from ..errors import CotSurvivalError
 
     primary = result.primary_
     if not primary or "estimate" not in primary:

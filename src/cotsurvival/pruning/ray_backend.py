@@ -131,7 +131,7 @@ class RayPool:
         # CPU actors get one torch thread per CPU they reserve; GPU actors keep torch's default.
         threads = max(1, int(cpus_per_worker)) if gpus_per_worker == 0 else 0
         remote = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0)(_Worker)
-        shipped = ray.put(loaded_model) if loaded_model is not None else None
+        shipped = put_loaded_model(ray, loaded_model)
         run_tag = f"{os.getpid()}-{int(time.time() * 1000) % 10**8}"
 
         pool = cls(ray=ray, address=address, owns_cluster=owns)
@@ -262,3 +262,30 @@ def _cause(ray, exc: BaseException) -> BaseException:
     if isinstance(exc, CotSurvivalError):
         return exc
     return CotSurvivalError("E074", reason=" ".join(str(cause or exc).split())[:300])
+
+
+def put_loaded_model(ray, loaded_model):
+    """``ray.put(loaded_model)``, without transformers' output-capturing hooks.
+
+    A model that has once returned attentions or hidden states carries forward hooks from
+    ``transformers.utils.output_capturing`` whose closures reach a ``ContextVar``, which no pickler can
+    serialise, so Ray refuses the model. They are lifted off for the put (which serialises at once)
+    and put back, with the flag that says they are installed, so each actor's copy installs its own on first use.
+    """
+    if loaded_model is None:
+        return None
+    lifted, flagged = [], []
+    for module in loaded_model[0].modules():
+        for key, hook in list(module._forward_hooks.items()):
+            if getattr(hook, "__module__", "") == "transformers.utils.output_capturing":
+                lifted.append((module, key, hook))
+                del module._forward_hooks[key]
+        if module.__dict__.pop("_output_capturing_hooks_installed", None) is not None:
+            flagged.append(module)
+    try:
+        return ray.put(loaded_model)
+    finally:
+        for module, key, hook in lifted:
+            module._forward_hooks[key] = hook
+        for module in flagged:
+            module._output_capturing_hooks_installed = True
