@@ -183,9 +183,4 @@ def onpolicy_figure(result, width: str = "two"):
 
 def save_onpolicy_figure(result, stem: Path, width: str = "two", footnote: str | None = None) -> list[Path]:
     """Draw and save the figure; ``footnote`` goes under it."""
-    fig = onpolicy_figure(result, width)
-    if footnote:
-        from .style import add_footnote
-
-        add_footnote(fig, footnote)
-    return save_figure(fig, stem)
+    return save_figure(onpolicy_figure(result, width), stem, footnote)

@@ -54,9 +54,4 @@ def recovery_figure(result, width: str = "two"):
 
 def save_recovery_figure(result, stem: Path, width: str = "two", footnote: str | None = None) -> list[Path]:
     """Draw and save the recovery figure; ``footnote`` (e.g. the run's approximation) goes under it."""
-    fig = recovery_figure(result, width)
-    if footnote:
-        from .style import add_footnote
-
-        add_footnote(fig, footnote)
-    return save_figure(fig, stem)
+    return save_figure(recovery_figure(result, width), stem, footnote)

@@ -139,8 +139,9 @@ def add_footnote(fig, text: str) -> None:
     fig.text(0.005, y, "\n".join(lines), fontsize=5, color="0.3", ha="left", va=va, linespacing=1.2)
 
 
-def save_figure(fig, stem: Path) -> list[Path]:
-    """Write ``stem.png`` (300 dpi) and ``stem.pdf`` (TrueType fonts) and close the figure.
+def save_figure(fig, stem: Path, footnote: str | None = None) -> list[Path]:
+    """Write ``stem.png`` (300 dpi) and ``stem.pdf`` (TrueType fonts) and close the figure;
+    ``footnote`` (e.g. the run's approximation) goes under it first.
 
     Returns
     -------
@@ -149,6 +150,8 @@ def save_figure(fig, stem: Path) -> list[Path]:
     """
     import matplotlib.pyplot as plt
 
+    if footnote:
+        add_footnote(fig, footnote)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     # Fixed size (no bbox_inches="tight") so the files are exactly one or two columns wide.
