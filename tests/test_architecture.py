@@ -328,3 +328,15 @@ def test_run_views_are_registered_from_the_top():
     assert "cotsurvival.reports.notebook" in graph["cotsurvival"]
     assert not any(t.startswith("cotsurvival.reports") for t in graph["cotsurvival.rundir"])
     assert callable(RunDir._repr_html_)
+
+
+
+def test_reading_and_comparing_runs_does_not_import_torch():
+    """Comparing runs and building reports only read run directories: torch loads when a stage that runs a
+    model (prune, recover) is first called, not on import."""
+    import subprocess
+    import sys
+
+    code = "import sys, cotsurvival.comparison, cotsurvival.reports.report; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

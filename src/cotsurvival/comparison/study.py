@@ -51,7 +51,6 @@ from ..analysis import analyze, load_run
 from ..chains import read_chains, shortest_chains
 from ..errors import CotSurvivalError
 from ..outputs import check_output, is_study_root
-from ..pruning import prune
 from ..reports import build_report
 from ..results import StageResult, frame_html, write_json, write_text
 from ..rundir import RunDir
@@ -293,6 +292,9 @@ def run_study(
         chosen_backend = backend or setting.backend
         say(f"[setting {number}/{len(study.settings)}] {setting.name}: {setting.model}, objective {setting.objective}, "
             f"keep ratio {setting.keep_ratio}, {len(chains)} chains")
+        # imported here, not at the top: pruning brings torch, which reading or comparing runs never needs
+        from ..pruning import prune
+
         loaded = None
         if chosen_backend == "local":
             loaded = loaded_models.get(setting.model)

@@ -16,7 +16,6 @@ from ..errors import CotSurvivalError
 from ..labels import resolve_source
 from ..outputs import check_output, is_report_folder, run_inputs
 from ..provenance import require_fresh, stale_reason
-from ..recovery import RecoveryResult
 from ..results import StageResult, frame_html
 from ..rundir import RunDir, atomic_write_bytes
 from .data import Quote, ReportData, SkipFigure, resolve_chain_ids
@@ -163,6 +162,8 @@ def _recovery_result(run: RunDir):
     """The run's answer-recovery result (``RUN/recovery.parquet/``, else ``RUN/recovery/``), or ``None``."""
     if not ((run.path / "recovery.parquet").is_dir() or (run.path / "recovery" / "recovery_rows.parquet").is_file()):
         return None  # the common case: no recovery run, nothing added to the report
+    # imported here, not at the top: the recovery module runs models (torch), which a report never needs
+    from ..recovery import RecoveryResult
 
     for where in (run.path, run.path / "recovery"):
         try:
