@@ -26,8 +26,11 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/cotsurvival demo --out $(DEMO_OUT)
 
+# Two pytest-xdist workers (CI has 2 cores); tests/conftest.py keeps each test file on one worker, and
+# the Ray files and the notebooks (shared state) together. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q -p no:cacheprovider --nbmake
+	$(PY) -m pytest -q -p no:cacheprovider --nbmake -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: install
 	$(PY) -m pytest -q -m "not integration and not faults"
