@@ -70,6 +70,37 @@ def test_token_units_are_contiguous_and_cover_every_token(tiny):
             assert offsets[first][0] <= unit.start and unit.end <= offsets[end - 1][1]
 
 
+def test_one_splitter_for_resample_viewer_and_tagger(pruned, tmp_path):
+    """The tagger's labels, the viewer's unit marks and the on-policy units are the same units."""
+    import json
+    import re
+    import shutil
+
+    from cotsurvival.reports import build_viewer
+    from cotsurvival.taxonomy import tag_run
+
+    copy = tmp_path / "run"
+    shutil.copytree(pruned, copy)
+    run = RunDir(copy)
+    tag_run(run, progress=False)
+    page = build_viewer(run, tmp_path / "v.html", traces=False).read_text(encoding="utf-8")
+    viewer = json.loads(re.search(r'id="cs-data">(.*?)</script>', page, re.S).group(1))
+    units = OnPolicyResult(rollouts=pd.DataFrame(), regeneration_rows=pd.DataFrame(), tokens=run.read_table("tokens"),
+                           chains=run.read_chains()).units()
+    for chain, shown in zip(EXAMPLE_CHAINS, viewer["chains"]):
+        index = shown["index"]
+        stored = run.read_part("labels", index).sort_values("position")["unit"].tolist()
+        assert stored == shown["unit"]
+        # by hand: each example chain is two lines, and the tokens of line k show exactly its text
+        lines = chain.reasoning.split("\n")
+        for k, line in enumerate(lines):
+            assert "".join(seg for seg, u in zip(shown["seg"], shown["unit"]) if u == k).strip() == line
+        mine = units[units["chain_index"] == index]
+        assert mine["text"].tolist() == lines
+        assert [stored.index(k) for k in range(len(lines))] == mine["first_token"].tolist()
+    assert "unit-start" in page  # the script marks where a unit begins
+
+
 # ---------------------------------------------------------------------------------------- stage
 
 def _direct_rollouts(model, tokenizer, chain, cut, options):
@@ -109,6 +140,8 @@ def test_importance_equals_a_direct_recomputation(resampled, tiny):
         chain["chain_id"] = chain["chain_id"]
         kept = _direct_rollouts(model, tokenizer, chain, int(unit["end_token"]), OPTIONS)
         resampled_lp = _direct_rollouts(model, tokenizer, chain, int(unit["first_token"]), OPTIONS)
+        # the random model's gibberish never rewrites a unit, so every replacement is a counterfactual
+        assert unit["n_similar"] == 0 and unit["n_resampled"] == OPTIONS["rollouts"]
         assert unit["d_logprob"] == pytest.approx(kept.mean() - resampled_lp.mean(), abs=1e-4)
         assert unit["d_logprob_ci_low"] <= unit["d_logprob"] <= unit["d_logprob_ci_high"]
     # one cut per unit start and one at the end; every rollout recorded with its seed
@@ -117,6 +150,99 @@ def test_importance_equals_a_direct_recomputation(resampled, tiny):
     assert rows.groupby(["chain_index", "cut"])["seed"].nunique().max() == 2  # 3 rollouts in chunks of 2
     manifest = RunDir(path).read_manifest()["resample"]
     assert manifest["seed"] == 7 and manifest["temperature"] == 0.9 and manifest["rollouts"] == 3
+
+
+def _lcs_ratio(a: str, b: str) -> float:
+    """Oracle: 2·LCS / (len a + len b) over the same tokens, by dynamic programming."""
+    import re
+
+    x, y = re.findall(r"\w+|[^\w\s]", a.lower()), re.findall(r"\w+|[^\w\s]", b.lower())
+    table = np.zeros((len(x) + 1, len(y) + 1), dtype=int)
+    for i, u in enumerate(x):
+        for j, v in enumerate(y):
+            table[i + 1, j + 1] = table[i, j] + 1 if u == v else max(table[i, j + 1], table[i + 1, j])
+    return 2 * table[-1, -1] / (len(x) + len(y))
+
+
+def test_unit_similarity_hand_worked():
+    from cotsurvival.analysis.onpolicy import replacement_unit, unit_similarity
+
+    unit = "Her sister ate 3 + 2 = 5 slices."
+    # 10 tokens each, 8 in common (two numbers changed): 16 / 20, by hand and by the LCS oracle
+    for other, expected in [("her sister ate 3+2=5 slices .", 1.0), ("Her sister ate 3 + 3 = 6 slices.", 0.8),
+                            ("Then 7 pies.", 2 / 14), ("", 0.0), ("Her sister ate 3", 8 / 14)]:
+        assert unit_similarity(unit, other) == pytest.approx(expected)
+        assert _lcs_ratio(unit, other) == pytest.approx(expected)
+    # an unfinished copy (cut off by the token bound) is compared with as much of the original
+    assert unit_similarity(unit, "Her sister ate 3", cut_off=True) == 1.0
+    assert unit_similarity(unit, "His sister ate 4", cut_off=True) == pytest.approx(0.5)
+    # the replacement is the first unit of the rollout's own reasoning, before its answer line
+    assert replacement_unit(" Her sister ate 5.\nThen 3 more.\n#### 8", "gsm8k") == ("Her sister ate 5.", False)
+    assert replacement_unit("\n#### 8", "gsm8k") == ("", False)
+    assert replacement_unit(" Her sister ate", "gsm8k", truncated=True) == ("Her sister ate", True)
+    assert replacement_unit(" She ate 5. Then", "gsm8k", truncated=True) == ("She ate 5.", False)
+
+
+def _hand_result(threshold=None):
+    """One chain of two units, rollouts with hand-chosen texts and log-probabilities."""
+    reasoning = "Her sister ate 3 + 2 = 5 slices.\nSo they ate 5 + 3 = 8 slices."
+    import re
+
+    words = [(m.start(), m.end()) for m in re.finditer(r"\S+", reasoning)]
+    tokens = pd.DataFrame({"chain_index": 0, "position": range(len(words)), "char_start": [a for a, _ in words],
+                           "char_end": [b for _, b in words], "is_whitespace": False,
+                           "text": [reasoning[a:b] for a, b in words], "survival": np.linspace(0, 1, len(words))})
+    chains = pd.DataFrame({"chain_index": [0], "chain_id": ["c0"], "reasoning": [reasoning], "answer": ["#### 8"]})
+    texts = {0: [" Her sister ate 3 + 2 = 5 slices.\nSo", " Her sister ate 3 + 3 = 6 slices.", " Then 7 pies.",
+                 "\n#### 8"],
+             1: ["\nSo they ate 5 + 3 = 8 slices.\n#### 8", "\nso they ate 5+3=8 slices", " Next, 4 cats.",
+                 "\nSo they ate 5 + 3 = 8"],
+             2: ["\n#### 8", "\n#### 8", "\n#### 9", " and"]}
+    outcomes = {0: ["no_answer", "no_answer", "no_answer", "correct"], 1: ["correct", "no_answer", "no_answer",
+                                                                          "truncated"],
+                2: ["correct", "correct", "wrong", "truncated"]}
+    logprobs = {0: [-1.0, -2.0, -4.0, -8.0], 1: [-0.5, -1.5, -3.5, -2.5], 2: [-0.1, -0.2, -0.3, -0.4]}
+    rows = []
+    for unit, cut in ((0, 0), (1, 7), (2, 14)):
+        for r in range(4):
+            rows.append({"chain_index": 0, "chain_id": "c0", "cut": cut, "unit": unit, "n_units": 2, "rollout": r,
+                         "outcome": outcomes[unit][r], "text": texts[unit][r], "answer_logprob": logprobs[unit][r]})
+    config = {"min_chains": 6, "n_boot": 200, "seed": 0}
+    if threshold is not None:
+        config["similarity_threshold"] = threshold
+    return OnPolicyResult(rollouts=pd.DataFrame(rows), regeneration_rows=pd.DataFrame(), tokens=tokens,
+                          chains=chains, config=config)
+
+
+def test_counterfactual_filter_equals_a_hand_count():
+    result = _hand_result()
+    rep = result.replacements()
+    # unit 0: a copy (1.0, out), two numbers changed (0.8, kept: not above the threshold), another step
+    # (only "." in common: 2 / 14), no step; unit 1: copies (the full stop missing: 18 / 19), another step
+    expected = [1.0, 0.8, 2 / 14, 0.0, 1.0, 18 / 19, 2 / 15, 1.0]
+    np.testing.assert_allclose(rep["similarity"], expected)
+    np.testing.assert_allclose([_lcs_ratio(o, r) for o, r in zip(rep["original"], rep["replacement"])][:7],
+                               expected[:7])
+    assert rep["counterfactual"].tolist() == [False, True, True, True, False, False, True, False]
+    assert rep["cut_off"].tolist() == [False] * 7 + [True]  # truncated inside its first unit
+    table = result.importance().set_index("unit")
+    kept_0, kept_1 = np.mean([-0.5, -1.5, -3.5, -2.5]), np.mean([-0.1, -0.2, -0.3, -0.4])
+    assert table.loc[0, "d_logprob"] == pytest.approx(kept_0 - np.mean([-2.0, -4.0, -8.0]))
+    assert table.loc[0, "d_logprob_unfiltered"] == pytest.approx(kept_0 - np.mean([-1.0, -2.0, -4.0, -8.0]))
+    assert (table.loc[0, "n_resampled_all"], table.loc[0, "n_similar"], table.loc[0, "n_resampled"]) == (4, 1, 3)
+    # the failure share and accuracy are those of the dissimilar replacements alone
+    assert table.loc[0, "failed_resampled"] == pytest.approx(2 / 3) and table.loc[0, "accuracy_resampled"] == 1.0
+    assert table.loc[1, "d_logprob"] == pytest.approx(kept_1 - (-3.5))
+    assert (table.loc[1, "n_similar"], table.loc[1, "n_resampled"]) == (3, 1)
+    summary = result.filter_summary()
+    assert (summary["n_resampled"], summary["n_similar_excluded"], summary["threshold"]) == (8, 4, 0.8)
+    # a stricter threshold also drops the changed-numbers rewrite; a unit left without one has no importance
+    strict = _hand_result(threshold=0.7).importance().set_index("unit")
+    assert strict.loc[0, "d_logprob"] == pytest.approx(kept_0 - np.mean([-4.0, -8.0]))
+    none_left = _hand_result(threshold=0.0).importance().set_index("unit")
+    assert none_left.loc[1, "n_resampled"] == 0 and np.isnan(none_left.loc[1, "d_logprob"])
+    assert none_left.loc[1, "d_logprob_unfiltered"] == pytest.approx(kept_1 - np.mean([-0.5, -1.5, -3.5, -2.5]))
+    assert any("Counterfactual filter: 4 of 8" in s for s in result.citations())
 
 
 def test_failed_rollouts_are_their_own_outcome(resampled):

@@ -509,12 +509,16 @@ def _plural(n: int, noun: str) -> str:
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--workers", type=int, default=None, help="Ray actors (default: one per GPU, else per CPU).")
 @click.option("--ray-address", default=None, help="Ray cluster to join with --backend ray.")
+@click.option("--similarity-threshold", type=float, default=None,
+              help="Resampled units more similar than this to the original are no counterfactual and leave the "
+                   "importance (lexical ratio in [0, 1]; default 0.8, or the run's recorded one).")
 @click.option("--out", "out", default=None, type=click.Path(file_okay=False),
               help="Folder for the figure, tables and citations (default: RUN/onpolicy).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model's repository.")
 @click.option("--allow-unsafe-weights", is_flag=True, help="Allow pickled (.bin) weights, which can run code.")
 def resample(run, rollouts, temperature, top_p, seed, max_new_tokens, batch_size, chains, regeneration_keep_ratios,
-             model, device, dtype, backend, workers, ray_address, out, trust_remote_code, allow_unsafe_weights):
+             model, device, dtype, backend, workers, ray_address, similarity_threshold, out, trust_remote_code,
+             allow_unsafe_weights):
     """On-policy importance of RUN's reasoning units (kept vs resampled rollouts) beside greedy survival."""
     from pathlib import Path
 
@@ -530,7 +534,7 @@ def resample(run, rollouts, temperature, top_p, seed, max_new_tokens, batch_size
                           max_new_tokens=max_new_tokens, batch_size=batch_size, chains=picked,
                           regeneration_keep_ratios=ratios, model=model, device=device, dtype=dtype, backend=backend,
                           workers=workers, ray_address=ray_address, trust_remote_code=trust_remote_code,
-                          allow_unsafe_weights=allow_unsafe_weights,
+                          allow_unsafe_weights=allow_unsafe_weights, similarity_threshold=similarity_threshold,
                           out=Path(out) if out else Path(run) / "onpolicy")
     click.echo(f"resampled {result.n_chains} chains ({len(result.rollouts):,} rollouts): {Path(run) / 'resample.parquet'}")
     for name in ("figure", "units", "by_category", "regeneration", "citations"):

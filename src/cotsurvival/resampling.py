@@ -131,6 +131,7 @@ def resample(
     trust_remote_code: bool = False,
     allow_unsafe_weights: bool = False,
     out: str | Path | None = None,
+    similarity_threshold: float | None = None,
 ):
     """Resampling importance of every reasoning unit of a pruned run (module docstring).
 
@@ -157,6 +158,11 @@ def resample(
         ``ray`` spreads chains over Ray actors (one model each) as ``prune --backend ray`` does.
     loaded_model : tuple, optional
         ``(model, tokenizer, info)`` already loaded (local backend, or shipped to Ray actors).
+    similarity_threshold : float, optional
+        Resampled rollouts whose replacement unit is more similar than this to the original unit
+        are no counterfactual and leave the importance (:func:`cotsurvival.analysis.onpolicy.unit_similarity`;
+        default :data:`cotsurvival.analysis.onpolicy.SIMILARITY_THRESHOLD`, or the run's recorded one).
+        Recorded in the manifest; it changes no rollout, so a re-run with another threshold draws nothing.
     out : str or Path, optional
         Also save the figure, tables and citations there (:meth:`OnPolicyResult.save`; paths in
         ``result.files``). Never one of the run's files or tables (E080); an existing folder only
@@ -167,10 +173,14 @@ def resample(
     cotsurvival.analysis.onpolicy.OnPolicyResult
         Rollouts, regeneration rows and the side-by-side statistics (``.importance()``, ``.agreement()``, ...).
     """
-    from .analysis.onpolicy import OnPolicyResult
+    from .analysis.onpolicy import SIMILARITY_MEASURE, SIMILARITY_THRESHOLD, OnPolicyResult
 
     run = run if isinstance(run, RunDir) else RunDir(run)
     manifest = run.require().read_manifest()
+    if similarity_threshold is None:
+        similarity_threshold = (manifest.get("resample") or {}).get("similarity_threshold", SIMILARITY_THRESHOLD)
+    if not 0.0 <= float(similarity_threshold) <= 1.0:
+        raise CotSurvivalError("E160", reason=f"--similarity-threshold must be in [0, 1], not {similarity_threshold}")
     if out is not None:
         check_output(out, inputs=run_inputs(run.path), ours=is_onpolicy_folder, command="resample", folder=True)
     options = SamplingOptions(rollouts, temperature, top_p, seed, max_new_tokens, batch_size).check()
@@ -211,6 +221,7 @@ def resample(
         "seed": options.seed, "seeding": "torch.manual_seed(crc32(seed, chain_id, cut, chunk)) per generate call",
         "max_new_tokens": options.max_new_tokens, "batch_size": options.batch_size,
         "splitter": _splitter_version(), "regeneration_keep_ratios": ratios, "settings": settings,
+        "similarity_threshold": float(similarity_threshold), "similarity": SIMILARITY_MEASURE,
         "backend": backend, "n_chains": len(indices), "rollouts_last_invocation": counts["rollouts"],
         "seconds_last_invocation": round(seconds, 3),
         "rollouts_per_second_last_invocation": round(counts["rollouts"] / seconds, 3) if counts["rollouts"] else None})
@@ -468,21 +479,15 @@ def chunk_seed_of(seed: int, chain_id: str, cut: int, chunk: int) -> int:
 
 
 def _style_of(answer: str) -> str:
-    """The answer style of a chain's answer field (``#### 18`` -> gsm8k, ``\\boxed{}`` -> math, ``Answer:`` -> mcq)."""
-    from .generation.prompting import detect_style
+    from .analysis.onpolicy import answer_style
 
-    try:
-        return detect_style(answer)
-    except CotSurvivalError:
-        return "gsm8k"  # a bare answer: rollouts are read for a ``####`` line, as GSM8K prompts ask
+    return answer_style(answer)
 
 
 def _line_start(text: str, style: str) -> int:
-    """Where the answer line starts in a continuation (its whole length when it has none)."""
-    from .generation.prompting import find_answer
+    from .analysis.onpolicy import answer_line_start
 
-    found = find_answer(text, style)
-    return len(text) if found is None else found[0]
+    return answer_line_start(text, style)
 
 
 # ---------------------------------------------------------------------------------------- Ray backend

@@ -55,6 +55,14 @@ def onpolicy_sentences(result) -> list[str]:
            f"top-p {s.get('top_p')}, seed {s.get('seed')}, at most {s.get('max_new_tokens')} new tokens) for "
            f"{len(importance)} units of {result.n_chains} chains ({len(rollouts):,} rollouts); "
            f"{_f(100 * failed, 0)}% of rollouts ended without an answer and are counted apart, not as wrong."]
+    kept = result.filter_summary()
+    if kept["n_resampled"]:
+        lost = kept["n_units_without_counterfactual"]
+        out.append(f"Counterfactual filter: {kept['n_similar_excluded']:,} of {kept['n_resampled']:,} resampled "
+                   f"rollouts rewrote their unit with lexical similarity above {kept['threshold']:g} "
+                   f"({kept['measure']}) and were left out of the importance"
+                   + (f"; {lost} unit{'' if lost == 1 else 's'} had no dissimilar replacement and no importance."
+                      if lost else "."))
     withheld = []
     for measure in ("d_logprob", "d_correct"):
         a = result.agreement(measure)
