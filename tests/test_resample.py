@@ -192,6 +192,7 @@ def _hand_result(threshold=None):
     tokens = pd.DataFrame({"chain_index": 0, "position": range(len(words)), "char_start": [a for a, _ in words],
                            "char_end": [b for _, b in words], "is_whitespace": False,
                            "text": [reasoning[a:b] for a, b in words], "survival": np.linspace(0, 1, len(words))})
+    tokens["category"] = ["symbolic_math" if t[0] in "0123456789+=" else "narration" for t in tokens["text"]]
     chains = pd.DataFrame({"chain_index": [0], "chain_id": ["c0"], "reasoning": [reasoning], "answer": ["#### 8"]})
     texts = {0: [" Her sister ate 3 + 2 = 5 slices.\nSo", " Her sister ate 3 + 3 = 6 slices.", " Then 7 pies.",
                  "\n#### 8"],
@@ -203,7 +204,7 @@ def _hand_result(threshold=None):
                 2: ["correct", "correct", "wrong", "truncated"]}
     logprobs = {0: [-1.0, -2.0, -4.0, -8.0], 1: [-0.5, -1.5, -3.5, -2.5], 2: [-0.1, -0.2, -0.3, -0.4]}
     rows = []
-    for unit, cut in ((0, 0), (1, 7), (2, 14)):
+    for unit, cut in ((0, 0), (1, 9), (2, 18)):
         for r in range(4):
             rows.append({"chain_index": 0, "chain_id": "c0", "cut": cut, "unit": unit, "n_units": 2, "rollout": r,
                          "outcome": outcomes[unit][r], "text": texts[unit][r], "answer_logprob": logprobs[unit][r]})
@@ -243,6 +244,19 @@ def test_counterfactual_filter_equals_a_hand_count():
     assert none_left.loc[1, "n_resampled"] == 0 and np.isnan(none_left.loc[1, "d_logprob"])
     assert none_left.loc[1, "d_logprob_unfiltered"] == pytest.approx(kept_1 - np.mean([-0.5, -1.5, -3.5, -2.5]))
     assert any("Counterfactual filter: 4 of 8" in s for s in result.citations())
+
+
+def test_unit_survival_and_category_shares_equal_a_hand_count():
+    units = _hand_result().units()
+    survival = np.linspace(0, 1, 18)  # nine words a unit; numbers and + = are symbolic_math, five per unit
+    for k in (0, 1):
+        own = survival[9 * k: 9 * k + 9]
+        row = units.iloc[k]
+        assert (row["first_token"], row["end_token"]) == (9 * k, 9 * k + 9)
+        assert (row["survival_min"], row["survival_max"]) == pytest.approx((own.min(), own.max()))
+        assert row["survival_mean"] == pytest.approx(sum(own) / 9)
+        assert row["share_symbolic_math"] == pytest.approx(5 / 9) and row["share_narration"] == pytest.approx(4 / 9)
+        assert row["category"] == "symbolic_math"
 
 
 def test_failed_rollouts_are_their_own_outcome(resampled):
@@ -369,18 +383,42 @@ except ImportError:  # the cluster extra is optional
 
 
 @pytest.mark.skipif(ray is None, reason="ray is not installed (pip install cotsurvival[cluster])")
-def test_ray_equals_local(resampled, pruned, tiny_loaded, tmp_path):
+def test_ray_equals_local_and_a_dead_actor_is_replaced(resampled, pruned, tiny_loaded, tmp_path, monkeypatch):
+    """One Ray start for both: the actor given the first chain is killed as soon as it has it; the chain
+    goes to a fresh actor, every chain is committed once, and the rows equal the local backend's."""
     import shutil
+
+    from cotsurvival import resampling
 
     _, local = resampled
     copy = tmp_path / "run"
     shutil.copytree(pruned, copy)
+    real_submit, real_commit = resampling._submit, resampling.commit
+    killed, commits = [], []
+
+    def submit_then_kill(actor, job, *args):
+        ref = real_submit(actor, job, *args)
+        if not killed:  # the first chain's actor dies while it holds the chain
+            killed.append(job[0].chain_id)
+            ray.kill(actor, no_restart=True)
+        return ref
+
+    def counting_commit(run, table, index, old, new):
+        commits.append((table, index, tuple(new["cut"]) if table == resampling.TABLE else None))
+        return real_commit(run, table, index, old, new)
+
+    monkeypatch.setattr(resampling, "_submit", submit_then_kill)
+    monkeypatch.setattr(resampling, "commit", counting_commit)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="error")
     try:
         remote = resample(copy, loaded_model=tiny_loaded, progress=False, backend="ray", workers=2,
                           regeneration_keep_ratios=(0.7, 0.3), **OPTIONS)
     finally:
         ray.shutdown()
+    retries = RunDir(copy).read_manifest()["resample"]["ray"]["retries"]
+    assert [r["chain_id"] for r in retries] == killed and len(killed) == 1
+    rollout_commits = [c for c in commits if c[0] == resampling.TABLE]
+    assert len(rollout_commits) == len(set(rollout_commits)) == 3 * len(EXAMPLE_CHAINS)  # each cut written once
     key = ["chain_index", "cut", "rollout"]
     pd.testing.assert_frame_equal(remote.rollouts.sort_values(key).reset_index(drop=True),
                                   local.rollouts.sort_values(key).reset_index(drop=True), check_exact=False, atol=1e-5)
@@ -426,6 +464,11 @@ def test_agreement_equals_pandas_scipy_and_an_enumerated_sign_flip():
     assert a["ci_low"] == pytest.approx(rho.mean() - t_half) and a["ci_high"] == pytest.approx(rho.mean() + t_half)
     null = [abs(np.dot(signs, rho)) / len(rho) for signs in itertools.product((1, -1), repeat=len(rho))]
     assert a["p_sign_flip"] == pytest.approx(np.mean(np.array(null) >= abs(rho.mean()) - 1e-12))
+    # ties take average ranks, as scipy's spearmanr; a constant column gives none
+    tied = pd.DataFrame({"chain_index": [0] * 5 + [1] * 3, "a": [1, 1, 2, 3, 3, 1, 1, 1],
+                         "b": [0.5, 0.1, 0.1, 0.9, 0.2, 1, 2, 3]})
+    got = per_chain_spearman(tied, "a", "b")["rho"].to_numpy()
+    assert got[0] == pytest.approx(stats.spearmanr(tied["a"][:5], tied["b"][:5]).statistic) and np.isnan(got[1])
     # d_correct: chains whose units are NaN are left out of that chain's rho, never counted as 0
     assert result.agreement("d_correct")["per_chain"]["n_units"].tolist() == \
         table.dropna(subset=["d_correct"]).groupby("chain_index").size().reindex(range(9), fill_value=0).tolist()
@@ -450,22 +493,28 @@ def test_category_contrasts_equal_a_naive_loop():
 @pytest.mark.parametrize("position_effect", [False, True])
 def test_agreement_test_holds_its_level_under_the_null(position_effect):
     """No link between survival and importance (optionally both crowded by position): about 5% rejections."""
-    rejections, p_t = 0, 0
-    runs = 150
+    from cotsurvival.analysis.inference import sign_flip_test
+
+    runs, chains = 150, 8
+    rows = []
     for s in range(runs):
         rng = np.random.default_rng(1000 + s)
-        rows = []
-        for c in range(8):
+        for c in range(chains):
             n = int(rng.integers(3, 7))
             pos = np.arange(n) / n
             # a sharp position effect in one measure only leaves them independent
             survival = (5 * (pos > 0.5) if position_effect else 0) + rng.random(n)
-            rows += [{"chain_index": c, "unit": k, "survival_mean": survival[k], "d_logprob": rng.normal()}
-                     for k in range(n)]
-        a = _result_with(pd.DataFrame(rows)).agreement("d_logprob")
-        rejections += a["p_sign_flip"] < 0.05
-        p_t += a["p_t"] < 0.05
-    assert rejections / runs < 0.09 and p_t / runs < 0.09
+            rows += [{"chain_index": s * chains + c, "unit": k, "survival_mean": survival[k],
+                      "d_logprob": rng.normal()} for k in range(n)]
+    # agreement() is per_chain_spearman, then sign_flip_test and a t test over the chains' rho (checked
+    # against pandas/scipy above); here every simulated study's chains go through one groupby
+    rho = per_chain_spearman(pd.DataFrame(rows), "survival_mean", "d_logprob")["rho"].to_numpy().reshape(runs, chains)
+    flip = np.array([sign_flip_test(r, seed=0)["p_value"] for r in rho])
+    p_t = stats.ttest_1samp(rho, 0.0, axis=1).pvalue
+    assert (flip < 0.05).mean() < 0.09 and (p_t < 0.05).mean() < 0.09
+    # and the method itself gives the same p-values on one of them
+    one = _result_with(pd.DataFrame([r for r in rows if r["chain_index"] < chains])).agreement("d_logprob")
+    assert one["p_sign_flip"] == pytest.approx(flip[0]) and one["p_t"] == pytest.approx(p_t[0])
 
 
 def test_sentences_never_call_an_interval_excluding_zero_not_significant():

@@ -43,7 +43,6 @@ import hashlib
 import json
 import time
 import zlib
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -223,6 +222,7 @@ def resample(
         "splitter": _splitter_version(), "regeneration_keep_ratios": ratios, "settings": settings,
         "similarity_threshold": float(similarity_threshold), "similarity": SIMILARITY_MEASURE,
         "backend": backend, "n_chains": len(indices), "rollouts_last_invocation": counts["rollouts"],
+        **({"ray": {"workers": counts["workers"], "retries": counts["retries"]}} if backend == "ray" else {}),
         "seconds_last_invocation": round(seconds, 3),
         "rollouts_per_second_last_invocation": round(counts["rollouts"] / seconds, 3) if counts["rollouts"] else None})
     result = OnPolicyResult.from_run(run, chains=indices)
@@ -492,11 +492,17 @@ def _line_start(text: str, style: str) -> int:
 
 # ---------------------------------------------------------------------------------------- Ray backend
 # The same pattern as ``prune --backend ray`` (cotsurvival.pruning.ray_backend, whose cluster
-# connection and error handling this reuses): each actor loads the model once and runs
+# connection, error handling and job dispatch this reuses): each actor loads the model once and runs
 # ChainResampler on whole chains; the driver alone writes the run directory, a chain's rows as soon
 # as they arrive. Rollouts are seeded by cut, not by worker or order of work, so a Ray run holds the
 # same rows as a local one on the same kind of device and either backend resumes the other's run. An
-# actor that dies fails the call with E162; committed chains are kept, so re-running resumes.
+# actor that dies (node lost, OOM-killed) is replaced and its chain handed to another actor, up to
+# ``max_retries`` times (then E071); nothing of a chain is written until its rows arrive, so nothing
+# is lost or written twice. A chain that fails on a live actor fails the call (E162, or the error the
+# local backend would raise); committed chains are kept, so re-running resumes.
+
+ACTOR_NAME = "cotsurvival-resample-{run}-{k}"
+
 
 class _RayWorker:
     """Actor body (wrapped with ``ray.remote`` at start): loads the model once, resamples chains."""
@@ -523,21 +529,31 @@ class _RayWorker:
         return self.error if self.error is not None else self.worker.info
 
     def chain(self, job, cuts, ratios, options, settings):
+        from .pruning.ray_backend import _Failure
+
         try:
             rollouts = [self.worker.rollouts_at(job, cut, options, settings) for cut in cuts]
             regen = self.worker.regenerate(job, ratios, options, settings) if ratios else None
         except CotSurvivalError as exc:
-            from .pruning.ray_backend import _Failure
-
             return _Failure(exc.code, exc.fields)
+        except Exception as exc:  # noqa: BLE001 - any other failure of the chain: one line naming it
+            return _Failure("E162", {"chain": job.chain_id, "reason": " ".join(str(exc).split())[:300]})
         return job.index, rollouts, regen
 
 
+def _submit(actor, job, options, settings):
+    """Hand one chain's pending cuts and keep ratios to an actor (the object ref of its rows)."""
+    chain, cuts, ratios = job[:3]
+    return actor.chain.remote(chain, cuts, ratios, options, settings)
+
+
 def run_on_ray(run, jobs, options, ratios, manifest, *, spec, loaded_model, device, dtype, workers, address, progress,
-               trust_remote_code, allow_unsafe_weights):
-    """Resample ``jobs`` on Ray actors; returns ``(ModelInfo, {"rollouts": n})``."""
+               trust_remote_code, allow_unsafe_weights, max_retries: int = 3):
+    """Resample ``jobs`` on Ray actors; returns ``(ModelInfo, {"rollouts": n, "retries": [...], "workers": n})``."""
+    import os
+
     from .progress import make_bar
-    from .pruning.ray_backend import _cause, _connect, _Failure, _import_ray, put_loaded_model
+    from .pruning.ray_backend import _connect, _Failure, _import_ray, dispatch, put_loaded_model
 
     ray = _import_ray()
     owns = False if ray.is_initialized() else _connect(ray, address, workers, 1.0)
@@ -548,57 +564,50 @@ def run_on_ray(run, jobs, options, ratios, manifest, *, spec, loaded_model, devi
         workers = max(1, int(gpus) if per_gpu else int(resources.get("CPU", 1)))
     remote = ray.remote(num_cpus=1, num_gpus=per_gpu, max_restarts=0)(_RayWorker)
     shipped = put_loaded_model(ray, loaded_model)
-    actors = [remote.remote(spec, shipped, device, dtype, trust_remote_code, allow_unsafe_weights,
-                            1 if per_gpu == 0 else 0) for _ in range(workers)]
+    tag = f"{os.getpid()}-{int(time.time() * 1000) % 10**8}"
+    actors: dict = {}
+
+    def factory():
+        name = ACTOR_NAME.format(run=tag, k=len(actors) + len(retries))
+        actors[name] = remote.options(name=name).remote(spec, shipped, device, dtype, trust_remote_code,
+                                                        allow_unsafe_weights, 1 if per_gpu == 0 else 0)
+        return name
+
+    retries: list = []
+    for _ in range(workers):
+        factory()
     try:
-        infos = ray.get([a.info.remote() for a in actors])
+        infos = ray.get([a.info.remote() for a in actors.values()])
         failed = [i for i in infos if isinstance(i, _Failure)]
         if failed:
             raise failed[0].error()
         info = infos[0]
         settings = settings_key(info, manifest, options)
-        queue = deque()
-        total = 0
+        queue, total = [], 0
         for job in jobs:
             cuts, rs, old, old_regen = pending(run, job, settings, ratios)
             if cuts or rs:
                 queue.append((job, cuts, rs, old, old_regen))
                 total += len(cuts) + len(rs)
-        counts = {"rollouts": 0}
-        idle, in_flight = deque(actors), {}
+        counts = {"rollouts": 0, "retries": retries, "workers": workers}
         bar = make_bar(total=total, desc=f"resample (ray, {workers} workers)", unit="cut", disable=not progress)
         began = time.perf_counter()
         try:
-            while queue or in_flight:
-                while queue and idle:
-                    actor = idle.popleft()
-                    job, cuts, rs, old, old_regen = queue.popleft()
-                    ref = actor.chain.remote(job, cuts, rs, options, settings)
-                    in_flight[ref] = (actor, job, old, old_regen, len(cuts) + len(rs))
-                ready, _ = ray.wait(list(in_flight), num_returns=1)
-                actor, job, old, old_regen, n = in_flight.pop(ready[0])
-                try:
-                    result = ray.get(ready[0])
-                except Exception as exc:  # noqa: BLE001 - an actor died or the task failed: one line, progress kept
-                    cause = _cause(ray, exc)
-                    if cause.code != "E074":
-                        raise cause from None
-                    raise CotSurvivalError("E162", chain=job.chain_id, reason=cause.fields.get("reason", "")) from None
-                if isinstance(result, _Failure):
-                    raise result.error()
+            for (job, cuts, rs, old, old_regen), result, _ in dispatch(
+                    ray, actors, factory, queue, lambda actor, item: _submit(actor, item, options, settings),
+                    key=lambda item: (item[0].index, item[0].chain_id), max_retries=max_retries, retries=retries):
                 _, rollouts, regen = result
                 for frame in rollouts:
                     old = commit(run, TABLE, job.index, old, frame)
                     counts["rollouts"] += len(frame)
                 if regen is not None:
                     commit(run, REGEN_TABLE, job.index, old_regen, regen)
-                idle.append(actor)
-                bar.update(n)
+                bar.update(len(cuts) + len(rs))
                 bar.set_postfix_str(f"{counts['rollouts'] / (time.perf_counter() - began):.2f} rollouts/s")
         finally:
             bar.close()
     finally:
-        for actor in actors:
+        for actor in actors.values():
             try:
                 ray.kill(actor)
             except Exception:  # noqa: BLE001 - already gone

@@ -534,15 +534,27 @@ def _ratio(a, b) -> float:
 
 
 def per_chain_spearman(table: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
-    """Spearman's rho of ``x`` and ``y`` over each chain's units (NaN below ``MIN_UNITS`` or for a constant column)."""
-    rows = []
-    for index, sub in table.groupby("chain_index"):
-        sub = sub[[x, y]].dropna()
-        rho = np.nan
-        if len(sub) >= MIN_UNITS and sub[x].nunique() > 1 and sub[y].nunique() > 1:
-            rho = float(stats.spearmanr(sub[x], sub[y]).statistic)
-        rows.append({"chain_index": int(index), "n_units": len(sub), "rho": rho})
-    return pd.DataFrame(rows, columns=["chain_index", "n_units", "rho"])
+    """Spearman's rho of ``x`` and ``y`` over each chain's units (NaN below ``MIN_UNITS`` or for a constant column).
+
+    Rho is Pearson's r of the average ranks (what ``scipy.stats.spearmanr`` computes), taken for all
+    chains at once with pandas' grouped ranks: a loop calling scipy per chain costs milliseconds a
+    chain, which simulations over thousands of chains feel.
+    """
+    chains = pd.Index(sorted(table["chain_index"].unique()), name="chain_index")
+    data = table[["chain_index", x, y]].dropna()
+    groups = data.groupby("chain_index")
+    ranks = pd.DataFrame({"chain_index": data["chain_index"], "x": groups[x].rank(), "y": groups[y].rank()})
+    centred = ranks[["x", "y"]] - ranks.groupby("chain_index")[["x", "y"]].transform("mean")
+    sums = pd.DataFrame({"xy": centred["x"] * centred["y"], "xx": centred["x"] ** 2, "yy": centred["y"] ** 2,
+                         "chain_index": data["chain_index"]}).groupby("chain_index").sum()
+    n_units = groups.size().reindex(chains, fill_value=0)
+    valid = (n_units >= MIN_UNITS) & (groups[x].nunique().reindex(chains) > 1) & \
+        (groups[y].nunique().reindex(chains) > 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = (sums["xy"] / np.sqrt(sums["xx"] * sums["yy"])).reindex(chains)
+    rho = rho.where(valid.fillna(False).astype(bool))
+    return pd.DataFrame({"chain_index": chains.astype(int), "n_units": n_units.to_numpy(dtype=int),
+                         "rho": rho.to_numpy(dtype=float)}, columns=["chain_index", "n_units", "rho"])
 
 
 def category_contrasts(table: pd.DataFrame, category: str, column: str) -> pd.DataFrame:
