@@ -208,19 +208,22 @@ class OnPolicyResult:
                        "similarity", "counterfactual"]
             units = self.units()
             text_of = {(int(r.chain_index), int(r.unit)): r.text for r in units.itertuples()} if len(units) else {}
-            styles = {int(r.chain_index): answer_style(str(r.answer)) for r in self.chains.itertuples()}
+            styles = {int(r.chain_index): answer_style(str(getattr(r, "answer", ""))) for r in self.chains.itertuples()}
             rows = []
             for r in self.rollouts.itertuples():
                 original = text_of.get((int(r.chain_index), int(r.unit)))
                 if original is None:  # the end cut
                     continue
-                replacement, cut_off = replacement_unit(str(r.text), styles.get(int(r.chain_index), "gsm8k"),
-                                                        r.outcome == "truncated")
-                similarity = unit_similarity(original, replacement, cut_off=cut_off)
+                if isinstance(getattr(r, "text", None), str):
+                    replacement, cut_off = replacement_unit(r.text, styles.get(int(r.chain_index), "gsm8k"),
+                                                            r.outcome == "truncated")
+                    similarity = unit_similarity(original, replacement, cut_off=cut_off)
+                else:  # rows without the rollout's text (made by hand): nothing to compare, nothing filtered
+                    replacement, cut_off, similarity = None, False, np.nan
                 rows.append({"chain_index": int(r.chain_index), "unit": int(r.unit), "cut": int(r.cut),
                              "rollout": int(r.rollout), "outcome": r.outcome, "original": original,
                              "replacement": replacement, "cut_off": cut_off, "similarity": similarity,
-                             "counterfactual": similarity <= self.similarity_threshold})
+                             "counterfactual": bool(np.isnan(similarity) or similarity <= self.similarity_threshold)})
             self._cache["replacements"] = pd.DataFrame(rows, columns=columns)
         return self._cache["replacements"]
 
