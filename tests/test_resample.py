@@ -552,12 +552,14 @@ def test_regeneration_shares_equal_a_hand_count(resampled):
     assert row["n_kept"] == len(toks) - len(deleted)
 
 
-def test_cli_errors_are_one_line(pruned):
+def test_cli_errors_are_one_line(pruned, capsys):
     from cli_helpers import assert_one_line_error, cli
 
-    result = cli("resample", pruned, "--rollouts", "1")
+    from cotsurvival.cli import main
+
+    result = cli("resample", pruned, "--rollouts", "1")  # the real command line, once: exit 2, one line
     assert result.returncode == 2
     assert_one_line_error(result.stderr, "E160", "--rollouts")
-    result = cli("resample", pruned, "--chains", "99")
-    assert result.returncode == 2
-    assert_one_line_error(result.stderr, "E160", "[99]")
+    for args, needle in ((["--chains", "99"], "[99]"), (["--similarity-threshold", "1.5"], "--similarity-threshold")):
+        assert main(["resample", str(pruned), *args]) == 2  # in process: refused before any model is loaded
+        assert_one_line_error(capsys.readouterr().err, "E160", needle)
