@@ -21,6 +21,8 @@ same chains and tokens as the greedy run:
 * the importance of unit k (:mod:`cotsurvival.analysis.onpolicy`) is *kept minus resampled*: the
   difference in mean answer log-probability, and in the share correct among the rollouts that
   reached an answer, each with a rollout-bootstrap interval; failed rollouts are reported apart.
+  Resampled rollouts whose own first unit nearly repeats unit k are no counterfactual and are left
+  out (the counterfactual filter of :mod:`cotsurvival.analysis.onpolicy`; ``similarity_threshold``).
 
 Randomness: the rollouts of one cut are drawn in chunks of ``batch_size`` identical prompts, and
 chunk j is seeded with ``crc32(seed, chain_id, cut, j)`` just before its ``generate`` call, so a
