@@ -321,9 +321,13 @@ def commit(run: RunDir, table: str, index: int, old: pd.DataFrame | None, new: p
 
 def _run_local(run, worker: "ChainResampler", jobs, options, ratios, manifest, progress) -> dict:
     from .progress import make_bar
+    from .threads import cap_torch_threads
 
     settings = settings_key(worker.info, manifest, options)
     todo = [(job, *pending(run, job, settings, ratios)) for job in jobs]
+    # As prune does: torch threads beyond the CPUs other processes leave idle only wait at every
+    # kernel's barrier, and a decode step is all small kernels (BENCHMARKS.md, "Engine reach").
+    cap_torch_threads()
     total = sum(len(cuts) + len(rs) for _, cuts, rs, _, _ in todo)
     counts = {"rollouts": 0}
     bar = make_bar(total=total, desc="resample", unit="cut", disable=not progress)
@@ -331,6 +335,7 @@ def _run_local(run, worker: "ChainResampler", jobs, options, ratios, manifest, p
     try:
         for job, cuts, rs, old, old_regen in todo:
             for cut in cuts:
+                cap_torch_threads(own_load=torch.get_num_threads())  # the machine's load changes over a run
                 new = worker.rollouts_at(job, cut, options, settings)
                 old = commit(run, TABLE, job.index, old, new)
                 counts["rollouts"] += len(new)
