@@ -140,8 +140,10 @@ def onpolicy_figure(result, width: str = "two"):
         for category in categories or [None]:
             sub = table[table["category"] == category] if category is not None else table
             colour = colours.get(category, OKABE_ITO["black"]) if category is not None else OKABE_ITO["black"]
-            ax.errorbar(sub["survival_mean"], sub["d_logprob"],
-                        yerr=[sub["d_logprob"] - sub["d_logprob_ci_low"], sub["d_logprob_ci_high"] - sub["d_logprob"]],
+            y = sub["d_logprob"].to_numpy(dtype=float)
+            ax.errorbar(sub["survival_mean"].to_numpy(dtype=float), y,
+                        yerr=np.vstack([y - sub["d_logprob_ci_low"].to_numpy(dtype=float),
+                                        sub["d_logprob_ci_high"].to_numpy(dtype=float) - y]),
                         fmt="o", markersize=3, color=colour, elinewidth=0.6, label=category or "units")
         ax.axhline(0, color="0.6", linewidth=0.6)
         ax.set(xlabel="unit mean greedy survival", ylabel="Δ log P(answer), kept − resampled")
