@@ -336,8 +336,13 @@ def test_resume_redoes_only_missing_cuts(resampled, tiny_loaded, tmp_path, monke
     original = ChainResampler.rollouts_at
     monkeypatch.setattr(ChainResampler, "rollouts_at",
                         lambda self, job, cut, *a: calls.append((job.index, cut[0])) or original(self, job, cut, *a))
+    import cotsurvival.threads
+
+    capped = []  # torch threads are capped to the idle CPUs at the start and before every cut, as prune does
+    monkeypatch.setattr(cotsurvival.threads, "cap_torch_threads", lambda own_load=0.0: capped.append(own_load) or 1)
     again = resample(copy, loaded_model=tiny_loaded, progress=False, regeneration_keep_ratios=(0.7, 0.3), **OPTIONS)
     assert sorted(c for c, _ in calls) == [0, 0, 2, 2, 2]
+    assert len(capped) == 1 + len(calls)
     key = ["chain_index", "cut", "rollout"]
     pd.testing.assert_frame_equal(again.rollouts.sort_values(key).reset_index(drop=True),
                                   result.rollouts.sort_values(key).reset_index(drop=True), check_exact=False, atol=1e-6)
