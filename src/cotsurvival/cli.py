@@ -537,7 +537,7 @@ def resample(run, rollouts, temperature, top_p, seed, max_new_tokens, batch_size
                           allow_unsafe_weights=allow_unsafe_weights, similarity_threshold=similarity_threshold,
                           out=Path(out) if out else Path(run) / "onpolicy")
     click.echo(f"resampled {result.n_chains} chains ({len(result.rollouts):,} rollouts): {Path(run) / 'resample.parquet'}")
-    for name in ("figure", "units", "by_category", "regeneration", "citations"):
+    for name in ("figure", "units", "replacements", "by_category", "regeneration", "citations"):
         click.echo(f"  {name:<13} {result.files[name]}")
 
 
