@@ -150,6 +150,7 @@ def test_importance_equals_a_direct_recomputation(resampled, tiny):
     assert rows.groupby(["chain_index", "cut"])["seed"].nunique().max() == 2  # 3 rollouts in chunks of 2
     manifest = RunDir(path).read_manifest()["resample"]
     assert manifest["seed"] == 7 and manifest["temperature"] == 0.9 and manifest["rollouts"] == 3
+    assert manifest["similarity_threshold"] == 0.8 == result.similarity_threshold
 
 
 def _lcs_ratio(a: str, b: str) -> float:
