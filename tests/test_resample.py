@@ -431,6 +431,56 @@ def test_ray_equals_local_and_a_dead_actor_is_replaced(resampled, pruned, tiny_l
     pd.testing.assert_frame_equal(remote.importance(), local.importance(), check_exact=False, atol=1e-5)
 
 
+@pytest.mark.skipif(ray is None, reason="ray is not installed (pip install cotsurvival[cluster])")
+def test_dispatch_requeues_a_dead_actors_job_and_gives_up_after_max_retries():
+    """The shared dispatch loop (prune and resample) against a scripted stand-in for Ray: no cluster needed."""
+    from ray.exceptions import RayActorError
+
+    from cotsurvival.pruning.ray_backend import dispatch
+
+    class Scripted:  # ray.wait / ray.get over refs whose outcome the test decides
+        def __init__(self, deaths):
+            self.deaths, self.refs = deaths, {}
+
+        def submit(self, actor, job):
+            ref = (actor, job, len(self.refs))
+            self.refs[ref] = RayActorError() if self.deaths.get(job, 0) > 0 else f"done {job}"
+            if self.deaths.get(job, 0) > 0:
+                self.deaths[job] -= 1
+            return ref
+
+        def wait(self, refs, num_returns=1):
+            return [refs[0]], refs[1:]
+
+        def get(self, ref):
+            if isinstance(self.refs[ref], Exception):
+                raise self.refs[ref]
+            return self.refs[ref]
+
+    def pool():
+        actors = {"a0": "a0", "a1": "a1"}
+
+        def factory():
+            name = f"a{len(actors) + len(retries)}"
+            actors[name] = name
+            return name
+        return actors, factory
+
+    fake, retries = Scripted({"x": 2}), []
+    actors, factory = pool()
+    got = [(job, result) for job, result, _ in dispatch(fake, actors, factory, ["x", "y", "z"], fake.submit,
+                                                          key=lambda j: (j, f"chain-{j}"), max_retries=3,
+                                                          retries=retries, follow_up=lambda j, r: ["w"] if j == "y" else [])]
+    assert sorted(got) == [("w", "done w"), ("x", "done x"), ("y", "done y"), ("z", "done z")]  # each once
+    assert [r["chain_id"] for r in retries] == ["chain-x", "chain-x"] and len(actors) == 2  # pool kept its size
+    fake, retries = Scripted({"x": 4}), []
+    actors, factory = pool()
+    with pytest.raises(CotSurvivalError) as info:
+        list(dispatch(fake, actors, factory, ["x"], fake.submit, key=lambda j: (j, f"chain-{j}"), max_retries=3,
+                      retries=retries))
+    assert info.value.code == "E071" and "chain-x" in info.value.message and len(retries) == 4
+
+
 # ---------------------------------------------------------------------------------------- statistics
 
 def _synthetic_units(seed=0, n_chains=9, signal=0.0):
