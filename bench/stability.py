@@ -120,7 +120,7 @@ def stages(chain_ids: list[str]):
     """(chain, dtype, T, replicate, approx) in the order they are computed: chain by chain what the first
     tables need (the greedy path; its replicates at T = 0.05 and 0.01, cheap where they reuse the greedy
     path; the two approximations that target >= 3x fewer rows), so that an unfinished run has whole
-    chains; then the other approximations, T = 0.2 and the half-precision paths (slow on this CPU)."""
+    chains; then T = 0.2, the other approximations and the half-precision paths (slow on this CPU)."""
     half = K // 2
     for chain_id in chain_ids:
         yield chain_id, "float32", 0.0, 0, None
@@ -132,12 +132,12 @@ def stages(chain_ids: list[str]):
         for scale in (0.05, 0.01):
             for r in range(half, K):
                 yield chain_id, "float32", scale, r, None
-    for spec in APPROX_SPECS[2:4]:
-        for chain_id in chain_ids:
-            yield chain_id, "float32", 0.0, 0, spec
     for chain_id in chain_ids:
         for r in range(1, half):
             yield chain_id, "float32", 0.2, r, None
+    for spec in APPROX_SPECS[2:4]:
+        for chain_id in chain_ids:
+            yield chain_id, "float32", 0.0, 0, spec
     for chain_id in chain_ids:
         yield chain_id, "float32", 0.0, 0, APPROX_SPECS[4]
     for chain_id in chain_ids:
@@ -504,7 +504,8 @@ def report(args) -> dict:
             for n in (50, 100, 160, 300, 1000):
                 projected[n] = (exact_factor * estimate_rows(n, prompt, answer, None)
                                 / (approx_factor * estimate_rows(n, prompt, answer, parsed)))
-        approx_rows.append({"spec": parsed.describe(), "n_chains": len(have), "tau_to_ensemble": _ci(taus),
+        approx_rows.append({"spec": parsed.describe(), "n_chains": len(have), "chain_ids": have,
+                            "tau_to_ensemble": _ci(taus),
                             "own_tau": _ci(own), "gap": _ci(np.array(own) - np.array(taus)),
                             "tau_to_greedy": _ci(greedy_tau), "same_sign": f"{same}/{len(joined)}",
                             "rows": rows, "exact_rows": exact_rows, "row_ratio": exact_rows / rows,
@@ -596,9 +597,12 @@ def update_fidelity(result: dict, path: Path) -> None:
     """The ensemble rows of the approximations table, as the data file citations and ``--approx auto``
     (:func:`cotsurvival.pruning.approx.auto_spec`) read them from."""
     data = json.loads(path.read_text(encoding="utf-8"))
-    lengths = sorted(result["chains"].values())
-    n_gsm8k = sum(c in result["chains"] for c in GSM8K_IDS)
-    n_model = sum(c in result["chains"] for c in MODEL_IDS)
+
+    def described(ids: list[str]) -> str:
+        lengths = sorted(result["chains"][c] for c in ids)
+        human, model = sum(c in GSM8K_IDS for c in ids), sum(c in MODEL_IDS for c in ids)
+        return f"GSM8K chains of {lengths[0]}-{lengths[-1]} tokens ({human} human-written, {model} model-written)"
+
     data["ensemble"] = {
         "about": "Approximations against the exact replicate ensemble (bench/stability.py, BENCHMARKS.md "
                  "'Rank stability'): tau to the mean survival of K exact paths perturbed by T nats, beside the exact "
@@ -611,8 +615,7 @@ def update_fidelity(result: dict, path: Path) -> None:
                             "own_tau": round(r["own_tau"]["estimate"], 3),
                             "same_sign": int(r["same_sign"].split("/")[0]), "n_categories": int(r["same_sign"].split("/")[1]),
                             "row_ratio": round(r["row_ratio"], 2), "n_chains": r["n_chains"],
-                            "chains": f"GSM8K chains of {lengths[0]}-{lengths[-1]} tokens ({n_gsm8k} human-written, "
-                                      f"{n_model} model-written)"}
+                            "chains": described(r["chain_ids"])}
                            for r in result["approximations"]]}
     path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 

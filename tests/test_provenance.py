@@ -51,7 +51,7 @@ def test_ensemble_fidelity_is_the_stability_table():
     table of approximations against the exact replicate ensemble (bench/stability.py --update-fidelity)."""
     quoted = fidelity_data()["ensemble"]["approximations"]
     body = BENCHMARKS.split("## Rank stability: replicate paths", 1)[1]
-    body = body.split("Approximations against the exact replicate ensemble", 1)[1]
+    body = body.split("Approximations against the exact replicate ensemble (T =", 1)[1]
     table = body[body.index("\n|"):]
     table = table[: table.index("\n\n")]
     rows = {}

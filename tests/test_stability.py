@@ -511,14 +511,15 @@ def test_auto_says_when_no_approximation_meets_the_target():
     from cotsurvival.provenance import scoring_notes
     from cotsurvival.pruning.approx import AUTO_FRACTION, AUTO_WINDOW, ApproxSpec, auto_spec
 
-    rows = [_row("topk:0.2", 0.55, 0.96, 4), _row("topk:k=4", 0.70, 0.96, 3, ratio=3.7)]
+    rows = [_row("topk:0.2", 0.55, 0.96, 4), _row("topk:k=4", 0.70, 0.96, 3, ratio=3.7),
+            _row("topk:k=2", 0.80, 0.96, 4, ratio=1.9)]  # closer, but saves too few rows to be quoted
     chosen = auto_spec({"ensemble": {"approximations": rows}})
     assert not chosen.target_met and chosen.long == ApproxSpec(fraction=AUTO_FRACTION, window=AUTO_WINDOW)
     assert chosen.exact_max == 150 and chosen.for_length(150) is None
     record = chosen.to_dict()
     assert record["ensemble_target_met"] is False
     assert "no approximation met the ensemble target" in record["chosen_by"]
-    assert "the closest, topk:k=4, scored tau 0.70 against their own 0.96" in record["chosen_by"]
+    assert "the closest at >= 3x fewer rows, topk:k=4, scored tau 0.70 against their own 0.96" in record["chosen_by"]
     (note,) = scoring_notes({"engine": {"approx": record}})
     assert "--approx auto: no approximation met the ensemble target" in note.text
     assert not auto_spec({}).target_met and "has been measured" in auto_spec({}).basis

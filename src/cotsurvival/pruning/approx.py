@@ -194,10 +194,12 @@ def auto_spec(fidelity: dict | None = None) -> AutoSpec:
         return AutoSpec(long=long, target_met=True, basis=basis)
     measured = ensemble.get("approximations", [])
     if measured:
-        closest = max(measured, key=lambda r: float(r["tau"]) - float(r["own_tau"]))
+        # the closest of those that save enough rows (of all, when none does)
+        saving = [r for r in measured if float(r.get("row_ratio", 0)) >= MIN_ROW_RATIO] or measured
+        closest = max(saving, key=lambda r: float(r["tau"]) - float(r["own_tau"]))
         basis = (f"no approximation met the ensemble target (tau to the exact replicate ensemble within "
                  f"{ENSEMBLE_TAU_MARGIN:g} of the exact replicates' own, category signs kept, >= {MIN_ROW_RATIO:g}x fewer rows): "
-                 f"of {len(measured)} measured, the closest, {closest['spec']}, scored tau {closest['tau']:.2f} against "
+                 f"of {len(measured)} measured, the closest at >= {MIN_ROW_RATIO:g}x fewer rows, {closest['spec']}, scored tau {closest['tau']:.2f} against "
                  f"their own {closest['own_tau']:.2f} ({closest['n_chains']} {closest['chains']}); ranks above "
                  f"{EXACT_MAX_TOKENS} tokens are approximate at the fidelity measured against one exact path")
     else:
