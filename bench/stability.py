@@ -56,7 +56,7 @@ TEMPERATURES = (0.05, 0.01, 0.2)  # nats, in the order they are computed (the de
 K = 8
 HALF = ("float16", "bfloat16")
 # On this CPU (one thread) the first two exact steps of a 50-token chain took 17.7 CPU s in float32,
-# 114.5 in bfloat16 and over 160 in float16 (no half-precision kernels): the half-precision paths come
+# 114.5 in bfloat16, and float16 did not finish them in the ~140 s left of the probe: the half-precision paths come
 # last, bfloat16 (the study's dtype) first, float16 after everything else.
 # Approximations. Their token rows are counted against one exact path of the default engine
 # (crossstep, which at 50 tokens runs about half the rows of the prefix-reuse bound estimate_rows counts,
