@@ -152,11 +152,13 @@ def orderings_long(run: str | os.PathLike | RunDir | pd.DataFrame, *, require_ta
     -------
     pandas.DataFrame
         Columns ``ordering`` (``greedy`` first, then the baselines), ``chain_index, chain_id,
-        position, n_tokens, rel_position, token_len, label, category, deleted_step, survival,
-        censored``.
+        position, n_tokens, rel_position, token_len, label, category``, then ``unit, final_unit`` when
+        the table has them, then ``deleted_step, survival, censored``.
     """
     frame = run if isinstance(run, pd.DataFrame) else load_run(run, labels=labels, require_tags=require_tags, attention=False)
     keys = ["chain_index", "chain_id", "position", "n_tokens", "rel_position", "token_len", "label", "category"]
+    # the reasoning units travel too: the orderings' contrasts use the primary's final-unit jump
+    keys += [c for c in ("unit", "final_unit") if c in frame.columns]
     blocks = [frame[keys + ["deleted_step", "survival", "censored"]].assign(ordering=GREEDY)]
     for name in baseline_orderings(frame):
         block = frame[keys].assign(deleted_step=frame[f"deleted_step_{name}"], survival=frame[f"survival_{name}"],
