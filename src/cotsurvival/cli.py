@@ -79,8 +79,8 @@ _FIELDS_HELP = ("Your file's names for the chain fields, e.g. question=problem,r
               "what the device has free. Chains that would not fit fall back to prefix reuse, smaller batches, naive.")
 # --approx: approximate greedy survival for long chains
 @click.option("--approx", default=None,
-              help="Approximate greedy survival for long chains: auto (exact up to 150 tokens, else "
-                   "topk:0.1,window=64), lazy[:radius=R,batch=B,refresh=F,same=0|1,age=A], lazy:window=W,refresh=F, "
+              help="Approximate greedy survival for long chains: auto (exact up to 150 tokens; above, the approximation "
+                   "that met the exact-replicate-ensemble target in BENCHMARKS.md, if any, else topk:0.1,window=64), lazy[:radius=R,batch=B,refresh=F,same=0|1,age=A], lazy:window=W,refresh=F, "
                    "topk:F[,window=W][,block=B], topk:k=K. Fidelity: BENCHMARKS.md. Default: exact.")
 # -- rank stability: replicate paths
 @click.option("--replicates", type=int, default=1, show_default=True,
@@ -110,11 +110,13 @@ def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file,
     done = f"; resumed: {last['chains_already_done']} already done" if last.get("resumed") else ""
     click.echo(f"pruned {_plural(manifest['n_chains'], 'chain')} into {run.path} "
                f"({len(manifest['skipped'])} skipped{done})")
-    from .pruning.diagnostics import describe
+    from .provenance import NO_NEAR_TIE_DIAGNOSTIC, near_tie_sentence
 
-    click.echo(f"stability: {describe(manifest.get('diagnostics'), manifest['n_chains'])}"
+    replicated = (manifest.get("replicates") or {}).get("k", 1) > 1
+    ties = near_tie_sentence(manifest.get("diagnostics"), manifest["n_chains"], suggest_replicates=not replicated)
+    click.echo(f"stability: {ties or NO_NEAR_TIE_DIAGNOSTIC}"
                + (f"; {manifest['replicates']['k']} replicate paths per chain (T = {manifest['replicates']['scale_nats']:g} "
-                  f"nats; see load_run / analyze)" if (manifest.get("replicates") or {}).get("k", 1) > 1 else ""))
+                  f"nats; see load_run / analyze)" if replicated else ""))
 
 
 @cli.command()
