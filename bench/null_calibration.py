@@ -7,7 +7,7 @@ rejects about 0.05 of the time; the Monte Carlo SE of a rate r over R runs is sq
 (0.013 at 0.05 with 300 runs). ``--power`` adds the rejection rate for a true 0.1 difference shared
 by all chains, with the mean between-chain SD of the per-chain contrast.
 
-    PYTHONPATH=src nice python bench/null_calibration.py --runs 300 --jobs 2 --adjustments cubic_step cubic
+    PYTHONPATH=src nice python bench/null_calibration.py --runs 300 --jobs 2 --adjustments cubic_final_step cubic_step
     PYTHONPATH=src nice python bench/null_calibration.py --runs 300 --token-tests --cox --chains 6 30 --scenarios runs drift
 """
 from __future__ import annotations

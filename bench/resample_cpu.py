@@ -1,6 +1,6 @@
 """Cost of on-policy resampling (``cotsurvival resample``): rollouts per second on this CPU, and a projection.
 
-Measures, with the built-in SmolLM2-135M (float32, CPU, the threads this process gets):
+Measures, with the built-in SmolLM2-135M (float32, CPU, torch threads capped as the stage caps them):
 
 1. decode cost: ``generate`` of B sampled continuations of exactly T new tokens from one prompt (a real
    GSM8K chain's prefix and half its reasoning), for each batch size B: seconds, new tokens per
@@ -30,6 +30,7 @@ from cotsurvival import read_chains
 from cotsurvival.encoding import encode_chain
 from cotsurvival.models import load_model
 from cotsurvival.resampling import ChainResampler, Job, SamplingOptions
+from cotsurvival.threads import cap_torch_threads
 
 # An 8B Llama-3-style model: 8.0e9 parameters (bf16), 32 layers, 8 KV heads of 128 -> 128 KiB of KV per token.
 P_8B = 8.0e9
@@ -65,6 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     load = os.getloadavg()
     model, tokenizer, info = load_model("smollm2-135m", device="cpu", dtype="float32")
+    cap_torch_threads()  # as the stage does: no more threads than the CPUs the machine's load leaves idle
     chain = next(c for c in read_chains("gsm8k") if c.id == "gsm8k-test-1189")
     enc = encode_chain(chain, tokenizer)
     half = len(enc.reasoning_ids) // 2

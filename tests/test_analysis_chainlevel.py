@@ -8,6 +8,7 @@ import statsmodels.api as sm
 from scipy import stats
 
 from cotsurvival.analysis import chain_contrasts, chain_level_test, power
+from cotsurvival.analysis.chainlevel import DEFAULT_ADJUSTMENT
 from cotsurvival.analysis.inference import sign_flip_test
 from cotsurvival.analysis.simulate import SCENARIOS, simulate_token_table
 from cotsurvival.errors import CotSurvivalError
@@ -51,19 +52,25 @@ def test_adjusted_contrast_equals_statsmodels_ols_with_cubic_position():
     assert joint["p_value"] == sign_flip_test(mine[["contrast_symbolic_math", "contrast_grammar"]].to_numpy())["p_value"]
 
 
-def test_default_adjustment_equals_ols_with_the_best_single_jump():
+@pytest.mark.parametrize("adjustment", ["cubic_final_step", "cubic_step"])
+def test_default_adjustment_equals_ols_with_the_best_single_jump(adjustment):
     """The primary's position term, checked by brute force: every cut of the chain tried with statsmodels
-    OLS on the cubic plus a step (no labels), the best one kept, then OLS with the indicator added."""
+    OLS on the cubic, the final-unit indicator (the primary only) and a step (no labels), the best one
+    kept, then OLS with the category indicator added."""
     table = simulate_token_table(4, seed=4, scenario="answer_jump", max_tokens=60)
-    mine = chain_contrasts(table).set_index("chain_index")
+    mine = chain_contrasts(table, adjustment=adjustment).set_index("chain_index")
     checked = 0
     for index, chain in table.groupby("chain_index"):
         rel, y = chain["rel_position"].to_numpy(), chain["survival"].to_numpy()
-        cubic = np.column_stack([np.ones(len(rel)), rel, rel ** 2, rel ** 3])
-        fits = [(sm.OLS(y, np.column_stack([cubic, np.arange(len(y)) >= cut])).fit().ssr, cut)
-                for cut in range(2, len(y) - 1)]
+        fixed = [np.ones(len(rel)), rel, rel ** 2, rel ** 3]
+        if adjustment == "cubic_final_step":
+            fixed.append(chain["final_unit"].to_numpy(float))
+        fixed = np.column_stack(fixed)
+        fits = [(sm.OLS(y, np.column_stack([fixed, np.arange(len(y)) >= cut])).fit().ssr, cut)
+                for cut in range(2, len(y) - 1)
+                if np.linalg.matrix_rank(np.column_stack([fixed, np.arange(len(y)) >= cut])) == fixed.shape[1] + 1]
         cut = min(fits)[1]
-        x = np.column_stack([chain.category == "symbolic_math", cubic, np.arange(len(y)) >= cut]).astype(float)
+        x = np.column_stack([chain.category == "symbolic_math", fixed, np.arange(len(y)) >= cut]).astype(float)
         if np.linalg.matrix_rank(x) < x.shape[1]:  # position explains the indicator: no contrast
             assert np.isnan(mine.loc[index, "contrast_symbolic_math"])
             continue
@@ -72,11 +79,35 @@ def test_default_adjustment_equals_ols_with_the_best_single_jump():
     assert checked >= 2
 
 
+def test_final_unit_jump_needs_the_unit_column_and_says_when_it_is_missing():
+    table = simulate_token_table(8, seed=9, scenario="answer_jump")
+    assert chain_level_test(table)["adjustment"] == "cubic_final_step"
+    bare = chain_level_test(table.drop(columns=["final_unit"]), sensitivity=True)
+    assert bare["adjustment"] == "cubic_step" and bare["adjustment_requested"] == "cubic_final_step"
+    assert np.isclose(bare["estimate"], chain_level_test(table, adjustment="cubic_step")["estimate"])
+    assert "final unit" not in bare["adjusted_for"] and any("final_unit" in n for n in bare["notes"])
+    assert set(bare["sensitivity"]) == {"cubic", "windows", "none", "covariates"}
+    with pytest.raises(CotSurvivalError, match="E045"):
+        chain_level_test(table, adjustment="quintic")
+
+
+def test_simulated_units_end_with_a_final_unit_of_12_to_18_percent():
+    table = simulate_token_table(40, seed=10, scenario="answer_jump")
+    for _, chain in table.groupby("chain_index"):
+        unit, final = chain["unit"].to_numpy(), chain["final_unit"].to_numpy()
+        assert np.all(np.diff(unit) >= 0) and unit[0] == 0 and 3 <= unit.max() + 1 <= 6  # contiguous units
+        assert np.array_equal(final, unit == unit.max())
+        assert 0.10 <= final.mean() <= 0.20
+    # the category sits in the final unit (where the answer-region jump is)
+    inside = table["category"] == "symbolic_math"
+    assert inside[table["final_unit"]].mean() > 0.4 and inside[~table["final_unit"]].mean() < 0.1
+
+
 def test_sensitivity_block_and_placement_diagnostic():
     table = simulate_token_table(10, seed=6, scenario="answer_jump")
     result = chain_level_test(table, sensitivity=True)
     rows = result["sensitivity"]
-    assert set(rows) == {"cubic", "windows", "none", "covariates"}
+    assert set(rows) == {"cubic_final", "cubic_step", "cubic", "windows", "none", "covariates"}
     assert rows["covariates"]["covariates"] == ["static_logprob"]  # the simulated run has no varying token_len
     assert np.isclose(rows["none"]["estimate"], chain_level_test(table, adjust_position=False)["estimate"])
     assert np.isclose(rows["cubic"]["estimate"], chain_level_test(table, adjustment="cubic")["estimate"])
@@ -127,44 +158,53 @@ def test_minimum_support_withholds_and_chains_without_contrast_are_dropped():
     assert "withheld" in chain_level_test(simulate_token_table(5, seed=3))
 
 
-def _p(table, adjustment="cubic_step"):
+def _p(table, adjustment=DEFAULT_ADJUSTMENT):
     # the p-value chain_level_test reports, without its interval and sensitivity work
     values = chain_contrasts(table, adjustment=adjustment)["contrast_symbolic_math"].dropna().to_numpy()
     return sign_flip_test(values, n_resamples=199)["p_value"]
 
 
-def _rejection(scenario, n_chains, reps, effect=0.0, seed=0, adjustment="cubic_step"):
+def _rejection(scenario, n_chains, reps, effect=0.0, seed=0, adjustment=DEFAULT_ADJUSTMENT):
     rng = np.random.default_rng(seed)
     return float(np.mean([_p(simulate_token_table(n_chains, scenario=scenario, effect=effect, seed=rng,
                                                   max_tokens=90), adjustment) < 0.05 for _ in range(reps)]))
 
 
-@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s != "answer_jump"])
+@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s != "answer_offset"])
 def test_null_calibration_holds_the_level(scenario):
     """Simulated nulls built to break the test (bench/null_calibration.py has the full table, 300 runs
     per cell). Token-level tests reject these 30-100% of the time; this small version (15 + 5 runs per
-    scenario) catches a gross failure, such as an unadjusted contrast under drift."""
+    scenario) catches a gross failure, such as an unadjusted contrast under drift or a cubic alone in the
+    answer region."""
     assert _rejection(scenario, 6, 15, seed=11) <= 0.25
     assert _rejection(scenario, 20, 5, seed=12) <= 0.4
 
 
-def test_answer_region_bias_is_reduced_not_removed():
-    """The known limit (docs/statistics.md): importance jumps where the answer starts and the category
-    sits right after it. The data-placed jump removes about two thirds of the cubic's bias; the test
-    still over-rejects there, which is why the placement diagnostic says when targets crowd one end."""
+def test_answer_region_jump_at_the_final_unit_is_absorbed_and_elsewhere_only_reduced():
+    """Importance jumps where the answer starts and the category sits right after it. At the final
+    unit's start (what the primary assumes) the primary's bias is gone; a cubic alone carries it whole.
+    A few tokens away from it (``answer_offset``, the known limit in docs/statistics.md) the final-unit
+    jump alone is as biased as a cubic and the data-placed jump removes about two thirds of that; the
+    placement diagnostic says when targets crowd one end."""
     rng = np.random.default_rng(13)
-    tables = [simulate_token_table(20, scenario="answer_jump", seed=rng) for _ in range(4)]
-    cubic = [chain_contrasts(t, adjustment="cubic")["contrast_symbolic_math"].mean() for t in tables]
-    step = [chain_contrasts(t)["contrast_symbolic_math"].mean() for t in tables]
-    assert np.mean(cubic) > 0.1 and np.mean(step) < 0.6 * np.mean(cubic)
-    result = chain_level_test(tables[0], sensitivity=True)
+
+    def bias(scenario, adjustment):
+        return np.mean([chain_contrasts(t, adjustment=adjustment)["contrast_symbolic_math"].mean() for t in tables[scenario]])
+
+    tables = {s: [simulate_token_table(20, scenario=s, seed=rng) for _ in range(4)] for s in ("answer_jump", "answer_offset")}
+    assert bias("answer_jump", "cubic") > 0.1 and abs(bias("answer_jump", "cubic_final_step")) < 0.02
+    assert bias("answer_offset", "cubic_final") > 0.1
+    assert 0 < bias("answer_offset", "cubic_final_step") < 0.6 * bias("answer_offset", "cubic_final")
+    result = chain_level_test(tables["answer_jump"][0], sensitivity=True)
     assert result["placement"]["share_target_last_15pct"] > 0.5 and any("last 15%" in n for n in result["notes"])
 
 
 def test_the_simulation_can_break_a_test():
-    # without position adjustment the drift null is rejected; a cubic alone fails the answer region
+    # without position adjustment the drift null is rejected; a cubic alone fails the answer region, and a
+    # final-unit jump alone fails when the jump sits elsewhere
     assert _rejection("drift", 20, 5, seed=5, adjustment="none") >= 0.8
     assert _rejection("answer_jump", 20, 5, seed=5, adjustment="cubic") >= 0.8
+    assert _rejection("answer_offset", 20, 5, seed=5, adjustment="cubic_final") >= 0.8
 
 
 def test_power_for_a_shared_difference_of_0_1_at_30_chains():

@@ -89,3 +89,26 @@ def test_kaplan_meier_all_censored_and_hand_example():
     assert km["lower"].iloc[-1] == 0 and km["upper"].iloc[-1] == 0
     flat = kaplan_meier(frame.assign(censored=True))
     assert len(flat) == 1 and flat["survival"].iloc[0] == 1.0
+
+
+def test_load_run_units_follow_the_sentences_of_the_reasoning(tmp_path):
+    """``unit``/``final_unit`` come from the text (the splitter resampling cuts at), checked against a
+    hand-placed layout: sentence ends after tokens 9 and 19 (a full stop, then a line break)."""
+    run = synthetic_run(tmp_path / "u", n_chains=2, n_tokens=30, seed=3)
+    part = run.read_part("tokens", 0)
+    n = len(part)
+    texts = [f"{'' if i == 0 else ' '}w{i}" for i in range(n)]
+    texts[9], texts[10], texts[19], texts[20] = " w9.", " Then", " w19", "\nSo"
+    starts = np.cumsum([0] + [len(t) for t in texts[:-1]])
+    part = part.assign(text=texts, char_start=starts, char_end=starts + np.array([len(t) for t in texts]))
+    run.write_part("tokens", 0, part)
+    chains = run.read_chains()
+    chains.loc[chains.chain_index == 0, "reasoning"] = "".join(texts)
+    run.write_chains(chains)
+    df = load_run(run, baselines=False, attention=False)
+    chain = df[df.chain_index == 0].sort_values("position")
+    expected = np.where(np.arange(n) < 10, 0, np.where(np.arange(n) < 20, 1, 2))
+    np.testing.assert_array_equal(chain["unit"], expected)
+    np.testing.assert_array_equal(chain["final_unit"], np.arange(n) >= 20)
+    # the other chain's reasoning has no sentence break: one unit, all of it final (no jump to adjust)
+    assert df.loc[df.chain_index == 1, "final_unit"].all()

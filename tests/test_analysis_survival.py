@@ -218,8 +218,8 @@ def test_stratified_cox_matches_lifelines_and_jackknife_matches_naive_refits():
 
 
 def test_cox_flexible_position_term_matches_lifelines_strata():
-    """The default position term (cubic plus each chain's survival jump) against lifelines
-    CoxPHFitter(strata=...) fitted on the same columns, computed independently here."""
+    """The default position term (cubic, the final-unit jump and each chain's survival jump) against
+    lifelines CoxPHFitter(strata=...) fitted on the same columns, computed independently here."""
     from lifelines import CoxPHFitter
     from numpy.polynomial import legendre
 
@@ -227,20 +227,23 @@ def test_cox_flexible_position_term_matches_lifelines_strata():
 
     df = simulate_token_table(6, scenario="answer_jump", seed=3, max_tokens=40)
     model = surv.cox_ph(df, reference="grammar", se="model").set_index("term")
-    assert {"rel_position_2", "rel_position_3", "position_jump"} <= set(model.index)
+    assert {"rel_position_2", "rel_position_3", "final_unit_jump", "position_jump"} <= set(model.index)
     poly = legendre.legvander(2 * df["rel_position"].to_numpy() - 1, 3)
     jump = np.zeros(len(df))
-    for _, chain in df.groupby("chain_index"):  # brute-force best cut on a cubic, per chain (no labels)
+    for _, chain in df.groupby("chain_index"):  # brute-force best cut on cubic + final unit, per chain (no labels)
         y, rel = chain["survival"].to_numpy(), chain["rel_position"].to_numpy()
-        cubic = legendre.legvander(2 * rel - 1, 3)
-        ssr = [np.linalg.lstsq(np.column_stack([cubic, np.arange(len(y)) >= c]), y, rcond=None)[1][0]
-               for c in range(2, len(y) - 1)]
-        jump[chain.index] = np.arange(len(y)) >= 2 + int(np.argmin(ssr))
+        fixed = np.column_stack([legendre.legvander(2 * rel - 1, 3), chain["final_unit"].to_numpy(float)])
+        cuts = [c for c in range(2, len(y) - 1)
+                if np.linalg.matrix_rank(np.column_stack([fixed, np.arange(len(y)) >= c])) == fixed.shape[1] + 1]
+        ssr = [np.linalg.lstsq(np.column_stack([fixed, np.arange(len(y)) >= c]), y, rcond=None)[1][0] for c in cuts]
+        jump[chain.index] = np.arange(len(y)) >= cuts[int(np.argmin(ssr))]
     x = pd.get_dummies(df["category"]).drop(columns="grammar").astype(float)
     x = x.assign(rel_position=df["rel_position"], rel_position_2=poly[:, 2], rel_position_3=poly[:, 3],
-                 position_jump=jump, T=df["survival"], E=~df["censored"], chain=df["chain_index"])
+                 final_unit_jump=df["final_unit"].astype(float), position_jump=jump, T=df["survival"],
+                 E=~df["censored"], chain=df["chain_index"])
     fit = CoxPHFitter().fit(x, "T", "E", strata=["chain"]).summary
-    for name in ("narration", "referential", "symbolic_math", "rel_position", "rel_position_2", "position_jump"):
+    for name in ("narration", "referential", "symbolic_math", "rel_position", "rel_position_2", "final_unit_jump",
+                 "position_jump"):
         term = f"category[{name}]" if name in ("narration", "referential", "symbolic_math") else name
         assert model.loc[term, "coef"] == pytest.approx(fit.loc[name, "coef"], abs=1e-5)
         assert model.loc[term, "se"] == pytest.approx(fit.loc[name, "se(coef)"], rel=1e-4)

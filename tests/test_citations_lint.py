@@ -20,7 +20,7 @@ analyze_module = importlib.import_module("cotsurvival.analysis.analyze")
 from cotsurvival.analysis.analyze import AnalysisResult
 from cotsurvival.analysis.citations import citations
 from cotsurvival.analysis.inference import smallest_p
-from cotsurvival.analysis.simulate import simulate_token_table
+from cotsurvival.analysis.simulate import SCENARIOS, simulate_token_table
 
 NUMBER = r"([+-]?\d+\.\d+)"
 INTERVAL = rf"\[(?:95% CI )?{NUMBER}, {NUMBER}"
@@ -56,6 +56,9 @@ def lint(sentences: list[str], primary: dict | None = None) -> list[str]:
                 problems.append(f"'not significant' where the test cannot reach p < 0.05: {s}")
     if primary and "p_value" in primary and "withheld" not in primary:
         first = next(s for s in sentences if s.startswith("Primary result"))
+        # the primary sentence states the adjustment it rests on, in the words stats.json stores
+        if primary.get("adjustment", "none") != "none" and f"adjusted for {primary['adjusted_for']}" not in first:
+            problems.append(f"the primary sentence does not state its adjustment ({primary['adjusted_for']}): {first}")
         if "adjusted for" in first:
             if re.search(r"Cliff's δ[^;]*\[", first):
                 problems.append(f"an interval on Cliff's δ inside the adjusted sentence: {first}")
@@ -86,10 +89,17 @@ def test_the_linter_catches_each_kind_of_contradiction():
     assert len(lint(bad)) == 6
     fine = ["Each category: grammar: not significantly different, +0.100 [95% CI -0.020, +0.180], p = 0.200 (8 chains)."]
     assert lint(fine) == []
+    # a primary sentence that does not state the adjustment stats.json says it used
+    primary = {"p_value": 0.2, "adjustment": "cubic_final_step", "adjusted_for": "a cubic trend and a final-unit jump",
+               "cliffs_delta": 0.1, "cliffs_delta_unadjusted": 0.1, "estimate": 0.05,
+               "sensitivity": {"none": {"estimate": 0.07}}}
+    silent = ["Primary result (pre-specified): x tokens did not survive significantly differently from the rest, by "
+              "a mean +0.050 [95% CI -0.020, +0.120] (adjusted for a cubic trend; 8 chains)."]
+    assert len(lint(silent, primary)) == 1
+    assert lint([silent[0].replace("a cubic trend;", "a cubic trend and a final-unit jump;")], primary) == []
 
 
-@pytest.mark.parametrize("scenario", ["runs", "drift", "answer_jump", "u_shape", "tied", "few_targets",
-                                      "heteroscedastic", "short_long"])
+@pytest.mark.parametrize("scenario", SCENARIOS)
 def test_generated_citations_never_contradict_themselves(scenario):
     rng = np.random.default_rng(hash(scenario) % 2**32)
     checked = 0

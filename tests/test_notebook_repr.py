@@ -97,3 +97,17 @@ def test_analysis_result_repr_html_escapes_notes(tmp_path):
     page = result._repr_html_()
     assert "<script" not in page and "<img" not in page
     assert html.escape(EVIL) in page
+
+
+def test_rundir_repr_states_near_ties_in_the_provenance_wording(tmp_path):
+    """The run's repr words the near-tie diagnostic with the one sentence citations use."""
+    from cotsurvival.provenance import near_tie_sentence
+
+    run = make_run(tmp_path / "run", evil=False)
+    diagnostics = {"near_tie_threshold": 1.5e-4, "dtype": "float32", "n_steps": 60, "n_near_tie_steps": 2,
+                   "n_chains_with_near_tie": 1, "min_gap": 2e-5}
+    run.update_manifest(diagnostics=diagnostics)
+    page = run._repr_html_()
+    sentence = near_tie_sentence(diagnostics, 4)
+    assert sentence.startswith("2 of 60 greedy steps in 1 of 4 chains were near-ties")
+    assert html.escape(sentence) in page

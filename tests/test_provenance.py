@@ -46,6 +46,28 @@ def test_measured_fidelity_is_the_benchmark_tables():
         assert data["chain_sets"][chains].split("of ")[-1].replace("-", "–") in section or chains == "short"
 
 
+def test_ensemble_fidelity_is_the_stability_table():
+    """The figures ``--approx auto`` chooses by (fidelity.json "ensemble") are the rows of BENCHMARKS.md's
+    table of approximations against the exact replicate ensemble (bench/stability.py --update-fidelity)."""
+    quoted = fidelity_data()["ensemble"]["approximations"]
+    body = BENCHMARKS.split("## Rank stability: replicate paths", 1)[1]
+    body = body.split("Approximations against the exact replicate ensemble (T =", 1)[1]
+    table = body[body.index("\n|"):]
+    table = table[: table.index("\n\n")]
+    rows = {}
+    for line in table.splitlines():
+        match = re.match(r"\| `([^`]+)` \| (\d+) \| ([\d.]+) \[[^|]*\| ([\d.]+) \[[^|]*\|[^|]*\|[^|]*\| (\d)/(\d) \| "
+                         r"[\d,]+ \(([\d.]+)×\)", line)
+        if match:
+            spec, n, tau, own, same, cats, ratio = match.groups()
+            rows[spec] = (int(n), float(tau), float(own), int(same), int(cats), float(ratio))
+    assert quoted and {m["spec"] for m in quoted} == set(rows)
+    for m in quoted:
+        assert parse_approx(m["spec"]).describe() == m["spec"]
+        assert (m["n_chains"], m["tau"], m["own_tau"], m["same_sign"], m["n_categories"],
+                round(m["row_ratio"], 1)) == rows[m["spec"]], m["spec"]
+
+
 def test_precision_reference_is_the_benchmark_rows():
     precision = fidelity_data()["precision"]
     per_chain = re.search(r"\| chain \(reasoning tokens\) \| bfloat16 \| float16 \| float64 \|\n\|[-|]+\|\n((?:\|.*\n)+)",

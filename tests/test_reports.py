@@ -386,3 +386,24 @@ def test_figure_medians_below_minimum_support_carry_no_interval(tmp_path):
             assert f"n = {int(summary['n_tokens'].iloc[i])}," in texts[group]
         elif pd.notna(summary["median"].iloc[i]):
             assert "too few" not in texts[group]
+
+
+def test_primary_sensitivity_and_placement_reach_the_report_and_the_viewer(tmp_path):
+    """stats.json["primary"]'s sensitivity block and placement diagnostic, as the analysis stored them,
+    are on the report's headline and the viewer's run line (numbers formatted from stats.json)."""
+    import html as html_lib
+
+    from cotsurvival.reports import build_viewer
+
+    run = synthetic_run(tmp_path / "run", n_chains=6, n_tokens=24, seed=4)
+    analyze(run, n_boot=50, mixed=False)
+    primary = json.loads((run.stats_dir / "stats.json").read_text())["primary"]
+    assert {"cubic_final", "cubic_step", "cubic", "windows", "none"} <= set(primary["sensitivity"])
+    page = html_lib.unescape(build_report(run, tmp_path / "out", widths=("one",)).index.read_text(encoding="utf-8"))
+    assert "Sensitivity of the primary contrast" in page and "Placement:" in page
+    for row in primary["sensitivity"].values():
+        assert f"{row['estimate']:+.3f}" in page
+    assert f"{primary['placement']['share_target_last_15pct']:.0%} in the last 15%" in page
+    viewer = html_lib.unescape(build_viewer(run, tmp_path / "viewer.html").read_text(encoding="utf-8"))
+    assert f"cubic_final {primary['sensitivity']['cubic_final']['estimate']:+.3f}" in viewer
+    assert f"targets in first/last 15%: {primary['placement']['share_target_first_15pct']:.0%}/" in viewer

@@ -392,6 +392,15 @@ def test_analyze_uses_replicate_mean_and_reports_spread(replicate_run, tmp_path)
     saved = result.to_dict()["stability"]
     assert saved["replicates"]["k"] == K and saved["tau"]["n_chains"] == 3 and "sentence" in saved
     assert saved["diagnostics"]["n_steps"] > 0
+    # one wording (cotsurvival.provenance): stats.json's sentence is the one citations quote
+    tau = saved["tau"]
+    assert saved["sentence"].startswith(f"ranks reproduced at a mean Kendall tau of {tau['mean']:.2f} "
+                                        f"[95% CI {tau['ci_low']:.2f}, {tau['ci_high']:.2f}] across {K} paths "
+                                        f"perturbed by {SCALE:g} nats")
+    assert f"{tau['n_chains']} chains ({saved['n_chains_below_0.9']} below 0.9)" in saved["sentence"]
+    assert any(f"this run's {saved['sentence']}" in c for c in result.citations_)
+    assert saved["diagnostics"]["sentence"].startswith(
+        f"{saved['diagnostics']['n_near_tie_steps']} of {saved['diagnostics']['n_steps']} greedy steps in ")
     assert "stability_per_chain" in result.tables_
 
 
@@ -439,3 +448,90 @@ def test_cli_prune_with_replicates(tmp_path, tiny_dir):
     bad = cli("prune", source, "--out", tmp_path / "bad", "--model", tiny_dir, "--replicates", "0")
     assert bad.returncode == 2
     assert_one_line_error(bad.stderr, "E140", "--replicates")
+
+
+# --------------------------------------------------------------------------- the sentences, one home
+def test_stability_and_near_tie_sentences_by_hand():
+    from cotsurvival.provenance import near_tie_sentence, stability_sentence
+
+    summary = {"tau": {"mean": 0.8349, "ci_low": 0.7012, "ci_high": 0.951, "n_chains": 8}, "n_replicates": 8,
+               "n_chains_below_0.9": 3}
+    assert stability_sentence(summary, {"k": 8, "scale_nats": 0.05, "seed": 0}) == (
+        "ranks reproduced at a mean Kendall tau of 0.83 [95% CI 0.70, 0.95] across 8 paths perturbed by 0.05 nats "
+        "(Gumbel noise on each step's costs), 8 chains (3 below 0.9)")
+    assert stability_sentence({"mean": 0.5, "n_chains": 1}) == "ranks reproduced at a mean Kendall tau of 0.50 across replicate paths, 1 chain"
+    assert stability_sentence({"tau": {"mean": float("nan")}}) is None and stability_sentence(None) is None
+    diagnostics = {"near_tie_threshold": 1.5e-4, "dtype": "float32", "n_steps": 40, "n_near_tie_steps": 1,
+                   "n_chains_with_near_tie": 1, "min_gap": 3.3e-5}
+    assert near_tie_sentence(diagnostics, 1, suggest_replicates=False) == (
+        "1 of 40 greedy steps in 1 of 1 chain were near-ties (two cheapest deletions within 0.00015 nats, the "
+        "measured rounding error of a cost in float32), where the path could have gone either way; smallest gap 3.3e-05 nats")
+    assert near_tie_sentence(diagnostics, 2).endswith("; prune --replicates K measures how much that moves the ranks")
+    assert near_tie_sentence({"n_steps": 0}) is None
+
+
+def test_the_sentences_have_one_home():
+    """The stability and near-tie wordings live in provenance only (the stages call it)."""
+    from pathlib import Path
+
+    import cotsurvival
+
+    root = Path(cotsurvival.__file__).parent
+    for path in root.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        if path.name == "provenance.py":
+            continue
+        assert "greedy steps were near-ties" not in text and "were near-ties (" not in text, path
+        assert "ranks reproduced at a mean" not in text, path
+
+
+# --------------------------------------------------------------------------- --approx auto: the ensemble rule
+def _row(spec, tau, own, same, cats=4, ratio=5.0):
+    return {"spec": spec, "k": 8, "scale": 0.05, "tau": tau, "own_tau": own, "same_sign": same,
+            "n_categories": cats, "row_ratio": ratio, "n_chains": 8, "chains": "GSM8K chains of 50-52 tokens"}
+
+
+def test_auto_picks_the_fewest_rows_among_those_meeting_the_ensemble_target():
+    from cotsurvival.pruning.approx import ApproxSpec, auto_spec, meets_ensemble_target
+
+    rows = [_row("topk:0.2", 0.90, 0.94, 4, ratio=5.2),           # within 0.05, signs kept, 5.2x: meets
+            _row("topk:0.5", 0.95, 0.94, 4, ratio=11.7),          # meets, fewer rows: chosen
+            _row("topk:0.2,window=8,block=8", 0.93, 0.94, 3, ratio=20.0),  # a sign flipped: out
+            _row("topk:k=2", 0.94, 0.94, 4, ratio=2.0),           # too few rows saved: out
+            _row("lazy", 0.88, 0.94, 4, ratio=4.0)]               # 0.06 below: out
+    assert [meets_ensemble_target(r) for r in rows] == [True, True, False, False, False]
+    assert meets_ensemble_target(_row("topk:0.3", 0.89, 0.94, 4))  # exactly 0.05 below: meets
+    chosen = auto_spec({"ensemble": {"approximations": rows}})
+    assert chosen.target_met and chosen.long == ApproxSpec(fraction=0.5)
+    assert chosen.for_length(150) is None and chosen.for_length(151) == ApproxSpec(fraction=0.5)
+    assert "topk:0.5 met the ensemble target" in chosen.to_dict()["chosen_by"]
+
+
+def test_auto_says_when_no_approximation_meets_the_target():
+    from cotsurvival.provenance import scoring_notes
+    from cotsurvival.pruning.approx import AUTO_FRACTION, AUTO_WINDOW, ApproxSpec, auto_spec
+
+    rows = [_row("topk:0.2", 0.55, 0.96, 4), _row("topk:k=4", 0.70, 0.96, 3, ratio=3.7),
+            _row("topk:k=2", 0.80, 0.96, 4, ratio=1.9)]  # closer, but saves too few rows to be quoted
+    chosen = auto_spec({"ensemble": {"approximations": rows}})
+    assert not chosen.target_met and chosen.long == ApproxSpec(fraction=AUTO_FRACTION, window=AUTO_WINDOW)
+    assert chosen.exact_max == 150 and chosen.for_length(150) is None
+    record = chosen.to_dict()
+    assert record["ensemble_target_met"] is False
+    assert "no approximation met the ensemble target" in record["chosen_by"]
+    assert "the closest at >= 3x fewer rows, topk:k=4, scored tau 0.70 against their own 0.96" in record["chosen_by"]
+    (note,) = scoring_notes({"engine": {"approx": record}})
+    assert "--approx auto: no approximation met the ensemble target" in note.text
+    assert not auto_spec({}).target_met and "has been measured" in auto_spec({}).basis
+
+
+def test_shipped_auto_follows_the_shipped_figures():
+    """``--approx auto`` is the rule applied to the package's fidelity.json (no hard-coded choice)."""
+    from cotsurvival.provenance import fidelity_data
+    from cotsurvival.pruning.approx import meets_ensemble_target, parse_approx
+
+    rows = [r for r in fidelity_data().get("ensemble", {}).get("approximations", []) if meets_ensemble_target(r)]
+    auto = parse_approx("auto")
+    assert auto.target_met == bool(rows)
+    if rows:
+        assert auto.long.describe() == parse_approx(max(rows, key=lambda r: r["row_ratio"])["spec"]).describe()

@@ -79,8 +79,8 @@ _FIELDS_HELP = ("Your file's names for the chain fields, e.g. question=problem,r
               "what the device has free. Chains that would not fit fall back to prefix reuse, smaller batches, naive.")
 # --approx: approximate greedy survival for long chains
 @click.option("--approx", default=None,
-              help="Approximate greedy survival for long chains: auto (exact up to 150 tokens, else "
-                   "topk:0.1,window=64), lazy[:radius=R,batch=B,refresh=F,same=0|1,age=A], lazy:window=W,refresh=F, "
+              help="Approximate greedy survival for long chains: auto (exact up to 150 tokens; above, the approximation "
+                   "that met the exact-replicate-ensemble target in BENCHMARKS.md, if any, else topk:0.1,window=64), lazy[:radius=R,batch=B,refresh=F,same=0|1,age=A], lazy:window=W,refresh=F, "
                    "topk:F[,window=W][,block=B], topk:k=K. Fidelity: BENCHMARKS.md. Default: exact.")
 # -- rank stability: replicate paths
 @click.option("--replicates", type=int, default=1, show_default=True,
@@ -110,11 +110,13 @@ def prune(chains, out, model, objective, keep_ratio, limit, chain_ids, ids_file,
     done = f"; resumed: {last['chains_already_done']} already done" if last.get("resumed") else ""
     click.echo(f"pruned {_plural(manifest['n_chains'], 'chain')} into {run.path} "
                f"({len(manifest['skipped'])} skipped{done})")
-    from .pruning.diagnostics import describe
+    from .provenance import NO_NEAR_TIE_DIAGNOSTIC, near_tie_sentence
 
-    click.echo(f"stability: {describe(manifest.get('diagnostics'), manifest['n_chains'])}"
+    replicated = (manifest.get("replicates") or {}).get("k", 1) > 1
+    ties = near_tie_sentence(manifest.get("diagnostics"), manifest["n_chains"], suggest_replicates=not replicated)
+    click.echo(f"stability: {ties or NO_NEAR_TIE_DIAGNOSTIC}"
                + (f"; {manifest['replicates']['k']} replicate paths per chain (T = {manifest['replicates']['scale_nats']:g} "
-                  f"nats; see load_run / analyze)" if (manifest.get("replicates") or {}).get("k", 1) > 1 else ""))
+                  f"nats; see load_run / analyze)" if replicated else ""))
 
 
 @cli.command()
@@ -509,12 +511,16 @@ def _plural(n: int, noun: str) -> str:
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--workers", type=int, default=None, help="Ray actors (default: one per GPU, else per CPU).")
 @click.option("--ray-address", default=None, help="Ray cluster to join with --backend ray.")
+@click.option("--similarity-threshold", type=float, default=None,
+              help="Resampled units more similar than this to the original are no counterfactual and leave the "
+                   "importance (lexical ratio in [0, 1]; default 0.8, or the run's recorded one).")
 @click.option("--out", "out", default=None, type=click.Path(file_okay=False),
               help="Folder for the figure, tables and citations (default: RUN/onpolicy).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model's repository.")
 @click.option("--allow-unsafe-weights", is_flag=True, help="Allow pickled (.bin) weights, which can run code.")
 def resample(run, rollouts, temperature, top_p, seed, max_new_tokens, batch_size, chains, regeneration_keep_ratios,
-             model, device, dtype, backend, workers, ray_address, out, trust_remote_code, allow_unsafe_weights):
+             model, device, dtype, backend, workers, ray_address, similarity_threshold, out, trust_remote_code,
+             allow_unsafe_weights):
     """On-policy importance of RUN's reasoning units (kept vs resampled rollouts) beside greedy survival."""
     from pathlib import Path
 
@@ -530,10 +536,10 @@ def resample(run, rollouts, temperature, top_p, seed, max_new_tokens, batch_size
                           max_new_tokens=max_new_tokens, batch_size=batch_size, chains=picked,
                           regeneration_keep_ratios=ratios, model=model, device=device, dtype=dtype, backend=backend,
                           workers=workers, ray_address=ray_address, trust_remote_code=trust_remote_code,
-                          allow_unsafe_weights=allow_unsafe_weights,
+                          allow_unsafe_weights=allow_unsafe_weights, similarity_threshold=similarity_threshold,
                           out=Path(out) if out else Path(run) / "onpolicy")
     click.echo(f"resampled {result.n_chains} chains ({len(result.rollouts):,} rollouts): {Path(run) / 'resample.parquet'}")
-    for name in ("figure", "units", "by_category", "regeneration", "citations"):
+    for name in ("figure", "units", "replacements", "by_category", "regeneration", "citations"):
         click.echo(f"  {name:<13} {result.files[name]}")
 
 

@@ -4,7 +4,10 @@
 tables) with one row per reasoning token *and label source*::
 
     chain_index, chain_id, position, label, category, source, taxonomy, taxonomy_version,
-    equation_correct (rule), judge_fallback, judge_reason (judge)
+    equation_correct (rule), judge_fallback, judge_reason (judge), unit (rule)
+
+``unit`` is the token's reasoning unit (sentence or line) from the one splitter,
+:func:`cotsurvival.taxonomy.units.token_units`, the same units ``resample`` cuts at and the viewer marks.
 
 ``source`` is ``"rule"`` (``cotsurvival tag RUN``) or ``"judge:<model>"`` (``tag RUN --judge
 MODEL``). Several sources coexist: writing one source replaces only its own rows of a part, so
@@ -30,7 +33,7 @@ RULE = "rule"
 JUDGE_PREFIX = "judge:"
 #: Columns of a labels part, in order; the optional ones are null where they do not apply.
 COLUMNS = ("chain_index", "chain_id", "position", "label", "category", "source", "taxonomy", "taxonomy_version",
-           "equation_correct", "judge_fallback", "judge_reason")
+           "equation_correct", "judge_fallback", "judge_reason", "unit")
 #: Source-specific columns a reader may ask for besides label and category.
 EXTRA_COLUMNS = ("equation_correct", "judge_fallback", "judge_reason")
 _LEGACY_JUDGE = {"label": "judge_label", "category": "judge_category", "judge_fallback": "judge_fallback",
@@ -93,6 +96,7 @@ def _conform(frame: pd.DataFrame) -> pd.DataFrame:
         out[column] = out[column].astype("object")
     for column in ("equation_correct", "judge_fallback"):
         out[column] = out[column].astype("boolean")
+    out["unit"] = out["unit"].astype("Int64")
     return out[list(COLUMNS)]
 
 

@@ -222,8 +222,9 @@ def scoring_notes(manifest: dict, stability: dict | None = None) -> list[Scoring
         notes.append(approx)
     stability = stability if stability is not None else manifest.get("stability")
     replicates = _replicates(manifest)
-    own = _stability_phrase(stability, replicates)
-    near_ties = _near_tie_phrase(manifest.get("diagnostics"))
+    own = stability_sentence(stability, replicates)
+    own = f"this run's {own}" if own else None
+    near_ties = near_tie_sentence(manifest.get("diagnostics"))
     dtype = half_precision((manifest.get("model") or {}).get("dtype"))
     if dtype:
         notes.append(ScoringNote("precision", _precision_text(dtype, own, near_ties, manifest)))
@@ -241,10 +242,15 @@ def _replicates(manifest: dict) -> dict | None:
     return {"k": int(record["k"]), "scale": record.get("scale_nats")}
 
 
-def _stability_phrase(stability: dict | None, replicates: dict | None) -> str | None:
-    """``stability`` is ``stats.json["stability"]`` (:func:`cotsurvival.analysis.stability.run_stability`:
-    ``tau`` = mean, ci_low, ci_high, n_chains of each chain's mean pairwise replicate τ) or a plain
-    ``{mean, lo, hi, n_chains}``."""
+def stability_sentence(stability: dict | None, replicates: dict | None = None) -> str | None:
+    """The one wording of a run's measured stability, for citations, notes, reprs and the viewer:
+    ``ranks reproduced at a mean Kendall tau of … across K paths perturbed by T nats``; None without one.
+
+    ``stability`` is ``stats.json["stability"]`` or its summary
+    (:func:`cotsurvival.analysis.stability.stability_summary`: ``tau`` = mean, ci_low, ci_high, n_chains of
+    each chain's mean pairwise replicate τ; ``n_replicates``; ``n_chains_below_0.9``) or a plain
+    ``{mean, lo, hi, n_chains}``. ``replicates`` is the manifest's record (``k``, ``scale_nats``) or
+    ``{k, scale}``; default ``stability["replicates"]``."""
     if not stability:
         return None
     tau = stability.get("tau") if isinstance(stability.get("tau"), dict) else stability
@@ -253,28 +259,42 @@ def _stability_phrase(stability: dict | None, replicates: dict | None) -> str | 
         return None
     lo, hi = tau.get("ci_low", tau.get("lo")), tau.get("ci_high", tau.get("hi"))
     if replicates is None and isinstance(stability.get("replicates"), dict):
-        replicates = _replicates({"replicates": stability["replicates"]})
-    k = (replicates or {}).get("k", stability.get("n_replicates"))
-    scale = (replicates or {}).get("scale")
+        replicates = stability["replicates"]
+    replicates = replicates or {}
+    k = replicates.get("k", stability.get("n_replicates"))
+    scale = replicates.get("scale", replicates.get("scale_nats"))
     ci = f" [95% CI {lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None and lo == lo and hi == hi else ""
     paths = f" across {k} paths" if k else " across replicate paths"
     perturbed = f" perturbed by {scale:g} nats (Gumbel noise on each step's costs)" if scale is not None else ""
     n = tau.get("n_chains")
     chains = f", {n} chain{'' if n == 1 else 's'}" if n else ""
-    return f"this run's ranks reproduced at a mean Kendall tau of {mean:.2f}{ci}{paths}{perturbed}{chains}"
+    below = stability.get("n_chains_below_0.9")
+    below = f" ({below} below 0.9)" if n and below is not None else ""
+    return f"ranks reproduced at a mean Kendall tau of {mean:.2f}{ci}{paths}{perturbed}{chains}{below}"
 
 
-def _near_tie_phrase(diagnostics: dict | None) -> str | None:
+#: What the near-tie diagnostic says of a run whose engine did not score every candidate at every step.
+NO_NEAR_TIE_DIAGNOSTIC = "no near-tie diagnostic (the engine did not score every candidate at every step)"
+
+
+def near_tie_sentence(diagnostics: dict | None, n_chains: int | None = None, *, suggest_replicates: bool = True) -> str | None:
+    """The one wording of the free near-tie diagnostic (``manifest["diagnostics"]``,
+    :func:`cotsurvival.pruning.diagnostics.run_summary`), for citations, notes, the CLI and the viewer;
+    None when the run has none (:data:`NO_NEAR_TIE_DIAGNOSTIC` says why). ``n_chains`` defaults to the
+    diagnostic's own chain count; ``suggest_replicates`` ends it by naming ``prune --replicates``."""
     if not diagnostics or not diagnostics.get("n_steps"):
         return None
     chains = diagnostics.get("chains")
-    n_chains = len(chains) if isinstance(chains, dict) else diagnostics.get("n_chains")
-    where = (f" in {diagnostics.get('n_chains_with_near_tie', '?')} of {n_chains} chains" if n_chains else "")
+    if n_chains is None:
+        n_chains = len(chains) if isinstance(chains, dict) else diagnostics.get("n_chains")
+    where = (f" in {diagnostics.get('n_chains_with_near_tie', '?')} of {n_chains} chain{'' if n_chains == 1 else 's'}"
+             if n_chains else "")
     smallest = (f"; smallest gap {diagnostics['min_gap']:.2g} nats" if diagnostics.get("min_gap") is not None else "")
+    tail = "; prune --replicates K measures how much that moves the ranks" if suggest_replicates else ""
     return (f"{diagnostics['n_near_tie_steps']} of {diagnostics['n_steps']} greedy steps{where} were near-ties "
             f"(two cheapest deletions within {diagnostics['near_tie_threshold']:.2g} nats, the measured rounding error "
             f"of a cost in {diagnostics.get('dtype', 'the run' + chr(39) + 's dtype')}), where the path could have "
-            f"gone either way{smallest}; prune --replicates K measures how much that moves the ranks")
+            f"gone either way{smallest}{tail}")
 
 
 def _precision_text(dtype: str, own: str | None, near_ties: str | None, manifest: dict) -> str:
@@ -335,6 +355,9 @@ def _approximation_note(manifest: dict) -> ScoringNote | None:
         fidelity += (f"; against the mean survival of {ensemble['k']} exact replicate paths (T = {ensemble['scale']:g} "
                      f"nats) its tau was {ensemble['tau']:.2f}, the exact replicates' own {ensemble['own_tau']:.2f} "
                      f"({ensemble['n_chains']} {ensemble['chains']}; bench/stability.py)")
+    chosen_by = ((manifest.get("engine") or {}).get("approx") or {}).get("chosen_by") if auto else None
+    if chosen_by:  # why auto ran this setting (the ensemble rule, cotsurvival.pruning.approx.auto_spec)
+        fidelity += f"; --approx auto: {chosen_by}"
     text = f"Greedy survival was approximated with prune --approx: {what}; {fidelity}."
     short = (f"Kendall τ vs exact {measured['tau']:.2f} [{measured['lo']:.2f}, {measured['hi']:.2f}], "
              f"{measured['n_chains']} chains" if measured else "fidelity not measured")

@@ -21,6 +21,8 @@ same chains and tokens as the greedy run:
 * the importance of unit k (:mod:`cotsurvival.analysis.onpolicy`) is *kept minus resampled*: the
   difference in mean answer log-probability, and in the share correct among the rollouts that
   reached an answer, each with a rollout-bootstrap interval; failed rollouts are reported apart.
+  Resampled rollouts whose own first unit nearly repeats unit k are no counterfactual and are left
+  out (the counterfactual filter of :mod:`cotsurvival.analysis.onpolicy`; ``similarity_threshold``).
 
 Randomness: the rollouts of one cut are drawn in chunks of ``batch_size`` identical prompts, and
 chunk j is seeded with ``crc32(seed, chain_id, cut, j)`` just before its ``generate`` call, so a
@@ -43,7 +45,6 @@ import hashlib
 import json
 import time
 import zlib
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -131,6 +132,7 @@ def resample(
     trust_remote_code: bool = False,
     allow_unsafe_weights: bool = False,
     out: str | Path | None = None,
+    similarity_threshold: float | None = None,
 ):
     """Resampling importance of every reasoning unit of a pruned run (module docstring).
 
@@ -157,6 +159,11 @@ def resample(
         ``ray`` spreads chains over Ray actors (one model each) as ``prune --backend ray`` does.
     loaded_model : tuple, optional
         ``(model, tokenizer, info)`` already loaded (local backend, or shipped to Ray actors).
+    similarity_threshold : float, optional
+        Resampled rollouts whose replacement unit is more similar than this to the original unit
+        are no counterfactual and leave the importance (:func:`cotsurvival.analysis.onpolicy.unit_similarity`;
+        default :data:`cotsurvival.analysis.onpolicy.SIMILARITY_THRESHOLD`, or the run's recorded one).
+        Recorded in the manifest; it changes no rollout, so a re-run with another threshold draws nothing.
     out : str or Path, optional
         Also save the figure, tables and citations there (:meth:`OnPolicyResult.save`; paths in
         ``result.files``). Never one of the run's files or tables (E080); an existing folder only
@@ -167,10 +174,14 @@ def resample(
     cotsurvival.analysis.onpolicy.OnPolicyResult
         Rollouts, regeneration rows and the side-by-side statistics (``.importance()``, ``.agreement()``, ...).
     """
-    from .analysis.onpolicy import OnPolicyResult
+    from .analysis.onpolicy import SIMILARITY_MEASURE, SIMILARITY_THRESHOLD, OnPolicyResult
 
     run = run if isinstance(run, RunDir) else RunDir(run)
     manifest = run.require().read_manifest()
+    if similarity_threshold is None:
+        similarity_threshold = (manifest.get("resample") or {}).get("similarity_threshold", SIMILARITY_THRESHOLD)
+    if not 0.0 <= float(similarity_threshold) <= 1.0:
+        raise CotSurvivalError("E160", reason=f"--similarity-threshold must be in [0, 1], not {similarity_threshold}")
     if out is not None:
         check_output(out, inputs=run_inputs(run.path), ours=is_onpolicy_folder, command="resample", folder=True)
     options = SamplingOptions(rollouts, temperature, top_p, seed, max_new_tokens, batch_size).check()
@@ -211,7 +222,9 @@ def resample(
         "seed": options.seed, "seeding": "torch.manual_seed(crc32(seed, chain_id, cut, chunk)) per generate call",
         "max_new_tokens": options.max_new_tokens, "batch_size": options.batch_size,
         "splitter": _splitter_version(), "regeneration_keep_ratios": ratios, "settings": settings,
+        "similarity_threshold": float(similarity_threshold), "similarity": SIMILARITY_MEASURE,
         "backend": backend, "n_chains": len(indices), "rollouts_last_invocation": counts["rollouts"],
+        **({"ray": {"workers": counts["workers"], "retries": counts["retries"]}} if backend == "ray" else {}),
         "seconds_last_invocation": round(seconds, 3),
         "rollouts_per_second_last_invocation": round(counts["rollouts"] / seconds, 3) if counts["rollouts"] else None})
     result = OnPolicyResult.from_run(run, chains=indices)
@@ -308,9 +321,13 @@ def commit(run: RunDir, table: str, index: int, old: pd.DataFrame | None, new: p
 
 def _run_local(run, worker: "ChainResampler", jobs, options, ratios, manifest, progress) -> dict:
     from .progress import make_bar
+    from .threads import cap_torch_threads
 
     settings = settings_key(worker.info, manifest, options)
     todo = [(job, *pending(run, job, settings, ratios)) for job in jobs]
+    # As prune does: torch threads beyond the CPUs other processes leave idle only wait at every
+    # kernel's barrier, and a decode step is all small kernels (BENCHMARKS.md, "Engine reach").
+    cap_torch_threads()
     total = sum(len(cuts) + len(rs) for _, cuts, rs, _, _ in todo)
     counts = {"rollouts": 0}
     bar = make_bar(total=total, desc="resample", unit="cut", disable=not progress)
@@ -318,6 +335,7 @@ def _run_local(run, worker: "ChainResampler", jobs, options, ratios, manifest, p
     try:
         for job, cuts, rs, old, old_regen in todo:
             for cut in cuts:
+                cap_torch_threads(own_load=torch.get_num_threads())  # the machine's load changes over a run
                 new = worker.rollouts_at(job, cut, options, settings)
                 old = commit(run, TABLE, job.index, old, new)
                 counts["rollouts"] += len(new)
@@ -468,30 +486,30 @@ def chunk_seed_of(seed: int, chain_id: str, cut: int, chunk: int) -> int:
 
 
 def _style_of(answer: str) -> str:
-    """The answer style of a chain's answer field (``#### 18`` -> gsm8k, ``\\boxed{}`` -> math, ``Answer:`` -> mcq)."""
-    from .generation.prompting import detect_style
+    from .analysis.onpolicy import answer_style
 
-    try:
-        return detect_style(answer)
-    except CotSurvivalError:
-        return "gsm8k"  # a bare answer: rollouts are read for a ``####`` line, as GSM8K prompts ask
+    return answer_style(answer)
 
 
 def _line_start(text: str, style: str) -> int:
-    """Where the answer line starts in a continuation (its whole length when it has none)."""
-    from .generation.prompting import find_answer
+    from .analysis.onpolicy import answer_line_start
 
-    found = find_answer(text, style)
-    return len(text) if found is None else found[0]
+    return answer_line_start(text, style)
 
 
 # ---------------------------------------------------------------------------------------- Ray backend
 # The same pattern as ``prune --backend ray`` (cotsurvival.pruning.ray_backend, whose cluster
-# connection and error handling this reuses): each actor loads the model once and runs
+# connection, error handling and job dispatch this reuses): each actor loads the model once and runs
 # ChainResampler on whole chains; the driver alone writes the run directory, a chain's rows as soon
 # as they arrive. Rollouts are seeded by cut, not by worker or order of work, so a Ray run holds the
 # same rows as a local one on the same kind of device and either backend resumes the other's run. An
-# actor that dies fails the call with E162; committed chains are kept, so re-running resumes.
+# actor that dies (node lost, OOM-killed) is replaced and its chain handed to another actor, up to
+# ``max_retries`` times (then E071); nothing of a chain is written until its rows arrive, so nothing
+# is lost or written twice. A chain that fails on a live actor fails the call (E162, or the error the
+# local backend would raise); committed chains are kept, so re-running resumes.
+
+ACTOR_NAME = "cotsurvival-resample-{run}-{k}"
+
 
 class _RayWorker:
     """Actor body (wrapped with ``ray.remote`` at start): loads the model once, resamples chains."""
@@ -518,21 +536,31 @@ class _RayWorker:
         return self.error if self.error is not None else self.worker.info
 
     def chain(self, job, cuts, ratios, options, settings):
+        from .pruning.ray_backend import _Failure
+
         try:
             rollouts = [self.worker.rollouts_at(job, cut, options, settings) for cut in cuts]
             regen = self.worker.regenerate(job, ratios, options, settings) if ratios else None
         except CotSurvivalError as exc:
-            from .pruning.ray_backend import _Failure
-
             return _Failure(exc.code, exc.fields)
+        except Exception as exc:  # noqa: BLE001 - any other failure of the chain: one line naming it
+            return _Failure("E162", {"chain": job.chain_id, "reason": " ".join(str(exc).split())[:300]})
         return job.index, rollouts, regen
 
 
+def _submit(actor, job, options, settings):
+    """Hand one chain's pending cuts and keep ratios to an actor (the object ref of its rows)."""
+    chain, cuts, ratios = job[:3]
+    return actor.chain.remote(chain, cuts, ratios, options, settings)
+
+
 def run_on_ray(run, jobs, options, ratios, manifest, *, spec, loaded_model, device, dtype, workers, address, progress,
-               trust_remote_code, allow_unsafe_weights):
-    """Resample ``jobs`` on Ray actors; returns ``(ModelInfo, {"rollouts": n})``."""
+               trust_remote_code, allow_unsafe_weights, max_retries: int = 3):
+    """Resample ``jobs`` on Ray actors; returns ``(ModelInfo, {"rollouts": n, "retries": [...], "workers": n})``."""
+    import os
+
     from .progress import make_bar
-    from .pruning.ray_backend import _cause, _connect, _Failure, _import_ray, put_loaded_model
+    from .pruning.ray_backend import _connect, _Failure, _import_ray, dispatch, put_loaded_model
 
     ray = _import_ray()
     owns = False if ray.is_initialized() else _connect(ray, address, workers, 1.0)
@@ -543,57 +571,50 @@ def run_on_ray(run, jobs, options, ratios, manifest, *, spec, loaded_model, devi
         workers = max(1, int(gpus) if per_gpu else int(resources.get("CPU", 1)))
     remote = ray.remote(num_cpus=1, num_gpus=per_gpu, max_restarts=0)(_RayWorker)
     shipped = put_loaded_model(ray, loaded_model)
-    actors = [remote.remote(spec, shipped, device, dtype, trust_remote_code, allow_unsafe_weights,
-                            1 if per_gpu == 0 else 0) for _ in range(workers)]
+    tag = f"{os.getpid()}-{int(time.time() * 1000) % 10**8}"
+    actors: dict = {}
+
+    def factory():
+        name = ACTOR_NAME.format(run=tag, k=len(actors) + len(retries))
+        actors[name] = remote.options(name=name).remote(spec, shipped, device, dtype, trust_remote_code,
+                                                        allow_unsafe_weights, 1 if per_gpu == 0 else 0)
+        return name
+
+    retries: list = []
+    for _ in range(workers):
+        factory()
     try:
-        infos = ray.get([a.info.remote() for a in actors])
+        infos = ray.get([a.info.remote() for a in actors.values()])
         failed = [i for i in infos if isinstance(i, _Failure)]
         if failed:
             raise failed[0].error()
         info = infos[0]
         settings = settings_key(info, manifest, options)
-        queue = deque()
-        total = 0
+        queue, total = [], 0
         for job in jobs:
             cuts, rs, old, old_regen = pending(run, job, settings, ratios)
             if cuts or rs:
                 queue.append((job, cuts, rs, old, old_regen))
                 total += len(cuts) + len(rs)
-        counts = {"rollouts": 0}
-        idle, in_flight = deque(actors), {}
+        counts = {"rollouts": 0, "retries": retries, "workers": workers}
         bar = make_bar(total=total, desc=f"resample (ray, {workers} workers)", unit="cut", disable=not progress)
         began = time.perf_counter()
         try:
-            while queue or in_flight:
-                while queue and idle:
-                    actor = idle.popleft()
-                    job, cuts, rs, old, old_regen = queue.popleft()
-                    ref = actor.chain.remote(job, cuts, rs, options, settings)
-                    in_flight[ref] = (actor, job, old, old_regen, len(cuts) + len(rs))
-                ready, _ = ray.wait(list(in_flight), num_returns=1)
-                actor, job, old, old_regen, n = in_flight.pop(ready[0])
-                try:
-                    result = ray.get(ready[0])
-                except Exception as exc:  # noqa: BLE001 - an actor died or the task failed: one line, progress kept
-                    cause = _cause(ray, exc)
-                    if cause.code != "E074":
-                        raise cause from None
-                    raise CotSurvivalError("E162", chain=job.chain_id, reason=cause.fields.get("reason", "")) from None
-                if isinstance(result, _Failure):
-                    raise result.error()
+            for (job, cuts, rs, old, old_regen), result, _ in dispatch(
+                    ray, actors, factory, queue, lambda actor, item: _submit(actor, item, options, settings),
+                    key=lambda item: (item[0].index, item[0].chain_id), max_retries=max_retries, retries=retries):
                 _, rollouts, regen = result
                 for frame in rollouts:
                     old = commit(run, TABLE, job.index, old, frame)
                     counts["rollouts"] += len(frame)
                 if regen is not None:
                     commit(run, REGEN_TABLE, job.index, old_regen, regen)
-                idle.append(actor)
-                bar.update(n)
+                bar.update(len(cuts) + len(rs))
                 bar.set_postfix_str(f"{counts['rollouts'] / (time.perf_counter() - began):.2f} rollouts/s")
         finally:
             bar.close()
     finally:
-        for actor in actors:
+        for actor in actors.values():
             try:
                 ray.kill(actor)
             except Exception:  # noqa: BLE001 - already gone

@@ -360,6 +360,7 @@ def _onpolicy(result, run, labels, seed, min_chains) -> None:
 
     onpolicy = OnPolicyResult.from_run(run, labels=labels, min_chains=min_chains, seed=seed)
     result.tables_["onpolicy_units"] = onpolicy.importance().drop(columns=["text"])
+    result.tables_["onpolicy_replacements"] = onpolicy.replacements()
     result.tables_["onpolicy_by_category"] = onpolicy.by_category()
     result.tables_["onpolicy_agreement"] = pd.DataFrame(
         [{k: v for k, v in onpolicy.agreement(m).items() if k != "per_chain"} for m in MEASURES])

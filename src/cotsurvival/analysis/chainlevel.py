@@ -13,13 +13,20 @@ Here each chain is reduced to one number first:
    (:func:`~cotsurvival.analysis.inference.sign_flip_ci`).
 
 The position term (``ADJUSTMENTS``) was chosen by simulation (``bench/null_calibration.py``, table in
-docs/statistics.md). The default, ``"cubic_step"``, is a cubic Legendre polynomial in relative
-position plus one jump placed where the chain's own survival jumps most (found from survival and
-position alone, never from the labels, so that it cannot soak up a category effect): a cubic
-alone is biased when importance jumps in the answer region and the category sits there (it
-rejected 1.00 of such simulated nulls with 30 chains). ``"cubic"``, ``"windows"`` (within-chain
-matched contrast: each target token against the rest of its tenth of the chain, linear within the
-window) and ``"none"`` are reported as sensitivity analyses.
+docs/statistics.md). The default, ``"cubic_final_step"``, is a cubic Legendre polynomial in relative
+position, a jump where the chain's **final reasoning unit** starts (the ``final_unit`` column
+:func:`~cotsurvival.analysis.load_run` derives from the text with the splitter of
+:mod:`cotsurvival.taxonomy.units`: fixed before survival is seen, so it costs no selection) and one
+more jump placed where the chain's own survival jumps most (found from survival and position alone,
+never from the labels, so that it cannot soak up a category effect). A cubic alone is biased when
+importance jumps where the answer starts and the category sits there (it rejected 1.00 of such
+simulated nulls with 30 chains); the data-placed jump alone removed only two thirds of that bias;
+the final-unit jump removes it when the jump sits at the final unit's start, and the data-placed one
+limits the damage when it sits elsewhere. ``"cubic_final"``, ``"cubic_step"``, ``"cubic"``,
+``"windows"`` (within-chain matched contrast: each target token against the rest of its tenth of the
+chain, linear within the window) and ``"none"`` are reported as sensitivity analyses. A table without
+``final_unit`` (no reasoning text or offsets) gets the same term without the final-unit jump, and the
+result says so.
 """
 from __future__ import annotations
 
@@ -32,8 +39,8 @@ from numpy.polynomial import legendre
 from ..errors import CotSurvivalError
 from .inference import mean_ci, sign_flip_ci, sign_flip_test, smallest_p
 
-__all__ = ["chain_level_test", "chain_contrasts", "power", "position_basis", "MIN_CHAINS", "MIN_TOKENS",
-           "DEFAULT_PRIMARY", "ADJUSTMENTS", "DEFAULT_ADJUSTMENT"]
+__all__ = ["chain_level_test", "chain_contrasts", "power", "position_basis", "effective_adjustment", "MIN_CHAINS",
+           "MIN_TOKENS", "DEFAULT_PRIMARY", "ADJUSTMENTS", "DEFAULT_ADJUSTMENT", "FINAL_UNIT_ADJUSTMENTS"]
 
 #: Defaults of the minimum support below which a result is computed but not cited. Six chains is
 #: the fewest with which an exact two-sided sign-flip test can reach p < 0.05 (2 / 2**6 = 0.031).
@@ -45,17 +52,32 @@ DEFAULT_PRIMARY = "symbolic_math"
 POSITION_DEGREE = 3
 #: Position adjustments: name -> wording used in sentences.
 ADJUSTMENTS = {
+    "cubic_final_step": "a cubic within-chain position trend, a jump where the final reasoning unit starts and one "
+                        "more jump where the chain's survival jumps most",
+    "cubic_final": "a cubic within-chain position trend plus a jump where the final reasoning unit starts",
     "cubic_step": "a cubic within-chain position trend plus one jump where the chain's survival jumps most",
     "cubic": "a cubic within-chain position trend",
     "windows": "position windows (each tenth of the chain, linear within it)",
     "none": "no position adjustment",
 }
-DEFAULT_ADJUSTMENT = "cubic_step"
+DEFAULT_ADJUSTMENT = "cubic_final_step"
+#: Adjustments with a jump at the final unit's start (the table's ``final_unit`` column).
+FINAL_UNIT_ADJUSTMENTS = ("cubic_final_step", "cubic_final")
 #: Share of a chain at either end that the placement diagnostic counts as "at the end".
 END_SHARE = 0.15
 #: Covariates (beyond position) the covariate-adjusted sensitivity analysis uses when the table has them.
 COVARIATES = {"static_logprob": "surprisal (static log-probability)", "token_len": "token length",
               "answer_logprob_before": "the answer's log-probability before the token"}
+
+
+def effective_adjustment(adjustment: str, table: pd.DataFrame) -> str:
+    """The adjustment ``table`` supports: a final-unit one without its final-unit jump when the table
+    has no ``final_unit`` column (a table built by hand, a run without character offsets)."""
+    if adjustment not in ADJUSTMENTS:
+        raise CotSurvivalError("E045", value=adjustment, available=", ".join(ADJUSTMENTS))
+    if adjustment in FINAL_UNIT_ADJUSTMENTS and ("final_unit" not in table.columns or table["final_unit"].isna().all()):
+        return {"cubic_final_step": "cubic_step", "cubic_final": "cubic"}[adjustment]
+    return adjustment
 
 
 def _targets(contrast) -> list[str]:
@@ -87,11 +109,14 @@ def _step(rel: np.ndarray, y: np.ndarray, basis: np.ndarray) -> np.ndarray | Non
     return steps[:, int(np.argmax(score))]
 
 
-def position_basis(rel, y=None, adjustment: str = DEFAULT_ADJUSTMENT, *, n_targets: int = 1) -> np.ndarray:
+def position_basis(rel, y=None, adjustment: str = DEFAULT_ADJUSTMENT, *, n_targets: int = 1,
+                   final_unit=None) -> np.ndarray:
     """Columns spanning the within-chain position term of ``adjustment`` (first column: intercept).
 
-    ``rel`` is relative position in [0, 1]; ``y`` (survival) is needed by ``"cubic_step"`` to place
-    its jump. The polynomial degree falls for short chains (one degree per 4 tokens beyond the targets).
+    ``rel`` is relative position in [0, 1]; ``y`` (survival) is needed by ``"cubic_step"`` and
+    ``"cubic_final_step"`` to place their data-placed jump; ``final_unit`` (bool per token) gives the
+    final-unit jump (left out when the chain is one unit). The polynomial degree falls for short chains
+    (one degree per 4 tokens beyond the targets).
     """
     rel = np.asarray(rel, dtype=float)
     n = len(rel)
@@ -108,19 +133,24 @@ def position_basis(rel, y=None, adjustment: str = DEFAULT_ADJUSTMENT, *, n_targe
         return np.column_stack([dummies, dummies * centre[:, None]])
     degree = int(min(POSITION_DEGREE, max(0, (n - n_targets - 2) // 4)))
     basis = legendre.legvander(2 * rel - 1, degree)
-    if adjustment == "cubic_step" and y is not None:
+    if adjustment in FINAL_UNIT_ADJUSTMENTS and final_unit is not None:
+        final = np.asarray(final_unit, dtype=float)
+        if 0 < final.sum() < n:
+            basis = np.column_stack([basis, final])
+    if adjustment in ("cubic_step", "cubic_final_step") and y is not None:
         step = _step(rel, np.asarray(y, float), basis)
         if step is not None:
             basis = np.column_stack([basis, step])
     return basis
 
 
-def _chain_row(y, rel, indicators, adjustment, extra, windows_delta) -> tuple[np.ndarray, float, float]:
+def _chain_row(y, rel, indicators, adjustment, extra, windows_delta, final_unit=None
+               ) -> tuple[np.ndarray, float, float]:
     """Per-chain contrast(s), variance factor (1 / residual sum of squares of the first indicator)
     and the within-window Cliff's delta of the first target."""
     k = indicators.shape[1]
     values, inflation = np.full(k, np.nan), np.nan
-    basis = position_basis(rel, y, adjustment, n_targets=k)
+    basis = position_basis(rel, y, adjustment, n_targets=k, final_unit=final_unit)
     if extra is not None:
         basis = np.column_stack([basis, extra])
     xr = _residualize(basis, indicators)
@@ -158,9 +188,10 @@ def chain_contrasts(
 ) -> pd.DataFrame:
     """One row per chain: its contrast(s) of ``contrast`` tokens against the rest of the chain.
 
-    ``adjustment`` (one of :data:`ADJUSTMENTS`, default ``"cubic_step"``; ``adjust_position=False``
-    means ``"none"``) is the position term; ``covariates`` are further token columns adjusted for
-    (standardized within the chain).
+    ``adjustment`` (one of :data:`ADJUSTMENTS`, default ``"cubic_final_step"``; ``adjust_position=False``
+    means ``"none"``) is the position term (its final-unit jump needs the ``final_unit`` column, see
+    :func:`effective_adjustment`); ``covariates`` are further token columns adjusted for (standardized
+    within the chain).
 
     Returns
     -------
@@ -173,7 +204,7 @@ def chain_contrasts(
         in which position explains the indicator) has NaN contrasts.
     """
     del degree  # kept for old calls; the degree is POSITION_DEGREE, reduced for short chains
-    adjustment = adjustment or (DEFAULT_ADJUSTMENT if adjust_position else "none")
+    adjustment = effective_adjustment(adjustment or (DEFAULT_ADJUSTMENT if adjust_position else "none"), table)
     for column in (group, time, "chain_index", *covariates):
         if column not in table.columns:
             raise CotSurvivalError("E042", column=column, available=", ".join(map(str, table.columns)))
@@ -203,7 +234,8 @@ def chain_contrasts(
                 raw = chain[list(covariates)].to_numpy(float)
                 sd = raw.std(axis=0)
                 extra = (raw - raw.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
-            values, inflation, delta = _chain_row(y, rel, indicators, adjustment, extra, True)
+            final = chain["final_unit"].to_numpy(bool) if "final_unit" in chain else None
+            values, inflation, delta = _chain_row(y, rel, indicators, adjustment, extra, True, final)
         for t, v in zip(targets, values):
             row[f"contrast_{t}"] = float(v)
         row["variance_factor"] = inflation
@@ -260,8 +292,10 @@ def chain_level_test(
         One group (tested against the rest of each chain) or several (each against the tokens in
         none of them, tested jointly with the Hotelling-type sign-flip statistic).
     adjust_position, adjustment : bool, str
-        The position term (:data:`ADJUSTMENTS`; default ``"cubic_step"``, the pre-specified primary;
-        ``adjust_position=False`` is ``"none"``).
+        The position term (:data:`ADJUSTMENTS`; default ``"cubic_final_step"``, the pre-specified
+        primary; ``adjust_position=False`` is ``"none"``). Without a ``final_unit`` column the
+        final-unit jump is left out; ``adjustment`` then names what was used and
+        ``adjustment_requested`` what was asked for.
     covariates : tuple of str
         Further token columns to adjust for (e.g. ``("static_logprob", "token_len")``).
     time : str, default "survival"
@@ -285,7 +319,8 @@ def chain_level_test(
         ``covariates``, ``per_chain`` (records), ``withheld`` when support is too small, and with
         ``sensitivity=True`` the ``sensitivity`` and ``placement`` blocks and ``notes``.
     """
-    adjustment = adjustment or (DEFAULT_ADJUSTMENT if adjust_position else "none")
+    requested = adjustment or (DEFAULT_ADJUSTMENT if adjust_position else "none")
+    adjustment = effective_adjustment(requested, table)
     targets = _targets(contrast)
     per_chain = chain_contrasts(table, targets, group=group, time=time, adjustment=adjustment,
                                 covariates=tuple(covariates))
@@ -317,6 +352,8 @@ def chain_level_test(
         "min_chains": min_chains, "min_tokens": min_tokens, "alpha": alpha,
         "per_chain": per_chain.to_dict(orient="records"),
     }
+    if adjustment != requested:
+        out["adjustment_requested"] = requested
     if len(used) < min_chains or out["n_target_tokens"] < min_tokens:
         out["withheld"] = (f"{what}: {len(used)} chains with both kinds of token and {out['n_target_tokens']} "
                            f"{' / '.join(targets)} tokens, below the minimum support for citing "
@@ -335,7 +372,8 @@ def _sensitivity(table, used, primary, *, group, time, alpha, n_resamples, seed)
     rows = {}
     available = tuple(c for c in COVARIATES if c in table.columns and table[c].notna().any()
                       and table[c].nunique(dropna=True) > 1)
-    variants = [(name, name, ()) for name in ADJUSTMENTS if name != primary["adjustment"]]
+    names = dict.fromkeys(effective_adjustment(name, table) for name in ADJUSTMENTS)  # without final_unit some coincide
+    variants = [(name, name, ()) for name in names if name != primary["adjustment"]]
     if available:
         variants.append(("covariates", primary["adjustment"], available))
     for label, adjustment, covariates in variants:
@@ -347,6 +385,9 @@ def _sensitivity(table, used, primary, *, group, time, alpha, n_resamples, seed)
                        **{k: res[k] for k in ("estimate", "ci_low", "ci_high", "p_value", "p_floor", "n_chains")}}
     missing = [COVARIATES[c] for c in COVARIATES if c not in available]
     notes = []
+    if primary.get("adjustment_requested"):
+        notes.append(f"the table has no reasoning units (final_unit), so the position term has no jump at the "
+                     f"final unit: adjusted for {ADJUSTMENTS[primary['adjustment']]}")
     if missing:
         notes.append("covariate-adjusted sensitivity without " + ", ".join(missing) + " (not in the run)")
     significant = primary["p_value"] < alpha

@@ -299,8 +299,10 @@ def _cox_sentences(result, level: str, kind: str, withheld: list[str]) -> list[s
             else f"χ²({joint['df']}) = {joint['statistic']:.1f}")
     verdict = "differed" if joint["p"] < ALPHA else "did not differ significantly"
     flexible = "rel_position_2" in set(cox["term"])
-    position = ("a cubic in relative position plus each chain's survival jump as covariates" if flexible
-                else "relative position as covariate")
+    position = ("relative position as covariate" if not flexible
+                else "a cubic in relative position, a jump where the final reasoning unit starts and each chain's "
+                     "survival jump as covariates" if "final_unit_jump" in set(cox["term"])
+                else "a cubic in relative position plus each chain's survival jump as covariates")
     out = [f"Supporting evidence (the primary result is the one to cite): in a Cox model stratified by chain "
            f"({position}, token length not adjusted for; {se_text}), the {kind} terms tested jointly {verdict} in "
            f"deletion hazard ({stat}, {fmt_p(joint['p'])}; n = {n_tok:,} tokens in {n_ch:,} chains)."]

@@ -21,10 +21,12 @@ TOKEN_COLUMNS = [
     "label", "category", "deleted_step", "survival", "censored", "deletion_cost",
 ]
 _READ_COLUMNS = ["chain_index", "chain_id", "position", "n_tokens", "text", "is_whitespace", "deleted_step",
-                 "survival", "censored", "deletion_cost", "deletion_gap", "static_logprob"]
+                 "survival", "censored", "deletion_cost", "deletion_gap", "static_logprob", "char_start", "char_end"]
 # The token's static log-probability in the unpruned chain (a covariate of the primary test's
-# sensitivity block; absent from runs that do not store it).
-OPTIONAL_COLUMNS = ["static_logprob"]
+# sensitivity block; absent from runs that do not store it), and the reasoning unit the token belongs
+# to (cotsurvival.taxonomy.units, the splitter resampling cuts at) with whether that unit is the
+# chain's last: the primary test allows a jump in importance where the final unit starts.
+OPTIONAL_COLUMNS = ["static_logprob", "unit", "final_unit"]
 # Stability columns (present when the run stores them): the gap of the step that deleted the token and
 # whether that step was a near-tie (cotsurvival.pruning.diagnostics), then the replicate summary.
 STABILITY_COLUMNS = ["deletion_gap", "near_tie"]
@@ -74,6 +76,10 @@ def load_run(
         also have ``deletion_gap`` (nats between the two cheapest distinct deletions of the step
         that deleted the token) and ``near_tie`` (that gap below ``frame.attrs["near_tie_threshold"]``,
         the run dtype's measured cost error). Survival and ranks are replicate 0's, the greedy path.
+        ``unit`` is the token's reasoning unit (0-based; sentences or lines, by
+        :func:`cotsurvival.taxonomy.units.split_units`; -1 for whitespace before the first) and
+        ``final_unit`` whether it is the chain's last unit (both derived from the text, absent when
+        the run stores no character offsets).
     """
     run = as_rundir(run)
     indices = run.part_indices("tokens")
@@ -85,7 +91,7 @@ def load_run(
     source = _label_source(run, labels, require_tags)
     tokens = join_labels(run, tokens, source)
     _check_tags(tokens, run, require_tags, source)
-    tokens = _derive(tokens)
+    tokens = _derive(_unit_columns(run, tokens))
     tokens, threshold = _stability_columns(run, tokens, replicates)
     if baselines and run.part_indices("baselines"):
         tokens = tokens.merge(_wide_baselines(run), on=["chain_index", "position"], how="left", validate="1:1")
@@ -146,11 +152,13 @@ def orderings_long(run: str | os.PathLike | RunDir | pd.DataFrame, *, require_ta
     -------
     pandas.DataFrame
         Columns ``ordering`` (``greedy`` first, then the baselines), ``chain_index, chain_id,
-        position, n_tokens, rel_position, token_len, label, category, deleted_step, survival,
-        censored``.
+        position, n_tokens, rel_position, token_len, label, category``, then ``unit, final_unit`` when
+        the table has them, then ``deleted_step, survival, censored``.
     """
     frame = run if isinstance(run, pd.DataFrame) else load_run(run, labels=labels, require_tags=require_tags, attention=False)
     keys = ["chain_index", "chain_id", "position", "n_tokens", "rel_position", "token_len", "label", "category"]
+    # the reasoning units travel too: the orderings' contrasts use the primary's final-unit jump
+    keys += [c for c in ("unit", "final_unit") if c in frame.columns]
     blocks = [frame[keys + ["deleted_step", "survival", "censored"]].assign(ordering=GREEDY)]
     for name in baseline_orderings(frame):
         block = frame[keys].assign(deleted_step=frame[f"deleted_step_{name}"], survival=frame[f"survival_{name}"],
@@ -215,6 +223,28 @@ def _stability_columns(run: RunDir, tokens: pd.DataFrame, replicates: bool) -> t
         summary = token_summary(replicate_survival(run))
         tokens = tokens.merge(summary, on=["chain_index", "position"], how="left", validate="1:1")
     return tokens, threshold
+
+
+def _unit_columns(run: RunDir, tokens: pd.DataFrame) -> pd.DataFrame:
+    """``unit`` and ``final_unit`` per token, from the chain's reasoning text and the token offsets."""
+    from ..rundir import _read_parquet
+    from ..taxonomy.units import split_units, token_units
+
+    if not {"char_start", "char_end"} <= set(tokens.columns) or not run.chains_path.exists():
+        return tokens
+    reasoning = _read_parquet(run.chains_path, columns=["chain_index", "reasoning"]).set_index("chain_index")["reasoning"]
+    tokens = tokens.sort_values(["chain_index", "position"], kind="stable").reset_index(drop=True)
+    unit = np.full(len(tokens), -1, dtype=np.int64)
+    final = np.zeros(len(tokens), dtype=bool)
+    for index, rows in tokens.groupby("chain_index", sort=False).indices.items():
+        if index not in reasoning.index:
+            continue
+        units = split_units(str(reasoning[index]))
+        chain = tokens.iloc[rows]
+        of = token_units(list(zip(chain["char_start"].astype(int), chain["char_end"].astype(int))), units)
+        unit[rows] = of
+        final[rows] = (of == len(units) - 1) & (len(units) > 0)
+    return tokens.assign(unit=unit, final_unit=final)
 
 
 def _derive(tokens: pd.DataFrame) -> pd.DataFrame:

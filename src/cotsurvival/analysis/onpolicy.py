@@ -10,6 +10,16 @@ Inputs are the rows of ``RUN/resample.parquet/`` and ``RUN/regeneration.parquet/
   ``failed_kept`` / ``failed_resampled`` = share of rollouts that ended without an answer (counted
   apart, never as wrong). Each difference has a 95% percentile interval from resampling the
   rollouts of each arm with replacement (rollout bootstrap, ``n_boot`` draws, seeded per unit).
+* **Counterfactual filter** (:meth:`OnPolicyResult.replacements`), as in Thought Anchors: a
+  resampled rollout whose replacement unit says the same thing as the original is no
+  counterfactual. A rollout's *replacement* is the first unit (the same splitter) of its own
+  reasoning, before any answer line (empty when it answers at once); its ``similarity`` to the
+  original unit is :func:`unit_similarity`. Rollouts with similarity above
+  ``similarity_threshold`` (default :data:`SIMILARITY_THRESHOLD`, 0.8) leave the resampled arm:
+  ``d_logprob`` / ``d_correct`` are computed on the dissimilar replacements only (``n_resampled``
+  of ``n_resampled_all``; ``n_similar`` excluded; NaN when none is left), beside
+  ``d_logprob_unfiltered`` on every replacement (Thought Anchors' "resampling importance"). The
+  kept arm is never filtered.
 * **Units** (:meth:`units`): token survival aggregated per unit (min, mean, max over its
   non-whitespace tokens), the share of each category among them and the dominant category.
 * **Agreement** (:meth:`agreement`): per chain, Spearman's rho between unit mean survival and unit
@@ -30,7 +40,9 @@ minimum as ``analyze``'s citations.
 """
 from __future__ import annotations
 
+import difflib
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +64,14 @@ MIN_UNITS = 3
 #: recomputes the same statistics (the statistics themselves are seeded, hence reproducible).
 INPUTS = ("rollouts", "regeneration_rows", "tokens", "chains")
 JSON_FILE = "onpolicy.json"
+#: A replacement unit more similar than this to the original (:func:`unit_similarity`) is not a
+#: counterfactual. Thought Anchors uses 0.8 on sentence-embedding cosine similarity; the same number
+#: on this lexical ratio excludes verbatim and near-verbatim regenerations (one changed number in a
+#: ten-token step scores 0.8 and is kept: it computes something else).
+SIMILARITY_THRESHOLD = 0.8
+#: The similarity measure, recorded with the results.
+SIMILARITY_MEASURE = "difflib ratio over lower-cased word/number/symbol tokens"
+_SIMILARITY_TOKENS = re.compile(r"\w+|[^\w\s]")
 
 
 @dataclass
@@ -70,7 +90,8 @@ class OnPolicyResult:
         ``chains.parquet`` rows of the resampled chains.
     run : str
     config : dict
-        ``min_chains`` (citation minimum), ``n_boot``, ``seed``.
+        ``min_chains`` (citation minimum), ``n_boot``, ``seed``, ``similarity_threshold`` (the
+        counterfactual filter; a missing key means :data:`SIMILARITY_THRESHOLD`).
 
     Make one from a run with :meth:`from_run`; :meth:`save` writes a folder that :meth:`load` reads back.
     """
@@ -81,7 +102,8 @@ class OnPolicyResult:
     chains: pd.DataFrame
     run: str = ""
     manifest: dict = field(default_factory=dict)
-    config: dict = field(default_factory=lambda: {"min_chains": MIN_CHAINS, "n_boot": 2000, "seed": 0})
+    config: dict = field(default_factory=lambda: {"min_chains": MIN_CHAINS, "n_boot": 2000, "seed": 0,
+                                                  "similarity_threshold": SIMILARITY_THRESHOLD})
     _cache: dict = field(default_factory=dict, repr=False)
     #: What :meth:`save` wrote (name -> path); empty otherwise.
     files: dict = field(default_factory=dict, repr=False)
@@ -89,8 +111,11 @@ class OnPolicyResult:
     # ---------------------------------------------------------------- loading
     @classmethod
     def from_run(cls, run, chains=None, *, labels: str = "rule", min_chains: int = MIN_CHAINS, n_boot: int = 2000,
-                 seed: int = 0) -> "OnPolicyResult":
-        """Read a run's ``resample.parquet`` (E161 when there is none) and what it is compared with."""
+                 seed: int = 0, similarity_threshold: float | None = None) -> "OnPolicyResult":
+        """Read a run's ``resample.parquet`` (E161 when there is none) and what it is compared with.
+
+        ``similarity_threshold`` defaults to the one the run's last ``resample`` recorded, else
+        :data:`SIMILARITY_THRESHOLD`."""
         from .data import load_run
 
         run = run if isinstance(run, RunDir) else RunDir(run)
@@ -118,8 +143,11 @@ class OnPolicyResult:
                 labelled[["chain_index", "position", "category"]], on=["chain_index", "position"], how="left")
         chain_rows = run.read_chains()
         chain_rows = chain_rows[chain_rows["chain_index"].isin(indices)].reset_index(drop=True)
+        if similarity_threshold is None:
+            similarity_threshold = (manifest.get("resample") or {}).get("similarity_threshold", SIMILARITY_THRESHOLD)
         return cls(rollouts=rollouts, regeneration_rows=regen, tokens=tokens, chains=chain_rows, run=str(run.path),
-                   manifest=manifest, config={"min_chains": min_chains, "n_boot": n_boot, "seed": seed})
+                   manifest=manifest, config={"min_chains": min_chains, "n_boot": n_boot, "seed": seed,
+                                              "similarity_threshold": float(similarity_threshold)})
 
     @property
     def n_chains(self) -> int:
@@ -163,18 +191,62 @@ class OnPolicyResult:
         return self._cache["units"]
 
     # ---------------------------------------------------------------- importance
+    @property
+    def similarity_threshold(self) -> float:
+        return float(self.config.get("similarity_threshold", SIMILARITY_THRESHOLD))
+
+    def replacements(self) -> pd.DataFrame:
+        """One row per resampled rollout: the original unit, the rollout's replacement, their similarity.
+
+        ``counterfactual`` is ``similarity <= similarity_threshold`` (the rollouts the importance
+        uses); ``cut_off`` marks a rollout that hit its token bound inside its first unit (its
+        replacement is compared with as many tokens of the original, see :func:`unit_similarity`).
+        Rollouts from the end cut replace nothing and are not listed.
+        """
+        if "replacements" not in self._cache:
+            columns = ["chain_index", "unit", "cut", "rollout", "outcome", "original", "replacement", "cut_off",
+                       "similarity", "counterfactual"]
+            units = self.units()
+            text_of = {(int(r.chain_index), int(r.unit)): r.text for r in units.itertuples()} if len(units) else {}
+            styles = {int(r.chain_index): answer_style(str(getattr(r, "answer", ""))) for r in self.chains.itertuples()}
+            rows = []
+            for r in self.rollouts.itertuples():
+                original = text_of.get((int(r.chain_index), int(r.unit)))
+                if original is None:  # the end cut
+                    continue
+                if isinstance(getattr(r, "text", None), str):
+                    replacement, cut_off = replacement_unit(r.text, styles.get(int(r.chain_index), "gsm8k"),
+                                                            r.outcome == "truncated")
+                    similarity = unit_similarity(original, replacement, cut_off=cut_off)
+                else:  # rows without the rollout's text (made by hand): nothing to compare, nothing filtered
+                    replacement, cut_off, similarity = None, False, np.nan
+                rows.append({"chain_index": int(r.chain_index), "unit": int(r.unit), "cut": int(r.cut),
+                             "rollout": int(r.rollout), "outcome": r.outcome, "original": original,
+                             "replacement": replacement, "cut_off": cut_off, "similarity": similarity,
+                             "counterfactual": bool(np.isnan(similarity) or similarity <= self.similarity_threshold)})
+            self._cache["replacements"] = pd.DataFrame(rows, columns=columns)
+        return self._cache["replacements"]
+
     def importance(self) -> pd.DataFrame:
-        """One row per unit: importance (kept − resampled) with rollout-bootstrap 95% intervals."""
+        """One row per unit: importance (kept − dissimilar resampled) with rollout-bootstrap 95% intervals."""
         if "importance" not in self._cache:
             n_boot, seed = int(self.config["n_boot"]), int(self.config["seed"])
+            similar = self.replacements()
+            similar = similar.loc[~similar["counterfactual"].astype(bool), ["chain_index", "cut", "rollout"]]
+            excluded = set(map(tuple, similar.to_numpy().tolist()))
             rows = []
             for (index, unit), resampled in self.rollouts.groupby(["chain_index", "unit"]):
                 kept = self.rollouts[(self.rollouts["chain_index"] == index) & (self.rollouts["unit"] == unit + 1)]
                 if kept.empty:  # the end cut: there is no unit after it
                     continue
                 rng = np.random.default_rng([seed, int(index), int(unit)])
+                drop = np.array([(int(index), int(c), int(k)) in excluded
+                                 for c, k in zip(resampled["cut"], resampled["rollout"])], dtype=bool)
+                unfiltered = float(kept["answer_logprob"].mean() - resampled["answer_logprob"].mean())
                 rows.append({"chain_index": int(index), "unit": int(unit),
-                             **unit_importance(kept, resampled, n_boot=n_boot, rng=rng)})
+                             **unit_importance(kept, resampled[~drop], n_boot=n_boot, rng=rng),
+                             "n_resampled_all": len(resampled), "n_similar": int(drop.sum()),
+                             "d_logprob_unfiltered": unfiltered})
             frame = pd.DataFrame(rows)
             self._cache["importance"] = frame.merge(self.units(), on=["chain_index", "unit"], how="left")
         return self._cache["importance"]
@@ -283,6 +355,15 @@ class OnPolicyResult:
             rows.append(row)
         return pd.DataFrame(rows)
 
+    def filter_summary(self) -> dict:
+        """The counterfactual filter in numbers: measure, threshold, resampled rollouts, near-copies excluded."""
+        table = self.importance()
+        n_all = int(table["n_resampled_all"].sum()) if len(table) else 0
+        n_similar = int(table["n_similar"].sum()) if len(table) else 0
+        return {"measure": SIMILARITY_MEASURE, "threshold": self.similarity_threshold, "n_resampled": n_all,
+                "n_similar_excluded": n_similar,
+                "n_units_without_counterfactual": int((table["n_resampled"] == 0).sum()) if len(table) else 0}
+
     # ---------------------------------------------------------------- output
     def citations(self) -> list[str]:
         """Citable sentences (chain-level, with the number of chains; withheld below ``min_chains``)."""
@@ -300,6 +381,7 @@ class OnPolicyResult:
         """Machine-readable form (``onpolicy.json``): the run, settings, chain-level statistics and sentences."""
         return to_jsonable({"run": self.run, "n_chains": self.n_chains, "n_rollouts": len(self.rollouts),
                             "settings": self.settings, "config": self.config,
+                            "counterfactual_filter": self.filter_summary(),
                             "agreement": {m: {k: v for k, v in self.agreement(m).items() if k != "per_chain"}
                                           for m in MEASURES},
                             "by_category": self.by_category(), "regeneration": self.regeneration(),
@@ -316,7 +398,7 @@ class OnPolicyResult:
             files[f"input_{name}"] = folder / "onpolicy_inputs" / f"{name}.parquet"
             atomic_write_parquet(files[f"input_{name}"], getattr(self, name))
         files["json"] = write_json(folder / JSON_FILE, {"manifest": self.manifest, **self.to_dict()})
-        tables = {"units": self.importance(), "by_category": self.by_category(),
+        tables = {"units": self.importance(), "replacements": self.replacements(), "by_category": self.by_category(),
                   "agreement": self.agreement()["per_chain"], "regeneration": self.regeneration(),
                   "regeneration_outcomes": self.regeneration_outcomes()}
         for name, table in tables.items():
@@ -366,6 +448,11 @@ def unit_importance(kept: pd.DataFrame, resampled: pd.DataFrame, *, n_boot: int 
         correct = (arm["outcome"] == "correct").to_numpy()
         arms.append((lp, answered, correct))
     (lp_k, ans_k, cor_k), (lp_r, ans_r, cor_r) = arms
+    if not len(lp_k) or not len(lp_r):  # every replacement was a near-copy of the unit: no counterfactual
+        names = ("failed_kept", "failed_resampled", "logprob_kept", "logprob_resampled", "accuracy_kept",
+                 "accuracy_resampled", "d_logprob", "d_correct", "d_logprob_ci_low", "d_logprob_ci_high",
+                 "d_correct_ci_low", "d_correct_ci_high")
+        return {**out, **dict.fromkeys(names, np.nan)}
     out.update(failed_kept=float(1 - ans_k.mean()), failed_resampled=float(1 - ans_r.mean()),
                logprob_kept=float(lp_k.mean()), logprob_resampled=float(lp_r.mean()),
                accuracy_kept=_ratio(cor_k.sum(), ans_k.sum()), accuracy_resampled=_ratio(cor_r.sum(), ans_r.sum()))
@@ -385,20 +472,92 @@ def unit_importance(kept: pd.DataFrame, resampled: pd.DataFrame, *, n_boot: int 
     return out
 
 
+def answer_style(answer: str) -> str:
+    """The answer style of a chain's answer field (``#### 18`` -> gsm8k, ``\\boxed{}`` -> math, ``Answer:`` -> mcq)."""
+    from ..generation.prompting import detect_style
+
+    try:
+        return detect_style(answer)
+    except CotSurvivalError:
+        return "gsm8k"  # a bare answer: rollouts are read for a ``####`` line, as GSM8K prompts ask
+
+
+def answer_line_start(text: str, style: str) -> int:
+    """Where the answer line starts in a continuation (its whole length when it has none)."""
+    from ..generation.prompting import find_answer
+
+    found = find_answer(text, style)
+    return len(text) if found is None else found[0]
+
+
+def replacement_unit(text: str, style: str, truncated: bool = False) -> tuple[str, bool]:
+    """``(first unit of a rollout's own reasoning, cut_off)``.
+
+    The reasoning is the rollout's text before its answer line; its first unit comes from the one
+    splitter (:func:`cotsurvival.taxonomy.units.split_units`), ``""`` when the rollout answers at
+    once. ``cut_off`` is true when the rollout hit its token bound (``truncated``) with no second
+    unit begun, so its first unit may be unfinished.
+    """
+    from ..taxonomy.units import split_units
+
+    units = split_units(text[:answer_line_start(text, style)])
+    if not units:
+        return "", False
+    return units[0].text, bool(truncated and len(units) == 1)
+
+
+def unit_similarity(original: str, replacement: str, cut_off: bool = False) -> float:
+    """Lexical similarity in [0, 1] of a replacement unit to the original unit.
+
+    Both are lower-cased and cut into word, number and symbol tokens (``16*3=48`` -> ``16 * 3 = 48``,
+    so spacing does not count); the similarity is difflib's ``SequenceMatcher.ratio`` over the two
+    token lists, ``2·M / (len(a) + len(b))`` with M the tokens of its matching blocks (1 for equal
+    units, 0 for units with no token in common). When the replacement was ``cut_off`` by the
+    rollout's token bound it is compared with as many tokens of the original, so an unfinished
+    copy still counts as a copy.
+
+    Why lexical: Thought Anchors compares sentence embeddings, which would need a separate model
+    (a download); the pruner's own mean-pooled hidden states are a poor sentence similarity (a
+    decoder's states are anisotropic: nearly every pair scores high). In a reasoning step the
+    numbers carry the content, and a token match keeps them whole: "3 + 2 = 5" against "3 + 3 = 6"
+    differs in two of five tokens, where a paraphrase-tolerant embedding would call the two the
+    same. What it misses is a paraphrase in other words, which counts as a counterfactual here.
+    """
+    a = _SIMILARITY_TOKENS.findall(original.lower())
+    b = _SIMILARITY_TOKENS.findall(replacement.lower())
+    if cut_off:
+        a = a[:len(b)]
+    if not a and not b:
+        return 1.0
+    return float(difflib.SequenceMatcher(None, a, b, autojunk=False).ratio())
+
+
 def _ratio(a, b) -> float:
     return float(a) / float(b) if b else np.nan
 
 
 def per_chain_spearman(table: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
-    """Spearman's rho of ``x`` and ``y`` over each chain's units (NaN below ``MIN_UNITS`` or for a constant column)."""
-    rows = []
-    for index, sub in table.groupby("chain_index"):
-        sub = sub[[x, y]].dropna()
-        rho = np.nan
-        if len(sub) >= MIN_UNITS and sub[x].nunique() > 1 and sub[y].nunique() > 1:
-            rho = float(stats.spearmanr(sub[x], sub[y]).statistic)
-        rows.append({"chain_index": int(index), "n_units": len(sub), "rho": rho})
-    return pd.DataFrame(rows, columns=["chain_index", "n_units", "rho"])
+    """Spearman's rho of ``x`` and ``y`` over each chain's units (NaN below ``MIN_UNITS`` or for a constant column).
+
+    Rho is Pearson's r of the average ranks (what ``scipy.stats.spearmanr`` computes), taken for all
+    chains at once with pandas' grouped ranks: a loop calling scipy per chain costs milliseconds a
+    chain, which simulations over thousands of chains feel.
+    """
+    chains = pd.Index(sorted(table["chain_index"].unique()), name="chain_index")
+    data = table[["chain_index", x, y]].dropna()
+    groups = data.groupby("chain_index")
+    ranks = pd.DataFrame({"chain_index": data["chain_index"], "x": groups[x].rank(), "y": groups[y].rank()})
+    centred = ranks[["x", "y"]] - ranks.groupby("chain_index")[["x", "y"]].transform("mean")
+    sums = pd.DataFrame({"xy": centred["x"] * centred["y"], "xx": centred["x"] ** 2, "yy": centred["y"] ** 2,
+                         "chain_index": data["chain_index"]}).groupby("chain_index").sum()
+    n_units = groups.size().reindex(chains, fill_value=0)
+    valid = (n_units >= MIN_UNITS) & (groups[x].nunique().reindex(chains) > 1) & \
+        (groups[y].nunique().reindex(chains) > 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = (sums["xy"] / np.sqrt(sums["xx"] * sums["yy"])).reindex(chains)
+    rho = rho.where(valid.fillna(False).astype(bool))
+    return pd.DataFrame({"chain_index": chains.astype(int), "n_units": n_units.to_numpy(dtype=int),
+                         "rho": rho.to_numpy(dtype=float)}, columns=["chain_index", "n_units", "rho"])
 
 
 def category_contrasts(table: pd.DataFrame, category: str, column: str) -> pd.DataFrame:

@@ -146,15 +146,6 @@ def noise_corrected_agreement(between: pd.Series, own_a: pd.Series, own_b: pd.Se
     return out
 
 
-def describe(summary: dict, replicates: dict) -> str:
-    """The sentence citations and reprs carry: ``ranks reproduced at mean τ … across K paths perturbed by T nats``."""
-    tau = summary["tau"]
-    ci = "" if not np.isfinite(tau.get("ci_low", np.nan)) else f" [95% CI {tau['ci_low']:.2f}, {tau['ci_high']:.2f}]"
-    return (f"ranks reproduced at a mean Kendall tau of {tau['mean']:.2f}{ci} between {summary['n_replicates']} paths "
-            f"per chain perturbed by Gumbel noise of {replicates.get('scale_nats', float('nan')):g} nats "
-            f"({tau['n_chains']} chains; {summary['n_chains_below_0.9']} below 0.9)")
-
-
 # --------------------------------------------------------------------------- analyze
 def replicate_mean(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` with ``survival`` replaced by the replicate mean when the run has replicates (the
@@ -171,7 +162,8 @@ def run_stability(run: RunDir, table: pd.DataFrame, result, n_boot: int, seed: i
 
     ``test`` is the primary test (:func:`~cotsurvival.analysis.chain_level_test`; passed in, so this
     module stays below the one that reads runs). Adds the table ``stability_per_chain`` to ``result.tables_``."""
-    from ..pruning.diagnostics import describe as describe_ties, run_diagnostics
+    from ..pruning.diagnostics import run_diagnostics
+    from ..provenance import NO_NEAR_TIE_DIAGNOSTIC, near_tie_sentence, stability_sentence
 
     try:
         diagnostics = run_diagnostics(run)
@@ -180,7 +172,8 @@ def run_stability(run: RunDir, table: pd.DataFrame, result, n_boot: int, seed: i
         diagnostics = {"n_steps": 0}
     per_chain = pd.DataFrame([{"chain_id": chain_id, **values} for chain_id, values in
                               (diagnostics.pop("chains", None) or {}).items()])
-    out: dict = {"diagnostics": {**diagnostics, "sentence": describe_ties(diagnostics, int(table["chain_id"].nunique()))}}
+    ties = near_tie_sentence(diagnostics, int(table["chain_id"].nunique()), suggest_replicates=False)
+    out: dict = {"diagnostics": {**diagnostics, "sentence": ties or NO_NEAR_TIE_DIAGNOSTIC}}
     replicates = replicates_of(run)
     out["replicates"] = replicates
     if replicates.get("k", 1) > 1:
@@ -188,7 +181,7 @@ def run_stability(run: RunDir, table: pd.DataFrame, result, n_boot: int, seed: i
         chains = chain_stability(long)
         summary = stability_summary(chains, n_boot=n_boot, seed=seed)
         out.update(summary)
-        out["sentence"] = describe(summary, replicates)
+        out["sentence"] = stability_sentence(summary, replicates)
         per_chain = chains if per_chain.empty else chains.merge(per_chain, on="chain_id", how="left")
         spread = _primary_spread(long, table, result, min_chains, min_tokens, seed, test) if test else {}
         if spread:

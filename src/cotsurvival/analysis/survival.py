@@ -232,27 +232,40 @@ def _fit_cox(df, group, covariates, reference, time, cluster, strata=None, ties=
 
 
 def flexible_position(df: pd.DataFrame, time: str = "survival") -> tuple[pd.DataFrame, tuple[str, ...]]:
-    """``df`` with the columns of the flexible position term (``rel_position_2``, ``rel_position_3``:
-    Legendre terms of degree 2 and 3; ``position_jump``: 1 from the point where the chain's survival
-    jumps most) and their names. The same term as the primary chain-level test's ``"cubic_step"``."""
+    """``df`` with the columns of the flexible position term and their names: ``rel_position_2``,
+    ``rel_position_3`` (Legendre terms of degree 2 and 3), ``final_unit_jump`` (1 in the chain's final
+    reasoning unit; only when ``df`` has ``final_unit`` and some chain has more than one unit) and
+    ``position_jump`` (1 from the point where the chain's survival jumps most, given the rest). The same
+    term as the primary chain-level test's (:data:`~cotsurvival.analysis.chainlevel.DEFAULT_ADJUSTMENT`)."""
     from numpy.polynomial import legendre
 
-    from .chainlevel import position_basis
+    from .chainlevel import DEFAULT_ADJUSTMENT, effective_adjustment, position_basis
 
     out = df.copy()
     rel = out["rel_position"].to_numpy(float)
     poly = legendre.legvander(2 * np.nan_to_num(rel) - 1, 3)
     out["rel_position_2"], out["rel_position_3"] = poly[:, 2], poly[:, 3]
-    jump = np.zeros(len(out))
+    adjustment = effective_adjustment(DEFAULT_ADJUSTMENT, out)
+    final = (out["final_unit"].to_numpy(dtype=float, na_value=0.0) if adjustment == DEFAULT_ADJUSTMENT
+             else np.zeros(len(out)))
+    jump, final_jump = np.zeros(len(out)), np.zeros(len(out))
     y = out[time].to_numpy(float)
     for index in out.groupby("chain_index", sort=False).indices.values():
         ok = index[np.isfinite(y[index]) & np.isfinite(rel[index])]
         if len(ok) >= 8:
-            basis = position_basis(rel[ok], y[ok], "cubic_step")
-            if basis.shape[1] == 5:  # intercept, 3 polynomial terms, the jump
-                jump[ok] = basis[:, 4]
+            basis = position_basis(rel[ok], y[ok], adjustment, final_unit=final[ok])
+            columns = 4  # intercept and 3 polynomial terms, then the final-unit jump, then the data-placed one
+            if 0 < final[ok].sum() < len(ok):
+                final_jump[ok] = final[ok]
+                columns += 1
+            if basis.shape[1] == columns + 1:
+                jump[ok] = basis[:, columns]
     out["position_jump"] = jump
-    return out, ("rel_position_2", "rel_position_3", "position_jump")
+    names = ("rel_position_2", "rel_position_3", "position_jump")
+    if final_jump.any():  # a jump at the final unit only where some chain has one (else the column is all 0)
+        out["final_unit_jump"] = final_jump
+        names = ("rel_position_2", "rel_position_3", "final_unit_jump", "position_jump")
+    return out, names
 
 
 def cox_ph(
@@ -271,9 +284,10 @@ def cox_ph(
     """Cox proportional-hazards model of deletion with group dummies and covariates.
 
     ``position="cubic_step"`` (default) widens a ``rel_position`` covariate to the primary test's
-    flexible position term: a cubic in relative position plus, per chain, the jump where the chain's
-    survival jumps most (:func:`~cotsurvival.analysis.chainlevel.position_basis`); with a linear term
-    alone the model rejected nearly every simulated null with a sharp position effect.
+    flexible position term (:func:`flexible_position`): a cubic in relative position, a jump where the
+    chain's final reasoning unit starts (when the table has ``final_unit``) and, per chain, the jump
+    where the chain's survival jumps most (:func:`~cotsurvival.analysis.chainlevel.position_basis`);
+    with a linear term alone the model rejected nearly every simulated null with a sharp position effect.
     ``position="linear"`` keeps ``rel_position`` as given.
 
     A hazard ratio below 1 means the tokens are deleted later (survive longer) than the

@@ -55,10 +55,17 @@ from .methods import make_scorer
 from .scoring import Scorer, check_finite
 from .scoring import PrefixReuseScorer
 
-# The recommendation behind ``--approx auto``: exact up to EXACT_MAX_TOKENS reasoning tokens,
-# above that top-k rounds with a local window. Chosen from bench/approx_fidelity.py (BENCHMARKS.md):
-# at 101-159 tokens it ranks about as faithfully as lazy re-scoring (τ 0.51 vs 0.54, both ~4×
-# fewer rows than exact), and unlike lazy (O(n²) rows) it stays near 2·10⁶ rows at 2,000 tokens.
+# The recommendation behind ``--approx auto`` (:func:`auto_spec`, the rule; docs/pruning.md). Exact up
+# to EXACT_MAX_TOKENS reasoning tokens, where K exact replicate paths are affordable. Above it, the
+# approximation that meets the ensemble target in the measured figures (fidelity.json "ensemble"):
+# its tau to the exact replicate ensemble's mean survival within ENSEMBLE_TAU_MARGIN of the exact
+# replicates' own tau to it, every category effect's sign kept, at >= MIN_ROW_RATIO fewer token rows
+# than one exact path; of those, the one with the fewest rows. When none meets it, top-k rounds with a
+# local window (FALLBACK): at 101-159 tokens it ranks about as faithfully against one exact path as
+# lazy re-scoring (tau 0.51 vs 0.54, both ~4x fewer rows) and unlike lazy (O(n^2) rows) it stays near
+# 2e6 rows at 2,000 tokens; auto then says that no approximation met the target.
+ENSEMBLE_TAU_MARGIN = 0.05
+MIN_ROW_RATIO = 3.0
 EXACT_MAX_TOKENS = 150
 AUTO_FRACTION = 0.1
 AUTO_WINDOW = 64
@@ -134,12 +141,17 @@ class LazySpec:
 
 @dataclass(frozen=True)
 class AutoSpec:
-    """``--approx auto``: exact for chains up to ``exact_max`` reasoning tokens, ``long`` above."""
+    """``--approx auto``: exact for chains up to ``exact_max`` reasoning tokens, ``long`` above.
+
+    ``target_met`` says whether ``long`` met the ensemble target in the measured figures
+    (:func:`auto_spec`); ``basis`` is the sentence saying why it was chosen."""
 
     exact_max: int = EXACT_MAX_TOKENS
-    long: ApproxSpec = ApproxSpec(fraction=AUTO_FRACTION, window=AUTO_WINDOW)
+    long: "ApproxSpec | LazySpec" = ApproxSpec(fraction=AUTO_FRACTION, window=AUTO_WINDOW)
+    target_met: bool = False
+    basis: str = ""
 
-    def for_length(self, n_tokens: int) -> ApproxSpec | None:
+    def for_length(self, n_tokens: int) -> "ApproxSpec | LazySpec | None":
         return None if n_tokens <= self.exact_max else self.long
 
     def describe(self) -> str:
@@ -147,7 +159,53 @@ class AutoSpec:
 
     def to_dict(self) -> dict:
         return {"method": "auto", "spec": self.describe(), "exact_max_tokens": self.exact_max,
-                "long": self.long.to_dict()}
+                "long": self.long.to_dict(), "ensemble_target_met": self.target_met, "chosen_by": self.basis}
+
+
+def meets_ensemble_target(row: dict) -> bool:
+    """One measured row of fidelity.json ``ensemble.approximations`` against the target of ``--approx auto``:
+    tau to the exact replicate ensemble within :data:`ENSEMBLE_TAU_MARGIN` of the exact replicates' own
+    tau, every category effect's sign kept, at least :data:`MIN_ROW_RATIO` fewer token rows than one
+    exact path."""
+    try:
+        return (float(row["own_tau"]) - float(row["tau"]) <= ENSEMBLE_TAU_MARGIN
+                and int(row["same_sign"]) == int(row["n_categories"])
+                and float(row["row_ratio"]) >= MIN_ROW_RATIO)
+    except (KeyError, TypeError, ValueError):  # a row without the figures the rule needs meets nothing
+        return False
+
+
+def auto_spec(fidelity: dict | None = None) -> AutoSpec:
+    """The setting ``--approx auto`` runs, chosen from the measured figures (default: the package's
+    ``fidelity.json``, :func:`cotsurvival.provenance.fidelity_data`) by the ensemble rule above."""
+    if fidelity is None:
+        from ..provenance import fidelity_data
+
+        fidelity = fidelity_data()
+    ensemble = fidelity.get("ensemble") or {}
+    rows = [r for r in ensemble.get("approximations", []) if meets_ensemble_target(r)]
+    if rows:
+        best = max(rows, key=lambda r: float(r["row_ratio"]))
+        long = parse_approx(best["spec"])
+        basis = (f"{long.describe()} met the ensemble target (tau {best['tau']:.2f} to the mean of {best['k']} exact "
+                 f"replicate paths against their own {best['own_tau']:.2f}, {best['same_sign']} of {best['n_categories']} "
+                 f"category signs, {best['row_ratio']:.1f}x fewer token rows; {best['n_chains']} {best['chains']}) "
+                 f"with the fewest rows of those that did")
+        return AutoSpec(long=long, target_met=True, basis=basis)
+    measured = ensemble.get("approximations", [])
+    if measured:
+        # the closest of those that save enough rows (of all, when none does)
+        saving = [r for r in measured if float(r.get("row_ratio", 0)) >= MIN_ROW_RATIO] or measured
+        closest = max(saving, key=lambda r: float(r["tau"]) - float(r["own_tau"]))
+        basis = (f"no approximation met the ensemble target (tau to the exact replicate ensemble within "
+                 f"{ENSEMBLE_TAU_MARGIN:g} of the exact replicates' own, category signs kept, >= {MIN_ROW_RATIO:g}x fewer rows): "
+                 f"of {len(measured)} measured, the closest at >= {MIN_ROW_RATIO:g}x fewer rows, {closest['spec']}, scored tau {closest['tau']:.2f} against "
+                 f"their own {closest['own_tau']:.2f} ({closest['n_chains']} {closest['chains']}); ranks above "
+                 f"{EXACT_MAX_TOKENS} tokens are approximate at the fidelity measured against one exact path")
+    else:
+        basis = ("no approximation has been measured against the exact replicate ensemble; ranks above "
+                 f"{EXACT_MAX_TOKENS} tokens are approximate at the fidelity measured against one exact path")
+    return AutoSpec(basis=basis)
 
 
 def parse_approx(spec: "str | ApproxSpec | LazySpec | AutoSpec | None") -> "ApproxSpec | LazySpec | AutoSpec | None":
@@ -158,7 +216,7 @@ def parse_approx(spec: "str | ApproxSpec | LazySpec | AutoSpec | None") -> "Appr
     if text in ("", "exact", "none"):
         return None
     if text == "auto":
-        return AutoSpec()
+        return auto_spec()
     method, _, rest = text.partition(":")
     if method == "lazy":
         return _parse_lazy(spec, rest)

@@ -92,16 +92,6 @@ def run_summary(tokens: pd.DataFrame, threshold: float) -> dict:
             "chains": chains}
 
 
-def describe(summary: dict, n_chains: int | None = None) -> str:
-    """One sentence for reprs and citations: near-tie steps, their threshold, the smallest gap."""
-    if not summary or not summary.get("n_steps"):
-        return "no near-tie diagnostic (the engine did not score every candidate at every step)"
-    chains = f" in {summary['n_chains_with_near_tie']} of {n_chains} chain{'s' if n_chains != 1 else ''}" if n_chains else ""
-    return (f"{summary['n_near_tie_steps']} of {summary['n_steps']} greedy steps were near-ties{chains} "
-            f"(two cheapest deletions within {summary['near_tie_threshold']:.2g} nats, the largest "
-            f"{summary.get('dtype', 'float32')} rounding error of a cost measured); smallest gap {summary['min_gap']:.3g} nats")
-
-
 def run_diagnostics(run) -> dict:
     """A run's near-tie diagnostic: the manifest's ``diagnostics`` when ``prune`` recorded it, else
     computed here from ``traces.parquet`` (runs pruned before the diagnostic existed); ``{}`` when the

@@ -181,57 +181,79 @@ class RayPool:
         (:class:`~cotsurvival.pruning.engine.Perturbation`, reusing the greedy trace ``reuse``);
         ``trace.replicate`` says which. ``follow_up(job, trace)``, called once a job's result has been
         handled (yielded), returns jobs to queue next (a chain's replicates after its greedy path)."""
-        ray = self.ray
-        from ray.exceptions import RayActorError, RayTaskError
 
-        queue = deque(jobs)
-        idle = deque(self.actors)
-        in_flight: dict = {}
-        attempts: dict[int, int] = {}
-        while queue or in_flight:
-            while queue and idle:
-                name = idle.popleft()
-                if name not in self.actors:
-                    continue
-                job = queue.popleft()
-                index, item, wanted = job[:3]
-                perturbation, reuse = job[3:] if len(job) > 3 else (None, None)
-                replicate = perturbation.replicate if perturbation is not None else 0
-                ref = self.actors[name].prune.remote(index, item, wanted, start_of(index, item, replicate), attention,
-                                                     approx, perturbation, reuse)
-                in_flight[ref] = (name, job)
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            ref = ready[0]
-            name, job = in_flight.pop(ref)
-            try:
-                result = ray.get(ref)
-                if isinstance(result, _Failure):
-                    raise result.error()
-                index, trace, vector, worker = result
-            except RayTaskError as exc:  # the chain itself failed (not the actor): fail like the local backend
-                raise _cause(ray, exc) from None
-            except RayActorError as exc:
-                index, item = job[0], job[1]
-                attempts[index] = attempts.get(index, 0) + 1
-                self.retries.append({"chain_id": item.chain.id, "worker": name,
-                                     "error": " ".join(str(exc).split())[:200]})
-                self.actors.pop(name, None)
-                if attempts[index] > max_retries:
-                    raise CotSurvivalError("E071", chain=item.chain.id, attempts=attempts[index],
-                                           reason=" ".join(str(exc).split())[:200]) from None
-                queue.appendleft(job)
-                idle.append(self.factory())  # keep the pool at its size
-                continue
+        def submit(actor, job):
+            index, item, wanted = job[:3]
+            perturbation, reuse = job[3:] if len(job) > 3 else (None, None)
+            replicate = perturbation.replicate if perturbation is not None else 0
+            return actor.prune.remote(index, item, wanted, start_of(index, item, replicate), attention, approx,
+                                      perturbation, reuse)
+
+        for job, (index, trace, vector, worker), _ in dispatch(
+                self.ray, self.actors, self.factory, jobs, submit, key=lambda job: (job[0], job[1].chain.id),
+                max_retries=max_retries, retries=self.retries,
+                follow_up=None if follow_up is None else lambda job, result: follow_up(job, result[1])):
             if len(job) == 3:  # the greedy path (replicates may run elsewhere)
                 self.worker_of_chain[job[1].chain.id] = worker
-            idle.append(name)
             yield index, job[1], trace, vector, worker
-            if follow_up is not None:
-                queue.extend(follow_up(job, trace))
 
     def summary(self) -> dict:
         return {"address": self.address or "local", "workers": len(self.actors), "scorer": self.scorer_name,
                 "retries": list(self.retries), "worker_of_chain": dict(self.worker_of_chain)}
+
+
+def dispatch(ray, actors: dict, factory: Callable, jobs, submit: Callable, *, key: Callable, max_retries: int = 3,
+             retries: list | None = None, follow_up: Callable | None = None) -> Iterator[tuple]:
+    """Run ``jobs`` on a pool of actors, one job per idle actor; yield ``(job, result, actor name)`` as they finish.
+
+    ``actors`` maps names to handles and ``factory()`` starts one more actor, adds it to ``actors``
+    and returns its name; ``submit(handle, job)`` returns the task's object ref; ``key(job)`` is
+    ``(attempt key, chain id)``. When an actor dies (node lost, OOM-killed, ``ray.kill``) its job
+    goes back to the front of the queue and a replacement actor keeps the pool at its size; a job
+    whose actors died more than ``max_retries`` times raises E071. Each death is appended to
+    ``retries`` as ``{chain_id, worker, error}``. A task that fails while its actor lives raises
+    the user-facing error (:func:`_cause`), as does a returned :class:`_Failure`. Nothing is yielded
+    twice, so a caller that commits what it is given commits each job once. ``follow_up(job,
+    result)``, called after a result was handled, returns jobs to queue next. Used by ``prune`` and
+    ``resample``.
+    """
+    from ray.exceptions import RayActorError, RayTaskError
+
+    queue = deque(jobs)
+    idle = deque(actors)
+    in_flight: dict = {}
+    attempts: dict = {}
+    while queue or in_flight:
+        while queue and idle:
+            name = idle.popleft()
+            if name not in actors:
+                continue
+            job = queue.popleft()
+            in_flight[submit(actors[name], job)] = (name, job)
+        ready, _ = ray.wait(list(in_flight), num_returns=1)
+        name, job = in_flight.pop(ready[0])
+        try:
+            result = ray.get(ready[0])
+            if isinstance(result, _Failure):
+                raise result.error()
+        except RayTaskError as exc:  # the job itself failed (not the actor): fail like the local backend
+            raise _cause(ray, exc) from None
+        except RayActorError as exc:
+            attempt, chain_id = key(job)
+            attempts[attempt] = attempts.get(attempt, 0) + 1
+            reason = " ".join(str(exc).split())[:200]
+            if retries is not None:
+                retries.append({"chain_id": chain_id, "worker": name, "error": reason})
+            actors.pop(name, None)
+            if attempts[attempt] > max_retries:
+                raise CotSurvivalError("E071", chain=chain_id, attempts=attempts[attempt], reason=reason) from None
+            queue.appendleft(job)
+            idle.append(factory())  # keep the pool at its size
+            continue
+        idle.append(name)
+        yield job, result, name
+        if follow_up is not None:
+            queue.extend(follow_up(job, result))
 
 
 def _connect(ray, address: str | None, workers: int | None, cpus_per_worker: float) -> bool:

@@ -179,10 +179,13 @@ def run_summary_html(run: str | os.PathLike | RunDir, stats=None) -> str:
 
 def _near_ties(manifest: dict) -> str | None:
     """The free near-tie diagnostic in words (None for runs pruned before it was recorded)."""
-    from ..pruning.diagnostics import describe
+    from ..provenance import NO_NEAR_TIE_DIAGNOSTIC, near_tie_sentence
 
     diagnostics = manifest.get("diagnostics")
-    return describe(diagnostics, manifest.get("n_chains")) if diagnostics else None
+    if not diagnostics:
+        return None
+    replicated = (manifest.get("replicates") or {}).get("k", 1) > 1
+    return near_tie_sentence(diagnostics, manifest.get("n_chains"), suggest_replicates=not replicated) or NO_NEAR_TIE_DIAGNOSTIC
 
 
 def _stability(manifest: dict, stats) -> str | None:

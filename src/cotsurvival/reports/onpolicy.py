@@ -55,6 +55,14 @@ def onpolicy_sentences(result) -> list[str]:
            f"top-p {s.get('top_p')}, seed {s.get('seed')}, at most {s.get('max_new_tokens')} new tokens) for "
            f"{len(importance)} units of {result.n_chains} chains ({len(rollouts):,} rollouts); "
            f"{_f(100 * failed, 0)}% of rollouts ended without an answer and are counted apart, not as wrong."]
+    kept = result.filter_summary()
+    if kept["n_resampled"]:
+        lost = kept["n_units_without_counterfactual"]
+        out.append(f"Counterfactual filter: {kept['n_similar_excluded']:,} of {kept['n_resampled']:,} resampled "
+                   f"rollouts rewrote their unit with lexical similarity above {kept['threshold']:g} "
+                   f"({kept['measure']}) and were left out of the importance"
+                   + (f"; {lost} unit{'' if lost == 1 else 's'} had no dissimilar replacement and no importance."
+                      if lost else "."))
     withheld = []
     for measure in ("d_logprob", "d_correct"):
         a = result.agreement(measure)
@@ -132,8 +140,10 @@ def onpolicy_figure(result, width: str = "two"):
         for category in categories or [None]:
             sub = table[table["category"] == category] if category is not None else table
             colour = colours.get(category, OKABE_ITO["black"]) if category is not None else OKABE_ITO["black"]
-            ax.errorbar(sub["survival_mean"], sub["d_logprob"],
-                        yerr=[sub["d_logprob"] - sub["d_logprob_ci_low"], sub["d_logprob_ci_high"] - sub["d_logprob"]],
+            y = sub["d_logprob"].to_numpy(dtype=float)
+            ax.errorbar(sub["survival_mean"].to_numpy(dtype=float), y,
+                        yerr=np.vstack([y - sub["d_logprob_ci_low"].to_numpy(dtype=float),
+                                        sub["d_logprob_ci_high"].to_numpy(dtype=float) - y]),
                         fmt="o", markersize=3, color=colour, elinewidth=0.6, label=category or "units")
         ax.axhline(0, color="0.6", linewidth=0.6)
         ax.set(xlabel="unit mean greedy survival", ylabel="Δ log P(answer), kept − resampled")

@@ -158,6 +158,8 @@ def _chain_payload(run: RunDir, row: pd.Series, index: int, traces: bool, source
         "seg": segments,
         "tail": tail,
         "text": [str(t) for t in tokens["text"]],
+        # reasoning unit of each token (sentence or line; the units ``resample`` cuts at), -1 before the first
+        "unit": _token_units(str(row["reasoning"]), tokens),
         "label": [lab if isinstance(lab, str) else None for lab in tokens["label"]],
         "category": [c if isinstance(c, str) else None for c in tokens["category"]],
         "orderings": orderings,
@@ -167,6 +169,16 @@ def _chain_payload(run: RunDir, row: pd.Series, index: int, traces: bool, source
         "tie": ([_round(g) if t else None for g, t in zip(tokens["deletion_gap"], tokens["near_tie"])]
                 if "near_tie" in tokens else None),
     }
+
+
+def _token_units(reasoning: str, tokens: pd.DataFrame) -> list[int] | None:
+    """Each token's unit from the one splitter (:mod:`cotsurvival.taxonomy.units`); None without offsets."""
+    from ..taxonomy.units import split_units, token_units
+
+    if "char_start" not in tokens or "char_end" not in tokens or tokens[["char_start", "char_end"]].isna().any().any():
+        return None
+    offsets = list(zip(tokens["char_start"].astype(int), tokens["char_end"].astype(int)))
+    return [int(u) for u in token_units(offsets, split_units(reasoning))]
 
 
 def _costs(run: RunDir, index: int, tokens: pd.DataFrame, n_steps: int) -> list[list[float | None]]:

@@ -24,6 +24,7 @@ from .equations import find_equations
 from .language import warn_if_not_english
 from .spec import TaxonomySpec, load_spec
 from .tagger import DEFAULT_BATCH_SIZE, iter_tag, project_spans
+from .units import split_units, token_units
 from .tagger import write_spans
 
 LABEL_COLUMNS = ("label", "category", "equation_correct")
@@ -190,6 +191,8 @@ def tag_run(
             rows["category"] = [spec.category(label) for label in labels]
             if equations:
                 rows["equation_correct"] = _equation_column(text, spans, offsets).to_numpy()
+            # the token's reasoning unit, from the splitter resample cuts at and the viewer marks
+            rows["unit"] = token_units(offsets, split_units(text))
             write_labels(run, index, rows, RULE, spec.manifest_entry())
             for label in labels:
                 counts[label] = counts.get(label, 0) + 1

@@ -56,6 +56,8 @@
       const span = el("span", undefined, "tok");
       span.dataset.position = String(pos);
       if (chain.tie && chain.tie[pos] !== null) span.classList.add("tie");
+      // a reasoning unit (sentence or line) begins here: the units `cotsurvival resample` cuts at
+      if (chain.unit && pos > 0 && chain.unit[pos] !== chain.unit[pos - 1]) span.classList.add("unit-start");
       if (lead) span.appendChild(document.createTextNode(lead));
       const box = el("span", core || (lead ? "" : "\u200b"), "core");
       box.style.background = rgba(colour(chain.category[pos]), 0.45);
@@ -87,7 +89,8 @@
       const costText = ordering !== "greedy" ? "n/a (traces follow the greedy order)"
         : gone ? "— (deleted)" : costs ? fmt(cost) : "— (last step)";
       const tie = chain.tie && chain.tie[pos] !== null ? ` · near-tie deletion (gap ${fmt(chain.tie[pos])} nats)` : "";
-      span.title = `${JSON.stringify(chain.text[pos])} · ${chain.label[pos] || "untagged"} · ${deleted} · cost at step ${s + 1}: ${costText}${tie}`;
+      const unit = chain.unit && chain.unit[pos] >= 0 ? ` · unit ${chain.unit[pos] + 1}` : "";
+      span.title = `${JSON.stringify(chain.text[pos])}${unit} · ${chain.label[pos] || "untagged"} · ${deleted} · cost at step ${s + 1}: ${costText}${tie}`;
     });
     textBox.classList.toggle("strike", strike.checked);
     const objective = ordering === "greedy" ? ` · objective ${fmt(chain.objective[s])}` : "";
