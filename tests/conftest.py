@@ -73,7 +73,7 @@ def tiny_from_dir(tiny_dir):
 # while the other worker idles. Without xdist none of this runs: same tests, same order.
 # (xdist's own `--dist loadgroup` marks would say the same, but its renaming of test ids does not
 # reach pytest 9's node ids; the scheduler hook is xdist's public way to choose the units.)
-HEAVIEST_FIRST = ("tests/test_doc_examples.py", "ray", "notebooks", "tests/test_llmlingua.py")
+HEAVIEST_FIRST = ("tests/test_doc_examples.py", "tests/test_engine_smollm2.py", "ray", "notebooks", "tests/test_llmlingua.py")
 
 
 @functools.lru_cache(maxsize=None)
