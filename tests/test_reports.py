@@ -407,3 +407,25 @@ def test_primary_sensitivity_and_placement_reach_the_report_and_the_viewer(tmp_p
     viewer = html_lib.unescape(build_viewer(run, tmp_path / "viewer.html").read_text(encoding="utf-8"))
     assert f"cubic_final {primary['sensitivity']['cubic_final']['estimate']:+.3f}" in viewer
     assert f"targets in first/last 15%: {primary['placement']['share_target_first_15pct']:.0%}/" in viewer
+
+
+def test_viewer_never_quotes_a_stale_primary(tmp_path):
+    """A stats.json whose fingerprint no longer matches the run: the viewer shows no primary number,
+    only why and the command that updates it (as the report and the notebook do)."""
+    import html as html_lib
+
+    from cotsurvival.reports import build_viewer
+
+    run = synthetic_run(tmp_path / "run", n_chains=6, n_tokens=24, seed=4)
+    analyze(run, n_boot=50, mixed=False)
+    path = run.stats_dir / "stats.json"
+    stats = json.loads(path.read_text())
+    estimate = f"{stats['primary']['estimate']:+.3f}"
+    fresh = html_lib.unescape(build_viewer(run, tmp_path / "fresh.html").read_text(encoding="utf-8"))
+    assert f": {estimate} (" in fresh and "is stale" not in fresh
+    stats["counts"]["fingerprint"]["chains"] = "another set of chains"
+    path.write_text(json.dumps(stats))
+    stale = html_lib.unescape(build_viewer(run, tmp_path / "stale.html").read_text(encoding="utf-8"))
+    assert f": {estimate} (" not in stale
+    assert "primary result not shown: stats/stats.json is stale (its chains changed)" in stale
+    assert "run `cotsurvival analyze`" in stale
