@@ -65,6 +65,30 @@ HALF = ("float16", "bfloat16")
 # measured), a windowed one, and lazy re-scoring (~4.6x at 101-159 tokens, less here).
 APPROX_SPECS = ("topk:0.5", "topk:0.35", "topk:0.2", "topk:k=4", "topk:0.3,window=8,block=8", "lazy")
 SEED = 0
+# ``--set long``: the longer end of the range, 70-103 reasoning tokens (one exact float32 path of a
+# 102-token chain is ~10x a 50-token one), then two of 142 tokens if time allows: the default T (0.05)
+# and the cheap T = 0.01 (replicates reuse the greedy path), the approximations given with --approx.
+# No T = 0.2 and no half-precision paths at this length on this CPU (cost).
+LONG_GSM8K_IDS = ["gsm8k-test-440", "gsm8k-test-546", "gsm8k-test-858"]
+LONG_MODEL_IDS = ["model-858", "model-881", "model-1317"]
+LONG_ORDER = ["gsm8k-test-440", "model-858", "gsm8k-test-546", "model-881", "gsm8k-test-858", "model-1317"]
+LONG_TEMPERATURES = (0.05, 0.01)
+
+
+def use_set(name: str, approx: list[str] | None = None) -> None:
+    """Switch the module's chain set (``short``: the 8 chains of 50-52 tokens; ``long``: 70-142) and,
+    with ``approx``, its approximation specs (``short``: added after the built-in ones)."""
+    global GSM8K_IDS, MODEL_IDS, CHAIN_IDS, TEMPERATURES, APPROX_SPECS, SET
+    SET = name
+    if name == "long":
+        GSM8K_IDS, MODEL_IDS, CHAIN_IDS = LONG_GSM8K_IDS, LONG_MODEL_IDS, LONG_ORDER
+        TEMPERATURES = LONG_TEMPERATURES
+        APPROX_SPECS = tuple(approx or ("topk:0.5", "topk:0.35"))
+    elif approx:
+        APPROX_SPECS = APPROX_SPECS + tuple(a for a in approx if a not in APPROX_SPECS)
+
+
+SET = "short"
 
 
 def load_uptime() -> str:
@@ -116,11 +140,26 @@ def _trace_from(record: dict):
                       static_logprobs=np.asarray(record["static_logprobs"]), token_rows=record["token_rows"])
 
 
+def stages_long(chain_ids: list[str]):
+    """``--set long``: chain by chain (shortest first), the greedy path, its replicates at T = 0.05 and
+    0.01, then the approximations."""
+    for chain_id in chain_ids:
+        yield chain_id, "float32", 0.0, 0, None
+        for scale in LONG_TEMPERATURES:
+            for r in range(1, K):
+                yield chain_id, "float32", scale, r, None
+        for spec in APPROX_SPECS:
+            yield chain_id, "float32", 0.0, 0, spec
+
+
 def stages(chain_ids: list[str]):
     """(chain, dtype, T, replicate, approx) in the order they are computed: chain by chain what the first
     tables need (the greedy path; its replicates at T = 0.05 and 0.01, cheap where they reuse the greedy
     path; the two approximations that target >= 3x fewer rows), so that an unfinished run has whole
     chains; then T = 0.2, the other approximations and the half-precision paths (slow on this CPU)."""
+    if SET == "long":
+        yield from stages_long(chain_ids)
+        return
     half = K // 2
     for chain_id in chain_ids:
         yield chain_id, "float32", 0.0, 0, None
@@ -145,7 +184,7 @@ def stages(chain_ids: list[str]):
     for chain_id in chain_ids:
         for r in range(half, K):
             yield chain_id, "float32", 0.2, r, None
-    for spec in APPROX_SPECS[5:]:
+    for spec in APPROX_SPECS[5:]:  # lazy, then any given with --approx
         for chain_id in chain_ids:
             yield chain_id, "float32", 0.0, 0, spec
     for chain_id in chain_ids:
@@ -603,6 +642,14 @@ def update_fidelity(result: dict, path: Path) -> None:
         human, model = sum(c in GSM8K_IDS for c in ids), sum(c in MODEL_IDS for c in ids)
         return f"GSM8K chains of {lengths[0]}-{lengths[-1]} tokens ({human} human-written, {model} model-written)"
 
+    rows = [{"spec": r["spec"], "set": SET, "k": K, "scale": 0.05, "tau": round(r["tau_to_ensemble"]["estimate"], 3),
+             "lo": round(r["tau_to_ensemble"]["ci_low"], 3), "hi": round(r["tau_to_ensemble"]["ci_high"], 3),
+             "own_tau": round(r["own_tau"]["estimate"], 3),
+             "same_sign": int(r["same_sign"].split("/")[0]), "n_categories": int(r["same_sign"].split("/")[1]),
+             "row_ratio": round(r["row_ratio"], 2), "n_chains": r["n_chains"], "chains": described(r["chain_ids"])}
+            for r in result["approximations"]]
+    # the other chain set's rows stay (each set's report replaces only its own)
+    kept = [r for r in (data.get("ensemble") or {}).get("approximations", []) if r.get("set", "short") != SET]
     data["ensemble"] = {
         "about": "Approximations against the exact replicate ensemble (bench/stability.py, BENCHMARKS.md "
                  "'Rank stability'): tau to the mean survival of K exact paths perturbed by T nats, beside the exact "
@@ -610,13 +657,7 @@ def update_fidelity(result: dict, path: Path) -> None:
                  "mean's; token rows of one exact path over the approximation's. --approx auto applies its rule "
                  "(cotsurvival.pruning.approx.auto_spec) to these rows.",
         "date": result["date"],
-        "approximations": [{"spec": r["spec"], "k": K, "scale": 0.05, "tau": round(r["tau_to_ensemble"]["estimate"], 3),
-                            "lo": round(r["tau_to_ensemble"]["ci_low"], 3), "hi": round(r["tau_to_ensemble"]["ci_high"], 3),
-                            "own_tau": round(r["own_tau"]["estimate"], 3),
-                            "same_sign": int(r["same_sign"].split("/")[0]), "n_categories": int(r["same_sign"].split("/")[1]),
-                            "row_ratio": round(r["row_ratio"], 2), "n_chains": r["n_chains"],
-                            "chains": described(r["chain_ids"])}
-                           for r in result["approximations"]]}
+        "approximations": kept + rows}
     path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
@@ -639,7 +680,13 @@ def main(argv=None) -> None:
     chk.add_argument("--chains", type=int, default=1)
     chk.add_argument("--scale", type=float, default=0.05)
     chk.add_argument("--threads", type=int, default=1)
+    for sub_parser in (paths, rep, chk):
+        sub_parser.add_argument("--set", choices=["short", "long"], default="short",
+                                help="the chains: short (8 of 50-52 tokens) or long (70-142)")
+        sub_parser.add_argument("--approx", action="append", default=None, metavar="SPEC",
+                                help="an approximation to add (short) or to run (long); repeat for more")
     args = parser.parse_args(argv)
+    use_set(args.set, args.approx)
     if args.command == "check":
         check(args)
     elif args.command == "paths":

@@ -63,6 +63,10 @@ ADJUSTMENTS = {
 DEFAULT_ADJUSTMENT = "cubic_final_step"
 #: Adjustments with a jump at the final unit's start (the table's ``final_unit`` column).
 FINAL_UNIT_ADJUSTMENTS = ("cubic_final_step", "cubic_final")
+#: Adjustments with one more jump placed from the data (where the chain's survival jumps most).
+DATA_STEP_ADJUSTMENTS = ("cubic_step", "cubic_final_step")
+#: What a final-unit adjustment becomes on a table without ``final_unit`` (the same terms, less that jump).
+WITHOUT_FINAL_UNIT = {"cubic_final_step": "cubic_step", "cubic_final": "cubic"}
 #: Share of a chain at either end that the placement diagnostic counts as "at the end".
 END_SHARE = 0.15
 #: Covariates (beyond position) the covariate-adjusted sensitivity analysis uses when the table has them.
@@ -76,7 +80,7 @@ def effective_adjustment(adjustment: str, table: pd.DataFrame) -> str:
     if adjustment not in ADJUSTMENTS:
         raise CotSurvivalError("E045", value=adjustment, available=", ".join(ADJUSTMENTS))
     if adjustment in FINAL_UNIT_ADJUSTMENTS and ("final_unit" not in table.columns or table["final_unit"].isna().all()):
-        return {"cubic_final_step": "cubic_step", "cubic_final": "cubic"}[adjustment]
+        return WITHOUT_FINAL_UNIT[adjustment]
     return adjustment
 
 
@@ -137,7 +141,7 @@ def position_basis(rel, y=None, adjustment: str = DEFAULT_ADJUSTMENT, *, n_targe
         final = np.asarray(final_unit, dtype=float)
         if 0 < final.sum() < n:
             basis = np.column_stack([basis, final])
-    if adjustment in ("cubic_step", "cubic_final_step") and y is not None:
+    if adjustment in DATA_STEP_ADJUSTMENTS and y is not None:
         step = _step(rel, np.asarray(y, float), basis)
         if step is not None:
             basis = np.column_stack([basis, step])
