@@ -434,6 +434,7 @@ def report(args) -> dict:
             half = paths.get((c, dtype, 0.0, 0, None))
             if half is not None:
                 row[f"tau_{dtype}"] = _tau(survival(half["order"], half["n"]), survival(g["order"], g["n"]))
+                row[f"rows_{dtype}"], row[f"cpu_{dtype}"] = half["token_rows"], half["cpu_seconds"]
                 reps = replicate_set(paths, c, 0.05)
                 if reps is not None:
                     mean = np.mean([survival(r["order"], r["n"]) for r in reps], axis=0)
@@ -441,6 +442,23 @@ def report(args) -> dict:
         per_chain.append(row)
     frame = pd.DataFrame(per_chain).set_index("chain") if per_chain else pd.DataFrame()
     out["per_chain"] = frame.reset_index().to_dict("records")
+
+    # ---- half precision: the greedy path in float16 / bfloat16 against the float32 greedy path and ensemble,
+    # beside the float32 replicates' own tau to the mean of the others (T = 0.05) on the same chains
+    dtypes = []
+    for dtype in HALF:
+        col = f"tau_{dtype}"
+        if col not in frame or frame[col].notna().sum() == 0:
+            continue
+        done = frame[frame[col].notna()]
+        own = done["own_tau_T0.05"] if "own_tau_T0.05" in done else None
+        dtypes.append({"dtype": dtype, "n_chains": len(done), "chain_ids": list(done.index),
+                       "tau_to_greedy": _ci(done[col]), "tau_to_ensemble": _ci(done[f"{col}_to_ensemble"].dropna()),
+                       "own_tau": _ci(own.dropna()) if own is not None else None,
+                       "stability_T0.2": _ci(done["stability_T0.2"].dropna()) if "stability_T0.2" in done else None,
+                       "rows": float(done[f"rows_{dtype}"].mean()), "rows_greedy": float(done["rows_greedy"].mean()),
+                       "cpu": float(done[f"cpu_{dtype}"].mean()), "cpu_greedy": float(done["cpu_greedy"].mean())})
+    out["dtypes"] = dtypes
 
     # ---- stability per T, cost
     summary = []
@@ -581,6 +599,14 @@ def markdown(result: dict) -> str:
         parts = [f"{k}: " + ("constant" if v is None else f"ρ = {v['rho']:+.2f} (p = {v['p']:.2f})")
                  for k, v in row["predictors"].items()]
         lines.append(f"- T = {row['T']:g}: " + "; ".join(parts))
+    if result.get("dtypes"):
+        lines += ["", "The greedy path in half precision against float32 (same chains, float32 replicates at T = 0.05):", "",
+                  "| dtype | chains | τ to the float32 greedy path | τ to the float32 ensemble mean | float32 replicates' own τ | float32 stability at T = 0.2 | token rows / CPU s (float32: rows / CPU s) |",
+                  "|---|---:|---|---|---|---|---|"]
+        for r in result["dtypes"]:
+            lines.append(f"| {r['dtype']} | {r['n_chains']} | {_fmt(r['tau_to_greedy'])} | {_fmt(r['tau_to_ensemble'])} | "
+                         f"{_fmt(r['own_tau']) if r['own_tau'] else '–'} | {_fmt(r['stability_T0.2']) if r['stability_T0.2'] else '–'} | "
+                         f"{r['rows']:,.0f} / {r['cpu']:.0f} ({r['rows_greedy']:,.0f} / {r['cpu_greedy']:.0f}) |")
     for scale, block in result["category_effects"].items():
         lines += ["", f"Category effects across the {block['k']} replicates, T = {scale} ({block['n_chains']} chains):", "",
                   "| category | greedy effect [95% CI] | CI width | on mean survival | SD across replicates | range | same sign |",
@@ -590,7 +616,7 @@ def markdown(result: dict) -> str:
                          f"{r['ci_width']:.3f} | {r['effect_mean_survival']:+.3f} | {r['sd_across_replicates']:.3f} | "
                          f"{r['range_across_replicates']:.3f} | {r['same_sign']} |")
     if result["approximations"]:
-        lines += ["", "Approximations against the exact replicate ensemble (T = 0.05):", "",
+        lines += ["", f"Approximations against the exact replicate ensemble (T = 0.05, chain set `{SET}`):", "",
                   "| spec | chains | τ to ensemble mean | exact replicates' own τ | own − approx | τ to greedy | category signs | token rows (ratio to one exact path) | projected ratio n = 50 / 100 / 160 / 300 / 1000 (cost model calibrated on these chains) |",
                   "|---|---:|---|---|---|---|---:|---|---|"]
         for r in result["approximations"]:
@@ -646,7 +672,8 @@ def update_fidelity(result: dict, path: Path) -> None:
              "lo": round(r["tau_to_ensemble"]["ci_low"], 3), "hi": round(r["tau_to_ensemble"]["ci_high"], 3),
              "own_tau": round(r["own_tau"]["estimate"], 3),
              "same_sign": int(r["same_sign"].split("/")[0]), "n_categories": int(r["same_sign"].split("/")[1]),
-             "row_ratio": round(r["row_ratio"], 2), "n_chains": r["n_chains"], "chains": described(r["chain_ids"])}
+             "row_ratio": round(r["row_ratio"], 2), "n_chains": r["n_chains"], "chains": described(r["chain_ids"]),
+             "max_tokens": max(result["chains"][c] for c in r["chain_ids"])}
             for r in result["approximations"]]
     # the other chain set's rows stay (each set's report replaces only its own)
     kept = [r for r in (data.get("ensemble") or {}).get("approximations", []) if r.get("set", "short") != SET]

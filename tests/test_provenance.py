@@ -48,24 +48,24 @@ def test_measured_fidelity_is_the_benchmark_tables():
 
 def test_ensemble_fidelity_is_the_stability_table():
     """The figures ``--approx auto`` chooses by (fidelity.json "ensemble") are the rows of BENCHMARKS.md's
-    table of approximations against the exact replicate ensemble (bench/stability.py --update-fidelity)."""
+    tables of approximations against the exact replicate ensemble, one per chain set
+    (bench/stability.py --set S report --update-fidelity)."""
     quoted = fidelity_data()["ensemble"]["approximations"]
-    body = BENCHMARKS.split("## Rank stability: replicate paths", 1)[1]
-    body = body.split("Approximations against the exact replicate ensemble (T =", 1)[1]
-    table = body[body.index("\n|"):]
-    table = table[: table.index("\n\n")]
+    section = BENCHMARKS.split("## Rank stability: replicate paths", 1)[1].split("\n## ", 1)[0]
     rows = {}
-    for line in table.splitlines():
-        match = re.match(r"\| `([^`]+)` \| (\d+) \| ([\d.]+) \[[^|]*\| ([\d.]+) \[[^|]*\|[^|]*\|[^|]*\| (\d)/(\d) \| "
-                         r"[\d,]+ \(([\d.]+)×\)", line)
-        if match:
-            spec, n, tau, own, same, cats, ratio = match.groups()
-            rows[spec] = (int(n), float(tau), float(own), int(same), int(cats), float(ratio))
-    assert quoted and {m["spec"] for m in quoted} == set(rows)
+    for chain_set, body in re.findall(r"Approximations against the exact replicate ensemble \(T = 0\.05, chain set "
+                                      r"`(\w+)`\):\n\n(\|.*?)\n\n", section, flags=re.S):
+        for line in body.splitlines():
+            match = re.match(r"\| `([^`]+)` \| (\d+) \| ([\d.]+) \[[^|]*\| ([\d.]+) \[[^|]*\|[^|]*\|[^|]*\| (\d)/(\d) \| "
+                             r"[\d,]+ \(([\d.]+)×\)", line)
+            if match:
+                spec, n, tau, own, same, cats, ratio = match.groups()
+                rows[chain_set, spec] = (int(n), float(tau), float(own), int(same), int(cats), float(ratio))
+    assert quoted and {(m.get("set", "short"), m["spec"]) for m in quoted} == set(rows)
     for m in quoted:
         assert parse_approx(m["spec"]).describe() == m["spec"]
         assert (m["n_chains"], m["tau"], m["own_tau"], m["same_sign"], m["n_categories"],
-                round(m["row_ratio"], 1)) == rows[m["spec"]], m["spec"]
+                round(m["row_ratio"], 1)) == rows[m.get("set", "short"), m["spec"]], m["spec"]
 
 
 def test_precision_reference_is_the_benchmark_rows():

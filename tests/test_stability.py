@@ -535,3 +535,16 @@ def test_shipped_auto_follows_the_shipped_figures():
     assert auto.target_met == bool(rows)
     if rows:
         assert auto.long.describe() == parse_approx(max(rows, key=lambda r: r["row_ratio"])["spec"]).describe()
+
+
+def test_an_approximation_measured_on_two_chain_sets_is_quoted_from_the_longer(monkeypatch):
+    """bench/stability.py writes one ensemble row per chain set; a citation quotes the one measured on the
+    longest chains (approximations run on long chains), whatever the rows' order."""
+    from cotsurvival import provenance
+
+    short = {**_row("topk:0.5", 0.44, 0.99, 4, ratio=6.4), "set": "short", "max_tokens": 52}
+    long = {**_row("topk:0.5", 0.38, 0.98, 4, ratio=11.0), "set": "long", "max_tokens": 103}
+    for rows in ([short, long], [long, short]):
+        monkeypatch.setattr(provenance, "fidelity_data", lambda rows=rows: {"ensemble": {"approximations": rows}})
+        assert provenance.measured_ensemble("topk:0.5") is long
+    assert provenance.measured_ensemble("topk:0.35") is None

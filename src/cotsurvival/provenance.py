@@ -152,11 +152,11 @@ def measured_approximation(spec: str | None) -> dict | None:
 
 
 def measured_ensemble(spec: str | None) -> dict | None:
-    """The fidelity of one setting against the exact replicate ensemble (bench/stability.py), or None."""
-    for row in fidelity_data().get("ensemble", {}).get("approximations", []):
-        if row["spec"] == spec:
-            return row
-    return None
+    """The fidelity of one setting against the exact replicate ensemble (bench/stability.py), or None.
+    Where it was measured on several chain sets, the one of the longest chains (approximations run on long
+    chains, and their fidelity changes with length)."""
+    rows = [row for row in fidelity_data().get("ensemble", {}).get("approximations", []) if row["spec"] == spec]
+    return max(rows, key=lambda row: row.get("max_tokens", 0)) if rows else None
 
 
 def dtype_name(dtype) -> str:
