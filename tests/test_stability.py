@@ -548,3 +548,31 @@ def test_an_approximation_measured_on_two_chain_sets_is_quoted_from_the_longer(m
         monkeypatch.setattr(provenance, "fidelity_data", lambda rows=rows: {"ensemble": {"approximations": rows}})
         assert provenance.measured_ensemble("topk:0.5") is long
     assert provenance.measured_ensemble("topk:0.35") is None
+
+
+def test_stability_bench_replaces_only_its_own_chain_sets_rows(tmp_path, monkeypatch):
+    """``bench/stability.py --set S report --update-fidelity`` rewrites the ensemble rows of set S and keeps
+    the other set's (rows written before sets existed count as ``short``)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "stability.py"
+    spec = importlib.util.spec_from_file_location("stability_bench", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    data = tmp_path / "fidelity.json"
+    data.write_text(json.dumps({"ensemble": {"approximations": [
+        {**_row("topk:0.5", 0.44, 0.99, 4), "max_tokens": 52},               # an old row: short
+        {**_row("topk:0.35", 0.40, 0.93, 4), "set": "long", "max_tokens": 103}]}}))
+    ci = {"estimate": 0.65, "ci_low": 0.64, "ci_high": 0.66, "n_chains": 4}
+    result = {"date": "today", "chains": {"gsm8k-test-440": 70, "model-881": 103},
+              "approximations": [{"spec": "lazy", "tau_to_ensemble": ci, "own_tau": {**ci, "estimate": 0.93},
+                                  "same_sign": "4/4", "row_ratio": 3.08, "n_chains": 2,
+                                  "chain_ids": ["gsm8k-test-440", "model-881"]}]}
+    bench.use_set("long")
+    bench.update_fidelity(result, data)
+    rows = json.loads(data.read_text())["ensemble"]["approximations"]
+    assert [(r.get("set", "short"), r["spec"]) for r in rows] == [("short", "topk:0.5"), ("long", "lazy")]
+    assert rows[1]["max_tokens"] == 103 and rows[1]["row_ratio"] == 3.08 and rows[1]["own_tau"] == 0.93
+    assert rows[1]["chains"] == "GSM8K chains of 70-103 tokens (1 human-written, 1 model-written)"
