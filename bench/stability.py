@@ -369,6 +369,13 @@ def stability_of(survivals: list[np.ndarray]) -> float:
     return float(np.mean([_tau(a, b) for a, b in itertools.combinations(survivals, 2)]))
 
 
+def chains_with(frame, column: str):
+    """The per-chain rows that have ``column`` (an unfinished cache lacks some paths), None if no chain has it."""
+    if column not in frame or frame[column].notna().sum() == 0:
+        return None
+    return frame[frame[column].notna()]
+
+
 def own_tau(survivals: list[np.ndarray]) -> float:
     """Mean over replicates of τ(replicate, mean survival of the other replicates)."""
     stack = np.vstack(survivals)
@@ -448,13 +455,12 @@ def report(args) -> dict:
     dtypes = []
     for dtype in HALF:
         col = f"tau_{dtype}"
-        if col not in frame or frame[col].notna().sum() == 0:
+        done = chains_with(frame, col)
+        if done is None:
             continue
-        done = frame[frame[col].notna()]
-        own = done["own_tau_T0.05"] if "own_tau_T0.05" in done else None
         dtypes.append({"dtype": dtype, "n_chains": len(done), "chain_ids": list(done.index),
                        "tau_to_greedy": _ci(done[col]), "tau_to_ensemble": _ci(done[f"{col}_to_ensemble"].dropna()),
-                       "own_tau": _ci(own.dropna()) if own is not None else None,
+                       "own_tau": _ci(done["own_tau_T0.05"].dropna()) if "own_tau_T0.05" in done else None,
                        "stability_T0.2": _ci(done["stability_T0.2"].dropna()) if "stability_T0.2" in done else None,
                        "rows": float(done[f"rows_{dtype}"].mean()), "rows_greedy": float(done["rows_greedy"].mean()),
                        "cpu": float(done[f"cpu_{dtype}"].mean()), "cpu_greedy": float(done["cpu_greedy"].mean())})
@@ -464,9 +470,9 @@ def report(args) -> dict:
     summary = []
     for scale in TEMPERATURES:
         col = f"stability_T{scale:g}"
-        if col not in frame or frame[col].notna().sum() == 0:
+        done = chains_with(frame, col)
+        if done is None:
             continue
-        done = frame[frame[col].notna()]
         summary.append({
             "T": scale, "k": k_of[scale], "n_chains": len(done), "stability": _ci(done[col]), "own_tau": _ci(done[f"own_tau_T{scale:g}"]),
             "stability_min": float(done[col].min()), "stability_max": float(done[col].max()),

@@ -330,7 +330,6 @@ def test_run_views_are_registered_from_the_top():
     assert callable(RunDir._repr_html_)
 
 
-
 def test_reading_and_comparing_runs_does_not_import_torch():
     """Comparing runs and building reports only read run directories: torch loads when a stage that runs a
     model (prune, recover) is first called, not on import."""

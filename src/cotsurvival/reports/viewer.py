@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..errors import CotSurvivalError
 from ..labels import RULE, resolve_source, stored_sources
-from ..provenance import scoring_notes, stale_reason
+from ..provenance import scoring_notes
 from ..rundir import RunDir, as_rundir, atomic_write_bytes
 from .data import display_name, resolve_chain_ids, token_segments
 from .notebook import read_chain_tokens
@@ -116,16 +116,17 @@ def _payload(run: RunDir, rows: pd.DataFrame, selected: list[int], n_available: 
 
 def _primary_note(run: RunDir) -> str:
     """The stored primary result with its sensitivity range and placement (``stats.json``), if analysed."""
+    from ..analysis import AnalysisResult
+
     try:
-        stats = json.loads((run.stats_dir / "stats.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        stats = AnalysisResult.load(run)
+    except CotSurvivalError:  # not analysed yet (E012), or unreadable (E056): no primary to show
         return ""
     # never a stale number: a run changed since analyze shows no primary, only the command that updates it
-    stale = stale_reason((stats.get("counts") or {}).get("fingerprint"), run,
-                         (stats.get("config") or {}).get("labels_source"))
+    stale = stats.stale()
     if stale is not None:
         return f" · primary result not shown: stats/stats.json is stale ({stale}); run `cotsurvival analyze`"
-    primary = stats.get("primary") or {}
+    primary = getattr(stats, "primary_", None) or {}
     if "estimate" not in primary or not isinstance(primary["estimate"], (int, float)):
         return ""
     text = f" · primary {primary.get('contrast', '')}: {primary['estimate']:+.3f} ({primary.get('n_chains', '?')} chains)"
